@@ -1,0 +1,66 @@
+"""HTTP edge: JSON routes of the contract. Routes parse parameters, check the token, call the core,
+and map domain errors to statuses here and only here."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from tracker.api import admin, devices, health, openapi
+from tracker.api.responses import JSONResponse
+from tracker.errors import (
+    Busy,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TrackerError,
+    Unauthorized,
+)
+
+log = logging.getLogger("tracker.api")
+
+_STATUS: list[tuple[type[TrackerError], int]] = [
+    (InvalidInput, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Busy, 503),
+]
+
+
+def routes() -> list[BaseRoute]:
+    """Every HTTP route of the tracker."""
+    return [*health.routes, *devices.routes, *admin.routes, *openapi.routes]
+
+
+async def tracker_error(request: Request, exc: Exception) -> Response:
+    """A domain error as the contract's `{"error": ...}` with its status."""
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+    log.error("unmapped tracker error on %s: %s", request.url.path, exc)
+    return JSONResponse({"error": str(exc)}, status_code=500)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 as JSON errors."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": f"{request.method} {request.url.path}: {exc.detail}"}, status_code=exc.status_code
+    )
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its trace, answered without one."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+exception_handlers = {TrackerError: tracker_error, HTTPException: http_error, 500: server_error}

@@ -1,0 +1,108 @@
+"""Devices as a viewer sees them: the list with live state, and a device's stored positions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tracker.api import params
+from tracker.api.responses import JSONResponse
+from tracker.index import cell_hex
+from tracker.store import accounts
+from tracker.store.fixes import positions_page
+
+
+async def list_devices(request: Request) -> Response:
+    """
+    summary: Devices of the token's fleets, with their newest position
+    security: [{bearer: []}]
+    responses:
+      200:
+        description: Every device the token may see, ordered by id.
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/DeviceList'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+    """
+    who = await params.viewer(request)
+    core = params.core(request)
+    devices = await accounts.list_devices(core.db, who.fleets)
+    out: list[dict[str, Any]] = []
+    for d in devices:
+        p = core.index.get(d.id)
+        last = (
+            {"lat": p.lat, "lon": p.lon, "ts": p.ts, "speed": p.speed, "heading": p.heading}
+            if p is not None
+            else None
+        )
+        out.append(
+            {
+                "id": d.id,
+                "fleet": d.fleet,
+                "name": d.name,
+                "online": core.online.get(d.id, 0) > 0,
+                "last": last,
+            }
+        )
+    return JSONResponse({"devices": out})
+
+
+async def positions(request: Request) -> Response:
+    """
+    summary: Stored fixes of one device, oldest first, a page at a time
+    security: [{bearer: []}]
+    parameters:
+      - {$ref: '#/components/parameters/DeviceId'}
+      - {$ref: '#/components/parameters/From'}
+      - {$ref: '#/components/parameters/To'}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000, default: 1000}}
+      - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string}}
+    responses:
+      200:
+        description: A GeoJSON FeatureCollection of Points, plus next_cursor (null on the last page).
+        content:
+          application/geo+json:
+            schema: {$ref: '#/components/schemas/PositionPage'}
+      400: {$ref: '#/components/responses/BadRequest'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      403: {$ref: '#/components/responses/Forbidden'}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    who = await params.viewer(request)
+    device = await params.visible_device(request, who)
+    from_ms, to_ms = params.window(request)
+    limit = params.integer(request, "limit", 1000, 1, 10_000)
+    after = params.decode_cursor(request)
+    rows = await positions_page(params.core(request).db, device.id, from_ms, to_ms, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
+            "properties": {
+                "ts": r["ts"],
+                "speed": r["speed"],
+                "heading": r["heading"],
+                "accuracy": r["accuracy"],
+                "altitude": r["altitude"],
+                "battery": r["battery"],
+                "cell": cell_hex(r["cell"]),
+            },
+        }
+        for r in rows
+    ]
+    next_cursor = params.encode_cursor(rows[-1]["ts"]) if more else None
+    return JSONResponse(
+        {"type": "FeatureCollection", "features": features, "next_cursor": next_cursor},
+        media_type="application/geo+json",
+    )
+
+
+routes = [
+    Route("/api/devices", list_devices, methods=["GET"]),
+    Route("/api/devices/{id}/positions", positions, methods=["GET"]),
+]

@@ -1,0 +1,103 @@
+"""Query parameters and tokens of HTTP requests: each parser names the parameter it rejects."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+
+from starlette.requests import Request
+
+from tracker.core import Core
+from tracker.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from tracker.model import Device, Viewer
+from tracker.store import accounts
+from tracker.validation import check_id, parse_time
+
+DAY_MS = 86_400_000
+
+
+def core(request: Request) -> Core:
+    """The running core of this app."""
+    c: Core = request.app.state.core
+    return c
+
+
+def bearer(request: Request) -> str:
+    """The Bearer token of the request; Unauthorized without one."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send the token as 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+async def viewer(request: Request) -> Viewer:
+    """The viewer (or admin) whose token the request carries (coroutine)."""
+    return await core(request).auth.viewer(bearer(request))
+
+
+def require_admin(request: Request) -> None:
+    """Unauthorized unless the request carries the admin token."""
+    c = core(request)
+    if c.settings.admin_token is None:
+        raise Forbidden("the admin API is disabled: set TRACKER_ADMIN_TOKEN on the server")
+    if not c.auth.is_admin(bearer(request)):
+        raise Forbidden("this endpoint needs the admin token")
+
+
+async def visible_device(request: Request, who: Viewer) -> Device:
+    """The device named in the path, if `who` may see it (coroutine)."""
+    device_id = check_id(request.path_params["id"], "device id")
+    device = await accounts.get_device(core(request).db, device_id)
+    if device is None:
+        raise NotFound(f"device {device_id!r} not found")
+    if not who.grants(device.fleet):
+        raise Forbidden(f"device {device_id!r} is in fleet {device.fleet!r}, which this token does not grant")
+    return device
+
+
+def window(request: Request) -> tuple[int, int]:
+    """`from`/`to` as milliseconds; the last 24 hours by default."""
+    now = int(time.time() * 1000)
+    to_ms = parse_time(request.query_params["to"], "to") if "to" in request.query_params else now
+    if "from" in request.query_params:
+        from_ms = parse_time(request.query_params["from"], "from")
+    else:
+        from_ms = to_ms - DAY_MS
+    if from_ms > to_ms:
+        raise InvalidInput("from must not be later than to")
+    return from_ms, to_ms
+
+
+def integer(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer; got {raw!r:.40}") from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}; got {value}")
+    return value
+
+
+def encode_cursor(ts: int) -> str:
+    """An opaque cursor that resumes after the fix at `ts`."""
+    return base64.urlsafe_b64encode(f"t{ts}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(request: Request) -> int | None:
+    """The position a `cursor` parameter resumes after, or None for the first page."""
+    raw = request.query_params.get("cursor")
+    if not raw:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        if not text.startswith("t"):
+            raise ValueError(text)
+        return int(text[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor is not valid: pass the next_cursor of a previous page") from None

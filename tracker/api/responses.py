@@ -1,0 +1,15 @@
+"""JSON responses encoded with orjson."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import JSONResponse as _StarletteJSON
+
+
+class JSONResponse(_StarletteJSON):
+    """Starlette's JSONResponse, encoded with orjson (faster, and numpy-aware)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,51 @@
+"""The app factory: one Starlette app for HTTP and one Socket.IO server on the same port.
+
+The lifespan starts the core (pool, migrations, live index, ingest and broadcast loops) and stops it
+in reverse order, draining the ingest queue so that no acked or in-flight fix is lost on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import socketio
+from starlette.applications import Starlette
+
+from tracker import api
+from tracker.core import Core
+from tracker.errors import ConfigError
+from tracker.metrics import Metrics
+from tracker.settings import Settings
+from tracker.sockets import DeviceNamespace, ViewerNamespace, build_server, viewer_emitter
+
+
+def create_app(settings: Settings, database_url: str | None = None) -> Any:
+    """The ASGI app of the tracker, on `database_url` (default: the settings' URL)."""
+    url = database_url or settings.database_url
+    if not url:
+        raise ConfigError("no database URL: pass --database-url or set TRACKER_DATABASE_URL")
+    metrics = Metrics()
+    sio = build_server(settings.redis_url, settings.cors_origins)
+    holder: dict[str, Core] = {}
+
+    def core() -> Core:
+        return holder["core"]
+
+    sio.register_namespace(DeviceNamespace(core, metrics))
+    sio.register_namespace(ViewerNamespace(core, metrics))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        emit = viewer_emitter(sio, shared_rooms=settings.redis_url is not None)
+        holder["core"] = app.state.core = await Core.start(settings, url, emit, metrics)
+        try:
+            yield
+        finally:
+            await holder["core"].stop()
+
+    http = Starlette(routes=api.routes(), exception_handlers=api.exception_handlers, lifespan=lifespan)
+    http.state.metrics = metrics
+    http.state.settings = settings
+    return socketio.ASGIApp(sio, other_asgi_app=http, socketio_path="socket.io")

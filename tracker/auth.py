@@ -1,0 +1,90 @@
+"""Who is asking: device, viewer and admin tokens.
+
+Tokens are 256 random bits (URL-safe base64). Only their SHA-256 hashes are stored; a lookup goes by the
+hash and the stored hash is then compared in constant time. The admin token comes from the settings
+(`TRACKER_ADMIN_TOKEN`) and is never stored; it reads every fleet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from typing import Any
+
+from tracker.errors import InvalidInput, Unauthorized
+from tracker.model import Device, Viewer
+from tracker.store import Database, accounts
+from tracker.validation import check_id
+
+log = logging.getLogger("tracker.auth")
+
+ADMIN = Viewer(name="admin", fleets=None, admin=True)
+
+
+def new_token() -> str:
+    """A fresh random token (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> bytes:
+    """The stored form of a token."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Authenticator:
+    """Turns tokens into devices and viewers, and registers new ones."""
+
+    def __init__(self, db: Database, admin_token: str | None) -> None:
+        self._db = db
+        self._admin_hash = hash_token(admin_token) if admin_token else None
+
+    def is_admin(self, token: str | None) -> bool:
+        """True when `token` is the admin token (constant-time)."""
+        if not token or self._admin_hash is None:
+            return False
+        return hmac.compare_digest(hash_token(token), self._admin_hash)
+
+    async def device(self, token: str | None) -> Device:
+        """The device this token belongs to; Unauthorized otherwise (coroutine)."""
+        if not token or not isinstance(token, str):
+            raise Unauthorized("a device token is required")
+        digest = hash_token(token)
+        found = await accounts.device_by_token_hash(self._db, digest)
+        if found is None or not hmac.compare_digest(found[1], digest):
+            raise Unauthorized("unknown device token")
+        return found[0]
+
+    async def viewer(self, token: str | None) -> Viewer:
+        """The viewer (or admin) this token belongs to; Unauthorized otherwise (coroutine)."""
+        if not token or not isinstance(token, str):
+            raise Unauthorized("a viewer token is required")
+        if self.is_admin(token):
+            return ADMIN
+        digest = hash_token(token)
+        found = await accounts.viewer_by_token_hash(self._db, digest)
+        if found is None or not hmac.compare_digest(found[1], digest):
+            raise Unauthorized("unknown viewer token")
+        return found[0]
+
+    async def add_device(self, device_id: Any, fleet: Any, name: str | None = None) -> tuple[Device, str]:
+        """Register a device; return it with its token, shown this once only (coroutine)."""
+        device = Device(check_id(device_id, "id"), check_id(fleet, "fleet"), name)
+        token = new_token()
+        await accounts.insert_device(self._db, device, hash_token(token))
+        log.info("device added device=%s fleet=%s", device.id, device.fleet)
+        return device, token
+
+    async def add_viewer(self, name: Any, fleets: frozenset[str] | None) -> tuple[Viewer, str]:
+        """Register a viewer of `fleets` (None: all); return it with its token (coroutine)."""
+        if not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.isprintable():
+            raise InvalidInput("name must be 1-100 printable characters")
+        viewer = Viewer(
+            name,
+            frozenset(check_id(f, "fleets[]") for f in fleets) if fleets is not None else None,
+        )
+        token = new_token()
+        await accounts.insert_viewer(self._db, viewer, hash_token(token))
+        log.info("viewer added viewer=%s fleets=%s", viewer.name, viewer.fleets or "all")
+        return viewer, token

@@ -1,0 +1,119 @@
+"""The `tracker` console script. It only builds settings and calls the core; domain errors become a
+one-line message and exit status 1 here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+
+from tracker.errors import TrackerError
+from tracker.settings import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tracker", description="Real-time fleet tracking on PostGIS.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def db_flags(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument(
+            "--database-url",
+            help="PostgreSQL URL (default: TRACKER_DATABASE_URL, else the embedded PostGIS cluster)",
+        )
+        cmd.add_argument("--data-dir", help="folder of the embedded cluster (TRACKER_DATA_DIR)")
+
+    serve = sub.add_parser("serve", help="run the server (HTTP and Socket.IO on one port)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--redis-url", help="share Socket.IO rooms between processes through Redis")
+    serve.add_argument("--geofences", help="folder of fleet rules (*.yaml)")
+    db_flags(serve)
+
+    device = sub.add_parser("device", help="manage devices").add_subparsers(dest="action", required=True)
+    add_device = device.add_parser("add", help="register a device and print its token")
+    add_device.add_argument("id")
+    add_device.add_argument("--fleet", required=True)
+    add_device.add_argument("--name")
+    db_flags(add_device)
+
+    viewer = sub.add_parser("viewer", help="manage viewers").add_subparsers(dest="action", required=True)
+    add_viewer = viewer.add_parser("add", help="register a viewer and print its token")
+    add_viewer.add_argument("name")
+    grants = add_viewer.add_mutually_exclusive_group(required=True)
+    grants.add_argument("--fleet", action="append", dest="fleets", help="a fleet it may see (repeat)")
+    grants.add_argument("--all", action="store_true", help="every fleet")
+    db_flags(add_viewer)
+    return p
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """The database URL: the configured one, or the embedded cluster's (started for the duration)."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from tracker.embedded_db import EmbeddedPostgres, default_data_dir
+
+    with EmbeddedPostgres(settings.data_dir or default_data_dir()) as url:
+        yield url
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from tracker.app import create_app
+    from tracker.logs import configure
+
+    log_config = configure(settings.log_level)
+    with _database(settings) as url:
+        app = create_app(settings, url)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=log_config,
+            ws="websockets",
+            timeout_graceful_shutdown=10,
+        )
+
+
+async def _add(settings: Settings, url: str, args: argparse.Namespace) -> str:
+    from tracker.auth import Authenticator
+    from tracker.store import Database
+
+    db = await Database.connect(url, min_size=1, max_size=1)
+    try:
+        auth = Authenticator(db, None)
+        if args.command == "device":
+            _, token = await auth.add_device(args.id, args.fleet, args.name)
+        else:
+            _, token = await auth.add_viewer(args.name, None if args.all else frozenset(args.fleets))
+        return token
+    finally:
+        await db.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            redis_url=getattr(args, "redis_url", None),
+            geofences=getattr(args, "geofences", None),
+            database_url=args.database_url,
+            data_dir=args.data_dir,
+        )
+        if args.command == "serve":
+            _serve(settings)
+        else:
+            with _database(settings) as url:
+                print(asyncio.run(_add(settings, url, args)))
+    except TrackerError as exc:
+        print(f"tracker: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

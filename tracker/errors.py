@@ -1,0 +1,48 @@
+"""The tracker's error tree.
+
+Every error the core raises is a `TrackerError`. Subclasses also inherit the matching built-in
+(`InvalidFix` is a `ValueError`) so callers may catch either. Messages name the input at fault and
+say what to do; the edges (HTTP routes, Socket.IO handlers, the CLI) turn them into transport errors.
+"""
+
+from __future__ import annotations
+
+
+class TrackerError(Exception):
+    """Base class of every error the tracker raises on purpose."""
+
+
+class ConfigError(TrackerError, ValueError):
+    """A setting is missing or invalid."""
+
+
+class InvalidInput(TrackerError, ValueError):
+    """A request parameter or payload field is invalid; the message names the field."""
+
+
+class InvalidFix(InvalidInput):
+    """One fix of a batch is invalid; the message names the field and the problem."""
+
+
+class Unauthorized(TrackerError, PermissionError):
+    """No token, or a token that matches nothing."""
+
+
+class Forbidden(TrackerError, PermissionError):
+    """A valid token that does not grant the fleet or device asked for."""
+
+
+class NotFound(TrackerError, LookupError):
+    """The device, viewer or other resource named does not exist."""
+
+
+class Conflict(TrackerError, ValueError):
+    """The resource to create already exists."""
+
+
+class Busy(TrackerError, RuntimeError):
+    """The server cannot take this batch now (queue full, storage down); retry the same batch later."""
+
+
+class EmbeddedDatabaseError(TrackerError, RuntimeError):
+    """The local PostGIS cluster cannot be created or started; the message says what to install or fix."""

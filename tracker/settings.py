@@ -1,0 +1,56 @@
+"""Settings in one place: flags override `TRACKER_*` environment variables, which override defaults.
+
+The CLI builds a `Settings` and hands it to the app factory; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tracker.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Environment variables are the field names upper-cased with `TRACKER_`."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    database_url: str | None = None
+    data_dir: Path | None = None  # the embedded PostGIS cluster's folder when database_url is unset
+    redis_url: str | None = None
+    geofences: Path = Path("geofences")
+    admin_token: str | None = None
+    h3_resolution: int = Field(9, ge=0, le=15)
+    broadcast_interval_ms: int = Field(100, ge=5, le=60_000)
+    retention_days: int | None = Field(None, ge=1)
+    # Ingest: the bounded queue gives backpressure; a batch is what one transaction writes.
+    ingest_queue_max: int = Field(50_000, ge=1)
+    ingest_batch_max: int = Field(5_000, ge=1)
+    partition_days_ahead: int = Field(3, ge=1, le=60)
+    cors_origins: str = "*"
+    log_level: str = "info"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_long_enough(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < 16:
+            raise ValueError("must be at least 16 characters (use a random token)")
+        return v or None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment plus explicit overrides (flags); None overrides are ignored."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TRACKER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

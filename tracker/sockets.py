@@ -1,0 +1,182 @@
+"""Socket.IO edge: the `/device` and `/viewer` namespaces of the contract.
+
+Handlers parse and check what arrives, call into the core, and turn domain errors into transport
+answers: `ConnectionRefusedError("unauthorized")` on connect, an error entry in an ack otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import socketio
+
+from tracker.broadcast import plan_subscription
+from tracker.core import Core
+from tracker.errors import Busy, Forbidden, InvalidInput, Unauthorized
+from tracker.metrics import Metrics
+from tracker.model import Device, Viewer
+from tracker.validation import parse_batch
+
+log = logging.getLogger("tracker.sockets")
+
+DEVICE_NS = "/device"
+VIEWER_NS = "/viewer"
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a batch of 1000 fixes with 2 KiB attrs each fits
+
+
+class _Json:
+    """orjson behind the `dumps`/`loads` interface python-socketio expects."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(s: str | bytes, **_: Any) -> Any:
+        return orjson.loads(s)
+
+
+def _token(auth: Any) -> str | None:
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        return str(auth["token"])
+    return None
+
+
+def _busy_ack(error: str, retry: bool) -> dict[str, Any]:
+    return {"accepted": 0, "duplicates": 0, "rejected": [], "error": error, "retry": retry}
+
+
+class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Devices stream fixes here, each as itself: the device comes from the token, never the payload."""
+
+    def __init__(self, core: Callable[[], Core], metrics: Metrics) -> None:
+        super().__init__(DEVICE_NS)
+        self._core = core
+        self._metrics = metrics
+        self._devices: dict[str, Device] = {}
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            device = await self._core().auth.device(_token(auth))
+        except Unauthorized:
+            raise ConnectionRefusedError("unauthorized") from None
+        self._devices[sid] = device
+        self._core().online[device.id] += 1
+        self._metrics.connected_devices.inc()
+        log.info("device connected device=%s fleet=%s", device.id, device.fleet)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        device = self._devices.pop(sid, None)
+        if device is None:
+            return
+        online = self._core().online
+        online[device.id] -= 1
+        if online[device.id] <= 0:
+            del online[device.id]
+        self._metrics.connected_devices.dec()
+        log.info("device disconnected device=%s", device.id)
+
+    async def on_fix(self, sid: str, data: Any = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        device = self._devices.get(sid)
+        if device is None:
+            return _busy_ack("not connected as a device", retry=True)
+        try:
+            fixes, rejected = parse_batch(data, device.id, device.fleet, int(time.time() * 1000))
+        except InvalidInput as exc:
+            return _busy_ack(str(exc), retry=False)
+        if rejected:
+            self._metrics.fixes_rejected.inc(len(rejected))
+            log.info(
+                "device=%s rejected %d fixes, first: %s",
+                device.id,
+                len(rejected),
+                rejected[0]["error"],
+            )
+        try:
+            result = await self._core().ingestor.submit(fixes)
+        except Busy as exc:
+            return _busy_ack(str(exc), retry=True)
+        self._metrics.ack_seconds.observe(time.perf_counter() - started)
+        return {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
+
+
+class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Dispatchers subscribe to fleets, devices or boxes and receive coalesced positions."""
+
+    def __init__(self, core: Callable[[], Core], metrics: Metrics) -> None:
+        super().__init__(VIEWER_NS)
+        self._core = core
+        self._metrics = metrics
+        self._viewers: dict[str, Viewer] = {}
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            viewer = await self._core().auth.viewer(_token(auth))
+        except Unauthorized:
+            raise ConnectionRefusedError("unauthorized") from None
+        self._viewers[sid] = viewer
+        self._metrics.connected_viewers.inc()
+        log.info("viewer connected viewer=%s", viewer.name)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        if self._viewers.pop(sid, None) is not None:
+            self._metrics.connected_viewers.dec()
+
+    async def on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+        viewer = self._viewers.get(sid)
+        if viewer is None:
+            return {"ok": False, "error": "not connected as a viewer"}
+        core = self._core()
+        try:
+            plan = await plan_subscription(viewer, data, core.index, core.db)
+        except (InvalidInput, Forbidden) as exc:
+            return {"ok": False, "error": str(exc)}
+        for room in plan.rooms:
+            await self.enter_room(sid, room)
+        await self.emit("positions", [p.to_json() for p in plan.snapshot], to=sid)
+        return {"ok": True}
+
+    async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+        viewer = self._viewers.get(sid)
+        if viewer is None:
+            return {"ok": False, "error": "not connected as a viewer"}
+        core = self._core()
+        try:
+            plan = await plan_subscription(viewer, data, core.index, core.db)
+        except (InvalidInput, Forbidden) as exc:
+            return {"ok": False, "error": str(exc)}
+        for room in plan.rooms:
+            await self.leave_room(sid, room)
+        return {"ok": True}
+
+
+def build_server(settings_redis_url: str | None, cors_origins: str) -> socketio.AsyncServer:
+    """The Socket.IO server; with a Redis URL, rooms are shared between processes."""
+    manager = socketio.AsyncRedisManager(settings_redis_url) if settings_redis_url else None
+    origins: str | list[str] = (
+        "*" if cors_origins.strip() == "*" else [o.strip() for o in cors_origins.split(",")]
+    )
+    return socketio.AsyncServer(
+        async_mode="asgi",
+        client_manager=manager,
+        json=_Json,
+        cors_allowed_origins=origins,
+        max_http_buffer_size=MAX_MESSAGE_BYTES,
+    )
+
+
+def viewer_emitter(sio: socketio.AsyncServer, shared_rooms: bool) -> Any:
+    """The broadcaster's Emit: skips rooms without local listeners unless rooms are shared."""
+
+    async def emit(event: str, data: Any, room: str) -> bool:
+        if not shared_rooms and not sio.manager.rooms.get(VIEWER_NS, {}).get(room):
+            return False
+        await sio.emit(event, data, to=room, namespace=VIEWER_NS)
+        return True
+
+    return emit

@@ -1,0 +1,142 @@
+"""The connection pool, versioned migrations, and daily partitions of the fixes table.
+
+Migrations are the numbered `migrations/*.sql` files, applied in order at start-up under an advisory lock
+so several processes may start at once; each applied file is recorded in `schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+
+import asyncpg
+
+from tracker.errors import ConfigError
+
+log = logging.getLogger("tracker.store")
+
+DAY_MS = 86_400_000
+_MIGRATION_LOCK = 7_214_001
+_PARTITION_LOCK = 7_214_002
+
+# Each pooled connection stages fixes here before one INSERT ... ON CONFLICT moves them into `fixes`.
+_STAGE_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS fix_stage (
+    device_id text, ts_ms bigint, lon float8, lat float8, speed real, heading real,
+    accuracy real, altitude real, battery real, attrs jsonb, cell bigint
+) ON COMMIT DELETE ROWS
+"""
+
+
+def partition_name(day: int) -> str:
+    """The partition of `fixes` holding UTC day `day` (days since the epoch)."""
+    return "fixes_p" + (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day)).strftime("%Y%m%d")
+
+
+class Database:
+    """An asyncpg pool on a migrated PostGIS database, plus the set of fix partitions known to exist."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._partitions: set[int] = set()
+
+    @classmethod
+    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> Database:
+        """Open a pool on `url`, apply pending migrations and load the partition list (coroutine)."""
+        try:
+            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ConfigError(f"cannot connect to the database at {_redact(url)}: {exc}") from exc
+        db = cls(pool)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            rows = await conn.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'fixes'::regclass"
+            )
+        for (name,) in rows:
+            day = datetime.strptime(name[len("fixes_p") :], "%Y%m%d").replace(tzinfo=UTC)
+            db._partitions.add(int(day.timestamp()) // 86_400)
+        return db
+
+    async def close(self) -> None:
+        """Close every pooled connection (coroutine)."""
+        await self.pool.close()
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when PostgreSQL answers a trivial query within `timeout` seconds (coroutine)."""
+        try:
+            async with self.pool.acquire(timeout=timeout) as conn:
+                await conn.fetchval("SELECT 1", timeout=timeout)
+            return True
+        except Exception:  # any failure means "not ready"; the reason is logged, not raised
+            log.warning("database ping failed", exc_info=True)
+            return False
+
+    async def ensure_partitions(self, days: set[int]) -> None:
+        """Create the daily partitions of `fixes` for `days` that do not exist yet (coroutine).
+
+        Runs in its own short transaction, outside the write path's, because creating a partition
+        locks the parent table.
+        """
+        missing = sorted(days - self._partitions)
+        if not missing:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
+            for day in missing:
+                start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day)
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF fixes "
+                    f"FOR VALUES FROM ('{start.isoformat()}') TO "
+                    f"('{(start + timedelta(days=1)).isoformat()}')"
+                )
+                log.info("created partition %s", partition_name(day))
+        self._partitions.update(missing)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.execute(_STAGE_SQL)
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations not applied yet, in file-name order; return their names (coroutine)."""
+    files = sorted(
+        (
+            f
+            for f in resources.files("tracker.store").joinpath("migrations").iterdir()
+            if f.name.endswith(".sql")
+        ),
+        key=lambda f: f.name,
+    )
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(name text PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r[0] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for f in files:
+            if f.name in done:
+                continue
+            await conn.execute(f.read_text())
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", f.name)
+            log.info("applied migration %s", f.name)
+            applied.append(f.name)
+    return applied
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Milliseconds since the epoch as an aware datetime, for query parameters."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)

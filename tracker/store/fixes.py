@@ -1,0 +1,107 @@
+"""Fixes in PostGIS: the batched write path (COPY into a staging table, one INSERT ... ON CONFLICT)
+and the reads that page through a device's stored fixes or rebuild the live index at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from tracker.model import Fix
+from tracker.store.database import DAY_MS, Database, ms_to_datetime
+
+_STAGE_COLUMNS = (
+    "device_id",
+    "ts_ms",
+    "lon",
+    "lat",
+    "speed",
+    "heading",
+    "accuracy",
+    "altitude",
+    "battery",
+    "attrs",
+    "cell",
+)
+
+_MOVE_STAGED = """
+INSERT INTO fixes (device_id, ts, geom, speed, heading, accuracy, altitude, battery, attrs, cell)
+SELECT device_id, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
+       ST_SetSRID(ST_MakePoint(lon, lat), 4326), speed, heading, accuracy, altitude, battery, attrs, cell
+FROM fix_stage
+ON CONFLICT (device_id, ts) DO NOTHING
+RETURNING device_id, (extract(epoch FROM ts) * 1000)::bigint
+"""
+
+
+async def write_fixes(db: Database, fixes: Sequence[Fix]) -> set[tuple[str, int]]:
+    """Store `fixes` in one transaction; return the (device, ts) keys that were new (coroutine).
+
+    A key missing from the result was already stored (a retry) or repeated within the batch. Either
+    every fix of the batch is committed or, on error, none is.
+    """
+    await db.ensure_partitions({f.ts // DAY_MS for f in fixes})
+    records = [
+        (
+            f.device,
+            f.ts,
+            f.lon,
+            f.lat,
+            f.speed,
+            f.heading,
+            f.accuracy,
+            f.altitude,
+            f.battery,
+            orjson.dumps(f.attrs).decode() if f.attrs is not None else None,
+            f.cell,
+        )
+        for f in fixes
+    ]
+    async with db.pool.acquire() as conn, conn.transaction():
+        await conn.copy_records_to_table("fix_stage", records=records, columns=_STAGE_COLUMNS)
+        rows = await conn.fetch(_MOVE_STAGED)
+    return {(r[0], r[1]) for r in rows}
+
+
+async def latest_fixes(db: Database) -> list[asyncpg.Record]:
+    """The newest stored fix of every device that has one, for the live index at start-up (coroutine).
+
+    Rows: device, fleet, ts (ms), lat, lon, speed, heading, cell.
+    """
+    async with db.pool.acquire() as conn:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            """
+            SELECT d.id, d.fleet, f.ts_ms, f.lat, f.lon, f.speed, f.heading, f.cell
+            FROM devices d
+            CROSS JOIN LATERAL (
+                SELECT (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, ST_Y(geom) AS lat,
+                       ST_X(geom) AS lon, speed, heading, cell
+                FROM fixes WHERE device_id = d.id ORDER BY ts DESC LIMIT 1
+            ) f
+            """
+        )
+    return rows
+
+
+async def positions_page(
+    db: Database, device: str, from_ms: int, to_ms: int, after_ms: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Up to `limit` fixes of `device` with from <= ts < to and ts > after, oldest first (coroutine)."""
+    lower = max(from_ms, after_ms + 1) if after_ms is not None else from_ms
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch(
+            """
+            SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_X(geom), ST_Y(geom), speed, heading,
+                   accuracy, altitude, battery, cell
+            FROM fixes WHERE device_id = $1 AND ts >= $2 AND ts < $3
+            ORDER BY ts LIMIT $4
+            """,
+            device,
+            ms_to_datetime(lower),
+            ms_to_datetime(to_ms),
+            limit,
+        )
+    keys = ("ts", "lon", "lat", "speed", "heading", "accuracy", "altitude", "battery", "cell")
+    return [dict(zip(keys, r, strict=True)) for r in rows]

@@ -74,7 +74,7 @@ def _serve(settings: Settings) -> None:
             host=settings.host,
             port=settings.port,
             log_config=log_config,
-            ws="websockets",
+            ws="websockets-sansio",
             timeout_graceful_shutdown=10,
         )
 

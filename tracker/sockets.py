@@ -63,7 +63,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             device = await self._core().auth.device(_token(auth))
         except Unauthorized:
-            raise ConnectionRefusedError("unauthorized") from None
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
         self._devices[sid] = device
         self._core().online[device.id] += 1
         self._metrics.connected_devices.inc()
@@ -118,7 +118,7 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             viewer = await self._core().auth.viewer(_token(auth))
         except Unauthorized:
-            raise ConnectionRefusedError("unauthorized") from None
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
         self._viewers[sid] = viewer
         self._metrics.connected_viewers.inc()
         log.info("viewer connected viewer=%s", viewer.name)

@@ -1,0 +1,259 @@
+"""Test harness: a fresh PostGIS database per test session, real `tracker serve` processes on free ports,
+real Socket.IO and HTTP clients. Nothing here mocks the database or the server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import socketio
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
+BASE_PG = os.environ.get("TRACKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server_reachable(url: str) -> bool:
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(url, timeout=3)
+        except (OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture(scope="session")
+def pg_base() -> Iterator[str]:
+    """A PostgreSQL server with PostGIS: the local one, else an embedded cluster made for this run."""
+    if _server_reachable(BASE_PG):
+        yield BASE_PG
+        return
+    from tracker.embedded_db import EmbeddedPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="tracker-test-pg-"))
+    folder.chmod(0o755)
+    with EmbeddedPostgres(folder / "pg", database="postgres") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_base: str) -> Iterator[str]:
+    """A fresh database for this test session, dropped at the end."""
+    name = f"tracker_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(pg_base)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    base, _, query = pg_base.partition("?")
+    url = base.rsplit("/", 1)[0] + "/" + name + (("?" + query) if query else "")
+    yield url
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass
+class Server:
+    """A `tracker serve` process on a free port."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(
+    database_url: str | None, tmp: Path, extra_env: dict[str, str] | None = None, *args: str
+) -> Server:
+    """Start a server and wait (bounded) until /readyz answers 200."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRACKER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "TRACKER_PORT": str(port),
+        "TRACKER_HOST": "127.0.0.1",
+        "TRACKER_GEOFENCES": str(tmp / "geofences"),
+        **(extra_env or {}),
+    }
+    if database_url:
+        env["TRACKER_DATABASE_URL"] = database_url
+    (tmp / "geofences").mkdir(parents=True, exist_ok=True)
+    log = tmp / f"server-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tracker", "serve", *args], env=env, stdout=out, stderr=out, cwd=ROOT
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log, env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
+        try:
+            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server not ready within 60 s:\n{server.log_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The shared server of this session."""
+    s = start_server(database_url, tmp_path_factory.mktemp("server"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the session's database, to check what the server stored."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+def uid(prefix: str) -> str:
+    """A unique id, so tests sharing one server never see each other's devices or fleets."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def add_device(server: Server, fleet: str, device: str | None = None) -> tuple[str, str]:
+    """Register a device through the admin API; return (id, token)."""
+    device = device or uid("dev")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.post(
+            "/api/admin/devices",
+            json={"id": device, "fleet": fleet},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert r.status_code == 201, r.text
+    return device, r.json()["token"]
+
+
+async def add_viewer(server: Server, fleets: list[str] | str) -> str:
+    """Register a viewer through the admin API; return its token."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.post(
+            "/api/admin/viewers",
+            json={"name": uid("viewer"), "fleets": fleets},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
+
+
+class Client:
+    """A Socket.IO client on one namespace that queues every event it receives, by name."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: dict[str, asyncio.Queue[Any]] = {}
+        self.sio.on("*", self._record, namespace=namespace)
+
+    async def _record(self, event: str, data: Any = None) -> None:
+        self.events.setdefault(event, asyncio.Queue()).put_nowait(data)
+
+    async def connect(self, server: Server, token: str) -> Client:
+        await self.sio.connect(
+            server.url, namespaces=[self.namespace], auth={"token": token}, transports=["websocket"]
+        )
+        return self
+
+    async def call(self, event: str, data: Any, timeout: float = 30) -> Any:
+        return await self.sio.call(event, data, namespace=self.namespace, timeout=timeout)
+
+    async def next(self, event: str, timeout: float = 10) -> Any:
+        """The next `event` received (waits up to `timeout` seconds)."""
+        return await asyncio.wait_for(self.events.setdefault(event, asyncio.Queue()).get(), timeout)
+
+    def pending(self, event: str) -> list[Any]:
+        """Every `event` received and not yet taken with `next`."""
+        q = self.events.setdefault(event, asyncio.Queue())
+        out = []
+        while not q.empty():
+            out.append(q.get_nowait())
+        return out
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[Client]]:
+    """Clients made in a test; all disconnected at its end."""
+    made: list[Client] = []
+    yield made
+    for c in made:
+        await c.close()
+
+
+async def device_client(server: Server, token: str, clients: list[Client]) -> Client:
+    c = await Client("/device").connect(server, token)
+    clients.append(c)
+    return c
+
+
+async def viewer_client(server: Server, token: str, clients: list[Client]) -> Client:
+    c = await Client("/viewer").connect(server, token)
+    clients.append(c)
+    return c
+
+
+async def refusal(server: Server, namespace: str, auth: Any) -> Any:
+    """Connect with `auth` and return the `connect_error` data the server answered with."""
+    sio = socketio.AsyncClient(reconnection=False)
+    errors: asyncio.Queue[Any] = asyncio.Queue()
+    sio.on("connect_error", errors.put_nowait, namespace=namespace)
+    try:
+        await sio.connect(server.url, namespaces=[namespace], auth=auth, transports=["websocket"])
+    except socketio.exceptions.ConnectionError:
+        pass
+    finally:
+        await sio.disconnect()
+    return await asyncio.wait_for(errors.get(), 10)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

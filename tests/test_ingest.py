@@ -1,0 +1,185 @@
+"""End to end: devices stream fixes through a real server into a real PostGIS database."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from harness import (
+    ADMIN_TOKEN,
+    Client,
+    Server,
+    add_device,
+    device_client,
+    now_ms,
+    refusal,
+    start_server,
+    uid,
+)
+
+
+async def stored(db: asyncpg.Connection, device: str) -> list[tuple[int, float, float]]:
+    rows = await db.fetch(
+        "SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_Y(geom), ST_X(geom) FROM fixes "
+        "WHERE device_id = $1 ORDER BY ts",
+        device,
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def test_an_acked_fix_is_already_committed(
+    server: Server, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    device, token = await add_device(server, uid("fleet"))
+    d = await device_client(server, token, clients)
+    ts = now_ms()
+    ack = await d.call("fix", {"lat": 47.37, "lon": 8.54, "ts": ts, "speed": 4.2, "attrs": {"job": 17}})
+    assert ack == {"accepted": 1, "duplicates": 0, "rejected": []}
+    # Read from another connection the moment the ack arrives: only committed rows are visible.
+    row = await db.fetchrow(
+        "SELECT ST_Y(geom), ST_X(geom), speed, attrs, cell, received FROM fixes WHERE device_id = $1", device
+    )
+    assert row is not None
+    assert (row[0], row[1]) == (47.37, 8.54)
+    assert row[2] == pytest.approx(4.2)
+    assert row[3] == '{"job": 17}'
+    import h3
+
+    assert format(row[4], "x") == h3.latlng_to_cell(47.37, 8.54, 9)
+
+
+async def test_bad_fixes_are_rejected_one_by_one_and_good_ones_kept(
+    server: Server, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    device, token = await add_device(server, uid("fleet"))
+    d = await device_client(server, token, clients)
+    t = now_ms()
+    ack = await d.call(
+        "fix",
+        [
+            {"lat": 1.0, "lon": 2.0, "ts": t - 3000},
+            {"lat": 91.0, "lon": 2.0, "ts": t - 2000},
+            {"lon": 2.0, "ts": t - 1500},
+            {"lat": 1.0, "lon": 2.0, "ts": t - 1000, "battery": 150},
+            {"lat": 1.5, "lon": 2.5, "ts": t},
+        ],
+    )
+    assert ack["accepted"] == 2 and ack["duplicates"] == 0
+    assert [r["index"] for r in ack["rejected"]] == [1, 2, 3]
+    assert "lat" in ack["rejected"][0]["error"]
+    assert "lat is required" in ack["rejected"][1]["error"]
+    assert "battery" in ack["rejected"][2]["error"]
+    assert await stored(db, device) == [(t - 3000, 1.0, 2.0), (t, 1.5, 2.5)]
+
+
+async def test_a_retried_batch_counts_duplicates_and_stores_nothing_twice(
+    server: Server, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    device, token = await add_device(server, uid("fleet"))
+    d = await device_client(server, token, clients)
+    t = now_ms()
+    batch = [{"lat": 10 + i / 100, "lon": 20.0, "ts": t - 1000 * (50 - i)} for i in range(50)]
+    assert await d.call("fix", batch) == {"accepted": 50, "duplicates": 0, "rejected": []}
+    assert await d.call("fix", batch) == {"accepted": 0, "duplicates": 50, "rejected": []}
+    # The same key twice within a batch: one is stored, one counts as a duplicate.
+    again = {"lat": 11.0, "lon": 21.0, "ts": t + 1}
+    assert await d.call("fix", [again, again]) == {"accepted": 1, "duplicates": 1, "rejected": []}
+    assert len(await stored(db, device)) == 51
+
+
+async def test_late_and_out_of_order_fixes_are_stored_but_live_state_only_moves_forward(
+    server: Server, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    fleet = uid("fleet")
+    device, token = await add_device(server, fleet)
+    d = await device_client(server, token, clients)
+    t = now_ms()
+    await d.call("fix", {"lat": 5.0, "lon": 5.0, "ts": t})
+    # An offline backlog from an hour and from years ago (a partition of its own, made on demand).
+    ack = await d.call(
+        "fix",
+        [
+            {"lat": 4.0, "lon": 4.0, "ts": t - 3_600_000},
+            {"lat": 3.0, "lon": 3.0, "ts": "2008-10-23T02:53:04Z"},
+        ],
+    )
+    assert ack["accepted"] == 2
+    assert [r[0] for r in await stored(db, device)] == [1224730384000, t - 3_600_000, t]
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.get("/api/devices", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    mine = [x for x in r.json()["devices"] if x["id"] == device]
+    assert mine[0]["last"]["ts"] == t and mine[0]["last"]["lat"] == 5.0
+    assert mine[0]["online"] is True
+
+
+async def test_the_device_writes_only_as_itself(
+    server: Server, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    device, token = await add_device(server, uid("fleet"))
+    victim, _ = await add_device(server, uid("fleet"))
+    d = await device_client(server, token, clients)
+    ack = await d.call("fix", {"lat": 1.0, "lon": 1.0, "ts": now_ms(), "device": victim, "fleet": "x"})
+    assert ack["accepted"] == 1
+    assert len(await stored(db, device)) == 1
+    assert await stored(db, victim) == []
+
+
+@pytest.mark.parametrize("namespace", ["/device", "/viewer"])
+@pytest.mark.parametrize("auth", [None, {}, {"token": "nope"}, {"token": 42}])
+async def test_missing_or_wrong_tokens_are_refused(server: Server, namespace: str, auth: object) -> None:
+    assert await refusal(server, namespace, auth) == {"message": "unauthorized"}
+
+
+async def test_a_device_token_is_no_viewer_token(server: Server) -> None:
+    _, token = await add_device(server, uid("fleet"))
+    assert await refusal(server, "/viewer", {"token": token}) == {"message": "unauthorized"}
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.get("/api/devices", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and "token" in r.json()["error"]
+
+
+async def test_a_malformed_event_gets_an_error_ack(server: Server, clients: list[Client]) -> None:
+    _, token = await add_device(server, uid("fleet"))
+    d = await device_client(server, token, clients)
+    ack = await d.call("fix", "52.5,13.4")
+    assert ack["accepted"] == 0 and ack["retry"] is False and "fix must be" in ack["error"]
+    ack = await d.call("fix", [{"lat": 1, "lon": 1, "ts": now_ms()}] * 1001)
+    assert ack["accepted"] == 0 and "at most 1000" in ack["error"]
+    # The connection is still good afterwards.
+    assert (await d.call("fix", {"lat": 1, "lon": 1, "ts": now_ms()}))["accepted"] == 1
+
+
+async def test_a_full_queue_answers_retry_and_stores_nothing(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path, clients: list[Client]
+) -> None:
+    small = start_server(database_url, tmp_path, {"TRACKER_INGEST_QUEUE_MAX": "5"})
+    try:
+        device, token = await add_device(small, uid("fleet"))
+        d = await device_client(small, token, clients)
+        t = now_ms()
+        batch = [{"lat": 1.0, "lon": 1.0, "ts": t - i} for i in range(10)]
+        ack = await d.call("fix", batch)
+        assert ack["accepted"] == 0 and ack["duplicates"] == 0 and ack["rejected"] == []
+        assert ack["retry"] is True and "busy" in ack["error"]
+        assert await stored(db, device) == []
+        # A batch that fits is taken.
+        assert (await d.call("fix", batch[:5]))["accepted"] == 5
+    finally:
+        small.stop()
+
+
+async def test_an_acked_fix_survives_a_crash_right_after(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    crashing = start_server(database_url, tmp_path)
+    device, token = await add_device(crashing, uid("fleet"))
+    d = await Client("/device").connect(crashing, token)
+    t = now_ms()
+    acks = [await d.call("fix", {"lat": 2.0, "lon": 2.0 + i / 1000, "ts": t + i}) for i in range(20)]
+    crashing.stop(signal.SIGKILL)
+    await d.sio.disconnect()
+    assert sum(a["accepted"] for a in acks) == 20
+    assert len(await stored(db, device)) == 20

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -67,6 +68,9 @@ def _serve(settings: Settings) -> None:
     from tracker.logs import configure
 
     log_config = configure(settings.log_level)
+    # uvicorn re-raises SIGTERM once it has shut down; exit through Python so that the embedded
+    # cluster's context manager stops the cluster instead of the process dying with it running.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     with _database(settings) as url:
         app = create_app(settings, url)
         uvicorn.run(
@@ -77,6 +81,10 @@ def _serve(settings: Settings) -> None:
             ws="websockets-sansio",
             timeout_graceful_shutdown=10,
         )
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 async def _add(settings: Settings, url: str, args: argparse.Namespace) -> str:

@@ -128,7 +128,10 @@ async def openapi_json(request: Request) -> Response:
     responses:
       200: {description: The OpenAPI 3.1 document of the HTTP API.}
     """
-    return JSONResponse(document(request.app.routes))
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:
+        state.openapi = document(request.app.routes)
+    return JSONResponse(state.openapi)
 
 
 routes = [Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=True)]

@@ -9,7 +9,8 @@ from starlette.responses import JSONResponse as _StarletteJSON
 
 
 class JSONResponse(_StarletteJSON):
-    """Starlette's JSONResponse, encoded with orjson (faster, and numpy-aware)."""
+    """Starlette's JSONResponse encoded with orjson: faster, numpy-aware, and integer keys (OpenAPI's
+    status codes) become strings."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)

@@ -183,3 +183,42 @@ async def test_an_acked_fix_survives_a_crash_right_after(
     await d.sio.disconnect()
     assert sum(a["accepted"] for a in acks) == 20
     assert len(await stored(db, device)) == 20
+
+
+async def test_a_write_that_fails_answers_retry_and_stores_nothing(
+    server: Server, database_url: str, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    import asyncio
+    import time
+
+    device, token = await add_device(server, uid("fleet"))
+    d = await device_client(server, token, clients)
+    t = now_ms()
+    batch = [{"lat": 1.0, "lon": 1.0 + i / 100, "ts": t - i} for i in range(5)]
+    blocker = await asyncpg.connect(database_url)
+    try:
+        # Hold the table so the server's INSERT waits, then kill the server's connection mid-write.
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE fixes IN ACCESS EXCLUSIVE MODE")
+        pending = asyncio.ensure_future(d.call("fix", batch))
+        deadline = time.monotonic() + 20
+        killed = False
+        while not killed and time.monotonic() < deadline:
+            killed = bool(
+                await db.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                    "AND query LIKE '%INSERT INTO fixes %' AND pid <> pg_backend_pid()"
+                )
+            )
+            await asyncio.sleep(0.02)
+        assert killed, "the server's INSERT never waited on the lock"
+        ack = await pending
+        await tx.rollback()
+    finally:
+        await blocker.close()
+    assert ack["accepted"] == 0 and ack["retry"] is True and "storage" in ack["error"]
+    assert await stored(db, device) == []
+    # The same batch sent again is taken whole: the pool replaced the killed connection.
+    assert await d.call("fix", batch) == {"accepted": 5, "duplicates": 0, "rejected": []}

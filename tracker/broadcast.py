@@ -119,7 +119,9 @@ def bbox_cells(bbox: tuple[float, float, float, float], budget: int) -> list[int
     return None
 
 
-async def plan_subscription(viewer: Viewer, payload: Any, index: LiveIndex, db: Database) -> Subscription:
+async def plan_subscription(
+    viewer: Viewer, payload: Any, index: LiveIndex, db: Database, *, snapshot: bool = True
+) -> Subscription:
     """The rooms and snapshot for a `subscribe`/`unsubscribe` payload (coroutine).
 
     Raises InvalidInput for a malformed payload and Forbidden for fleets or devices not granted.
@@ -133,24 +135,24 @@ async def plan_subscription(viewer: Viewer, payload: Any, index: LiveIndex, db: 
         fleet = check_id(payload["fleet"], "fleet")
         if not viewer.grants(fleet):
             raise Forbidden(f"this token does not grant fleet {fleet!r}")
-        return Subscription([fleet_room(fleet)], index.in_fleets([fleet]))
+        return Subscription([fleet_room(fleet)], index.in_fleets([fleet]) if snapshot else [])
     if "device" in payload:
         device_id = check_id(payload["device"], "device")
         device = await accounts.get_device(db, device_id)
         if device is None or not viewer.grants(device.fleet):
             raise Forbidden(f"device {device_id!r} is unknown or not in a fleet this token grants")
-        current = index.get(device_id)
+        current = index.get(device_id) if snapshot else None
         return Subscription([device_room(device_id)], [current] if current else [])
     bbox = parse_bbox(payload["bbox"])
     fleets = ["*"] if viewer.fleets is None else sorted(viewer.fleets)
     visible = index.fleets() if viewer.fleets is None else fleets
-    snapshot = [p for p in index.in_fleets(visible) if in_bbox(p, bbox)]
+    inside = [p for p in index.in_fleets(visible) if in_bbox(p, bbox)] if snapshot else []
     cells = bbox_cells(bbox, max(1, BBOX_ROOM_BUDGET // len(fleets)))
     if cells is None:  # a box too large for cell rooms: every position of the granted fleets
         rooms = [ALL_ROOM] if viewer.fleets is None else [fleet_room(f) for f in fleets]
     else:
         rooms = [bbox_room(f, c) for f in fleets for c in cells]
-    return Subscription(rooms, snapshot)
+    return Subscription(rooms, inside)
 
 
 class Broadcaster:

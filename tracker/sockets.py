@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import socketio
 
-from tracker.broadcast import plan_subscription
+from tracker.broadcast import Subscription, plan_subscription
 from tracker.core import Core
 from tracker.errors import Busy, Forbidden, InvalidInput, Unauthorized
 from tracker.metrics import Metrics
@@ -127,29 +127,30 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self._viewers.pop(sid, None) is not None:
             self._metrics.connected_viewers.dec()
 
-    async def on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+    async def _plan(self, sid: str, data: Any, snapshot: bool) -> Subscription | dict[str, Any]:
+        """The subscription a payload asks for, or the error ack to answer with."""
         viewer = self._viewers.get(sid)
         if viewer is None:
             return {"ok": False, "error": "not connected as a viewer"}
         core = self._core()
         try:
-            plan = await plan_subscription(viewer, data, core.index, core.db)
+            return await plan_subscription(viewer, data, core.index, core.db, snapshot=snapshot)
         except (InvalidInput, Forbidden) as exc:
             return {"ok": False, "error": str(exc)}
+
+    async def on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+        plan = await self._plan(sid, data, snapshot=True)
+        if isinstance(plan, dict):
+            return plan
         for room in plan.rooms:
             await self.enter_room(sid, room)
         await self.emit("positions", [p.to_json() for p in plan.snapshot], to=sid)
         return {"ok": True}
 
     async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
-        viewer = self._viewers.get(sid)
-        if viewer is None:
-            return {"ok": False, "error": "not connected as a viewer"}
-        core = self._core()
-        try:
-            plan = await plan_subscription(viewer, data, core.index, core.db)
-        except (InvalidInput, Forbidden) as exc:
-            return {"ok": False, "error": str(exc)}
+        plan = await self._plan(sid, data, snapshot=False)
+        if isinstance(plan, dict):
+            return plan
         for room in plan.rooms:
             await self.leave_room(sid, room)
         return {"ok": True}

@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     grants.add_argument("--fleet", action="append", dest="fleets", help="a fleet it may see (repeat)")
     grants.add_argument("--all", action="store_true", help="every fleet")
     db_flags(add_viewer)
+
+    bench = sub.add_parser("bench", help="measure the server").add_subparsers(dest="action", required=True)
+    ingest = bench.add_parser("ingest", help="acked fixes/s and ack latency vs. direct inserts (JSON)")
+    ingest.add_argument("--database-url", help="PostgreSQL server to create a scratch database on")
+    ingest.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
+    ingest.add_argument("--devices", type=int, default=20, help="concurrent device connections")
+    ingest.add_argument("--batch", default="1,50", help="fixes per event, comma-separated sizes")
+    ingest.add_argument("--out", help="also write the JSON report to this file")
     return p
 
 
@@ -107,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "bench":
+            from tracker.bench import bench_ingest
+
+            print(bench_ingest(args.database_url, args.seconds, args.devices, args.batch, args.out))
+            return
         settings = load_settings(
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),

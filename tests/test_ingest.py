@@ -222,3 +222,26 @@ async def test_a_write_that_fails_answers_retry_and_stores_nothing(
     assert await stored(db, device) == []
     # The same batch sent again is taken whole: the pool replaced the killed connection.
     assert await d.call("fix", batch) == {"accepted": 5, "duplicates": 0, "rejected": []}
+
+
+async def test_a_device_over_its_rate_is_told_to_retry_and_others_are_not(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path, clients: list[Client]
+) -> None:
+    limited = start_server(
+        database_url, tmp_path, {"TRACKER_DEVICE_RATE": "1", "TRACKER_DEVICE_BURST": "1000"}
+    )
+    try:
+        fleet = uid("fleet")
+        greedy, greedy_token = await add_device(limited, fleet)
+        _, polite_token = await add_device(limited, fleet)
+        g = await device_client(limited, greedy_token, clients)
+        p = await device_client(limited, polite_token, clients)
+        t = now_ms() - 10_000_000
+        first = [{"lat": 1.0, "lon": 1.0, "ts": t + i} for i in range(1000)]
+        assert (await g.call("fix", first))["accepted"] == 1000
+        ack = await g.call("fix", {"lat": 1.0, "lon": 1.0, "ts": t + 5000})
+        assert ack["accepted"] == 0 and ack["retry"] is True and "rate limit" in ack["error"]
+        assert (await p.call("fix", {"lat": 1.0, "lon": 1.0, "ts": t}))["accepted"] == 1
+        assert len(await stored(db, greedy)) == 1000
+    finally:
+        limited.stop()

@@ -111,14 +111,25 @@ def bench_ingest(
     devices: int,
     batch: str,
     out: str | None,
+    server_settings: Sequence[str] = (),
 ) -> str:
-    """Run the ingest benchmark; return its JSON report (also written to `out` when given)."""
+    """Run the ingest benchmark; return its JSON report (also written to `out` when given).
+
+    `server_settings` are `NAME=VALUE` pairs given to the server as `TRACKER_NAME` variables, to compare
+    settings such as `INGEST_WRITERS=1` across runs.
+    """
     sizes = parse_batches(batch)
+    extra_env: dict[str, str] = {}
+    for pair in server_settings:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise BenchError(f"--server-setting takes NAME=VALUE such as INGEST_WRITERS=2; got {pair!r}")
+        extra_env["TRACKER_" + name.strip().upper()] = value
     if not 1 <= seconds <= 600:
         raise BenchError(f"--seconds must be between 1 and 600; got {seconds:g}")
     if not 1 <= devices <= 1000:
         raise BenchError(f"--devices must be between 1 and 1000; got {devices}")
-    report = run_ingest(database_url or DEFAULT_BASE_URL, seconds, devices, sizes)
+    report = run_ingest(database_url or DEFAULT_BASE_URL, seconds, devices, sizes, extra_env)
     text = json.dumps(report, indent=2)
     if out:
         Path(out).write_text(text + "\n")
@@ -137,7 +148,9 @@ def parse_batches(text: str) -> list[int]:
     return sizes
 
 
-def run_ingest(base_url: str, seconds: float, devices: int, sizes: Sequence[int]) -> dict[str, Any]:
+def run_ingest(
+    base_url: str, seconds: float, devices: int, sizes: Sequence[int], server_env: dict[str, str]
+) -> dict[str, Any]:
     """Create the database, start the server, run tracker and baseline per batch size, clean up."""
     name = f"tracker_bench_{secrets.token_hex(4)}"
     db_url = _database_url(base_url, name)
@@ -145,7 +158,7 @@ def run_ingest(base_url: str, seconds: float, devices: int, sizes: Sequence[int]
     pg = asyncio.run(_create_database(base_url, name))
     try:
         with tempfile.TemporaryDirectory(prefix="tracker-bench-") as tmp:
-            server = _Server.start(db_url, Path(tmp))
+            server = _Server.start(db_url, Path(tmp), server_env)
             try:
                 ids = [f"bench-{i:04d}" for i in range(devices)]
                 tokens = server.register(ids)
@@ -199,6 +212,7 @@ def run_ingest(base_url: str, seconds: float, devices: int, sizes: Sequence[int]
             "warmup_s": WARMUP_S,
             "devices": devices,
             "batches": list(sizes),
+            "server_env": server_env,
             "order": "per batch size: tracker then direct insert, back-to-back, one round",
             "sender": "each device sends sequentially: next event only after the previous ack",
             "transport": "python-socketio AsyncClient, websocket only, one process for all devices",
@@ -277,7 +291,7 @@ class _Server:
         return self.process.pid
 
     @classmethod
-    def start(cls, db_url: str, tmp: Path) -> _Server:
+    def start(cls, db_url: str, tmp: Path, extra_env: dict[str, str]) -> _Server:
         port = _free_port()
         token = "bench-admin-" + secrets.token_hex(16)
         geofences = tmp / "geofences"
@@ -289,6 +303,9 @@ class _Server:
             "TRACKER_HOST": "127.0.0.1",
             "TRACKER_ADMIN_TOKEN": token,
             "TRACKER_GEOFENCES": str(geofences),
+            # The load is many times a real phone's rate: measure the pipeline, not the per-device limit.
+            "TRACKER_DEVICE_RATE": "1000000",
+            **extra_env,
         }
         log = tmp / "server.log"
         with log.open("wb") as sink:

@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--devices", type=int, default=20, help="concurrent device connections")
     ingest.add_argument("--batch", default="1,50", help="fixes per event, comma-separated sizes")
     ingest.add_argument("--out", help="also write the JSON report to this file")
+    ingest.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting for this run, as TRACKER_NAME (repeat), e.g. INGEST_WRITERS=1",
+    )
     return p
 
 
@@ -118,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "bench":
             from tracker.bench import bench_ingest
 
-            print(bench_ingest(args.database_url, args.seconds, args.devices, args.batch, args.out))
+            print(
+                bench_ingest(
+                    args.database_url, args.seconds, args.devices, args.batch, args.out, args.server_setting
+                )
+            )
             return
         settings = load_settings(
             host=getattr(args, "host", None),

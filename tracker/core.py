@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster, Emit
 from tracker.index import LiveIndex
-from tracker.ingest import Ingestor
+from tracker.ingest import Ingestor, RateLimiter
 from tracker.metrics import Metrics
 from tracker.model import Position
 from tracker.settings import Settings
@@ -56,6 +56,8 @@ class Core:
             resolution=settings.h3_resolution,
             queue_max=settings.ingest_queue_max,
             batch_max=settings.ingest_batch_max,
+            writers=settings.ingest_writers,
+            limiter=RateLimiter(settings.device_rate, settings.device_burst),
         )
         core = cls(
             settings,

@@ -1,10 +1,15 @@
 """The ingest loop: the one path every fix takes from a device to PostGIS and the viewers.
 
-Handlers validate a `fix` event, then `submit` the good fixes and wait. One loop drains the bounded
-queue a batch at a time: it computes H3 cells, writes the whole batch in one transaction, and only
-after COMMIT resolves the waiting submissions (so an ack means stored), advances the live index and
-hands the moved positions to the broadcaster. A full queue answers `Busy` at once instead of growing
-memory; a failed write answers `Busy` for every submission of that batch, and nothing of it is stored.
+Handlers validate a `fix` event, then `submit` the good fixes and wait. Submissions go to one of a few
+writer lanes by device, so one device's fixes are always written in the order they came, while the
+lanes' transactions overlap (one transaction at a time left PostgreSQL idle between commits). Each
+lane drains its queue a batch at a time: it computes H3 cells, writes the whole batch in one
+transaction on the lane's own connection, and only after COMMIT resolves the waiting submissions (so
+an ack means stored), advances the live index and hands the moved positions to the broadcaster.
+The queue is bounded: when full, `submit` raises `Busy` at once instead of growing memory. Each
+device also has a token bucket, so that one device replaying a backlog in a tight loop cannot take
+the whole queue from the others. A failed write raises `Busy` for every submission of that batch, and
+nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import asyncpg
 
 from tracker.broadcast import Broadcaster
 from tracker.errors import Busy
@@ -22,7 +29,7 @@ from tracker.index import LiveIndex, assign_cells
 from tracker.metrics import Metrics
 from tracker.model import Fix, WriteResult
 from tracker.store import Database
-from tracker.store.fixes import write_fixes
+from tracker.store.fixes import days_of, write_fixes
 
 log = logging.getLogger("tracker.ingest")
 
@@ -33,8 +40,40 @@ class _Submission:
     future: asyncio.Future[WriteResult]
 
 
+@dataclass
+class _Lane:
+    """One writer: its queue, and the connection it keeps between batches."""
+
+    queue: deque[_Submission] = field(default_factory=deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    conn: asyncpg.Connection | None = None
+
+
+class RateLimiter:
+    """A token bucket per device: `rate` fixes per second sustained, up to `burst` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}  # device -> (tokens, last refill)
+
+    def take(self, device: str, count: int) -> None:
+        """Spend `count` tokens of `device`, or raise Busy saying when to retry."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(device, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        if count > tokens:
+            self._buckets[device] = (tokens, now)
+            wait = (count - tokens) / self._rate
+            raise Busy(
+                f"rate limit: device {device!r} may send {self._rate:g} fixes/s "
+                f"(bursts of {self._burst:.0f}); retry in {wait:.1f} s"
+            )
+        self._buckets[device] = (tokens - count, now)
+
+
 class Ingestor:
-    """Owns the ingest queue and the loop that drains it."""
+    """Owns the ingest queues and the writer lanes that drain them."""
 
     def __init__(
         self,
@@ -46,6 +85,8 @@ class Ingestor:
         resolution: int,
         queue_max: int,
         batch_max: int,
+        writers: int,
+        limiter: RateLimiter,
     ) -> None:
         self._db = db
         self._index = index
@@ -54,9 +95,9 @@ class Ingestor:
         self._resolution = resolution
         self._queue_max = queue_max
         self._batch_max = batch_max
-        self._queue: deque[_Submission] = deque()
-        self._queued = 0  # fixes in the queue
-        self._wakeup = asyncio.Event()
+        self._lanes = [_Lane() for _ in range(writers)]
+        self._limiter = limiter
+        self._queued = 0  # fixes waiting in all lanes
         self._closing = False
 
     async def submit(self, fixes: Sequence[Fix]) -> WriteResult:
@@ -72,47 +113,76 @@ class Ingestor:
         if self._queued + len(fixes) > self._queue_max:
             self._metrics.submissions_busy.labels("queue_full").inc()
             raise Busy(f"server busy: {self._queued} fixes are waiting to be stored; retry")
+        try:
+            self._limiter.take(fixes[0].device, len(fixes))
+        except Busy:
+            self._metrics.submissions_busy.labels("rate_limit").inc()
+            raise
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(fixes, future))
+        lane = self._lanes[hash(fixes[0].device) % len(self._lanes)]
+        lane.queue.append(_Submission(fixes, future))
         self._queued += len(fixes)
         self._metrics.queue_depth.set(self._queued)
-        self._wakeup.set()
+        lane.wakeup.set()
         return await future
 
     async def run(self) -> None:
-        """Drain the queue until `close` is called and the queue is empty (coroutine)."""
+        """Drain every lane until `close` is called and the queues are empty (coroutine)."""
+        try:
+            await asyncio.gather(*(self._drain(lane) for lane in self._lanes))
+        finally:
+            for lane in self._lanes:
+                if lane.conn is not None:
+                    await self._db.pool.release(lane.conn)
+                    lane.conn = None
+
+    def close(self) -> None:
+        """Refuse new submissions; `run` returns once the queues are drained."""
+        self._closing = True
+        for lane in self._lanes:
+            lane.wakeup.set()
+
+    async def _drain(self, lane: _Lane) -> None:
+        queue = lane.queue
         while True:
-            if not self._queue:
+            if not queue:
                 if self._closing:
                     return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                lane.wakeup.clear()
+                await lane.wakeup.wait()
                 continue
             batch: list[_Submission] = []
             count = 0
-            while self._queue and (not batch or count + len(self._queue[0].fixes) <= self._batch_max):
-                sub = self._queue.popleft()
+            while queue and (not batch or count + len(queue[0].fixes) <= self._batch_max):
+                sub = queue.popleft()
                 batch.append(sub)
                 count += len(sub.fixes)
             self._queued -= count
             self._metrics.queue_depth.set(self._queued)
             try:
-                await self._process(batch)
-            except Exception:  # the loop must outlive any one batch
+                await self._process(lane, batch)
+            except Exception:  # a lane must outlive any one batch
                 log.exception("ingest batch failed")
                 _fail(batch, Busy("internal error while storing; retry"))
 
-    def close(self) -> None:
-        """Refuse new submissions; `run` returns once the queue is drained."""
-        self._closing = True
-        self._wakeup.set()
+    async def _write(self, lane: _Lane, fixes: list[Fix]) -> set[tuple[str, int]]:
+        """Write on the lane's connection; a connection that failed goes back to the pool."""
+        await self._db.ensure_partitions(days_of(fixes))
+        if lane.conn is None:
+            lane.conn = await self._db.pool.acquire()
+        try:
+            return await write_fixes(lane.conn, fixes)
+        except BaseException:
+            conn, lane.conn = lane.conn, None
+            await self._db.pool.release(conn)
+            raise
 
-    async def _process(self, batch: list[_Submission]) -> None:
+    async def _process(self, lane: _Lane, batch: list[_Submission]) -> None:
         fixes = [f for sub in batch for f in sub.fixes]
         assign_cells(fixes, self._resolution)
         started = time.perf_counter()
         try:
-            new = await write_fixes(self._db, fixes)
+            new = await self._write(lane, fixes)
         except Exception as exc:
             log.error("storing %d fixes failed: %s", len(fixes), exc)
             self._metrics.submissions_busy.labels("storage").inc(len(batch))

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     # Ingest: the bounded queue gives backpressure; a batch is what one transaction writes.
     ingest_queue_max: int = Field(50_000, ge=1)
     ingest_batch_max: int = Field(5_000, ge=1)
+    ingest_writers: int = Field(2, ge=1, le=8)  # concurrent write transactions (lanes by device)
+    # Per-device admission: a sustained rate, with a burst that always admits one full batch.
+    device_rate: float = Field(500.0, gt=0)  # fixes per second
+    device_burst: int = Field(5_000, ge=1_000)
     partition_days_ahead: int = Field(3, ge=1, le=60)
     cors_origins: str = "*"
     log_level: str = "info"

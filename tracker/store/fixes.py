@@ -36,13 +36,18 @@ RETURNING device_id, (extract(epoch FROM ts) * 1000)::bigint
 """
 
 
-async def write_fixes(db: Database, fixes: Sequence[Fix]) -> set[tuple[str, int]]:
-    """Store `fixes` in one transaction; return the (device, ts) keys that were new (coroutine).
+def days_of(fixes: Sequence[Fix]) -> set[int]:
+    """The UTC days (partitions of `fixes`) that a batch writes into."""
+    return {f.ts // DAY_MS for f in fixes}
+
+
+async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[Fix]) -> set[tuple[str, int]]:
+    """Store `fixes` in one transaction on `conn`; return the (device, ts) keys that were new (coroutine).
 
     A key missing from the result was already stored (a retry) or repeated within the batch. Either
-    every fix of the batch is committed or, on error, none is.
+    every fix of the batch is committed or, on error, none is. The partitions for `days_of(fixes)` must
+    exist (`Database.ensure_partitions`).
     """
-    await db.ensure_partitions({f.ts // DAY_MS for f in fixes})
     records = [
         (
             f.device,
@@ -59,7 +64,7 @@ async def write_fixes(db: Database, fixes: Sequence[Fix]) -> set[tuple[str, int]
         )
         for f in fixes
     ]
-    async with db.pool.acquire() as conn, conn.transaction():
+    async with conn.transaction():
         await conn.copy_records_to_table("fix_stage", records=records, columns=_STAGE_COLUMNS)
         rows = await conn.fetch(_MOVE_STAGED)
     return {(r[0], r[1]) for r in rows}

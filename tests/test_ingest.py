@@ -108,6 +108,8 @@ async def test_late_and_out_of_order_fixes_are_stored_but_live_state_only_moves_
     )
     assert ack["accepted"] == 2
     assert [r[0] for r in await stored(db, device)] == [1224730384000, t - 3_600_000, t]
+    # The 2008 fix went into a partition for its whole month, not one for its day.
+    assert await db.fetchval("SELECT to_regclass('fixes_m200810') IS NOT NULL")
     async with httpx.AsyncClient(base_url=server.url) as http:
         r = await http.get("/api/devices", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     mine = [x for x in r.json()["devices"] if x["id"] == device]

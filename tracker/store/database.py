@@ -1,4 +1,4 @@
-"""The connection pool, versioned migrations, and daily partitions of the fixes table.
+"""The connection pool, versioned migrations, and creating the time partitions of the fixes table.
 
 Migrations are the numbered `migrations/*.sql` files, applied in order at start-up under an advisory lock
 so several processes may start at once; each applied file is recorded in `schema_migrations`.
@@ -7,12 +7,14 @@ so several processes may start at once; each applied file is recorded in `schema
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import asyncpg
 
 from tracker.errors import ConfigError
+from tracker.store.partitions import PartitionMap
 
 log = logging.getLogger("tracker.store")
 
@@ -29,9 +31,10 @@ CREATE TEMP TABLE IF NOT EXISTS fix_stage (
 """
 
 
-def partition_name(day: int) -> str:
-    """The partition of `fixes` holding UTC day `day` (days since the epoch)."""
-    return "fixes_p" + (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day)).strftime("%Y%m%d")
+_PARTITIONS_SQL = (
+    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+    "WHERE i.inhparent = 'fixes'::regclass"
+)
 
 
 class Database:
@@ -39,7 +42,7 @@ class Database:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._partitions: set[int] = set()
+        self._partitions = PartitionMap()
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> Database:
@@ -51,13 +54,8 @@ class Database:
         db = cls(pool)
         async with pool.acquire() as conn:
             await migrate(conn)
-            rows = await conn.fetch(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'fixes'::regclass"
-            )
-        for (name,) in rows:
-            day = datetime.strptime(name[len("fixes_p") :], "%Y%m%d").replace(tzinfo=UTC)
-            db._partitions.add(int(day.timestamp()) // 86_400)
+            for (name,) in await conn.fetch(_PARTITIONS_SQL):
+                db._partitions.add_name(name)
         return db
 
     async def close(self) -> None:
@@ -75,25 +73,26 @@ class Database:
             return False
 
     async def ensure_partitions(self, days: set[int]) -> None:
-        """Create the daily partitions of `fixes` for `days` that do not exist yet (coroutine).
+        """Create the partitions of `fixes` that `days` (days since the epoch) need (coroutine).
 
         Runs in its own short transaction, outside the write path's, because creating a partition
-        locks the parent table.
+        locks the parent table; under an advisory lock, after re-reading which partitions exist, so
+        that several processes never create overlapping ones.
         """
-        missing = sorted(days - self._partitions)
-        if not missing:
+        if all(self._partitions.covers(day) for day in days):
             return
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
-            for day in missing:
-                start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day)
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF fixes "
-                    f"FOR VALUES FROM ('{start.isoformat()}') TO "
-                    f"('{(start + timedelta(days=1)).isoformat()}')"
-                )
-                log.info("created partition %s", partition_name(day))
-        self._partitions.update(missing)
+            for (name,) in await conn.fetch(_PARTITIONS_SQL):
+                self._partitions.add_name(name)
+            today = int(time.time() * 1000) // DAY_MS
+            try:
+                for partition in self._partitions.plan(days, today):
+                    await conn.execute(partition.ddl())
+                    log.info("created partition %s", partition.name)
+            except BaseException:
+                self._partitions = PartitionMap()  # re-read from the catalog next time
+                raise
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -247,3 +247,24 @@ async def test_a_device_over_its_rate_is_told_to_retry_and_others_are_not(
         assert len(await stored(db, greedy)) == 1000
     finally:
         limited.stop()
+
+
+async def test_nan_and_infinity_from_python_clients_are_rejected_by_field(
+    server: Server, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    device, token = await add_device(server, uid("fleet"))
+    d = await device_client(server, token, clients)
+    t = now_ms()
+    ack = await d.call(
+        "fix",
+        [
+            {"lat": float("nan"), "lon": 1.0, "ts": t - 2},
+            {"lat": 1.0, "lon": float("inf"), "ts": t - 1},
+            {"lat": 1.0, "lon": 1.0, "ts": t, "attrs": {"big": 10**30}},
+            {"lat": 1.0, "lon": 1.0, "ts": t, "speed": 2.0},
+        ],
+    )
+    assert ack["accepted"] == 1
+    errors = [(r["index"], r["error"].split(" ")[0]) for r in ack["rejected"]]
+    assert errors == [(0, "lat"), (1, "lon"), (2, "attrs")]
+    assert len(await stored(db, device)) == 1

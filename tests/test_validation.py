@@ -113,3 +113,8 @@ def test_ids_that_match_the_contract_pattern(good: str) -> None:
 def test_ids_that_do_not(bad: Any) -> None:
     with pytest.raises(InvalidInput, match="id must be 1-64 characters"):
         check_id(bad, "id")
+
+
+def test_attrs_with_integers_beyond_64_bits_are_rejected() -> None:
+    with pytest.raises(InvalidFix, match="attrs is not storable JSON"):
+        parse_fix(fix(attrs={"big": 10**30}), "d", "f", NOW)

@@ -6,6 +6,7 @@ answers: `ConnectionRefusedError("unauthorized")` on connect, an error entry in 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +30,12 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a batch of 1000 fixes with 2 KiB attrs ea
 
 
 class _Json:
-    """orjson behind the `dumps`/`loads` interface python-socketio expects."""
+    """orjson behind the `dumps`/`loads` interface python-socketio expects.
+
+    Python clients (the stdlib `json`) send NaN and Infinity, which orjson refuses as input; the
+    stdlib parses those, so that validation can reject the fix and name the field instead of the
+    event being dropped without an ack.
+    """
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
@@ -37,7 +43,10 @@ class _Json:
 
     @staticmethod
     def loads(s: str | bytes, **_: Any) -> Any:
-        return orjson.loads(s)
+        try:
+            return orjson.loads(s)
+        except orjson.JSONDecodeError:
+            return json.loads(s)
 
 
 def _token(auth: Any) -> str | None:
@@ -101,6 +110,9 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             result = await self._core().ingestor.submit(fixes)
         except Busy as exc:
             return _busy_ack(str(exc), retry=True)
+        except Exception:  # a bug must still answer the device, which then retries
+            log.exception("fix event failed device=%s", device.id)
+            return _busy_ack("internal error; retry", retry=True)
         self._metrics.ack_seconds.observe(time.perf_counter() - started)
         return {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
 

@@ -115,7 +115,10 @@ def parse_fix(raw: Any, device: str, fleet: str, now_ms: int) -> Fix:
     if attrs is not None:
         if not isinstance(attrs, dict):
             raise InvalidFix(f"attrs must be a JSON object; got {type(attrs).__name__}")
-        size = len(orjson.dumps(attrs))
+        try:
+            size = len(orjson.dumps(attrs))
+        except TypeError as exc:  # integers beyond 64 bits, which JSON columns and clients can't keep
+            raise InvalidFix(f"attrs is not storable JSON: {exc}") from None
         if size > MAX_ATTRS_BYTES:
             raise InvalidFix(f"attrs must be at most {MAX_ATTRS_BYTES} bytes as JSON; got {size}")
         fix.attrs = attrs

@@ -250,3 +250,20 @@ async def test_processes_sharing_redis_share_rooms(
         clients.clear()
         a.stop()
         b.stop()
+
+
+async def test_unsubscribing_one_box_keeps_the_others(server: Server, clients: list[Client]) -> None:
+    fleet = uid("fleet")
+    device, token = await add_device(server, fleet)
+    v = await viewer_client(server, await add_viewer(server, [fleet]), clients)
+    paris, rome = [2.25, 48.80, 2.45, 48.90], [12.40, 41.85, 12.60, 41.95]
+    for box in (paris, rome):
+        assert (await v.call("subscribe", {"bbox": box}))["ok"]
+        await v.next("positions")
+    assert (await v.call("unsubscribe", {"bbox": paris}))["ok"]
+    d = await device_client(server, token, clients)
+    t = now_ms()
+    await d.call("fix", {"lat": 48.85, "lon": 2.35, "ts": t})  # Paris: no longer watched
+    await d.call("fix", {"lat": 41.90, "lon": 12.50, "ts": t + 1})  # Rome: still watched
+    got = await v.next("positions")
+    assert [(p["device"], p["ts"]) for p in got] == [(device, t + 1)]

@@ -6,7 +6,8 @@ resolutions. Keying bbox rooms by fleet means a bbox subscription can only ever 
 was granted. Coalescing: moved positions accumulate per room and a flush every interval emits at most
 one `positions` event per room, holding the newest position of each device that moved.
 
-The transport is injected as an `Emit` callable, so this module never touches Socket.IO.
+The transport is injected (`Transport`), so this module never touches Socket.IO. Rooms nobody listens
+to are skipped when moves are queued, so a server with few viewers does little work per fix.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import h3
 import h3.api.basic_int as h3i
@@ -30,12 +31,23 @@ from tracker.validation import check_id
 
 log = logging.getLogger("tracker.broadcast")
 
-# Emit(event, data, room) -> True when the event went to at least one listener.
-Emit = Callable[[str, Any, str], Awaitable[bool]]
+
+class Transport(Protocol):
+    """How events reach viewers' rooms."""
+
+    def listening(self, room: str) -> bool:
+        """True when the room may have listeners (always, when rooms are shared between processes)."""
+        ...
+
+    async def emit(self, event: str, data: Any, room: str) -> None:
+        """Send `event` to everyone in `room` (coroutine)."""
+        ...
+
 
 BBOX_RESOLUTIONS = (5, 3, 1)  # finest first: a subscription uses the finest one within budget
 BBOX_ROOM_BUDGET = 1000  # rooms one bbox subscription may join before falling back to fleet rooms
 ALL_ROOM = "all"
+BBOX_ANY = "bbox:any"  # joined with every bbox subscription: tells whether box rooms need computing
 
 
 def fleet_room(fleet: str) -> str:
@@ -50,13 +62,15 @@ def bbox_room(fleet: str, cell: int) -> str:
     return f"bbox:{fleet}:{cell:x}"
 
 
-def rooms_for(position: Position) -> list[str]:
-    """Every room that a move of this position concerns."""
+def rooms_for(position: Position, bbox: bool = True) -> list[str]:
+    """Every room that a move of this position concerns (without the box rooms if `bbox` is false)."""
     rooms = [fleet_room(position.fleet), device_room(position.device), ALL_ROOM]
-    for res in BBOX_RESOLUTIONS:
-        cell = h3i.latlng_to_cell(position.lat, position.lon, res)
-        rooms.append(bbox_room(position.fleet, cell))
-        rooms.append(bbox_room("*", cell))
+    if bbox:
+        finest = h3i.latlng_to_cell(position.lat, position.lon, BBOX_RESOLUTIONS[0])
+        for res in BBOX_RESOLUTIONS:
+            cell = h3i.cell_to_parent(finest, res)
+            rooms.append(bbox_room(position.fleet, cell))
+            rooms.append(bbox_room("*", cell))
     return rooms
 
 
@@ -120,9 +134,10 @@ def bbox_cells(bbox: tuple[float, float, float, float], budget: int) -> list[int
 
 
 async def plan_subscription(
-    viewer: Viewer, payload: Any, index: LiveIndex, db: Database, *, snapshot: bool = True
+    viewer: Viewer, payload: Any, index: LiveIndex, db: Database, *, leaving: bool = False
 ) -> Subscription:
-    """The rooms and snapshot for a `subscribe`/`unsubscribe` payload (coroutine).
+    """The rooms and snapshot for a `subscribe` payload, or the rooms to leave for `unsubscribe`
+    (`leaving`: no snapshot, and BBOX_ANY stays joined since other boxes of the viewer may need it).
 
     Raises InvalidInput for a malformed payload and Forbidden for fleets or devices not granted.
     """
@@ -135,31 +150,31 @@ async def plan_subscription(
         fleet = check_id(payload["fleet"], "fleet")
         if not viewer.grants(fleet):
             raise Forbidden(f"this token does not grant fleet {fleet!r}")
-        return Subscription([fleet_room(fleet)], index.in_fleets([fleet]) if snapshot else [])
+        return Subscription([fleet_room(fleet)], [] if leaving else index.in_fleets([fleet]))
     if "device" in payload:
         device_id = check_id(payload["device"], "device")
         device = await accounts.get_device(db, device_id)
         if device is None or not viewer.grants(device.fleet):
             raise Forbidden(f"device {device_id!r} is unknown or not in a fleet this token grants")
-        current = index.get(device_id) if snapshot else None
+        current = None if leaving else index.get(device_id)
         return Subscription([device_room(device_id)], [current] if current else [])
     bbox = parse_bbox(payload["bbox"])
     fleets = ["*"] if viewer.fleets is None else sorted(viewer.fleets)
     visible = index.fleets() if viewer.fleets is None else fleets
-    inside = [p for p in index.in_fleets(visible) if in_bbox(p, bbox)] if snapshot else []
+    inside = [] if leaving else [p for p in index.in_fleets(visible) if in_bbox(p, bbox)]
     cells = bbox_cells(bbox, max(1, BBOX_ROOM_BUDGET // len(fleets)))
     if cells is None:  # a box too large for cell rooms: every position of the granted fleets
         rooms = [ALL_ROOM] if viewer.fleets is None else [fleet_room(f) for f in fleets]
     else:
-        rooms = [bbox_room(f, c) for f in fleets for c in cells]
+        rooms = ([] if leaving else [BBOX_ANY]) + [bbox_room(f, c) for f in fleets for c in cells]
     return Subscription(rooms, inside)
 
 
 class Broadcaster:
     """Coalesces moved positions per room and emits them once per interval."""
 
-    def __init__(self, emit: Emit, interval_ms: int, metrics: Metrics) -> None:
-        self._emit = emit
+    def __init__(self, transport: Transport, interval_ms: int, metrics: Metrics) -> None:
+        self._transport = transport
         self._interval = interval_ms / 1000
         self._metrics = metrics
         self._pending: dict[str, dict[str, Position]] = {}
@@ -167,17 +182,19 @@ class Broadcaster:
     def publish(self, positions: Iterable[Position]) -> None:
         """Queue moved positions for the next flush (newest per device per room wins)."""
         pending = self._pending
+        listening = self._transport.listening
+        with_boxes = listening(BBOX_ANY)
         for p in positions:
-            for room in rooms_for(p):
-                pending.setdefault(room, {})[p.device] = p
+            for room in rooms_for(p, with_boxes):
+                if listening(room):
+                    pending.setdefault(room, {})[p.device] = p
 
     async def flush(self) -> None:
         """Emit one `positions` event per room with pending moves (coroutine)."""
         pending, self._pending = self._pending, {}
         for room, by_device in pending.items():
-            data = [p.to_json() for p in by_device.values()]
-            if await self._emit("positions", data, room):
-                self._metrics.positions_events.inc()
+            await self._transport.emit("positions", [p.to_json() for p in by_device.values()], room)
+            self._metrics.positions_events.inc()
 
     async def run(self) -> None:
         """Flush every interval until cancelled (coroutine); a failed flush is logged, not fatal."""

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from tracker.auth import Authenticator
-from tracker.broadcast import Broadcaster, Emit
+from tracker.broadcast import Broadcaster, Transport
 from tracker.index import LiveIndex
 from tracker.ingest import Ingestor, RateLimiter
 from tracker.metrics import Metrics
@@ -39,7 +39,9 @@ class Core:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, settings: Settings, database_url: str, emit: Emit, metrics: Metrics) -> Core:
+    async def start(
+        cls, settings: Settings, database_url: str, transport: Transport, metrics: Metrics
+    ) -> Core:
         """Connect and migrate, seed the live index, start the loops (coroutine)."""
         db = await Database.connect(database_url)
         index = LiveIndex()
@@ -47,7 +49,7 @@ class Core:
         index.load(
             (Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], format(r[7], "x")), r[7]) for r in rows
         )
-        broadcaster = Broadcaster(emit, settings.broadcast_interval_ms, metrics)
+        broadcaster = Broadcaster(transport, settings.broadcast_interval_ms, metrics)
         ingestor = Ingestor(
             db,
             index,

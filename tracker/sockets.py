@@ -139,19 +139,19 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self._viewers.pop(sid, None) is not None:
             self._metrics.connected_viewers.dec()
 
-    async def _plan(self, sid: str, data: Any, snapshot: bool) -> Subscription | dict[str, Any]:
+    async def _plan(self, sid: str, data: Any, leaving: bool) -> Subscription | dict[str, Any]:
         """The subscription a payload asks for, or the error ack to answer with."""
         viewer = self._viewers.get(sid)
         if viewer is None:
             return {"ok": False, "error": "not connected as a viewer"}
         core = self._core()
         try:
-            return await plan_subscription(viewer, data, core.index, core.db, snapshot=snapshot)
+            return await plan_subscription(viewer, data, core.index, core.db, leaving=leaving)
         except (InvalidInput, Forbidden) as exc:
             return {"ok": False, "error": str(exc)}
 
     async def on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
-        plan = await self._plan(sid, data, snapshot=True)
+        plan = await self._plan(sid, data, leaving=False)
         if isinstance(plan, dict):
             return plan
         for room in plan.rooms:
@@ -160,7 +160,7 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return {"ok": True}
 
     async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
-        plan = await self._plan(sid, data, snapshot=False)
+        plan = await self._plan(sid, data, leaving=True)
         if isinstance(plan, dict):
             return plan
         for room in plan.rooms:
@@ -183,13 +183,15 @@ def build_server(settings_redis_url: str | None, cors_origins: str) -> socketio.
     )
 
 
-def viewer_emitter(sio: socketio.AsyncServer, shared_rooms: bool) -> Any:
-    """The broadcaster's Emit: skips rooms without local listeners unless rooms are shared."""
+class ViewerRooms:
+    """The broadcaster's transport: the `/viewer` namespace's rooms."""
 
-    async def emit(event: str, data: Any, room: str) -> bool:
-        if not shared_rooms and not sio.manager.rooms.get(VIEWER_NS, {}).get(room):
-            return False
-        await sio.emit(event, data, to=room, namespace=VIEWER_NS)
-        return True
+    def __init__(self, sio: socketio.AsyncServer, shared: bool) -> None:
+        self._sio = sio
+        self._shared = shared  # with Redis, listeners may be in another process
 
-    return emit
+    def listening(self, room: str) -> bool:
+        return self._shared or bool(self._sio.manager.rooms.get(VIEWER_NS, {}).get(room))
+
+    async def emit(self, event: str, data: Any, room: str) -> None:
+        await self._sio.emit(event, data, to=room, namespace=VIEWER_NS)

@@ -267,3 +267,21 @@ async def test_unsubscribing_one_box_keeps_the_others(server: Server, clients: l
     await d.call("fix", {"lat": 41.90, "lon": 12.50, "ts": t + 1})  # Rome: still watched
     got = await v.next("positions")
     assert [(p["device"], p["ts"]) for p in got] == [(device, t + 1)]
+
+
+async def test_a_box_wider_than_half_the_world_covers_what_it_says(
+    server: Server, clients: list[Client]
+) -> None:
+    fleet = uid("fleet")
+    inside, inside_token = await add_device(server, fleet)
+    outside, outside_token = await add_device(server, fleet)
+    v = await viewer_client(server, await add_viewer(server, [fleet]), clients)
+    assert (await v.call("subscribe", {"bbox": [-100, 0, 100, 10]}))["ok"]  # 200 degrees wide
+    await v.next("positions")
+    t = now_ms()
+    await (await device_client(server, outside_token, clients)).call(
+        "fix", {"lat": 5.0, "lon": 150.0, "ts": t}
+    )
+    await (await device_client(server, inside_token, clients)).call("fix", {"lat": 5.0, "lon": 90.0, "ts": t})
+    got = await v.next("positions")
+    assert [p["device"] for p in got] == [inside]

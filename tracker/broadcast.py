@@ -102,10 +102,20 @@ def parse_bbox(value: Any, name: str = "bbox") -> tuple[float, float, float, flo
 
 
 def _boxes(bbox: tuple[float, float, float, float]) -> list[tuple[float, float, float, float]]:
+    """The box as pieces at most 90 degrees wide that do not cross the antimeridian.
+
+    H3 reads a polygon edge as the shorter way around the globe, so a piece wider than 180 degrees
+    would cover the rest of the world instead.
+    """
     west, south, east, north = bbox
-    if west < east:
-        return [bbox]
-    return [(west, south, 180.0, north), (-180.0, south, east, north)]
+    spans = [(west, east)] if west < east else [(west, 180.0), (-180.0, east)]
+    pieces = []
+    for w, e in spans:
+        while e - w > 90.0:
+            pieces.append((w, south, w + 90.0, north))
+            w += 90.0
+        pieces.append((w, south, e, north))
+    return pieces
 
 
 def in_bbox(p: Position, bbox: tuple[float, float, float, float]) -> bool:

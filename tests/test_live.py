@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
 import h3
+import httpx
 import pytest
 from harness import (
     Client,
@@ -236,11 +238,25 @@ async def test_processes_sharing_redis_share_rooms(
     try:
         fleet = uid("fleet")
         device, token = await add_device(a, fleet)
-        v = await viewer_client(a, await add_viewer(a, [fleet]), clients)
-        assert (await v.call("subscribe", {"fleet": fleet}))["ok"]
-        await v.next("positions")
-        d = await device_client(b, token, clients)
+        early, early_token = await add_device(a, fleet)
+        # A device on B moves before anyone on A subscribes: A's snapshot still knows it.
+        e = await device_client(b, early_token, clients)
         t = now_ms()
+        assert (await e.call("fix", {"lat": 1.0, "lon": 2.0, "ts": t - 5}))["accepted"] == 1
+        viewer_token = await add_viewer(a, [fleet])
+        deadline = asyncio.get_running_loop().time() + 10
+        async with httpx.AsyncClient(base_url=a.url) as http:
+            while True:  # bounded: the move reaches A within a broadcast interval or two
+                r = await http.get("/api/devices", headers={"Authorization": f"Bearer {viewer_token}"})
+                last = {d["id"]: d["last"] for d in r.json()["devices"]}
+                if last.get(early) or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+        assert last[early] is not None and last[early]["ts"] == t - 5
+        v = await viewer_client(a, viewer_token, clients)
+        assert (await v.call("subscribe", {"fleet": fleet}))["ok"]
+        assert [(p["device"], p["ts"]) for p in await v.next("positions")] == [(early, t - 5)]
+        d = await device_client(b, token, clients)
         assert (await d.call("fix", {"lat": 3.0, "lon": 4.0, "ts": t}))["accepted"] == 1
         got = await v.next("positions")
         assert [(p["device"], p["ts"]) for p in got] == [(device, t)]

@@ -14,6 +14,7 @@ from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster, Transport
 from tracker.index import LiveIndex
 from tracker.ingest import Ingestor, RateLimiter
+from tracker.livesync import LiveSync
 from tracker.metrics import Metrics
 from tracker.model import Position
 from tracker.settings import Settings
@@ -50,6 +51,11 @@ class Core:
             (Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], format(r[7], "x")), r[7]) for r in rows
         )
         broadcaster = Broadcaster(transport, settings.broadcast_interval_ms, metrics)
+        sync = (
+            LiveSync(settings.redis_url, index, settings.broadcast_interval_ms)
+            if settings.redis_url
+            else None
+        )
         ingestor = Ingestor(
             db,
             index,
@@ -60,6 +66,7 @@ class Core:
             batch_max=settings.ingest_batch_max,
             writers=settings.ingest_writers,
             limiter=RateLimiter(settings.device_rate, settings.device_burst),
+            sync=sync,
         )
         core = cls(
             settings,
@@ -75,6 +82,8 @@ class Core:
             asyncio.create_task(broadcaster.run(), name="broadcast"),
             asyncio.create_task(core._partitions_ahead(), name="partitions"),
         ]
+        if sync is not None:
+            core._tasks.append(asyncio.create_task(sync.run(), name="livesync"))
         log.info("tracker core started; %d devices in the live index", len(index))
         return core
 

@@ -26,6 +26,7 @@ import asyncpg
 from tracker.broadcast import Broadcaster
 from tracker.errors import Busy
 from tracker.index import LiveIndex, assign_cells
+from tracker.livesync import LiveSync
 from tracker.metrics import Metrics
 from tracker.model import Fix, WriteResult
 from tracker.store import Database
@@ -87,6 +88,7 @@ class Ingestor:
         batch_max: int,
         writers: int,
         limiter: RateLimiter,
+        sync: LiveSync | None = None,
     ) -> None:
         self._db = db
         self._index = index
@@ -97,6 +99,7 @@ class Ingestor:
         self._batch_max = batch_max
         self._lanes = [_Lane() for _ in range(writers)]
         self._limiter = limiter
+        self._sync = sync
         self._queued = 0  # fixes waiting in all lanes
         self._closing = False
 
@@ -203,7 +206,10 @@ class Ingestor:
                 sub.future.set_result(WriteResult(accepted, len(sub.fixes) - accepted))
         self._metrics.fixes_accepted.inc(accepted_total)
         self._metrics.fixes_duplicate.inc(len(fixes) - accepted_total)
-        self._broadcaster.publish(self._index.advance(fixes))
+        moved = self._index.advance(fixes)
+        self._broadcaster.publish(moved)
+        if self._sync is not None:
+            self._sync.offer(moved)
 
 
 def _fail(batch: list[_Submission], error: Busy) -> None:

@@ -235,6 +235,14 @@ async def device_client(server: Server, token: str, clients: list[Client]) -> Cl
     return c
 
 
+async def connected_device(
+    server: Server, clients: list[Client], fleet: str | None = None
+) -> tuple[str, Client]:
+    """A new device of `fleet` (a new fleet by default), connected; return (id, client)."""
+    device, token = await add_device(server, fleet or uid("fleet"))
+    return device, await device_client(server, token, clients)
+
+
 async def viewer_client(server: Server, token: str, clients: list[Client]) -> Client:
     c = await Client("/viewer").connect(server, token)
     clients.append(c)

@@ -13,6 +13,7 @@ from harness import (
     Client,
     Server,
     add_device,
+    connected_device,
     device_client,
     now_ms,
     refusal,
@@ -33,8 +34,7 @@ async def stored(db: asyncpg.Connection, device: str) -> list[tuple[int, float, 
 async def test_an_acked_fix_is_already_committed(
     server: Server, db: asyncpg.Connection, clients: list[Client]
 ) -> None:
-    device, token = await add_device(server, uid("fleet"))
-    d = await device_client(server, token, clients)
+    device, d = await connected_device(server, clients)
     ts = now_ms()
     ack = await d.call("fix", {"lat": 47.37, "lon": 8.54, "ts": ts, "speed": 4.2, "attrs": {"job": 17}})
     assert ack == {"accepted": 1, "duplicates": 0, "rejected": []}
@@ -54,8 +54,7 @@ async def test_an_acked_fix_is_already_committed(
 async def test_bad_fixes_are_rejected_one_by_one_and_good_ones_kept(
     server: Server, db: asyncpg.Connection, clients: list[Client]
 ) -> None:
-    device, token = await add_device(server, uid("fleet"))
-    d = await device_client(server, token, clients)
+    device, d = await connected_device(server, clients)
     t = now_ms()
     ack = await d.call(
         "fix",
@@ -78,8 +77,7 @@ async def test_bad_fixes_are_rejected_one_by_one_and_good_ones_kept(
 async def test_a_retried_batch_counts_duplicates_and_stores_nothing_twice(
     server: Server, db: asyncpg.Connection, clients: list[Client]
 ) -> None:
-    device, token = await add_device(server, uid("fleet"))
-    d = await device_client(server, token, clients)
+    device, d = await connected_device(server, clients)
     t = now_ms()
     batch = [{"lat": 10 + i / 100, "lon": 20.0, "ts": t - 1000 * (50 - i)} for i in range(50)]
     assert await d.call("fix", batch) == {"accepted": 50, "duplicates": 0, "rejected": []}
@@ -193,8 +191,7 @@ async def test_a_write_that_fails_answers_retry_and_stores_nothing(
     import asyncio
     import time
 
-    device, token = await add_device(server, uid("fleet"))
-    d = await device_client(server, token, clients)
+    device, d = await connected_device(server, clients)
     t = now_ms()
     batch = [{"lat": 1.0, "lon": 1.0 + i / 100, "ts": t - i} for i in range(5)]
     blocker = await asyncpg.connect(database_url)
@@ -252,8 +249,7 @@ async def test_a_device_over_its_rate_is_told_to_retry_and_others_are_not(
 async def test_nan_and_infinity_from_python_clients_are_rejected_by_field(
     server: Server, db: asyncpg.Connection, clients: list[Client]
 ) -> None:
-    device, token = await add_device(server, uid("fleet"))
-    d = await device_client(server, token, clients)
+    device, d = await connected_device(server, clients)
     t = now_ms()
     ack = await d.call(
         "fix",

@@ -57,25 +57,9 @@ _WORKER_FLAG = "--worker"
 _TS_SPAN_MS = 30 * 60 * 1000  # each tracker run (and its baseline) owns 30 minutes of fix times
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# The baseline table: the columns, key and indexes of `fixes` (0001_core.sql), without partitions.
-_BASELINE_TABLE = """
-CREATE TABLE bench_fixes (
-    device_id   text NOT NULL,
-    ts          timestamptz NOT NULL,
-    geom        geometry(Point, 4326) NOT NULL,
-    speed       real,
-    heading     real,
-    accuracy    real,
-    altitude    real,
-    battery     real,
-    attrs       jsonb,
-    cell        bigint NOT NULL,
-    received    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (device_id, ts)
-);
-CREATE INDEX bench_fixes_geom ON bench_fixes USING gist (geom);
-CREATE INDEX bench_fixes_ts ON bench_fixes USING brin (ts);
-"""
+# The baseline table: a copy of the columns, defaults, key and indexes of `fixes` (made by the server's
+# migrations before this runs), without partitions.
+_BASELINE_TABLE = "CREATE TABLE bench_fixes (LIKE fixes INCLUDING DEFAULTS INCLUDING INDEXES)"
 
 _INSERT_ONE = """
 INSERT INTO bench_fixes (device_id, ts, geom, speed, heading, accuracy, cell)

@@ -77,3 +77,45 @@ async def test_the_server_acks_every_payload(server: Server) -> None:
     finally:
         await sio.disconnect()
     assert answers and all(isinstance(a, dict) and "accepted" in a for a in answers)
+
+
+@given(st.text(max_size=40) | st.integers() | st.floats() | json_values)
+@settings(max_examples=500, deadline=None)
+def test_any_time_parameter_is_milliseconds_in_range_or_invalid_input(value: Any) -> None:
+    from tracker.validation import MAX_TIME_MS, parse_time
+
+    try:
+        ms = parse_time(value, "from")
+    except InvalidInput:
+        return
+    assert 0 <= ms <= MAX_TIME_MS
+
+
+@pytest.mark.timeout(300)
+async def test_random_query_parameters_never_give_a_server_error(server: Server) -> None:
+    import httpx
+    from harness import ADMIN_TOKEN
+
+    device, _ = await add_device(server, uid("fleet"))
+    params = st.dictionaries(
+        st.sampled_from(["from", "to", "limit", "cursor"]),
+        st.text(max_size=30) | st.integers(-(10**25), 10**25).map(str),
+        max_size=4,
+    )
+    statuses: list[int] = []
+
+    @given(params, st.sampled_from([device, "nope", "x" * 70, "ü"]))
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    def query(query: dict[str, str], who: str) -> None:
+        r = httpx.get(
+            f"{server.url}/api/devices/{who}/positions",
+            params=query,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=20,
+        )
+        assert r.status_code < 500, (query, who, r.text)
+        assert "error" in r.json() or r.status_code == 200
+        statuses.append(r.status_code)
+
+    await asyncio.to_thread(query)
+    assert 200 in statuses and 400 in statuses

@@ -118,3 +118,17 @@ def test_ids_that_do_not(bad: Any) -> None:
 def test_attrs_with_integers_beyond_64_bits_are_rejected() -> None:
     with pytest.raises(InvalidFix, match="attrs is not storable JSON"):
         parse_fix(fix(attrs={"big": 10**30}), "d", "f", NOW)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["²", "99999999999999999999999", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", -5, 1e300],
+)
+def test_times_out_of_range_or_oddly_written_are_invalid_input(value: Any) -> None:
+    with pytest.raises(InvalidInput, match="from"):
+        parse_time(value, "from")
+
+
+def test_integers_beyond_any_float_are_not_finite() -> None:
+    with pytest.raises(InvalidFix, match="lat must be a finite number"):
+        parse_fix(fix(lat=10**400), "d", "f", NOW)

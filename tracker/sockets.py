@@ -55,7 +55,8 @@ def _token(auth: Any) -> str | None:
     return None
 
 
-def _busy_ack(error: str, retry: bool) -> dict[str, Any]:
+def _refusal(error: str, retry: bool) -> dict[str, Any]:
+    """The ack of a fix event that stored nothing: `retry` says whether the same batch may succeed later."""
     return {"accepted": 0, "duplicates": 0, "rejected": [], "error": error, "retry": retry}
 
 
@@ -93,11 +94,11 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         started = time.perf_counter()
         device = self._devices.get(sid)
         if device is None:
-            return _busy_ack("not connected as a device", retry=True)
+            return _refusal("not connected as a device", retry=True)
         try:
             fixes, rejected = parse_batch(data, device.id, device.fleet, int(time.time() * 1000))
         except InvalidInput as exc:
-            return _busy_ack(str(exc), retry=False)
+            return _refusal(str(exc), retry=False)
         if rejected:
             self._metrics.fixes_rejected.inc(len(rejected))
             log.info(
@@ -109,10 +110,10 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             result = await self._core().ingestor.submit(fixes)
         except Busy as exc:
-            return _busy_ack(str(exc), retry=True)
+            return _refusal(str(exc), retry=True)
         except Exception:  # a bug must still answer the device, which then retries
             log.exception("fix event failed device=%s", device.id)
-            return _busy_ack("internal error; retry", retry=True)
+            return _refusal("internal error; retry", retry=True)
         self._metrics.ack_seconds.observe(time.perf_counter() - started)
         return {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
 
@@ -168,9 +169,9 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return {"ok": True}
 
 
-def build_server(settings_redis_url: str | None, cors_origins: str) -> socketio.AsyncServer:
+def build_server(redis_url: str | None, cors_origins: str) -> socketio.AsyncServer:
     """The Socket.IO server; with a Redis URL, rooms are shared between processes."""
-    manager = socketio.AsyncRedisManager(settings_redis_url) if settings_redis_url else None
+    manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
     origins: str | list[str] = (
         "*" if cors_origins.strip() == "*" else [o.strip() for o in cors_origins.split(",")]
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -22,6 +22,9 @@ MAX_BATCH = 1000
 MAX_ATTRS_BYTES = 2048
 MIN_TS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_AHEAD_MS = 5 * 60 * 1000
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INTEGER = re.compile(r"^-?[0-9]{1,20}$")
 
 # Optional numeric fields and their inclusive bounds.
 _OPTIONAL: tuple[tuple[str, float, float], ...] = (
@@ -46,17 +49,28 @@ def check_id(value: Any, what: str) -> str:
 def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidFix(f"{name} must be a number; got {type(value).__name__}")
-    f = float(value)
+    try:
+        f = float(value)
+    except OverflowError:  # an integer beyond any float
+        f = math.inf
     if not math.isfinite(f):
         raise InvalidFix(f"{name} must be a finite number; got {value}")
     return f
 
 
 def parse_time(value: Any, name: str) -> int:
-    """Milliseconds since the epoch from an integer (ms) or an ISO 8601 string with an offset."""
+    """Milliseconds since the epoch from an integer (ms) or an ISO 8601 string with an offset,
+    between 1970 and 9999."""
+    ms = _time_ms(value, name)
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise InvalidInput(f"{name} must be between 1970 and 9999; got {value!r:.60}")
+    return ms
+
+
+def _time_ms(value: Any, name: str) -> int:
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
+        if _INTEGER.match(text):
             return int(text)
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
@@ -69,7 +83,10 @@ def parse_time(value: Any, name: str) -> int:
             ) from None
         if parsed.tzinfo is None:
             raise InvalidInput(f"{name} needs a UTC offset (for example a trailing Z); got {value!r:.60}")
-        return int(parsed.timestamp() * 1000)
+        try:
+            return (parsed - _EPOCH) // timedelta(milliseconds=1)
+        except OverflowError:
+            raise InvalidInput(f"{name} must be between 1970 and 9999; got {value!r:.60}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{name} must be milliseconds since the epoch or an ISO 8601 string")
     if not math.isfinite(value):

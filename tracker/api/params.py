@@ -38,11 +38,12 @@ async def viewer(request: Request) -> Viewer:
 
 
 def require_admin(request: Request) -> None:
-    """Unauthorized unless the request carries the admin token."""
+    """Unauthorized without a token; Forbidden with one that is not the admin token."""
+    token = bearer(request)
     c = core(request)
     if c.settings.admin_token is None:
         raise Forbidden("the admin API is disabled: set TRACKER_ADMIN_TOKEN on the server")
-    if not c.auth.is_admin(bearer(request)):
+    if not c.auth.is_admin(token):
         raise Forbidden("this endpoint needs the admin token")
 
 

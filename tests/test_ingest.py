@@ -74,18 +74,38 @@ async def test_bad_fixes_are_rejected_one_by_one_and_good_ones_kept(
     assert await stored(db, device) == [(t - 3000, 1.0, 2.0), (t, 1.5, 2.5)]
 
 
+@pytest.mark.parametrize("size", [50, 300])  # the two write routes: one INSERT from arrays, and COPY
 async def test_a_retried_batch_counts_duplicates_and_stores_nothing_twice(
-    server: Server, db: asyncpg.Connection, clients: list[Client]
+    server: Server, db: asyncpg.Connection, clients: list[Client], size: int
 ) -> None:
+    from tracker.store.fixes import COPY_MIN_FIXES
+
+    assert (size < COPY_MIN_FIXES) == (size == 50)
     device, d = await connected_device(server, clients)
     t = now_ms()
-    batch = [{"lat": 10 + i / 100, "lon": 20.0, "ts": t - 1000 * (50 - i)} for i in range(50)]
-    assert await d.call("fix", batch) == {"accepted": 50, "duplicates": 0, "rejected": []}
-    assert await d.call("fix", batch) == {"accepted": 0, "duplicates": 50, "rejected": []}
+    batch = [
+        {"lat": 10 + i / 1000, "lon": 20.0, "ts": t - 1000 * (size - i), "attrs": {"i": i}}
+        for i in range(size)
+    ]
+    assert await d.call("fix", batch) == {"accepted": size, "duplicates": 0, "rejected": []}
+    assert await d.call("fix", batch) == {"accepted": 0, "duplicates": size, "rejected": []}
     # The same key twice within a batch: one is stored, one counts as a duplicate.
     again = {"lat": 11.0, "lon": 21.0, "ts": t + 1}
-    assert await d.call("fix", [again, again]) == {"accepted": 1, "duplicates": 1, "rejected": []}
-    assert len(await stored(db, device)) == 51
+    fresh = [{"lat": 12.0, "lon": 22.0, "ts": t + 2 + i} for i in range(size - 2)]
+    assert await d.call("fix", [again, *fresh, again]) == {
+        "accepted": size - 1,
+        "duplicates": 1,
+        "rejected": [],
+    }
+    rows = await stored(db, device)
+    assert len(rows) == 2 * size - 1
+    assert rows[0] == (t - 1000 * size, 10.0, 20.0)
+    assert await db.fetchval(
+        "SELECT attrs->>'i' FROM fixes "
+        "WHERE device_id = $1 AND ts = timestamptz 'epoch' + $2 * interval '1 ms'",
+        device,
+        t - 1000,
+    ) == str(size - 1)
 
 
 async def test_late_and_out_of_order_fixes_are_stored_but_live_state_only_moves_forward(

@@ -1,5 +1,13 @@
-"""Fixes in PostGIS: the batched write path (COPY into a staging table, one INSERT ... ON CONFLICT)
-and the reads that page through a device's stored fixes or rebuild the live index at start-up."""
+"""Fixes in PostGIS: the batched write path and the reads that page through a device's stored fixes or
+rebuild the live index at start-up.
+
+A batch is written atomically by one of two equivalent routes, chosen by size because each is faster in
+its range (measured here: 4 fixes 0.3 vs 1.3 ms, 50 fixes 0.6 vs 1.4 ms, 5000 fixes 31 vs 22 ms):
+- small batches: one `INSERT ... SELECT FROM unnest($arrays)` statement, a transaction of its own;
+- large batches: COPY into a per-connection staging table, then one `INSERT ... SELECT` from it, in one
+  transaction.
+Either way `ON CONFLICT (device_id, ts) DO NOTHING RETURNING` tells new fixes from duplicates.
+"""
 
 from __future__ import annotations
 
@@ -26,13 +34,29 @@ _STAGE_COLUMNS = (
     "cell",
 )
 
-_MOVE_STAGED = """
-INSERT INTO fixes (device_id, ts, geom, speed, heading, accuracy, altitude, battery, attrs, cell)
+COPY_MIN_FIXES = 256  # batches of this size or more go through COPY
+
+_COLUMNS = "device_id, ts, geom, speed, heading, accuracy, altitude, battery, attrs, cell"
+_RETURNING = "RETURNING device_id, (extract(epoch FROM ts) * 1000)::bigint"
+
+_INSERT_ARRAYS = f"""
+INSERT INTO fixes ({_COLUMNS})
+SELECT device_id, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
+       ST_SetSRID(ST_MakePoint(lon, lat), 4326), speed, heading, accuracy, altitude, battery, attrs, cell
+FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::real[], $6::real[], $7::real[],
+            $8::real[], $9::real[], $10::jsonb[], $11::bigint[])
+     AS u(device_id, ts_ms, lon, lat, speed, heading, accuracy, altitude, battery, attrs, cell)
+ON CONFLICT (device_id, ts) DO NOTHING
+{_RETURNING}
+"""
+
+_MOVE_STAGED = f"""
+INSERT INTO fixes ({_COLUMNS})
 SELECT device_id, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
        ST_SetSRID(ST_MakePoint(lon, lat), 4326), speed, heading, accuracy, altitude, battery, attrs, cell
 FROM fix_stage
 ON CONFLICT (device_id, ts) DO NOTHING
-RETURNING device_id, (extract(epoch FROM ts) * 1000)::bigint
+{_RETURNING}
 """
 
 
@@ -42,7 +66,7 @@ def days_of(fixes: Sequence[Fix]) -> set[int]:
 
 
 async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[Fix]) -> set[tuple[str, int]]:
-    """Store `fixes` in one transaction on `conn`; return the (device, ts) keys that were new (coroutine).
+    """Store `fixes` atomically on `conn`; return the (device, ts) keys that were new (coroutine).
 
     A key missing from the result was already stored (a retry) or repeated within the batch. Either
     every fix of the batch is committed or, on error, none is. The partitions for `days_of(fixes)` must
@@ -64,9 +88,12 @@ async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[Fix]) -> set[tup
         )
         for f in fixes
     ]
-    async with conn.transaction():
-        await conn.copy_records_to_table("fix_stage", records=records, columns=_STAGE_COLUMNS)
-        rows = await conn.fetch(_MOVE_STAGED)
+    if len(records) < COPY_MIN_FIXES:
+        rows = await conn.fetch(_INSERT_ARRAYS, *(list(column) for column in zip(*records, strict=True)))
+    else:
+        async with conn.transaction():
+            await conn.copy_records_to_table("fix_stage", records=records, columns=_STAGE_COLUMNS)
+            rows = await conn.fetch(_MOVE_STAGED)
     return {(r[0], r[1]) for r in rows}
 
 

@@ -20,7 +20,7 @@ from tracker.validation import check_id
 
 log = logging.getLogger("tracker.auth")
 
-ADMIN = Viewer(name="admin", fleets=None, admin=True)
+ADMIN = Viewer(name="admin", fleets=None)
 
 
 def new_token() -> str:

@@ -70,7 +70,6 @@ class Viewer:
 
     name: str
     fleets: frozenset[str] | None = field(default=None)
-    admin: bool = False
 
     def grants(self, fleet: str) -> bool:
         """True when this viewer may see `fleet`."""

@@ -12,9 +12,8 @@ from tracker.core import Core
 from tracker.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from tracker.model import Device, Viewer
 from tracker.store import accounts
+from tracker.store.database import DAY_MS
 from tracker.validation import check_id, parse_time
-
-DAY_MS = 86_400_000
 
 
 def core(request: Request) -> Core:

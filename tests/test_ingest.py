@@ -284,3 +284,16 @@ async def test_nan_and_infinity_from_python_clients_are_rejected_by_field(
     errors = [(r["index"], r["error"].split(" ")[0]) for r in ack["rejected"]]
     assert errors == [(0, "lat"), (1, "lon"), (2, "attrs")]
     assert len(await stored(db, device)) == 1
+
+
+async def test_a_device_on_long_polling_is_served_too(server: Server, db: asyncpg.Connection) -> None:
+    import socketio
+
+    device, token = await add_device(server, uid("fleet"))
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(server.url, namespaces=["/device"], auth={"token": token}, transports=["polling"])
+    try:
+        ack = await sio.call("fix", {"lat": 1.0, "lon": 1.0, "ts": now_ms()}, namespace="/device", timeout=20)
+    finally:
+        await sio.disconnect()
+    assert ack["accepted"] == 1 and len(await stored(db, device)) == 1

@@ -301,3 +301,21 @@ async def test_a_box_wider_than_half_the_world_covers_what_it_says(
     await (await device_client(server, inside_token, clients)).call("fix", {"lat": 5.0, "lon": 90.0, "ts": t})
     got = await v.next("positions")
     assert [p["device"] for p in got] == [inside]
+
+
+async def test_a_whole_world_box_still_holds_only_granted_fleets(
+    server: Server, clients: list[Client]
+) -> None:
+    mine, theirs = uid("fleet"), uid("fleet")
+    my_device, my_token = await add_device(server, mine)
+    _, their_token = await add_device(server, theirs)
+    v = await viewer_client(server, await add_viewer(server, [mine]), clients)
+    assert (await v.call("subscribe", {"bbox": [-180, -90, 180, 90]}))["ok"]
+    await v.next("positions")
+    t = now_ms()
+    await (await device_client(server, their_token, clients)).call(
+        "fix", {"lat": -33.9, "lon": 151.2, "ts": t}
+    )
+    await (await device_client(server, my_token, clients)).call("fix", {"lat": 64.1, "lon": -21.9, "ts": t})
+    got = await v.next("positions")
+    assert [(p["device"], p["fleet"]) for p in got] == [(my_device, mine)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster, Transport
-from tracker.index import LiveIndex
+from tracker.index import LiveIndex, cell_hex
 from tracker.ingest import Ingestor, RateLimiter
 from tracker.livesync import LiveSync
 from tracker.metrics import Metrics
@@ -47,9 +47,7 @@ class Core:
         db = await Database.connect(database_url)
         index = LiveIndex()
         rows = await latest_fixes(db)
-        index.load(
-            (Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], format(r[7], "x")), r[7]) for r in rows
-        )
+        index.load((Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], cell_hex(r[7])), r[7]) for r in rows)
         broadcaster = Broadcaster(transport, settings.broadcast_interval_ms, metrics)
         sync = (
             LiveSync(settings.redis_url, index, settings.broadcast_interval_ms)

@@ -82,3 +82,83 @@ class WriteResult:
 
     accepted: int
     duplicates: int
+
+
+EVENT_TYPES = ("enter", "exit", "dwell", "speeding", "cross")
+
+
+@dataclass(slots=True, frozen=True)
+class Fence:
+    """One loaded geofence: a polygon (`geometry`, lon/lat, holes allowed) or a circle (`center`, `radius_m`).
+
+    `source` is `file:line` of the YAML entry that defined it, for messages a user can act on.
+    """
+
+    id: str
+    name: str | None
+    tags: tuple[str, ...]
+    geometry: Any = None  # shapely Polygon or MultiPolygon for polygon fences, None for circles
+    center: tuple[float, float] | None = None  # (lon, lat) for circle fences
+    radius_m: float | None = None
+    source: str = ""
+
+    @property
+    def is_circle(self) -> bool:
+        return self.center is not None
+
+
+@dataclass(slots=True, frozen=True)
+class Rule:
+    """One fleet rule: which event type (`on`) fires for which fences, for which fleets, and who is told.
+
+    `fences` holds resolved fence ids (ids and `fence_tags` expanded, collections expanded to their
+    features), in the order the fences were loaded. `fleets` None means every fleet.
+    """
+
+    id: str
+    on: str  # one of EVENT_TYPES
+    fences: tuple[str, ...]
+    fleets: frozenset[str] | None = None
+    dwell_s: float | None = None
+    max_speed_kmh: float | None = None
+    confirm_fixes: int = 1
+    notify: tuple[str, ...] = ("viewers",)
+    source: str = ""
+
+    def applies_to(self, fleet: str) -> bool:
+        """True when devices of `fleet` are subject to this rule."""
+        return self.fleets is None or fleet in self.fleets
+
+    @property
+    def webhooks(self) -> tuple[str, ...]:
+        """The notify targets that are webhook URLs."""
+        return tuple(t for t in self.notify if t.startswith(("http://", "https://")))
+
+
+@dataclass(slots=True)
+class GeofenceEvent:
+    """A geofence event of the contract; `id` is set once it is stored."""
+
+    type: str
+    rule: str
+    fence: str
+    device: str
+    fleet: str
+    ts: int
+    lat: float
+    lon: float
+    id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The `geofence` event payload of the contract."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "rule": self.rule,
+            "fence": self.fence,
+            "device": self.device,
+            "fleet": self.fleet,
+            "ts": self.ts,
+            "lat": self.lat,
+            "lon": self.lon,
+        }

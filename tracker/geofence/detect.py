@@ -1,0 +1,275 @@
+"""Geofence detection: the contract's state machine, pure (state in, events and state changes out).
+
+Per device and (rule, fence), in fix-time order, a `Track` says whether the device counts as inside,
+since which fix, how many consecutive fixes disagree (for `confirm_fixes`), and whether the visit's
+dwell or speeding event has fired. A missing track means outside: "unknown" behaves exactly like
+outside in every rule of the contract, so only devices near or inside a fence cost memory. Rule id ""
+is the rule-independent presence (confirm 1) behind "who is inside now".
+
+Only fixes newer than the device's newest processed fix (`heads`) are evaluated; older ones are stored
+by the caller but fire nothing. `detect` never mutates its inputs: the caller writes the returned
+changes and events in the same transaction as the fixes, and applies them to memory only after COMMIT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from tracker.geofence.grid import FenceIndex
+from tracker.model import Fence, Fix, GeofenceEvent, Rule
+
+PRESENCE = ""  # the rule id of the rule-independent presence track
+
+
+@dataclass(slots=True, frozen=True)
+class Track:
+    """The state of one rule on one fence for one device; absent means outside."""
+
+    inside: bool
+    since: int  # ts of the fix that made it inside (meaningful while inside)
+    pending: int = 0  # consecutive fixes whose raw position disagrees with `inside`
+    fired: bool = False  # this visit's dwell/speeding event has fired
+
+
+@dataclass(slots=True, frozen=True)
+class Head:
+    """A device's newest processed fix: fixes at or before it fire nothing; it starts the next segment."""
+
+    ts: int
+    lon: float
+    lat: float
+
+
+TrackKey = tuple[str, str]  # (rule id, fence id)
+State = Mapping[str, Mapping[TrackKey, Track]]
+
+
+class RuleSet:
+    """Fences and rules compiled for evaluation: the spatial index and, per fence, the rules on it."""
+
+    def __init__(self, fences: Sequence[Fence], rules: Sequence[Rule], version: int = 0) -> None:
+        self.version = version
+        self.fences = tuple(fences)
+        self.rules = tuple(rules)
+        self.index = FenceIndex(self.fences)
+        position = {f.id: i for i, f in enumerate(self.fences)}
+        self.fence_position = position
+        self.by_fence: list[list[Rule]] = [[] for _ in self.fences]
+        self.cross_by_fence: list[list[Rule]] = [[] for _ in self.fences]
+        for rule in self.rules:
+            for fid in rule.fences:
+                target = self.cross_by_fence if rule.on == "cross" else self.by_fence
+                target[position[fid]].append(rule)
+        self.cross_mask = np.array([bool(rs) for rs in self.cross_by_fence], dtype=np.bool_)
+        self.keys = {(PRESENCE, f.id) for f in self.fences} | {
+            (r.id, fid) for r in self.rules if r.on != "cross" for fid in r.fences
+        }
+
+        self.by_id = {r.id: r for r in self.rules}
+
+
+@dataclass
+class Detection:
+    """What one batch changed: events in order, track changes (None = back to outside), new heads."""
+
+    version: int
+    events: list[GeofenceEvent] = field(default_factory=list)
+    tracks: dict[str, dict[TrackKey, Track | None]] = field(default_factory=dict)
+    heads: dict[str, Head] = field(default_factory=dict)
+
+    @property
+    def changes_state(self) -> bool:
+        """True when something must be written besides the fixes."""
+        return bool(self.events) or any(self.tracks.values())
+
+
+def newest_per_device(fixes: Sequence[Fix], heads: Mapping[str, Head]) -> dict[str, list[Fix]]:
+    """Each device's fixes that advance its head, in time order (repeated timestamps: the first one)."""
+    by_device: dict[str, list[Fix]] = {}
+    for f in fixes:
+        by_device.setdefault(f.device, []).append(f)
+    out: dict[str, list[Fix]] = {}
+    for device, fs in by_device.items():
+        head = heads.get(device)
+        last = head.ts if head is not None else None
+        kept = []
+        for f in sorted(fs, key=lambda f: f.ts):
+            if last is None or f.ts > last:
+                kept.append(f)
+                last = f.ts
+        if kept:
+            out[device] = kept
+    return out
+
+
+def step(track: Track | None, raw: bool, confirm: int, ts: int) -> tuple[Track | None, bool]:
+    """Advance one track by one fix whose raw position is `raw`; return (new track, whether it flipped)."""
+    inside = track.inside if track is not None else False
+    pending = track.pending if track is not None else 0
+    pending = 0 if raw == inside else pending + 1
+    if pending >= confirm:
+        new = Track(True, ts) if raw else None
+        return new, True
+    if track is None:
+        return (Track(False, 0, pending) if pending else None), False
+    if not inside and pending == 0:
+        return None, False
+    return replace(track, pending=pending), False
+
+
+def detect(rules: RuleSet, state: State, heads: Mapping[str, Head], fixes: Sequence[Fix]) -> Detection:
+    """Evaluate a batch of fixes against `rules`; see the module docstring. Pure."""
+    out = Detection(rules.version)
+    todo = newest_per_device(fixes, heads)
+    for device, fs in todo.items():
+        last = fs[-1]
+        out.heads[device] = Head(last.ts, last.lon, last.lat)
+    if not todo or not rules.fences:
+        return out
+    ordered = [f for fs in todo.values() for f in fs]
+    lon = np.fromiter((f.lon for f in ordered), dtype=np.float64, count=len(ordered))
+    lat = np.fromiter((f.lat for f in ordered), dtype=np.float64, count=len(ordered))
+    point, fence = rules.index.inside(lon, lat)
+    cuts = np.searchsorted(point, np.arange(len(ordered) + 1))
+    raw = [set(fence[cuts[i] : cuts[i + 1]].tolist()) for i in range(len(ordered))]
+    crossed = _crossings(rules, todo, heads, lon, lat, raw)
+    offset = 0
+    for device, fs in todo.items():
+        _walk(rules, device, fs, raw[offset : offset + len(fs)], crossed, offset, state.get(device, {}), out)
+        offset += len(fs)
+    return out
+
+
+def _crossings(
+    rules: RuleSet,
+    todo: Mapping[str, list[Fix]],
+    heads: Mapping[str, Head],
+    lon: np.ndarray,
+    lat: np.ndarray,
+    raw: list[set[int]],
+) -> dict[int, list[int]]:
+    """Fence indexes each fix's incoming segment crosses, by position in the batch (cross rules only).
+
+    A crossing counts when both ends are outside the fence; for the first fix of a device the segment
+    starts at its head, whose own inside test is made here.
+    """
+    if not rules.cross_mask.any():
+        return {}
+    starts: list[tuple[float, float]] = []
+    ends: list[int] = []
+    head_of: dict[int, int] = {}  # batch position -> index into starts, for segments from a head
+    offset = 0
+    for device, fs in todo.items():
+        head = heads.get(device)
+        for i in range(len(fs)):
+            if i == 0:
+                if head is None:
+                    continue
+                head_of[offset] = len(starts)
+                starts.append((head.lon, head.lat))
+            else:
+                starts.append((fs[i - 1].lon, fs[i - 1].lat))
+            ends.append(offset + i)
+        offset += len(fs)
+    if not ends:
+        return {}
+    s = np.array(starts, dtype=np.float64)
+    e = np.array(ends, dtype=np.int64)
+    seg, fence = rules.index.crossings(s[:, 0], s[:, 1], lon[e], lat[e], rules.cross_mask)
+    head_inside: dict[int, set[int]] = {}
+    if head_of:
+        rows = np.array(sorted(head_of.values()), dtype=np.int64)
+        hp, hf = rules.index.inside(s[rows, 0], s[rows, 1])
+        for p, f in zip(hp.tolist(), hf.tolist(), strict=True):
+            head_inside.setdefault(int(rows[p]), set()).add(f)
+    start_inside: dict[int, set[int]] = {}
+    for j, pos in enumerate(ends):
+        start_inside[j] = head_inside.get(j, set()) if pos in head_of else raw[pos - 1]
+    out: dict[int, list[int]] = {}
+    for j, f in zip(seg.tolist(), fence.tolist(), strict=True):
+        pos = ends[j]
+        if f not in raw[pos] and f not in start_inside[j]:
+            out.setdefault(pos, []).append(f)
+    return out
+
+
+def _walk(
+    rules: RuleSet,
+    device: str,
+    fixes: list[Fix],
+    raw: list[set[int]],
+    crossed: Mapping[int, list[int]],
+    offset: int,
+    before: Mapping[TrackKey, Track],
+    out: Detection,
+) -> None:
+    """Run one device's fixes through its tracks, collecting events and changed tracks into `out`."""
+    tracks = dict(before)
+    changed: dict[TrackKey, Track | None] = {}
+    fleet = fixes[0].fleet
+    pos_of = rules.fence_position
+    for i, fix in enumerate(fixes):
+        here = raw[i]
+        relevant = set(here)
+        relevant.update(pos_of[fid] for _, fid in tracks if fid in pos_of)
+        for fi in sorted(relevant):
+            fence = rules.fences[fi]
+            is_in = fi in here
+            for rule_id, confirm in [(PRESENCE, 1)] + [
+                (r.id, r.confirm_fixes) for r in rules.by_fence[fi] if r.applies_to(fleet)
+            ]:
+                key = (rule_id, fence.id)
+                old = tracks.get(key)
+                new, flipped = step(old, is_in, confirm, fix.ts)
+                if rule_id != PRESENCE:
+                    rule = next(r for r in rules.by_fence[fi] if r.id == rule_id)
+                    new = _fire(rule, fence, fix, old, new, flipped, out.events)
+                if new != old:
+                    if new is None:
+                        tracks.pop(key, None)
+                    else:
+                        tracks[key] = new
+                    changed[key] = new
+        for fi in crossed.get(offset + i, ()):
+            fence = rules.fences[fi]
+            for rule in rules.cross_by_fence[fi]:
+                if rule.applies_to(fleet):
+                    out.events.append(_event("cross", rule, fence, fix))
+    if changed:
+        out.tracks[device] = changed
+
+
+def _fire(
+    rule: Rule,
+    fence: Fence,
+    fix: Fix,
+    old: Track | None,
+    new: Track | None,
+    flipped: bool,
+    events: list[GeofenceEvent],
+) -> Track | None:
+    """Append the event `rule` fires on this fix, if any; return the track with its `fired` flag set."""
+    if rule.on == "enter" and flipped and new is not None:
+        events.append(_event("enter", rule, fence, fix))
+    elif rule.on == "exit" and flipped and new is None and old is not None and old.inside:
+        events.append(_event("exit", rule, fence, fix))
+    elif new is not None and new.inside and not new.fired:
+        if rule.on == "dwell" and rule.dwell_s is not None and fix.ts - new.since >= rule.dwell_s * 1000:
+            events.append(_event("dwell", rule, fence, fix))
+            return replace(new, fired=True)
+        if (
+            rule.on == "speeding"
+            and rule.max_speed_kmh is not None
+            and fix.speed is not None
+            and fix.speed * 3.6 > rule.max_speed_kmh
+        ):
+            events.append(_event("speeding", rule, fence, fix))
+            return replace(new, fired=True)
+    return new
+
+
+def _event(kind: str, rule: Rule, fence: Fence, fix: Fix) -> GeofenceEvent:
+    return GeofenceEvent(kind, rule.id, fence.id, fix.device, fix.fleet, fix.ts, fix.lat, fix.lon)

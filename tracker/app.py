@@ -18,7 +18,7 @@ from tracker.core import Core
 from tracker.errors import ConfigError
 from tracker.metrics import Metrics
 from tracker.settings import Settings
-from tracker.sockets import DeviceNamespace, ViewerNamespace, ViewerRooms, build_server
+from tracker.sockets import DeviceNamespace, DeviceRooms, ViewerNamespace, ViewerRooms, build_server
 
 
 def create_app(settings: Settings, database_url: str | None = None) -> Any:
@@ -38,8 +38,10 @@ def create_app(settings: Settings, database_url: str | None = None) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        rooms = ViewerRooms(sio, shared=settings.redis_url is not None)
-        holder["core"] = app.state.core = await Core.start(settings, url, rooms, metrics)
+        shared = settings.redis_url is not None
+        holder["core"] = app.state.core = await Core.start(
+            settings, url, ViewerRooms(sio, shared), metrics, DeviceRooms(sio, shared)
+        )
         try:
             yield
         finally:

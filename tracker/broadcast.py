@@ -39,8 +39,8 @@ class Transport(Protocol):
         """True when the room may have listeners (always, when rooms are shared between processes)."""
         ...
 
-    async def emit(self, event: str, data: Any, room: str) -> None:
-        """Send `event` to everyone in `room` (coroutine)."""
+    async def emit(self, event: str, data: Any, room: str | list[str]) -> None:
+        """Send `event` to everyone in `room` (or in any of several rooms, once each) (coroutine)."""
         ...
 
 

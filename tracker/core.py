@@ -1,5 +1,6 @@
-"""The running tracker's parts, started and stopped together: database, live index, ingest loop,
-broadcaster. The app's lifespan owns one `Core`; the edges (sockets, routes) only call into it."""
+"""The running tracker's parts, started and stopped together: database, live index, geofence engine,
+ingest loop, broadcaster, event notifier, webhook worker. The app's lifespan owns one `Core`; the edges
+(sockets, routes) only call into it."""
 
 from __future__ import annotations
 
@@ -12,15 +13,20 @@ from dataclasses import dataclass, field
 
 from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster, Transport
+from tracker.geofence.config import watch
+from tracker.geofence.detect import Head
+from tracker.geofence.engine import GeofenceEngine
 from tracker.index import LiveIndex, cell_hex
 from tracker.ingest import Ingestor, RateLimiter
 from tracker.livesync import LiveSync
 from tracker.metrics import Metrics
 from tracker.model import Position
+from tracker.notify import Notifier
 from tracker.settings import Settings
 from tracker.store import Database
 from tracker.store.database import DAY_MS
 from tracker.store.fixes import latest_fixes
+from tracker.webhooks import WebhookWorker
 
 log = logging.getLogger("tracker.core")
 
@@ -36,18 +42,38 @@ class Core:
     ingestor: Ingestor
     broadcaster: Broadcaster
     metrics: Metrics
+    geofences: GeofenceEngine
+    notifier: Notifier
+    webhooks: WebhookWorker
     online: Counter[str] = field(default_factory=Counter)  # device id -> open connections here
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def start(
-        cls, settings: Settings, database_url: str, transport: Transport, metrics: Metrics
+        cls,
+        settings: Settings,
+        database_url: str,
+        transport: Transport,
+        metrics: Metrics,
+        devices: Transport,
     ) -> Core:
         """Connect and migrate, seed the live index, start the loops (coroutine)."""
         db = await Database.connect(database_url)
         index = LiveIndex()
         rows = await latest_fixes(db)
         index.load((Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], cell_hex(r[7])), r[7]) for r in rows)
+        geofences = GeofenceEngine(settings.geofences, db, metrics)
+        await geofences.start({r[0]: Head(r[2], r[4], r[3]) for r in rows})
+        webhooks = WebhookWorker(
+            db,
+            metrics,
+            secret=settings.webhook_secret,
+            attempts=settings.webhook_attempts,
+            backoff_s=settings.webhook_backoff_s,
+            backoff_max_s=settings.webhook_backoff_max_s,
+            timeout_s=settings.webhook_timeout_s,
+        )
+        notifier = Notifier(transport, devices, lambda rule: geofences.rules.by_id.get(rule), webhooks.wake)
         broadcaster = Broadcaster(transport, settings.broadcast_interval_ms, metrics)
         sync = (
             LiveSync(settings.redis_url, index, settings.broadcast_interval_ms)
@@ -64,6 +90,8 @@ class Core:
             batch_max=settings.ingest_batch_max,
             writers=settings.ingest_writers,
             limiter=RateLimiter(settings.device_rate, settings.device_burst),
+            engine=geofences,
+            notifier=notifier,
             sync=sync,
         )
         core = cls(
@@ -74,11 +102,17 @@ class Core:
             ingestor,
             broadcaster,
             metrics,
+            geofences,
+            notifier,
+            webhooks,
         )
         core._tasks = [
             asyncio.create_task(ingestor.run(), name="ingest"),
             asyncio.create_task(broadcaster.run(), name="broadcast"),
             asyncio.create_task(core._partitions_ahead(), name="partitions"),
+            asyncio.create_task(notifier.run(), name="notify"),
+            asyncio.create_task(webhooks.run(), name="webhooks"),
+            asyncio.create_task(watch(settings.geofences, geofences.reload), name="geofence-watch"),
         ]
         if sync is not None:
             core._tasks.append(asyncio.create_task(sync.run(), name="livesync"))
@@ -94,6 +128,8 @@ class Core:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.broadcaster.flush()
+        await self.notifier.flush()
+        await self.webhooks.close()
         await self.db.close()
 
     async def _partitions_ahead(self) -> None:

@@ -3,9 +3,11 @@
 Handlers validate a `fix` event, then `submit` the good fixes and wait. Submissions go to one of a few
 writer lanes by device, so one device's fixes are always written in the order they came, while the
 lanes' transactions overlap (one transaction at a time left PostgreSQL idle between commits). Each
-lane drains its queue a batch at a time: it computes H3 cells, writes the whole batch in one
-transaction on the lane's own connection, and only after COMMIT resolves the waiting submissions (so
-an ack means stored), advances the live index and hands the moved positions to the broadcaster.
+lane drains its queue a batch at a time: it computes H3 cells, evaluates the fences (pure: events and
+state changes out), writes the fixes with those changes and events in one transaction on the lane's
+own connection, and only after COMMIT resolves the waiting submissions (so an ack means stored, events
+included), applies the fence state, queues the events for delivery, advances the live index and hands
+the moved positions to the broadcaster.
 The queue is bounded: when full, `submit` raises `Busy` at once instead of growing memory. Each
 device also has a token bucket, so that one device replaying a backlog in a tight loop cannot take
 the whole queue from the others. A failed write raises `Busy` for every submission of that batch, and
@@ -25,12 +27,16 @@ import asyncpg
 
 from tracker.broadcast import Broadcaster
 from tracker.errors import Busy
+from tracker.geofence.detect import Detection
+from tracker.geofence.engine import GeofenceEngine
 from tracker.index import LiveIndex, assign_cells
 from tracker.livesync import LiveSync
 from tracker.metrics import Metrics
-from tracker.model import Fix, WriteResult
+from tracker.model import Fix, GeofenceEvent, WriteResult
+from tracker.notify import Notifier
 from tracker.store import Database
-from tracker.store.fixes import days_of, write_fixes
+from tracker.store.fixes import days_of
+from tracker.store.geofences import write_batch
 
 log = logging.getLogger("tracker.ingest")
 
@@ -88,6 +94,8 @@ class Ingestor:
         batch_max: int,
         writers: int,
         limiter: RateLimiter,
+        engine: GeofenceEngine,
+        notifier: Notifier,
         sync: LiveSync | None = None,
     ) -> None:
         self._db = db
@@ -99,6 +107,8 @@ class Ingestor:
         self._batch_max = batch_max
         self._lanes = [_Lane() for _ in range(writers)]
         self._limiter = limiter
+        self._engine = engine
+        self._notifier = notifier
         self._sync = sync
         self._queued = 0  # fixes waiting in all lanes
         self._closing = False
@@ -168,13 +178,15 @@ class Ingestor:
                 log.exception("ingest batch failed")
                 _fail(batch, Busy("internal error while storing; retry"))
 
-    async def _write(self, lane: _Lane, fixes: list[Fix]) -> set[tuple[str, int]]:
+    async def _write(
+        self, lane: _Lane, fixes: list[Fix], detection: Detection | None
+    ) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
         """Write on the lane's connection; a connection that failed goes back to the pool."""
         await self._db.ensure_partitions(days_of(fixes))
         if lane.conn is None:
             lane.conn = await self._db.pool.acquire()
         try:
-            return await write_fixes(lane.conn, fixes)
+            return await write_batch(lane.conn, fixes, detection, self._engine.webhooks)
         except BaseException:
             conn, lane.conn = lane.conn, None
             await self._db.pool.release(conn)
@@ -183,9 +195,15 @@ class Ingestor:
     async def _process(self, lane: _Lane, batch: list[_Submission]) -> None:
         fixes = [f for sub in batch for f in sub.fixes]
         assign_cells(fixes, self._resolution)
+        detection: Detection | None
+        try:
+            detection = await self._engine.evaluate(fixes)
+        except Exception:  # a bug in fence evaluation must not cost the fixes themselves
+            log.exception("geofence evaluation failed for %d fixes; stored without events", len(fixes))
+            detection = None
         started = time.perf_counter()
         try:
-            new = await self._write(lane, fixes)
+            new, events = await self._write(lane, fixes, detection)
         except Exception as exc:
             log.error("storing %d fixes failed: %s", len(fixes), exc)
             self._metrics.submissions_busy.labels("storage").inc(len(batch))
@@ -206,6 +224,9 @@ class Ingestor:
                 sub.future.set_result(WriteResult(accepted, len(sub.fixes) - accepted))
         self._metrics.fixes_accepted.inc(accepted_total)
         self._metrics.fixes_duplicate.inc(len(fixes) - accepted_total)
+        if detection is not None:
+            self._engine.apply(detection)
+            self._notifier.deliver(events)
         moved = self._index.advance(fixes)
         self._broadcaster.publish(moved)
         if self._sync is not None:

@@ -50,6 +50,37 @@ class Metrics:
         self.positions_events = Counter(
             "tracker_positions_events", "positions events emitted to viewer rooms", registry=r
         )
+        self.webhook_deliveries = Counter(
+            "tracker_webhook_deliveries",
+            "Webhook POSTs by outcome: delivered, retry (failed, will retry) or dead (failed, gave up)",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            "tracker_webhook_delivery_seconds",
+            "Time of one webhook POST, whatever its outcome",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "tracker_webhook_outbox_pending", "Outbox rows not yet delivered nor dead", registry=r
+        )
+
+        self.geofences_loaded = Gauge("tracker_geofences_loaded", "Fences in force", registry=r)
+        self.geofence_errors = Gauge(
+            "tracker_geofence_file_errors",
+            "Problems in the geofence folder (rules in force kept)",
+            registry=r,
+        )
+        self.geofence_seconds = Histogram(
+            "tracker_geofence_evaluation_seconds",
+            "Time to evaluate one ingest batch against the fences",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.geofence_events = Counter(
+            "tracker_geofence_events", "Geofence events stored, by type", ["type"], registry=r
+        )
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -37,8 +37,9 @@ class Settings(BaseSettings):
     device_rate: float = Field(500.0, gt=0)  # fixes per second
     device_burst: int = Field(5_000, ge=1_000)
     partition_days_ahead: int = Field(3, ge=1, le=60)
-    # Webhooks: each event is POSTed with an HMAC-SHA256 signature (when a secret is set), retried with
-    # exponential backoff from `webhook_backoff_s` up to `webhook_backoff_max_s`, dead after `webhook_attempts`.
+    # Webhooks: each event is POSTed with an HMAC-SHA256 signature (when a secret is set), retried
+    # with exponential backoff from `webhook_backoff_s` up to `webhook_backoff_max_s`, and given up
+    # (dead) after `webhook_attempts` tries.
     webhook_secret: str | None = None
     webhook_attempts: int = Field(8, ge=1, le=100)
     webhook_backoff_s: float = Field(1.0, gt=0)

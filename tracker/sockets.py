@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import socketio
 
-from tracker.broadcast import Subscription, plan_subscription
+from tracker.broadcast import Subscription, device_room, plan_subscription
 from tracker.core import Core
 from tracker.errors import Busy, Forbidden, InvalidInput, Unauthorized
 from tracker.metrics import Metrics
@@ -75,6 +75,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except Unauthorized:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
         self._devices[sid] = device
+        await self.enter_room(sid, device_room(device.id))
         self._core().online[device.id] += 1
         self._metrics.connected_devices.inc()
         log.info("device connected device=%s fleet=%s", device.id, device.fleet)
@@ -194,5 +195,19 @@ class ViewerRooms:
     def listening(self, room: str) -> bool:
         return self._shared or bool(self._sio.manager.rooms.get(VIEWER_NS, {}).get(room))
 
-    async def emit(self, event: str, data: Any, room: str) -> None:
+    async def emit(self, event: str, data: Any, room: str | list[str]) -> None:
         await self._sio.emit(event, data, to=room, namespace=VIEWER_NS)
+
+
+class DeviceRooms:
+    """The notifier's way to devices: each device's connections share the room `device:<id>`."""
+
+    def __init__(self, sio: socketio.AsyncServer, shared: bool) -> None:
+        self._sio = sio
+        self._shared = shared
+
+    def listening(self, room: str) -> bool:
+        return self._shared or bool(self._sio.manager.rooms.get(DEVICE_NS, {}).get(room))
+
+    async def emit(self, event: str, data: Any, room: str | list[str]) -> None:
+        await self._sio.emit(event, data, to=room, namespace=DEVICE_NS)

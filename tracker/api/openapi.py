@@ -83,6 +83,72 @@ COMPONENTS: dict[str, Any] = {
                 "next_cursor": {"type": ["string", "null"]},
             },
         },
+        "GeofenceEvent": {
+            "type": "object",
+            "required": ["id", "type", "rule", "fence", "device", "fleet", "ts", "lat", "lon"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"enum": ["enter", "exit", "dwell", "speeding", "cross"]},
+                "rule": {"type": "string"},
+                "fence": {"type": "string"},
+                "device": {"type": "string"},
+                "fleet": {"type": "string"},
+                "ts": {"type": "integer"},
+                "lat": {"type": "number"},
+                "lon": {"type": "number"},
+            },
+        },
+        "EventPage": {
+            "type": "object",
+            "required": ["events", "next_cursor"],
+            "properties": {
+                "events": {"type": "array", "items": {"$ref": "#/components/schemas/GeofenceEvent"}},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+        "InsideList": {
+            "type": "object",
+            "required": ["devices"],
+            "properties": {
+                "devices": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "fleet", "since_ts"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "fleet": {"type": "string"},
+                            "since_ts": {"type": "integer"},
+                        },
+                    },
+                }
+            },
+        },
+        "Geofences": {
+            "type": "object",
+            "required": ["type", "features", "rules", "errors"],
+            "properties": {
+                "type": {"const": "FeatureCollection"},
+                "features": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "geometry": {"type": "object"},
+                            "properties": {"type": "object", "required": ["id", "name", "tags"]},
+                        },
+                    },
+                },
+                "rules": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "on", "fences", "fleets", "confirm_fixes", "notify"],
+                    },
+                },
+                "errors": {"type": "array", "items": {"type": "string"}},
+            },
+        },
     },
     "parameters": {
         "DeviceId": {

@@ -46,9 +46,9 @@ def require_admin(request: Request) -> None:
         raise Forbidden("this endpoint needs the admin token")
 
 
-async def visible_device(request: Request, who: Viewer) -> Device:
-    """The device named in the path, if `who` may see it (coroutine)."""
-    device_id = check_id(request.path_params["id"], "device id")
+async def visible_device(request: Request, who: Viewer, device_id: str | None = None) -> Device:
+    """The device named in the path (or `device_id`), if `who` may see it (coroutine)."""
+    device_id = device_id or check_id(request.path_params["id"], "device id")
     device = await accounts.get_device(core(request).db, device_id)
     if device is None:
         raise NotFound(f"device {device_id!r} not found")

@@ -1,0 +1,119 @@
+"""The geofences in force for a running server: loading and hot reload, every device's tracks and head,
+and the per-batch evaluation the ingest loop calls.
+
+Reloading reads and compiles in a worker thread, then swaps the compiled `RuleSet` in one assignment, so
+a batch is always evaluated against one whole version. A bad file leaves the rules in force (the loader
+keeps each file's last good version) and its errors are kept for `/api/geofences`. Tracks of fences or
+rules that are gone are dropped from memory and PostGIS; new ones start with no track (outside).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tracker.geofence.config import FenceLoader, LoadResult
+from tracker.geofence.detect import Detection, Head, RuleSet, Track, TrackKey, detect
+from tracker.metrics import Metrics
+from tracker.model import Fix
+from tracker.store import Database
+from tracker.store.geofences import keep_tracks, load_tracks
+
+log = logging.getLogger("tracker.geofence")
+
+THREAD_MIN_FIXES = 256  # batches this large are evaluated in a worker thread, off the event loop
+
+
+class GeofenceEngine:
+    """Owns the rules in force, the tracks and heads of every device, and reloading."""
+
+    def __init__(self, folder: Path, db: Database, metrics: Metrics) -> None:
+        self.folder = folder
+        self._db = db
+        self._metrics = metrics
+        self._loader = FenceLoader(folder)
+        self._lock = asyncio.Lock()
+        self.rules = RuleSet((), ())
+        self.errors: tuple[str, ...] = ()
+        self.tracks: dict[str, dict[TrackKey, Track]] = {}
+        self.heads: dict[str, Head] = {}
+
+    async def start(self, heads: dict[str, Head]) -> None:
+        """Load the folder and the stored tracks (coroutine); `heads` are the devices' newest fixes."""
+        self.heads = heads
+        await self.reload()
+        for r in await load_tracks(self._db):
+            key = (r["rule_id"], r["fence_id"])
+            if key in self.rules.keys:
+                self.tracks.setdefault(r["device_id"], {})[key] = Track(
+                    r["inside"], r["since_ts"], r["pending"], r["fired"]
+                )
+
+    async def reload(self) -> bool:
+        """Re-read the folder; put a changed, valid set in force (coroutine). True when rules changed."""
+        async with self._lock:
+            result: LoadResult = await asyncio.to_thread(self._loader.load)
+            if result.errors != self.errors:
+                for error in result.errors:
+                    log.error("geofences: %s", error)
+            self.errors = result.errors
+            self._metrics.geofence_errors.set(len(result.errors))
+            if result.fences == self.rules.fences and result.rules == self.rules.rules:
+                return False
+            started = time.perf_counter()
+            rules = await asyncio.to_thread(RuleSet, result.fences, result.rules, self.rules.version + 1)
+            self.rules = rules
+            for device in list(self.tracks):
+                kept = {k: t for k, t in self.tracks[device].items() if k in rules.keys}
+                if kept:
+                    self.tracks[device] = kept
+                else:
+                    del self.tracks[device]
+            dropped = await keep_tracks(self._db, rules.keys)
+            self._metrics.geofences_loaded.set(len(rules.fences))
+            log.info(
+                "geofences loaded: %d fences, %d rules, %d stale tracks dropped, compiled in %.0f ms",
+                len(rules.fences),
+                len(rules.rules),
+                dropped,
+                (time.perf_counter() - started) * 1000,
+            )
+            return True
+
+    async def evaluate(self, fixes: Sequence[Fix]) -> Detection:
+        """Detect the batch's events against the rules in force (coroutine; big batches in a thread)."""
+        rules = self.rules
+        started = time.perf_counter()
+        if len(fixes) >= THREAD_MIN_FIXES and rules.fences:
+            detection = await asyncio.to_thread(detect, rules, self.tracks, self.heads, fixes)
+        else:
+            detection = detect(rules, self.tracks, self.heads, fixes)
+        self._metrics.geofence_seconds.observe(time.perf_counter() - started)
+        return detection
+
+    def apply(self, detection: Detection) -> None:
+        """Make a committed detection the current state (tracks of since-removed rules are skipped)."""
+        for device, head in detection.heads.items():
+            old = self.heads.get(device)
+            if old is None or head.ts > old.ts:
+                self.heads[device] = head
+        keys = self.rules.keys
+        for device, changed in detection.tracks.items():
+            tracks = self.tracks.setdefault(device, {})
+            for key, track in changed.items():
+                if track is None:
+                    tracks.pop(key, None)
+                elif key in keys:
+                    tracks[key] = track
+            if not tracks:
+                del self.tracks[device]
+        for event in detection.events:
+            self._metrics.geofence_events.labels(event.type).inc()
+
+    def webhooks(self, rule_id: str) -> tuple[str, ...]:
+        """The webhook URLs of a rule in force."""
+        rule = self.rules.by_id.get(rule_id)
+        return rule.webhooks if rule is not None else ()

@@ -1,0 +1,68 @@
+"""Delivery of stored geofence events to the targets their rule names: viewers, the device, webhooks.
+
+Detection decides what happened; this only delivers, after COMMIT, in the order events were stored:
+`viewers` get a `geofence` event in the device's fleet room and device room (one copy per viewer even
+when subscribed to both), `device` gets an `alert` on its own connection(s), and webhook URLs were
+already written to the outbox in the same transaction, so the webhook worker is only woken up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from tracker.broadcast import Transport, device_room, fleet_room
+from tracker.model import GeofenceEvent, Rule
+
+log = logging.getLogger("tracker.notify")
+
+
+class Notifier:
+    """A queue of stored events and the loop that delivers them in order."""
+
+    def __init__(
+        self,
+        viewers: Transport,
+        devices: Transport,
+        rule: Callable[[str], Rule | None],
+        wake_webhooks: Callable[[], None],
+    ) -> None:
+        self._viewers = viewers
+        self._devices = devices
+        self._rule = rule
+        self._wake_webhooks = wake_webhooks
+        self._queue: asyncio.Queue[GeofenceEvent] = asyncio.Queue()
+
+    def deliver(self, events: Sequence[GeofenceEvent]) -> None:
+        """Queue committed events for delivery (returns at once)."""
+        for event in events:
+            self._queue.put_nowait(event)
+
+    async def run(self) -> None:
+        """Deliver queued events until cancelled (coroutine)."""
+        while True:
+            event = await self._queue.get()
+            try:
+                await self._send(event)
+            except Exception:  # one failed emit must not stop the others
+                log.exception("delivering event %s failed device=%s", event.id, event.device)
+
+    async def flush(self) -> None:
+        """Deliver whatever is queued now (coroutine; at shutdown)."""
+        while not self._queue.empty():
+            await self._send(self._queue.get_nowait())
+
+    async def _send(self, event: GeofenceEvent) -> None:
+        rule = self._rule(event.rule)
+        targets = rule.notify if rule is not None else ("viewers",)
+        payload = event.to_json()
+        for target in targets:
+            if target == "viewers":
+                await self._viewers.emit(
+                    "geofence", payload, [fleet_room(event.fleet), device_room(event.device)]
+                )
+            elif target == "device":
+                await self._devices.emit("alert", payload, device_room(event.device))
+        if rule is not None and rule.webhooks:
+            self._wake_webhooks()

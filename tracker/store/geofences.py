@@ -1,0 +1,208 @@
+"""Geofence state, events and the webhook outbox in PostGIS.
+
+`write_batch` is the ingest loop's one write: the fixes, plus, when the batch changed fence state or fired
+events, the changed tracks, the events and one outbox row per (event, webhook URL), all in one
+transaction. So an ack means the events are stored, and a restart resumes from exactly the state that
+produced the stored events: none is lost or fired twice. Batches that change no fence state keep the
+single-statement write of `write_fixes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from tracker.geofence.detect import Detection, Track, TrackKey
+from tracker.model import Fix, GeofenceEvent
+from tracker.store.database import Database
+from tracker.store.fixes import write_fixes
+
+_UPSERT_TRACKS = """
+INSERT INTO fence_state (device_id, rule_id, fence_id, inside, since_ts, pending, fired)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bigint[], $6::smallint[], $7::bool[])
+ON CONFLICT (device_id, rule_id, fence_id) DO UPDATE
+SET inside = excluded.inside, since_ts = excluded.since_ts, pending = excluded.pending, fired = excluded.fired
+"""
+
+_DELETE_TRACKS = """
+DELETE FROM fence_state s
+USING unnest($1::text[], $2::text[], $3::text[]) AS k(device_id, rule_id, fence_id)
+WHERE s.device_id = k.device_id AND s.rule_id = k.rule_id AND s.fence_id = k.fence_id
+"""
+
+_INSERT_EVENTS = """
+INSERT INTO events (type, rule_id, fence_id, device_id, fleet, ts, lat, lon)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                     $7::float8[], $8::float8[])
+RETURNING id, type, rule_id, fence_id, device_id, ts
+"""
+
+_EVENT_COLUMNS = "id, type, rule_id, fence_id, device_id, fleet, ts, lat, lon"
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    fixes: Sequence[Fix],
+    detection: Detection | None,
+    webhooks: Callable[[str], Sequence[str]],
+) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
+    """Store fixes and what they changed atomically; return (new fix keys, events with ids) (coroutine).
+
+    `webhooks(rule_id)` gives the URLs an event of that rule goes to (one outbox row each).
+    """
+    if detection is None or not detection.changes_state:
+        return await write_fixes(conn, fixes), []
+    async with conn.transaction():
+        new = await write_fixes(conn, fixes)
+        await _write_tracks(conn, detection.tracks)
+        events = await _insert_events(conn, detection.events)
+        urls = [(int(e.id), url) for e in events for url in webhooks(e.rule)]
+        if urls:
+            await conn.execute(
+                "INSERT INTO webhook_outbox (event_id, url) SELECT * FROM unnest($1::bigint[], $2::text[])",
+                [u[0] for u in urls],
+                [u[1] for u in urls],
+            )
+    return new, events
+
+
+async def _write_tracks(conn: asyncpg.Connection, tracks: dict[str, dict[TrackKey, Track | None]]) -> None:
+    upsert: list[tuple[str, str, str, Track]] = []
+    delete: list[tuple[str, str, str]] = []
+    for device, changed in tracks.items():
+        for (rule, fence), track in changed.items():
+            if track is None:
+                delete.append((device, rule, fence))
+            else:
+                upsert.append((device, rule, fence, track))
+    if delete:
+        await conn.execute(_DELETE_TRACKS, *(list(c) for c in zip(*delete, strict=True)))
+    if upsert:
+        await conn.execute(
+            _UPSERT_TRACKS,
+            [u[0] for u in upsert],
+            [u[1] for u in upsert],
+            [u[2] for u in upsert],
+            [u[3].inside for u in upsert],
+            [u[3].since for u in upsert],
+            [u[3].pending for u in upsert],
+            [u[3].fired for u in upsert],
+        )
+
+
+async def _insert_events(conn: asyncpg.Connection, events: list[GeofenceEvent]) -> list[GeofenceEvent]:
+    if not events:
+        return []
+    rows = await conn.fetch(
+        _INSERT_EVENTS,
+        [e.type for e in events],
+        [e.rule for e in events],
+        [e.fence for e in events],
+        [e.device for e in events],
+        [e.fleet for e in events],
+        [e.ts for e in events],
+        [e.lat for e in events],
+        [e.lon for e in events],
+    )
+    # (type, rule, fence, device, ts) is unique within a batch: one fix fires a type once per rule and fence.
+    ids = {(r["type"], r["rule_id"], r["fence_id"], r["device_id"], r["ts"]): str(r["id"]) for r in rows}
+    for e in events:
+        e.id = ids[(e.type, e.rule, e.fence, e.device, e.ts)]
+    return events
+
+
+async def load_tracks(db: Database) -> list[asyncpg.Record]:
+    """Every stored track: device_id, rule_id, fence_id, inside, since_ts, pending, fired (coroutine)."""
+    async with db.pool.acquire() as conn:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "SELECT device_id, rule_id, fence_id, inside, since_ts, pending, fired FROM fence_state"
+        )
+    return rows
+
+
+async def keep_tracks(db: Database, keys: set[TrackKey]) -> int:
+    """Delete the stored tracks whose (rule, fence) is no longer loaded; return how many (coroutine)."""
+    rules = [k[0] for k in keys]
+    fences = [k[1] for k in keys]
+    async with db.pool.acquire() as conn:
+        status: str = await conn.execute(
+            """
+            DELETE FROM fence_state s WHERE NOT EXISTS (
+                SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(rule_id, fence_id)
+                WHERE k.rule_id = s.rule_id AND k.fence_id = s.fence_id)
+            """,
+            rules,
+            fences,
+        )
+    return int(status.split()[-1])
+
+
+async def inside_now(db: Database, fence: str, fleets: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Devices inside `fence` now, of `fleets` (None: all), oldest arrival first (coroutine)."""
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch(
+            """
+            SELECT s.device_id, d.fleet, s.since_ts FROM fence_state s JOIN devices d ON d.id = s.device_id
+            WHERE s.rule_id = '' AND s.fence_id = $1 AND s.inside
+              AND ($2::text[] IS NULL OR d.fleet = ANY($2::text[]))
+            ORDER BY s.since_ts, s.device_id
+            """,
+            fence,
+            list(fleets) if fleets is not None else None,
+        )
+    return [{"id": r[0], "fleet": r[1], "since_ts": r[2]} for r in rows]
+
+
+async def events_page(
+    db: Database,
+    *,
+    fleets: Sequence[str] | None,
+    device: str | None,
+    fence: str | None,
+    rule: str | None,
+    type: str | None,
+    from_ms: int,
+    to_ms: int,
+    after_id: int | None,
+    limit: int,
+) -> list[GeofenceEvent]:
+    """Stored events matching every given filter, from <= ts < to, with id > after, oldest first (coroutine).
+
+    "Oldest first" is storage order (the id), which is fix-time order for each device.
+    """
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"""
+            SELECT {_EVENT_COLUMNS} FROM events
+            WHERE ts >= $1 AND ts < $2 AND id > $3
+              AND ($4::text[] IS NULL OR fleet = ANY($4::text[]))
+              AND ($5::text IS NULL OR device_id = $5) AND ($6::text IS NULL OR fence_id = $6)
+              AND ($7::text IS NULL OR rule_id = $7) AND ($8::text IS NULL OR type = $8)
+            ORDER BY id LIMIT $9
+            """,
+            from_ms,
+            to_ms,
+            after_id or 0,
+            list(fleets) if fleets is not None else None,
+            device,
+            fence,
+            rule,
+            type,
+            limit,
+        )
+    return [
+        GeofenceEvent(
+            r["type"],
+            r["rule_id"],
+            r["fence_id"],
+            r["device_id"],
+            r["fleet"],
+            r["ts"],
+            r["lat"],
+            r["lon"],
+            str(r["id"]),
+        )
+        for r in rows
+    ]

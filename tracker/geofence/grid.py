@@ -194,6 +194,12 @@ class FenceIndex:
         counts = np.bincount(seg, minlength=len(self._breaks))
         self._offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(counts)])
         self._tree = shapely.STRtree([s.outer for s in self._shapes]) if self._shapes else None
+        # Per fence, for the vectorised exact tests: prepared polygons, and circles' centres and radii.
+        self._outer = np.array([s.outer for s in self._shapes] + [None], dtype=object)[:-1]
+        self._circle = np.array([f.center is not None for f in self.fences], dtype=np.bool_)
+        self._center_lon = np.array([f.center[0] if f.center else 0.0 for f in self.fences], dtype=np.float64)
+        self._center_lat = np.array([f.center[1] if f.center else 0.0 for f in self.fences], dtype=np.float64)
+        self._radius = np.array([f.radius_m or 0.0 for f in self.fences], dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.fences)
@@ -211,13 +217,19 @@ class FenceIndex:
         exact = self._pair_kind[pos] == BOUNDARY
         keep = ~exact
         if exact.any():
+            # One vectorised call per kind for all (point, fence) pairs on edges, not one per fence.
             idx = np.flatnonzero(exact)
-            by_fence = idx[np.argsort(fence[idx], kind="stable")]
-            fences = fence[by_fence]
-            cuts = np.flatnonzero(np.diff(fences)) + 1
-            for run in np.split(by_fence, cuts):
-                pts = point[run]
-                keep[run] = self._shapes[int(fence[run[0]])].covers(lon[pts], lat[pts])
+            circle = self._circle[fence[idx]]
+            if (~circle).any():
+                poly = idx[~circle]
+                keep[poly] = shapely.intersects_xy(
+                    self._outer[fence[poly]], lon[point[poly]], lat[point[poly]]
+                )
+            if circle.any():
+                ring = idx[circle]
+                f, p = fence[ring], point[ring]
+                _, _, dist = _WGS84.inv(lon[p], lat[p], self._center_lon[f], self._center_lat[f])
+                keep[ring] = np.asarray(dist) <= self._radius[f]
         point, fence = point[keep], fence[keep]
         order = np.lexsort((fence, point))
         return point[order], fence[order]

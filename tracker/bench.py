@@ -25,6 +25,7 @@ as one JSON line on stdout, so that its CPU is its own and not counted in the se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ DRAIN_TIMEOUT_S = 60.0
 FLEET = "bench"
 _WORKER_FLAG = "--worker"
 _TS_SPAN_MS = 30 * 60 * 1000  # each tracker run (and its baseline) owns 30 minutes of fix times
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The baseline table: a copy of the columns, defaults, key and indexes of `fixes` (made by the server's
 # migrations before this runs), without partitions.
@@ -82,7 +83,7 @@ class BenchError(TrackerError, RuntimeError):
     """The benchmark could not run: the database, the server or the load generator failed."""
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
@@ -96,6 +97,7 @@ def bench_ingest(
     batch: str,
     out: str | None,
     server_settings: Sequence[str] = (),
+    fence_stripes: bool = False,
 ) -> str:
     """Run the ingest benchmark; return its JSON report (also written to `out` when given).
 
@@ -113,11 +115,11 @@ def bench_ingest(
         raise BenchError(f"--seconds must be between 1 and 600; got {seconds:g}")
     if not 1 <= devices <= 1000:
         raise BenchError(f"--devices must be between 1 and 1000; got {devices}")
-    report = run_ingest(database_url or DEFAULT_BASE_URL, seconds, devices, sizes, extra_env)
+    report = run_ingest(database_url or DEFAULT_BASE_URL, seconds, devices, sizes, extra_env, fence_stripes)
     text = json.dumps(report, indent=2)
     if out:
         Path(out).write_text(text + "\n")
-        _progress(f"report written to {out}")
+        progress(f"report written to {out}")
     return text
 
 
@@ -133,15 +135,17 @@ def parse_batches(text: str) -> list[int]:
 
 
 def run_ingest(
-    base_url: str, seconds: float, devices: int, sizes: Sequence[int], server_env: dict[str, str]
+    base_url: str,
+    seconds: float,
+    devices: int,
+    sizes: Sequence[int],
+    server_env: dict[str, str],
+    fence_stripes: bool = False,
 ) -> dict[str, Any]:
     """Create the database, start the server, run tracker and baseline per batch size, clean up."""
-    name = f"tracker_bench_{secrets.token_hex(4)}"
-    db_url = _database_url(base_url, name)
-    _progress(f"creating database {name}")
-    pg = asyncio.run(_create_database(base_url, name))
-    try:
+    with scratch_database(base_url) as (db_url, pg):
         with tempfile.TemporaryDirectory(prefix="tracker-bench-") as tmp:
+            stripes = _write_stripes(Path(tmp) / "geofences", devices) if fence_stripes else 0
             server = _Server.start(db_url, Path(tmp), server_env)
             try:
                 ids = [f"bench-{i:04d}" for i in range(devices)]
@@ -165,7 +169,7 @@ def run_ingest(
                     server.check_alive()
                     direct = _run_worker({**common, "mode": "direct"})
                     ratio = tracker["fixes_per_s"] / direct["rows_per_s"] if direct["rows_per_s"] else None
-                    _progress(
+                    progress(
                         f"batch={size}: tracker {tracker['fixes_per_s']:.0f} fixes/s, "
                         f"direct insert {direct['rows_per_s']:.0f} rows/s, ratio {_fmt(ratio)}"
                     )
@@ -180,9 +184,6 @@ def run_ingest(
             finally:
                 server.stop()
             log_errors = server.log_error_lines()
-    finally:
-        _progress(f"dropping database {name}")
-        asyncio.run(_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     return {
         "machine": {
             "cpus": os.cpu_count(),
@@ -196,6 +197,7 @@ def run_ingest(
             "warmup_s": WARMUP_S,
             "devices": devices,
             "batches": list(sizes),
+            "fence_stripes": stripes,
             "server_env": server_env,
             "order": "per batch size: tracker then direct insert, back-to-back, one round",
             "sender": "each device sends sequentially: next event only after the previous ack",
@@ -214,6 +216,19 @@ def _fmt(x: float | None) -> str:
 
 def _round(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
+
+
+@contextlib.contextmanager
+def scratch_database(base_url: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A new database on the server at `base_url`, dropped (with force) on exit: its URL and server facts."""
+    name = f"tracker_bench_{secrets.token_hex(4)}"
+    progress(f"creating database {name}")
+    info = asyncio.run(_create_database(base_url, name))
+    try:
+        yield _database_url(base_url, name), info
+    finally:
+        progress(f"dropping database {name}")
+        asyncio.run(_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _database_url(base_url: str, name: str) -> str:
@@ -279,7 +294,7 @@ class _Server:
         port = _free_port()
         token = "bench-admin-" + secrets.token_hex(16)
         geofences = tmp / "geofences"
-        geofences.mkdir()
+        geofences.mkdir(exist_ok=True)
         env = {
             **_child_env(),
             "TRACKER_DATABASE_URL": db_url,
@@ -301,7 +316,7 @@ class _Server:
                 stderr=sink,
             )
         server = cls(f"http://127.0.0.1:{port}", token, process, log)
-        _progress(f"server pid {process.pid} on {server.url}; waiting for /readyz")
+        progress(f"server pid {process.pid} on {server.url}; waiting for /readyz")
         try:
             server._wait_ready()
         except BaseException:
@@ -336,7 +351,7 @@ class _Server:
                 if r.status_code != 201:
                     raise BenchError(f"registering {device} failed: {r.status_code} {r.text:.300}")
                 tokens.append(str(r.json()["token"]))
-        _progress(f"registered {len(ids)} devices")
+        progress(f"registered {len(ids)} devices")
         return tokens
 
     def stop(self) -> None:
@@ -398,6 +413,37 @@ def _run_worker(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+STRIPE_FIXES = 100  # with --fence-stripes, a device crosses a stripe edge every this many fixes
+
+
+def _write_stripes(folder: Path, devices: int) -> int:
+    """Fence rules that make every device enter or exit a fence every STRIPE_FIXES fixes; return fences.
+
+    Stripes are bands of latitude across every device's path (a device moves 1e-6° north per fix), so
+    the server evaluates thousands of fences and commits fence state and events with 1 % of fixes.
+    """
+    width = STRIPE_FIXES * 1e-6
+    east = 13.0 + devices * 0.01 + 0.2
+    count = int((devices * 0.01 + 0.06) / (2 * width))
+    lines = ["fences:"]
+    for j in range(count):
+        south = 52.0 + j * 2 * width
+        north = south + width
+        lines.append(
+            f"  - {{id: s{j}, tags: [stripe], polygon: [[12.9, {south:.6f}], [{east:.4f}, {south:.6f}], "
+            f"[{east:.4f}, {north:.6f}], [12.9, {north:.6f}]]}}"
+        )
+    lines += [
+        "rules:",
+        "  - {id: in, on: enter, fence_tags: [stripe]}",
+        "  - {id: out, on: exit, fence_tags: [stripe]}",
+        "",
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stripes.yaml").write_text("\n".join(lines))
+    return count
+
+
 # --- the load generator (runs in its own process) ----------------------------------------------------
 
 # send(device index, fix rows) -> (accepted, duplicates, rejection messages, busy)
@@ -419,17 +465,17 @@ def _fix_rows(device: int, start: int, count: int, ts_base: int) -> list[dict[st
     ]
 
 
-def _proc_cpu_s(pid: int) -> float | None:
+def proc_cpu_s(pid: int) -> float | None:
     """utime + stime of process `pid` in seconds, or None when it cannot be read."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text.rsplit(")", 1)[1].split()  # fields[0] is the state, the 3rd field of the file
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _machine_jiffies() -> tuple[int, int] | None:
+def machine_jiffies() -> tuple[int, int] | None:
     """(busy, steal) jiffies of all CPUs since boot; busy excludes idle, iowait and steal."""
     try:
         first = Path("/proc/stat").read_text().splitlines()[0].split()
@@ -505,9 +551,9 @@ class _Probe:
         snap = _Snapshot(
             t=time.perf_counter(),
             self_cpu=_self_cpu_s(),
-            server_cpu=_proc_cpu_s(self._server_pid) if self._server_pid else None,
-            pg_cpu={pid: _proc_cpu_s(pid) for pid in self.pg_kind},
-            machine=_machine_jiffies(),
+            server_cpu=proc_cpu_s(self._server_pid) if self._server_pid else None,
+            pg_cpu={pid: proc_cpu_s(pid) for pid in self.pg_kind},
+            machine=machine_jiffies(),
         )
         if self._http is not None:
             try:
@@ -517,7 +563,7 @@ class _Probe:
         return snap
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile of already sorted values."""
     if not sorted_values:
         return None
@@ -581,7 +627,7 @@ async def _drive(
         await asyncio.sleep(config["warmup"])  # warm-up: a fixed duration, not counted
         await probe.find_postgres()
         begin = await probe.snapshot()
-        _progress(f"{label}: warm-up {begin.t - started:.1f} s done; measuring {config['seconds']:g} s")
+        progress(f"{label}: warm-up {begin.t - started:.1f} s done; measuring {config['seconds']:g} s")
         await asyncio.sleep(max(0.0, begin.t + config["seconds"] - time.perf_counter()))
         end = await probe.snapshot()
         stop.set()
@@ -611,9 +657,9 @@ def _summarize(
     result: dict[str, Any] = {
         rate_key: round(accepted / wall, 1),
         "events_per_s": round(len(inside) / wall, 1),
-        "p50_ms": _round(_percentile(latencies, 50)),
-        "p90_ms": _round(_percentile(latencies, 90)),
-        "p99_ms": _round(_percentile(latencies, 99)),
+        "p50_ms": _round(percentile(latencies, 50)),
+        "p90_ms": _round(percentile(latencies, 90)),
+        "p99_ms": _round(percentile(latencies, 99)),
         "max_ms": _round(latencies[-1] if latencies else None),
         "mean_ms": _round(sum(latencies) / len(latencies) if latencies else None),
         "measured_s": round(wall, 3),
@@ -639,10 +685,10 @@ def _summarize(
         ]
         result[f"postgres_{kind}_cpu_s"] = round(sum(deltas), 3) if deltas else None
     if begin.machine and end.machine:
-        busy = (end.machine[0] - begin.machine[0]) / _CLK_TCK
+        busy = (end.machine[0] - begin.machine[0]) / CLK_TCK
         ours = sum(result.get(k) or 0.0 for k in _OUR_CPU_KEYS)
         result["machine_busy_cores"] = round(busy / wall, 3)
-        result["machine_steal_cores"] = round((end.machine[1] - begin.machine[1]) / _CLK_TCK / wall, 3)
+        result["machine_steal_cores"] = round((end.machine[1] - begin.machine[1]) / CLK_TCK / wall, 3)
         # busy CPU not spent by the load generator, the server or PostgreSQL: other tenants' load
         result["other_busy_cores"] = round(max(0.0, busy - ours) / wall, 3)
     if begin.metrics and end.metrics:
@@ -707,7 +753,7 @@ async def _tracker_load(config: dict[str, Any]) -> dict[str, Any]:
     probe = _Probe(config["database_url"], config["pid"], config["url"])
     await probe.open()
     try:
-        _progress(f"{label}: connecting {len(clients)} devices")
+        progress(f"{label}: connecting {len(clients)} devices")
         await asyncio.wait_for(
             asyncio.gather(*(connect(c, t) for c, t in zip(clients, config["tokens"], strict=True))),
             timeout=60,
@@ -754,7 +800,7 @@ async def _direct_load(config: dict[str, Any]) -> dict[str, Any]:
     probe = _Probe(config["database_url"], None, None)
     await probe.open()
     try:
-        _progress(f"{label}: opening {len(ids)} connections")
+        progress(f"{label}: opening {len(ids)} connections")
         conns.extend(
             await asyncio.wait_for(
                 asyncio.gather(*(asyncpg.connect(config["database_url"], timeout=30) for _ in ids)),

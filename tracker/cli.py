@@ -9,6 +9,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from tracker.errors import TrackerError
 from tracker.settings import Settings, load_settings
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     grants.add_argument("--all", action="store_true", help="every fleet")
     db_flags(add_viewer)
 
+    geofences = sub.add_parser("geofences", help="fleet rules").add_subparsers(dest="action", required=True)
+    check = geofences.add_parser(
+        "check", help="validate every *.yaml of a folder (file:line: reason per problem)"
+    )
+    check.add_argument("dir", type=Path, help="the geofences folder")
+
     bench = sub.add_parser("bench", help="measure the server").add_subparsers(dest="action", required=True)
     ingest = bench.add_parser("ingest", help="acked fixes/s and ack latency vs. direct inserts (JSON)")
     ingest.add_argument("--database-url", help="PostgreSQL server to create a scratch database on")
@@ -60,6 +67,22 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="a server setting for this run, as TRACKER_NAME (repeat), e.g. INGEST_WRITERS=1",
+    )
+    ingest.add_argument(
+        "--fence-stripes",
+        action="store_true",
+        help="load fence rules that make each device enter or exit a fence every 100 fixes",
+    )
+    fences = bench.add_parser(
+        "geofences", help="which fences cover which points: ours vs. STRtree, naive and PostGIS (JSON)"
+    )
+    fences.add_argument("--fences", default="1000,10000", help="fence counts, comma-separated")
+    fences.add_argument("--points", type=int, default=1_000_000, help="random points per fence count")
+    fences.add_argument("--out", help="also write the JSON report to this file")
+    fences.add_argument(
+        "--database-url",
+        help="PostgreSQL server to create a scratch database on "
+        "(default postgresql://postgres@127.0.0.1:5432/postgres)",
     )
     return p
 
@@ -118,16 +141,53 @@ async def _add(settings: Settings, url: str, args: argparse.Namespace) -> str:
         await db.close()
 
 
+def _check_geofences(folder: Path) -> int:
+    """`geofences check`: exit 0 when all is valid, 1 with `file:line: reason` lines, 2 without the folder."""
+    import logging
+
+    from tracker.geofence.config import load_folder
+
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)  # e.g. a repaired polygon
+    if not folder.is_dir():
+        print(f"tracker: geofences folder '{folder}' does not exist or is not a folder", file=sys.stderr)
+        return 2
+    result = load_folder(folder)
+    for error in result.errors:
+        print(error, file=sys.stderr)
+    if result.errors:
+        return 1
+    files = sum(1 for f in result.files if f.endswith((".yaml", ".yml")))
+    print(f"{len(result.fences)} fences, {len(result.rules)} rules in {files} files")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "geofences":
+            sys.exit(_check_geofences(args.dir))
+        if args.command == "bench" and args.action == "geofences":
+            from tracker.bench_geofences import bench_geofences
+
+            text, agree = bench_geofences(args.database_url, args.fences, args.points, args.out)
+            print(text)
+            if not agree:
+                print('tracker: the geofence answers disagree; see "correctness" above', file=sys.stderr)
+                sys.exit(1)
+            return
         if args.command == "bench":
             from tracker.bench import bench_ingest
 
             print(
                 bench_ingest(
-                    args.database_url, args.seconds, args.devices, args.batch, args.out, args.server_setting
+                    args.database_url,
+                    args.seconds,
+                    args.devices,
+                    args.batch,
+                    args.out,
+                    args.server_setting,
+                    args.fence_stripes,
                 )
             )
             return

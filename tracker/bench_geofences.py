@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import pyproj
 import shapely
-from shapely.geometry import MultiPolygon, Point, Polygon, shape
+from shapely.geometry import Point, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
 from tracker.bench import (
@@ -53,6 +53,7 @@ from tracker.bench import (
     progress,
     scratch_database,
 )
+from tracker.geofence.config import repair
 from tracker.geofence.detect import Head, RuleSet, Track, TrackKey, detect
 from tracker.geofence.grid import FenceIndex, geodesic_circle, geodesic_distance
 from tracker.model import Fence, Fix, Rule
@@ -211,21 +212,9 @@ def _real_cities(folder: Path) -> list[list[BaseGeometry]] | None:
         if not path.is_file():
             return None
         doc = json.loads(path.read_text())
-        cities.append([_valid(shape(f["geometry"])) for f in doc["features"]])
+        shapes = [shape(f["geometry"]) for f in doc["features"]]
+        cities.append([g if g.is_valid else repair(g) for g in shapes])  # as the loader does
     return cities
-
-
-def _valid(geom: BaseGeometry) -> BaseGeometry:
-    """`geom`, or the polygonal part of its `make_valid` repair (as the geofence loader does)."""
-    if geom.is_valid:
-        return geom
-    parts: list[Polygon] = []
-    for part in shapely.get_parts(shapely.make_valid(geom)):
-        if isinstance(part, Polygon):
-            parts.append(part)
-        elif isinstance(part, MultiPolygon):
-            parts.extend(part.geoms)
-    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
 
 
 def _tile(cities: Sequence[Sequence[BaseGeometry]], n: int) -> list[BaseGeometry]:

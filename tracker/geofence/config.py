@@ -28,6 +28,7 @@ import shapely
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
 from watchfiles import Change, awatch
 
 from tracker.errors import ConfigError
@@ -291,24 +292,28 @@ def _ring_problem(points: Sequence[Any]) -> tuple[int | None, str] | None:
     return None
 
 
-def _polygonal(geom: Polygon | MultiPolygon, fence_id: str, source: str) -> Polygon | MultiPolygon:
-    """`geom` itself when OGC-valid, else its repair by `make_valid` cut down to its polygonal part."""
-    if geom.is_valid:
-        return geom
-    reason = shapely.is_valid_reason(geom)
+def repair(geom: BaseGeometry) -> Polygon | MultiPolygon:
+    """The polygonal part of `make_valid(geom)`: what an invalid fence polygon is evaluated as."""
     polygons: list[Polygon] = []
     for part in shapely.get_parts(shapely.make_valid(geom)):
         if isinstance(part, Polygon):
             polygons.append(part)
         elif isinstance(part, MultiPolygon):
             polygons.extend(part.geoms)
-    repaired: Polygon | MultiPolygon = (
-        polygons[0] if len(polygons) == 1 else MultiPolygon(polygons) if polygons else Polygon()
-    )
+    return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons) if polygons else Polygon()
+
+
+def _polygonal(geom: Polygon | MultiPolygon, fence_id: str, source: str) -> Polygon | MultiPolygon:
+    """`geom` itself when OGC-valid, else its `repair`, with a warning naming the fence."""
+    if geom.is_valid:
+        return geom
     log.warning(
-        "fence %s (%s): polygon is not valid (%s); repaired with make_valid", fence_id, source, reason
+        "fence %s (%s): polygon is not valid (%s); repaired with make_valid",
+        fence_id,
+        source,
+        shapely.is_valid_reason(geom),
     )
-    return repaired
+    return repair(geom)
 
 
 class _GeoJSONError(ValueError):

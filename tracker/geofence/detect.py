@@ -218,14 +218,12 @@ def _walk(
         for fi in sorted(relevant):
             fence = rules.fences[fi]
             is_in = fi in here
-            for rule_id, confirm in [(PRESENCE, 1)] + [
-                (r.id, r.confirm_fixes) for r in rules.by_fence[fi] if r.applies_to(fleet)
-            ]:
-                key = (rule_id, fence.id)
+            applicable = [r for r in rules.by_fence[fi] if r.applies_to(fleet)]
+            for rule in [None, *applicable]:  # None: the presence track
+                key = (rule.id if rule is not None else PRESENCE, fence.id)
                 old = tracks.get(key)
-                new, flipped = step(old, is_in, confirm, fix.ts)
-                if rule_id != PRESENCE:
-                    rule = next(r for r in rules.by_fence[fi] if r.id == rule_id)
+                new, flipped = step(old, is_in, rule.confirm_fixes if rule is not None else 1, fix.ts)
+                if rule is not None:
                     new = _fire(rule, fence, fix, old, new, flipped, out.events)
                 if new != old:
                     if new is None:

@@ -195,11 +195,20 @@ async def test_state_survives_a_restart(database_url: str, tmp_path: Path, clien
 
 
 async def test_hot_reload_keeps_last_good_rules(
-    database_url: str, tmp_path: Path, clients: list[Client]
+    database_url: str, tmp_path: Path, db: asyncpg.Connection, clients: list[Client]
 ) -> None:
     write_rules(tmp_path)
     server = start_server(database_url, tmp_path)
     try:
+        inside, inside_token = await add_device(server, uid("fleet"))
+        d = await device_client(server, inside_token, clients)
+        assert (await d.call("fix", {**IN, "ts": now_ms() - 5000}))["accepted"] == 1
+        state = "SELECT rule_id, fence_id FROM fence_state WHERE device_id = $1 ORDER BY 1, 2"
+        assert [tuple(r) for r in await db.fetch(state, inside)] == [
+            ("", "depot"),
+            ("arrive", "depot"),
+            ("leave", "depot"),
+        ]
         initial = (await get(server, "/api/geofences")).json()
         assert [f["properties"]["id"] for f in initial["features"]] == ["depot", "hub"]
         assert initial["features"][1]["properties"]["circle"] == {"center": [13.45, 52.5], "radius_m": 150}
@@ -231,6 +240,11 @@ async def test_hot_reload_keeps_last_good_rules(
 
         body = await until(reloaded)
         assert body["errors"] == [] and [r["id"] for r in body["rules"]] == ["yard-in"]
+
+        async def state_dropped() -> bool:  # `depot` is gone, and its state with it (just after the swap)
+            return await db.fetch(state, inside) == []
+
+        await until(state_dropped)
         device, token = await add_device(server, uid("fleet"))
         d = await device_client(server, token, clients)
         t = now_ms() - 1000

@@ -60,23 +60,34 @@ def pg_base() -> Iterator[str]:
         yield url
 
 
+async def create_database(pg_base: str, label: str) -> str:
+    """A new, empty database on the `pg_base` server; return its URL."""
+    name = f"tracker_{label}_{os.getpid()}_{secrets.token_hex(3)}"
+    conn = await asyncpg.connect(pg_base)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, query = pg_base.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + (("?" + query) if query else "")
+
+
+async def drop_database(pg_base: str, url: str) -> None:
+    """Drop the database of `url` (made by `create_database`), closing its connections."""
+    name = url.partition("?")[0].rsplit("/", 1)[1]
+    conn = await asyncpg.connect(pg_base)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def database_url(pg_base: str) -> Iterator[str]:
     """A fresh database for this test session, dropped at the end."""
-    name = f"tracker_test_{os.getpid()}_{secrets.token_hex(3)}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(pg_base)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    base, _, query = pg_base.partition("?")
-    url = base.rsplit("/", 1)[0] + "/" + name + (("?" + query) if query else "")
+    url = asyncio.run(create_database(pg_base, "test"))
     yield url
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(drop_database(pg_base, url))
 
 
 @dataclass

@@ -13,9 +13,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import random
-import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,7 +24,7 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp import web
-from harness import free_port, uid
+from harness import create_database, drop_database, free_port, uid
 from multidict import CIMultiDict
 
 from tracker.metrics import Metrics
@@ -107,16 +105,10 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture(scope="module")
 async def database_url(pg_base: str) -> AsyncIterator[str]:
-    """A fresh database for this module (shadows the session's), dropped at its end."""
-    name = f"tracker_test_webhooks_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(pg_base)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        base, _, query = pg_base.partition("?")
-        yield base.rsplit("/", 1)[0] + "/" + name + (("?" + query) if query else "")
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    """A fresh database for this module (shadows the session's, whose servers run webhook workers too)."""
+    url = await create_database(pg_base, "webhooks")
+    yield url
+    await drop_database(pg_base, url)
 
 
 @pytest.fixture

@@ -110,6 +110,7 @@ class Core:
             asyncio.create_task(ingestor.run(), name="ingest"),
             asyncio.create_task(broadcaster.run(), name="broadcast"),
             asyncio.create_task(core._partitions_ahead(), name="partitions"),
+            asyncio.create_task(core._retention(), name="retention"),
             asyncio.create_task(notifier.run(), name="notify"),
             asyncio.create_task(webhooks.run(), name="webhooks"),
             asyncio.create_task(watch(settings.geofences, geofences.reload), name="geofence-watch"),
@@ -131,6 +132,19 @@ class Core:
         await self.notifier.flush()
         await self.webhooks.close()
         await self.db.close()
+
+    async def _retention(self) -> None:
+        """With TRACKER_RETENTION_DAYS, drop expired partitions now and then every hour."""
+        days = self.settings.retention_days
+        if days is None:
+            return
+        while True:
+            today = int(time.time() * 1000) // DAY_MS
+            try:
+                await self.db.drop_expired(today - days)
+            except Exception:
+                log.exception("retention run failed; retrying in an hour")
+            await asyncio.sleep(3600)
 
     async def _partitions_ahead(self) -> None:
         """Keep the next days' partitions created ahead of the fixes that need them."""

@@ -97,7 +97,13 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if device is None:
             return _refusal("not connected as a device", retry=True)
         try:
-            fixes, rejected = parse_batch(data, device.id, device.fleet, int(time.time() * 1000))
+            fixes, rejected = parse_batch(
+                data,
+                device.id,
+                device.fleet,
+                int(time.time() * 1000),
+                self._core().settings.retention_days,
+            )
         except InvalidInput as exc:
             return _refusal(str(exc), retry=False)
         if rejected:

@@ -21,6 +21,7 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 MAX_BATCH = 1000
 MAX_ATTRS_BYTES = 2048
 MIN_TS = 946_684_800_000  # 2000-01-01T00:00:00Z
+_DAY_MS = 86_400_000
 MAX_AHEAD_MS = 5 * 60 * 1000
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -94,8 +95,12 @@ def _time_ms(value: Any, name: str) -> int:
     return int(value)
 
 
-def parse_fix(raw: Any, device: str, fleet: str, now_ms: int) -> Fix:
-    """One fix object -> Fix, or InvalidFix naming the first field at fault."""
+def parse_fix(raw: Any, device: str, fleet: str, now_ms: int, retention_days: int | None = None) -> Fix:
+    """One fix object -> Fix, or InvalidFix naming the first field at fault.
+
+    With `retention_days`, a fix older than that is refused: it would be dropped at the next retention
+    run, and storing it would re-create a partition that retention just removed.
+    """
     if not isinstance(raw, dict):
         raise InvalidFix(f"a fix must be a JSON object; got {type(raw).__name__}")
     for name in ("lat", "lon", "ts"):
@@ -118,6 +123,8 @@ def parse_fix(raw: Any, device: str, fleet: str, now_ms: int) -> Fix:
         raise InvalidFix(
             f"ts is {(ts - now_ms) / 1000:.0f} s ahead of the server clock; at most 300 s is allowed"
         )
+    if retention_days is not None and ts < now_ms - retention_days * _DAY_MS:
+        raise InvalidFix(f"ts is older than this server keeps fixes ({retention_days} days); not stored")
     fix = Fix(device=device, fleet=fleet, ts=ts, lat=lat, lon=lon)
     for name, low, high in _OPTIONAL:
         value = raw.get(name)
@@ -142,7 +149,9 @@ def parse_fix(raw: Any, device: str, fleet: str, now_ms: int) -> Fix:
     return fix
 
 
-def parse_batch(payload: Any, device: str, fleet: str, now_ms: int) -> tuple[list[Fix], list[dict[str, Any]]]:
+def parse_batch(
+    payload: Any, device: str, fleet: str, now_ms: int, retention_days: int | None = None
+) -> tuple[list[Fix], list[dict[str, Any]]]:
     """A `fix` event payload -> (good fixes, rejections `{"index", "error"}` in payload order).
 
     A payload that is neither an object nor an array of at most MAX_BATCH raises InvalidInput: the whole
@@ -163,7 +172,7 @@ def parse_batch(payload: Any, device: str, fleet: str, now_ms: int) -> tuple[lis
     rejected: list[dict[str, Any]] = []
     for i, raw in enumerate(items):
         try:
-            fixes.append(parse_fix(raw, device, fleet, now_ms))
+            fixes.append(parse_fix(raw, device, fleet, now_ms, retention_days))
         except InvalidFix as exc:
             rejected.append({"index": i, "error": str(exc)})
     return fixes, rejected

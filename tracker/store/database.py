@@ -94,6 +94,25 @@ class Database:
                 self._partitions = PartitionMap()  # re-read from the catalog next time
                 raise
 
+    async def drop_expired(self, cutoff_day: int) -> list[str]:
+        """Drop the fix partitions that end on or before `cutoff_day`, and older events (coroutine).
+
+        Returns the partitions dropped. A partition holding any newer fix is kept whole: retention works
+        a partition at a time, so fixes live at most a day (a month, for old backlogs) past the limit.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
+            for (name,) in await conn.fetch(_PARTITIONS_SQL):
+                self._partitions.add_name(name)
+            names = self._partitions.expired(cutoff_day)
+            for name in names:
+                await conn.execute(f"DROP TABLE IF EXISTS {name}")
+            await conn.execute("DELETE FROM events WHERE ts < $1", cutoff_day * DAY_MS)
+        for name in names:
+            self._partitions.forget(name)
+            log.info("retention: dropped partition %s", name)
+        return names
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(_STAGE_SQL)

@@ -62,6 +62,23 @@ class PartitionMap:
         """True when a partition already holds `day`."""
         return day in self.daily or _month_key(day_date(day)) in self.monthly
 
+    def expired(self, cutoff_day: int) -> list[str]:
+        """Partitions whose whole range ends on or before `cutoff_day` (days since the epoch)."""
+        cutoff = day_date(cutoff_day)
+        names = [f"fixes_p{day_date(d):%Y%m%d}" for d in sorted(self.daily) if d < cutoff_day]
+        for year, month in sorted(self.monthly):
+            end = date(year + month // 12, month % 12 + 1, 1)
+            if end <= cutoff:
+                names.append(f"fixes_m{year:04d}{month:02d}")
+        return names
+
+    def forget(self, name: str) -> None:
+        """Drop a partition from the map (it was dropped from the database)."""
+        if name.startswith("fixes_p"):
+            self.daily.discard((datetime.strptime(name[7:], "%Y%m%d").date() - EPOCH).days)
+        elif name.startswith("fixes_m"):
+            self.monthly.discard(_month_key(datetime.strptime(name[7:], "%Y%m").date()))
+
     def plan(self, days: set[int], today: int) -> list[Partition]:
         """The partitions to create so that every day of `days` is covered; records them as existing."""
         out: list[Partition] = []

@@ -1,0 +1,97 @@
+"""Retention: TRACKER_RETENTION_DAYS drops whole expired partitions (and older events), and refuses fixes
+that retention would drop. On a database of its own, since it deletes old data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from harness import (
+    Client,
+    add_device,
+    create_database,
+    device_client,
+    drop_database,
+    now_ms,
+    start_server,
+    uid,
+)
+
+from tracker.store.partitions import PartitionMap
+
+DAY = 86_400_000
+
+
+@pytest.fixture(scope="module")
+async def database_url(pg_base: str) -> AsyncIterator[str]:
+    url = await create_database(pg_base, "retention")
+    yield url
+    await drop_database(pg_base, url)
+
+
+def test_expired_partitions_are_whole_days_and_months() -> None:
+    m = PartitionMap()
+    for name in ["fixes_p20261101", "fixes_p20261102", "fixes_p20261103", "fixes_m202609", "fixes_m202610"]:
+        m.add_name(name)
+    cutoff = (datetime(2026, 11, 2, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).days
+    # Nov 1 ends at the cutoff; October's month ends Nov 1; Nov 2 holds fixes newer than the cutoff.
+    assert m.expired(cutoff) == ["fixes_p20261101", "fixes_m202609", "fixes_m202610"]
+    m.forget("fixes_p20261101")
+    m.forget("fixes_m202609")
+    assert m.expired(cutoff) == ["fixes_m202610"]
+
+
+async def partitions(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'fixes'::regclass"
+    )
+    return {r[0] for r in rows}
+
+
+async def test_retention_drops_expired_partitions_and_refuses_old_fixes(
+    database_url: str, tmp_path: Path, clients: list[Client]
+) -> None:
+    now = now_ms()
+    old, recent = now - 100 * DAY, now - 2 * DAY
+    server = start_server(database_url, tmp_path / "keep-all")
+    try:
+        device, token = await add_device(server, uid("fleet"))
+        d = await device_client(server, token, clients)
+        ack = await d.call(
+            "fix", [{"lat": 1.0, "lon": 2.0, "ts": old}, {"lat": 1.0, "lon": 2.0, "ts": recent}]
+        )
+        assert ack["accepted"] == 2
+        await d.close()
+    finally:
+        server.stop()
+    conn = await asyncpg.connect(database_url)
+    try:
+        month = f"fixes_m{datetime.fromtimestamp(old / 1000, UTC):%Y%m}"
+        assert month in await partitions(conn)
+        server = start_server(database_url, tmp_path / "retain", {"TRACKER_RETENTION_DAYS": "30"})
+        try:
+            # The first retention run happens at start-up (bounded wait for it).
+            for _ in range(200):
+                if month not in await partitions(conn):
+                    break
+                await conn.execute("SELECT pg_sleep(0.05)")
+            assert month not in await partitions(conn)
+            stored = [
+                r[0] for r in await conn.fetch("SELECT device_id FROM fixes WHERE device_id = $1", device)
+            ]
+            assert stored == [device]  # the recent fix stays
+            d = await device_client(server, token, clients)
+            ack = await d.call(
+                "fix", [{"lat": 1.0, "lon": 2.0, "ts": now - 40 * DAY}, {"lat": 1.0, "lon": 2.0, "ts": now}]
+            )
+            assert ack["accepted"] == 1
+            assert ack["rejected"][0]["index"] == 0 and "30 days" in ack["rejected"][0]["error"]
+            assert month not in await partitions(conn)  # a refused fix re-creates nothing
+        finally:
+            server.stop()
+    finally:
+        await conn.close()

@@ -59,7 +59,7 @@ class Core:
     ) -> Core:
         """Connect and migrate, seed the live index, start the loops (coroutine)."""
         db = await Database.connect(database_url)
-        index = LiveIndex()
+        index = LiveIndex(settings.h3_resolution)
         rows = await latest_fixes(db)
         index.load((Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], cell_hex(r[7])), r[7]) for r in rows)
         geofences = GeofenceEngine(settings.geofences, db, metrics)

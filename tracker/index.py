@@ -6,11 +6,23 @@ device) is stored by the ingest loop but leaves the index, and so the viewers' m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+import math
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
 
+import h3
 import h3.api.basic_int as h3i
+import numpy as np
 
+from tracker.geofence.grid import geodesic_distance
 from tracker.model import Fix, Position
+
+NEARBY_MAX_CELLS = 20_000  # a grid disk larger than this is not built: the devices are scanned instead
+# Rings per radius: measured over the globe (pentagons included), the grid distance between the cells of
+# two points d metres apart is at most d / average edge length + 1.01; 0.75 and 2 extra rings add margin.
+_RING_STEP = 0.75
+_RING_EXTRA = 2
 
 
 def assign_cells(fixes: Sequence[Fix], resolution: int) -> None:
@@ -28,7 +40,8 @@ def cell_hex(cell: int) -> str:
 class LiveIndex:
     """Newest position per device, with reverse maps fleet -> devices and cell -> devices."""
 
-    def __init__(self) -> None:
+    def __init__(self, resolution: int = 9) -> None:
+        self.resolution = resolution  # of every cell in the index (`load` re-cells other resolutions)
         self._latest: dict[str, Position] = {}
         self._cell_of: dict[str, int] = {}
         self._by_fleet: dict[str, set[str]] = {}
@@ -50,10 +63,17 @@ class LiveIndex:
         return list(moved.values())
 
     def load(self, positions: Iterable[tuple[Position, int]]) -> None:
-        """Seed the index (at start-up) with (position, integer cell) pairs."""
+        """Seed the index (at start-up) with (position, integer cell) pairs.
+
+        A cell stored under another TRACKER_H3_RESOLUTION is computed again at this index's resolution,
+        so that the index, its rooms and `nearby` only ever deal with one resolution.
+        """
         for position, cell in positions:
             current = self._latest.get(position.device)
             if current is None or current.ts < position.ts:
+                if not h3i.is_valid_cell(cell) or h3i.get_resolution(cell) != self.resolution:
+                    cell = h3i.latlng_to_cell(position.lat, position.lon, self.resolution)
+                    position = replace(position, cell=cell_hex(cell))
                 self._put(position, cell)
 
     def _put(self, position: Position, cell: int) -> None:
@@ -86,3 +106,60 @@ class LiveIndex:
     def in_cells(self, cells: Iterable[int]) -> list[Position]:
         """Newest positions of the devices whose current cell is one of `cells`."""
         return [self._latest[d] for c in cells for d in self._by_cell.get(c, ())]
+
+    def nearby(
+        self,
+        lat: float,
+        lon: float,
+        radius_m: float,
+        fleets: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[tuple[Position, float]]:
+        """The newest positions of `fleets` (None: every fleet) within `radius_m` metres (geodesic, WGS84)
+        of (lat, lon), with their distances, nearest first (ties by device id), at most `limit`.
+
+        Candidates come from the H3 grid disk around the point's cell at the index's resolution, with
+        enough rings for the radius. When that disk would hold
+        more than NEARBY_MAX_CELLS cells, or more cells than the fleets have devices, the fleets' devices
+        are scanned instead (one pass, vectorised), since a coarser disk could not be looked up in the
+        index without visiting as many fine cells. Exact distances are then computed for the candidates
+        and filtered, so the result is exact either way.
+        """
+        if limit <= 0 or radius_m < 0:
+            return []
+        candidates = self._nearby_candidates(lat, lon, radius_m, fleets)
+        if not candidates:
+            return []
+        lons = np.fromiter((p.lon for p in candidates), np.float64, len(candidates))
+        lats = np.fromiter((p.lat for p in candidates), np.float64, len(candidates))
+        dist = geodesic_distance(lons, lats, (lon, lat))
+        inside = np.flatnonzero(dist <= radius_m).tolist()
+        best = heapq.nsmallest(limit, inside, key=lambda i: (dist[i], candidates[i].device))
+        return [(candidates[i], float(dist[i])) for i in best]
+
+    def _nearby_candidates(
+        self, lat: float, lon: float, radius_m: float, fleets: Collection[str] | None
+    ) -> list[Position]:
+        """Positions of `fleets` that may lie within `radius_m` of the point (a superset)."""
+        allowed = None if fleets is None else set(fleets)
+        if allowed is None:
+            pool = len(self._latest)
+        else:
+            pool = sum(len(self._by_fleet.get(f, ())) for f in allowed)
+        if pool == 0:
+            return []
+        res = self.resolution
+        k = math.ceil(radius_m / (_RING_STEP * h3.average_hexagon_edge_length(res, "m"))) + _RING_EXTRA
+        disk_cells = 3 * k * (k + 1) + 1
+        if disk_cells > NEARBY_MAX_CELLS or disk_cells > pool:
+            if allowed is None:
+                return list(self._latest.values())
+            return self.in_fleets(allowed)
+        found: list[Position] = []
+        by_cell = self._by_cell
+        for cell in h3i.grid_disk(h3i.latlng_to_cell(lat, lon, res), k):
+            for device in by_cell.get(cell, ()):
+                p = self._latest[device]
+                if allowed is None or p.fleet in allowed:
+                    found.append(p)
+        return found

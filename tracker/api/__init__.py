@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from tracker.api import admin, devices, geofences, health, openapi
+from tracker.api import admin, area, devices, geofences, health, history, openapi
 from tracker.api.responses import JSONResponse
 from tracker.errors import (
     Busy,
@@ -36,7 +36,15 @@ _STATUS: list[tuple[type[TrackerError], int]] = [
 
 def routes() -> list[BaseRoute]:
     """Every HTTP route of the tracker."""
-    return [*health.routes, *devices.routes, *geofences.routes, *admin.routes, *openapi.routes]
+    return [
+        *health.routes,
+        *devices.routes,
+        *history.routes,
+        *area.routes,
+        *geofences.routes,
+        *admin.routes,
+        *openapi.routes,
+    ]
 
 
 async def tracker_error(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,319 @@
+"""A device's history as a trail (GeoJSON, GPX or streamed CSV), its stops and its trips.
+
+Windows are from <= ts < to on fix time. GeoJSON, GPX, stops and trips load the window into memory, so they
+are capped (`MAX_TRAIL_FIXES`, `MAX_REPORT_FIXES`) with a 400 that says how to narrow it; CSV streams any
+window. CPU work (simplification, GPX writing, stop detection) runs in a worker thread so the event loop
+keeps serving fixes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tracker.api import params
+from tracker.api.responses import JSONResponse
+from tracker.errors import InvalidInput
+from tracker.model import Device
+from tracker.stops import find_stops, find_trips, stop_item, trip_item
+from tracker.store import history
+from tracker.trail import CSV_HEADER, Track, csv_lines, length_m, simplify_indexes, to_geojson, to_gpx
+
+MAX_TRAIL_FIXES = 200_000
+MAX_REPORT_FIXES = 500_000
+FORMATS = ("geojson", "gpx", "csv")
+DEFAULT_RADIUS_M = 50.0
+DEFAULT_MIN_DURATION_S = 300.0
+
+
+def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
+    """A finite number query parameter within [low, high]."""
+    raw = request.query_params.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number; got {raw!r:.40}") from None
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a finite number; got {raw!r:.40}")
+    if not low <= value <= high:
+        bound = f"at least {low:.15g}" if math.isinf(high) else f"between {low:.15g} and {high:.15g}"
+        raise InvalidInput(f"{name} must be {bound}; got {raw!r:.40}")
+    return value
+
+
+def _format(request: Request) -> str:
+    raw = request.query_params.get("format") or "geojson"
+    if raw not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}; got {raw!r:.40}")
+    return raw
+
+
+async def _track(request: Request, device: Device, from_ms: int, to_ms: int, cap: int, hint: str) -> Track:
+    t = await history.track(params.core(request).db, device.id, from_ms, to_ms, cap)
+    if t is None:
+        raise InvalidInput(
+            f"the window from/to holds more than {cap} fixes of device {device.id!r}: narrow from/to{hint}"
+        )
+    return t
+
+
+def _download(device: Device, ext: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{device.id}.{ext}"'}
+
+
+async def trail(request: Request) -> Response:
+    """
+    summary: A device's trail over a window, as GeoJSON, GPX or CSV
+    description: >
+      The fixes with from <= ts < to. GeoJSON (default): a Feature whose LineString runs through them in
+      time order, with `times` parallel to the coordinates. With no fix in the window `geometry` is null;
+      a single fix is a LineString repeating it (times [ts, ts], points 1). `points` counts the fixes
+      drawn (after simplification), `fixes` those stored in the window, and `distance_m` is the geodesic
+      (WGS84) length of the full, unsimplified trail, so simplifying never changes it. GeoJSON and GPX
+      hold at most 200000 fixes (else 400); `format=csv` streams any window, with a header
+      `ts,lat,lon,speed,heading`.
+    security: [{bearer: []}]
+    parameters:
+      - {$ref: '#/components/parameters/DeviceId'}
+      - {$ref: '#/components/parameters/From'}
+      - {$ref: '#/components/parameters/To'}
+      - name: simplify
+        in: query
+        description: >
+          Douglas-Peucker tolerance in metres (0, the default, keeps every fix); endpoints are always kept.
+          Not with format=csv.
+        schema: {type: number, minimum: 0, default: 0}
+      - {name: format, in: query, schema: {enum: [geojson, gpx, csv], default: geojson}}
+    responses:
+      200:
+        description: The trail.
+        content:
+          application/geo+json:
+            schema:
+              type: object
+              required: [type, geometry, properties]
+              properties:
+                type: {const: Feature}
+                geometry:
+                  oneOf:
+                    - type: 'null'
+                    - type: object
+                      required: [type, coordinates]
+                      properties:
+                        type: {const: LineString}
+                        coordinates:
+                          type: array
+                          minItems: 2
+                          items: {type: array, items: {type: number}, minItems: 2, maxItems: 2}
+                properties:
+                  type: object
+                  required: [device, from, to, points, fixes, distance_m, times]
+                  properties:
+                    device: {type: string}
+                    from: {type: integer}
+                    to: {type: integer}
+                    points: {type: integer}
+                    fixes: {type: integer}
+                    distance_m: {type: number}
+                    times: {type: array, items: {type: integer}}
+          application/gpx+xml:
+            schema: {type: string, description: 'GPX 1.1: one trk, one trkseg, a time per trkpt.'}
+          text/csv:
+            schema: {type: string, description: 'Header ts,lat,lon,speed,heading; empty when not reported.'}
+      400: {$ref: '#/components/responses/BadRequest'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      403: {$ref: '#/components/responses/Forbidden'}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    who = await params.viewer(request)
+    device = await params.visible_device(request, who)
+    from_ms, to_ms = params.window(request)
+    fmt = _format(request)
+    tolerance = _number(request, "simplify", 0.0, 0.0, math.inf)
+    if fmt == "csv":
+        if tolerance > 0:
+            raise InvalidInput("simplify does not apply to format=csv, which streams every fix; drop it")
+        return StreamingResponse(
+            _csv(request, device, from_ms, to_ms),
+            media_type="text/csv; charset=utf-8",
+            headers=_download(device, "csv"),
+        )
+    full = await _track(
+        request, device, from_ms, to_ms, MAX_TRAIL_FIXES, ", or use format=csv or /positions paging"
+    )
+    if fmt == "gpx":
+        xml = await asyncio.to_thread(_gpx, device.id, full, tolerance)
+        return Response(xml, media_type="application/gpx+xml", headers=_download(device, "gpx"))
+    feature = await asyncio.to_thread(_geojson, device.id, from_ms, to_ms, full, tolerance)
+    return JSONResponse(feature, media_type="application/geo+json")
+
+
+def _simplified(full: Track, tolerance: float) -> Track:
+    return full.take(simplify_indexes(full.lat, full.lon, tolerance)) if tolerance > 0 else full
+
+
+def _geojson(device: str, from_ms: int, to_ms: int, full: Track, tolerance: float) -> dict[str, object]:
+    feature = to_geojson(device, from_ms, to_ms, _simplified(full, tolerance), length_m(full.lat, full.lon))
+    properties = feature["properties"]
+    assert isinstance(properties, dict)
+    properties["fixes"] = len(full)
+    return feature
+
+
+def _gpx(device: str, full: Track, tolerance: float) -> str:
+    return to_gpx(device, _simplified(full, tolerance))
+
+
+async def _csv(request: Request, device: Device, from_ms: int, to_ms: int) -> AsyncIterator[str]:
+    yield CSV_HEADER
+    async for chunk in history.rows(params.core(request).db, device.id, from_ms, to_ms):
+        yield csv_lines(chunk)
+
+
+def _thresholds(request: Request) -> tuple[float, int]:
+    radius_m = _number(request, "radius_m", DEFAULT_RADIUS_M, 1.0, 100_000.0)
+    min_duration_s = _number(request, "min_duration_s", DEFAULT_MIN_DURATION_S, 1.0, 30 * 86_400.0)
+    return radius_m, round(min_duration_s * 1000)
+
+
+async def stops(request: Request) -> Response:
+    """
+    summary: Where a device stopped during a window
+    description: >
+      A stop starts at the earliest fix such that the device then stays within radius_m (geodesic) of that
+      fix for at least min_duration_s, and ends at the last fix before the first one farther away (or at the
+      end of the window). Its lat/lon is the mean of its fixes. At most 500000 fixes in the window.
+    security: [{bearer: []}]
+    parameters:
+      - {$ref: '#/components/parameters/DeviceId'}
+      - {$ref: '#/components/parameters/From'}
+      - {$ref: '#/components/parameters/To'}
+      - name: radius_m
+        in: query
+        description: A stop keeps within this geodesic distance of its first fix.
+        schema: {type: number, minimum: 1, maximum: 100000, default: 50}
+      - name: min_duration_s
+        in: query
+        description: A stop lasts at least this long.
+        schema: {type: number, minimum: 1, maximum: 2592000, default: 300}
+    responses:
+      200:
+        description: The stops, in time order.
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [stops]
+              properties:
+                stops:
+                  type: array
+                  items:
+                    type: object
+                    required: [start_ts, end_ts, duration_s, lat, lon, fixes]
+                    properties:
+                      start_ts: {type: integer}
+                      end_ts: {type: integer}
+                      duration_s: {type: number}
+                      lat: {type: number}
+                      lon: {type: number}
+                      fixes: {type: integer}
+      400: {$ref: '#/components/responses/BadRequest'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      403: {$ref: '#/components/responses/Forbidden'}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    who = await params.viewer(request)
+    device = await params.visible_device(request, who)
+    from_ms, to_ms = params.window(request)
+    radius_m, min_duration_ms = _thresholds(request)
+    full = await _track(request, device, from_ms, to_ms, MAX_REPORT_FIXES, "")
+
+    def run() -> list[dict[str, object]]:
+        return [stop_item(full, s) for s in find_stops(full, radius_m, min_duration_ms)]
+
+    return JSONResponse({"stops": await asyncio.to_thread(run)})
+
+
+async def trips(request: Request) -> Response:
+    """
+    summary: How a device moved between its stops during a window
+    description: >
+      Trips run from the last fix of a stop to the first fix of the next (stops as in /stops, with the same
+      radius_m and min_duration_s). The movement before the first stop and after the last (or the whole
+      window without stops) is a trip when it goes farther than radius_m from where it began. distance_m is
+      geodesic through the fixes, avg_speed = distance_m / duration_s, max_speed the highest reported speed
+      (or, when no fix reported one, the highest between consecutive fixes); speeds in m/s.
+    security: [{bearer: []}]
+    parameters:
+      - {$ref: '#/components/parameters/DeviceId'}
+      - {$ref: '#/components/parameters/From'}
+      - {$ref: '#/components/parameters/To'}
+      - name: radius_m
+        in: query
+        description: A stop keeps within this geodesic distance of its first fix.
+        schema: {type: number, minimum: 1, maximum: 100000, default: 50}
+      - name: min_duration_s
+        in: query
+        description: A stop lasts at least this long.
+        schema: {type: number, minimum: 1, maximum: 2592000, default: 300}
+    responses:
+      200:
+        description: The trips, in time order.
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [trips]
+              properties:
+                trips:
+                  type: array
+                  items:
+                    type: object
+                    required:
+                      [start_ts, end_ts, duration_s, distance_m, start, end, max_speed, avg_speed, fixes]
+                    properties:
+                      start_ts: {type: integer}
+                      end_ts: {type: integer}
+                      duration_s: {type: number}
+                      distance_m: {type: number}
+                      start:
+                        type: object
+                        required: [lat, lon]
+                        properties: {lat: {type: number}, lon: {type: number}}
+                      end:
+                        type: object
+                        required: [lat, lon]
+                        properties: {lat: {type: number}, lon: {type: number}}
+                      max_speed: {type: ['number', 'null']}
+                      avg_speed: {type: ['number', 'null']}
+                      fixes: {type: integer}
+      400: {$ref: '#/components/responses/BadRequest'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      403: {$ref: '#/components/responses/Forbidden'}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    who = await params.viewer(request)
+    device = await params.visible_device(request, who)
+    from_ms, to_ms = params.window(request)
+    radius_m, min_duration_ms = _thresholds(request)
+    full = await _track(request, device, from_ms, to_ms, MAX_REPORT_FIXES, "")
+
+    def run() -> list[dict[str, object]]:
+        spans = find_trips(full, find_stops(full, radius_m, min_duration_ms), radius_m)
+        return [trip_item(full, s) for s in spans]
+
+    return JSONResponse({"trips": await asyncio.to_thread(run)})
+
+
+routes = [
+    Route("/api/devices/{id}/trail", trail, methods=["GET"]),
+    Route("/api/devices/{id}/stops", stops, methods=["GET"]),
+    Route("/api/devices/{id}/trips", trips, methods=["GET"]),
+]

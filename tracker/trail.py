@@ -1,0 +1,215 @@
+"""Trails: a device's stored fixes over a window as numpy arrays, their geodesic length, Douglas-Peucker
+simplification in metres, and GPX / CSV writing. Pure: no database, no HTTP.
+
+Policy:
+- Lengths are geodesic on the WGS84 ellipsoid (`pyproj.Geod`), summed segment by segment.
+- Simplification runs on an equirectangular plane in metres centred on the trail's mean latitude (good to
+  well under 1 % over a few hundred kilometres, which is all a tolerance needs); it returns the indexes of
+  the kept fixes, so times and other columns stay parallel, and always keeps both endpoints.
+- GPX is GPX 1.1 written by gpxpy: one track, one segment, a `<time>` per point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import gpxpy.gpx
+import numpy as np
+import numpy.typing as npt
+from pyproj import Geod
+
+GEOD = Geod(ellps="WGS84")
+
+CSV_HEADER = "ts,lat,lon,speed,heading\n"
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Track:
+    """Fixes of one device in time order, one array per column. `speed` and `heading` are NaN where the
+    fix did not report them."""
+
+    ts: IntArray  # ms since the epoch, ascending
+    lat: FloatArray
+    lon: FloatArray
+    speed: FloatArray
+    heading: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @classmethod
+    def from_columns(
+        cls,
+        ts: Sequence[int],
+        lat: Sequence[float],
+        lon: Sequence[float],
+        speed: Sequence[float | None] | None = None,
+        heading: Sequence[float | None] | None = None,
+    ) -> Track:
+        """A Track from plain sequences, sorted by time if they are not (None becomes NaN)."""
+        n = len(ts)
+        track = cls(
+            np.asarray(ts, dtype=np.int64).reshape(n),
+            np.asarray(lat, dtype=np.float64).reshape(n),
+            np.asarray(lon, dtype=np.float64).reshape(n),
+            np.asarray(speed if speed is not None else [math.nan] * n, dtype=np.float64).reshape(n),
+            np.asarray(heading if heading is not None else [math.nan] * n, dtype=np.float64).reshape(n),
+        )
+        if n > 1 and bool(np.any(np.diff(track.ts) < 0)):
+            return track.take(np.argsort(track.ts, kind="stable"))
+        return track
+
+    def take(self, indexes: npt.NDArray[np.intp] | IntArray | slice) -> Track:
+        """The fixes at `indexes` (an index array or a slice)."""
+        return Track(
+            self.ts[indexes],
+            self.lat[indexes],
+            self.lon[indexes],
+            self.speed[indexes],
+            self.heading[indexes],
+        )
+
+
+def segment_lengths_m(lat: FloatArray, lon: FloatArray) -> FloatArray:
+    """Geodesic length in metres of each segment between consecutive points (n - 1 values)."""
+    if len(lat) < 2:
+        return np.zeros(0, dtype=np.float64)
+    _, _, dist = GEOD.inv(lon[:-1], lat[:-1], lon[1:], lat[1:])
+    return np.asarray(dist, dtype=np.float64)
+
+
+def length_m(lat: FloatArray, lon: FloatArray) -> float:
+    """Geodesic length in metres of the line through the points, in order; 0 for fewer than two."""
+    return float(segment_lengths_m(lat, lon).sum())
+
+
+def pairwise_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
+    """Geodesic distance in metres between the points of two equally long arrays, pair by pair."""
+    if len(lat1) == 0:
+        return np.zeros(0, dtype=np.float64)
+    _, _, dist = GEOD.inv(lon1, lat1, lon2, lat2)
+    return np.asarray(dist, dtype=np.float64)
+
+
+def distances_from_m(lat0: float, lon0: float, lat: FloatArray, lon: FloatArray) -> FloatArray:
+    """Geodesic distance in metres from (lat0, lon0) to each point."""
+    return pairwise_m(np.full(len(lat), lat0), np.full(len(lat), lon0), lat, lon)
+
+
+def plane_m(lat: FloatArray, lon: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Points on an equirectangular plane in metres, centred on the mean latitude; longitudes are
+    unwrapped first so a trail across the antimeridian stays continuous."""
+    lon_u = np.unwrap(lon, period=360.0)
+    phi = math.radians(float(lat.mean()))
+    # metres per degree of latitude and of longitude on WGS84 at latitude phi
+    m_lat = 111_132.954 - 559.822 * math.cos(2 * phi) + 1.175 * math.cos(4 * phi)
+    m_lon = 111_412.84 * math.cos(phi) - 93.5 * math.cos(3 * phi)
+    return (lon_u - lon_u[0]) * m_lon, (lat - lat[0]) * m_lat
+
+
+def segment_distance_m(
+    x: FloatArray, y: FloatArray, ax: float, ay: float, bx: float, by: float
+) -> FloatArray:
+    """Distance of each plane point (x, y) to the segment a-b (to a itself when a == b), in the units of
+    the plane (metres for `plane_m`)."""
+    dx, dy = bx - ax, by - ay
+    norm = dx * dx + dy * dy
+    if norm == 0.0:
+        return np.asarray(np.hypot(x - ax, y - ay), dtype=np.float64)
+    t = np.clip(((x - ax) * dx + (y - ay) * dy) / norm, 0.0, 1.0)
+    return np.asarray(np.hypot(x - (ax + t * dx), y - (ay + t * dy)), dtype=np.float64)
+
+
+def simplify_indexes(lat: FloatArray, lon: FloatArray, tolerance_m: float) -> npt.NDArray[np.intp]:
+    """Indexes (ascending) of the points Douglas-Peucker keeps at `tolerance_m` metres: a point is kept
+    when it lies farther than the tolerance from the segment between the kept points around it. Both
+    endpoints are always kept; a tolerance of 0 keeps every point."""
+    n = len(lat)
+    if n <= 2 or tolerance_m <= 0:
+        return np.arange(n)
+    x, y = plane_m(lat, lon)
+    keep = np.zeros(n, dtype=bool)
+    keep[0] = keep[-1] = True
+    stack = [(0, n - 1)]
+    while stack:
+        first, last = stack.pop()
+        if last - first < 2:
+            continue
+        d = segment_distance_m(x[first + 1 : last], y[first + 1 : last], x[first], y[first], x[last], y[last])
+        k = int(np.argmax(d))
+        if d[k] > tolerance_m:
+            k += first + 1
+            keep[k] = True
+            stack.append((first, k))
+            stack.append((k, last))
+    return np.flatnonzero(keep)
+
+
+def ms_to_utc(ms: int) -> datetime:
+    """A timezone-aware UTC datetime from milliseconds since the epoch."""
+    return _EPOCH + timedelta(milliseconds=int(ms))
+
+
+def to_geojson(device: str, from_ms: int, to_ms: int, track: Track, distance_m: float) -> dict[str, Any]:
+    """The contract's trail Feature. `track` holds the points to draw (simplified or not); `distance_m`
+    is given by the caller (the length of the full, unsimplified trail).
+
+    Zero points: `geometry` is null. One point: a LineString repeating it, with `times` [ts, ts], so
+    `times` stays parallel to the coordinates; `points` counts fixes, so it is 1 there."""
+    n = len(track)
+    geometry: dict[str, Any] | None
+    times = track.ts
+    if n == 0:
+        geometry = None
+    else:
+        coords = np.column_stack((track.lon, track.lat))
+        if n == 1:
+            coords = np.repeat(coords, 2, axis=0)
+            times = np.repeat(times, 2)
+        geometry = {"type": "LineString", "coordinates": coords}
+    return {
+        "type": "Feature",
+        "geometry": geometry,
+        "properties": {
+            "device": device,
+            "from": from_ms,
+            "to": to_ms,
+            "points": n,
+            "distance_m": round(distance_m, 3),
+            "times": times,
+        },
+    }
+
+
+def to_gpx(device: str, track: Track) -> str:
+    """A GPX 1.1 document of one track named after the device, one segment, a time per point."""
+    gpx = gpxpy.gpx.GPX()
+    gpx.creator = "tracker"
+    trk = gpxpy.gpx.GPXTrack(name=device)
+    segment = gpxpy.gpx.GPXTrackSegment()
+    segment.points = [
+        gpxpy.gpx.GPXTrackPoint(latitude=lat, longitude=lon, time=ms_to_utc(ts))
+        for ts, lat, lon in zip(track.ts.tolist(), track.lat.tolist(), track.lon.tolist(), strict=True)
+    ]
+    trk.segments.append(segment)
+    gpx.tracks.append(trk)
+    xml: str = gpx.to_xml(version="1.1")
+    return xml
+
+
+def csv_lines(rows: Iterable[Sequence[Any]]) -> str:
+    """CSV lines (no header) from rows of (ts ms, lat, lon, speed, heading); None becomes an empty field.
+    Floats are written in their shortest exact form."""
+    return "".join(
+        f"{ts},{lat!r},{lon!r},{'' if speed is None else speed},{'' if heading is None else heading}\n"
+        for ts, lat, lon, speed, heading in rows
+    )

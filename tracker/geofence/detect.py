@@ -117,6 +117,8 @@ def step(track: Track | None, raw: bool, confirm: int, ts: int) -> tuple[Track |
         return (Track(False, 0, pending) if pending else None), False
     if not inside and pending == 0:
         return None, False
+    if pending == track.pending:  # the common case, a device staying inside: no new object
+        return track, False
     return replace(track, pending=pending), False
 
 
@@ -211,15 +213,17 @@ def _walk(
     changed: dict[TrackKey, Track | None] = {}
     fleet = fixes[0].fleet
     pos_of = rules.fence_position
+    rules_here: dict[int, list[Rule | None]] = {}  # fence index -> the rules on it for this fleet
     for i, fix in enumerate(fixes):
         here = raw[i]
-        relevant = set(here)
-        relevant.update(pos_of[fid] for _, fid in tracks if fid in pos_of)
+        relevant = here.union([pos_of[fid] for _, fid in tracks if fid in pos_of]) if tracks else here
         for fi in sorted(relevant):
             fence = rules.fences[fi]
             is_in = fi in here
-            applicable = [r for r in rules.by_fence[fi] if r.applies_to(fleet)]
-            for rule in [None, *applicable]:  # None: the presence track
+            applicable = rules_here.get(fi)
+            if applicable is None:  # None first: the presence track
+                applicable = rules_here[fi] = [None, *(r for r in rules.by_fence[fi] if r.applies_to(fleet))]
+            for rule in applicable:
                 key = (rule.id if rule is not None else PRESENCE, fence.id)
                 old = tracks.get(key)
                 new, flipped = step(old, is_in, rule.confirm_fixes if rule is not None else 1, fix.ts)

@@ -634,3 +634,12 @@ async def test_watch_sees_a_removed_file(tmp_path: Path) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+def test_the_projects_own_fleet_rules_load_cleanly() -> None:
+    """Every file in geofences/ (the demo's rules) is valid, and covers each rule type it promises."""
+    result = load_folder(Path(__file__).resolve().parent.parent / "geofences")
+    assert result.errors == ()
+    assert {r.on for r in result.rules} == {"enter", "exit", "dwell", "speeding", "cross"}
+    tags = {t for f in result.fences for t in f.tags}
+    assert {"depot", "zone", "restricted"} <= tags

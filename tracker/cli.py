@@ -84,6 +84,23 @@ def _parser() -> argparse.ArgumentParser:
         help="PostgreSQL server to create a scratch database on "
         "(default postgresql://postgres@127.0.0.1:5432/postgres)",
     )
+    hist = bench.add_parser(
+        "history", help="trail, positions, area and nearby latency on a loaded history (JSON)"
+    )
+    hist.add_argument(
+        "--database-url",
+        help="PostgreSQL server to create a scratch database on "
+        "(default postgresql://postgres@127.0.0.1:5432/postgres)",
+    )
+    hist.add_argument("--devices", type=int, default=1_000, help="devices with a day of stored fixes")
+    hist.add_argument("--fixes-per-device", type=int, default=10_000, help="fixes per device over 24 h")
+    hist.add_argument(
+        "--live-devices", type=int, default=10_000, help="devices in the live index (the rest: one fix each)"
+    )
+    hist.add_argument("--requests", type=int, default=200, help="timed requests per query")
+    hist.add_argument("--warmup", type=int, default=20, help="untimed requests per query first")
+    hist.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is reported)")
+    hist.add_argument("--out", help="also write the JSON report to this file")
     return p
 
 
@@ -175,6 +192,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             if not agree:
                 print('tracker: the geofence answers disagree; see "correctness" above', file=sys.stderr)
                 sys.exit(1)
+            return
+        if args.command == "bench" and args.action == "history":
+            from tracker.bench_history import Settings as HistorySettings
+            from tracker.bench_history import bench_history
+
+            sizes = HistorySettings(
+                args.devices, args.fixes_per_device, args.live_devices, args.requests, args.warmup
+            )
+            print(bench_history(args.database_url, sizes, args.keep, args.out))
             return
         if args.command == "bench":
             from tracker.bench import bench_ingest

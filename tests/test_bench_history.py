@@ -1,0 +1,67 @@
+"""`tracker bench history` end to end, tiny: the real command as a subprocess, its scratch database on the
+test PostgreSQL server. It checks the report's shape and that the figures are there, not the speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import ROOT
+
+QUERIES = {
+    "trail_24h",
+    "positions_first_page",
+    "positions_cursor_page",
+    "area_bbox_1h",
+    "area_district_1h",
+    "nearby_live",
+}
+
+
+def test_bench_history_reports_positive_figures(pg_base: str, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tracker", "bench", "history", "--devices", "20", "--fixes-per-device", "500"]
+        + ["--live-devices", "100", "--requests", "10", "--warmup", "2"]
+        + ["--database-url", pg_base, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == report
+    assert report["machine"]["cpus"] >= 1 and report["machine"]["postgis"]
+    load = report["load"]
+    assert load["history_fixes"]["fixes"] == load["history_fixes"]["stored"] == 20 * 500
+    assert load["live_only_fixes"]["stored"] == 80
+    assert load["history_fixes"]["fixes_per_s"] > 0
+    assert report["startup"]["latest_fixes_rows"] == 100
+    assert report["startup"]["server_ready_s"] > 0
+    assert all(s > 0 for s in report["startup"]["latest_fixes_s"])
+    assert report["server_log_error_lines"] == 0
+    by_name = {q["name"]: q for q in report["queries"]}
+    expected = (
+        QUERIES
+        if Path("/work/shared/realdata/geofences/munich_stadtbezirke.geojson").is_file()
+        else (QUERIES - {"area_district_1h"})
+    )
+    assert set(by_name) == expected
+    for name, q in by_name.items():
+        http = q["http"]
+        assert http["n"] == 10, name
+        assert 0 < http["p50_ms"] <= http["p95_ms"] <= http["p99_ms"] <= http["max_ms"], name
+        assert q["response_bytes"]["min"] > 0, name
+        inner = q["in_process"]["live_index_nearby"] if name == "nearby_live" else q["sql_only"]
+        assert inner["p50_ms"] > 0, name
+    trail = by_name["trail_24h"]
+    assert trail["items"]["min"] == trail["items"]["max"] == 500  # a whole day of one device
+    assert by_name["positions_first_page"]["items"]["min"] == 500  # the day fits one page of 1000
+    assert trail["goal_p95_ms"] == 50.0 and isinstance(trail["goal_met"], bool)
+    assert trail["store_function"]["p50_ms"] > 0
+    assert trail["breakdown"]["steps"]["sql_fetch"]["p50_ms"] > 0
+    assert report["goals"]["trail_24h_met"] == trail["goal_met"]
+    assert report["total_s"] > 0

@@ -8,8 +8,6 @@ radius would mean scanning every device anyway (for that, `GET /api/devices` lis
 
 from __future__ import annotations
 
-import math
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,23 +33,6 @@ def _bbox(raw: str) -> tuple[float, float, float, float]:
             f"bbox must be four comma-separated numbers west,south,east,north; got {raw!r:.60}"
         ) from None
     return parse_bbox(numbers, "bbox")
-
-
-def _number(request: Request, name: str, low: float, high: float, *, above_low: bool = False) -> float:
-    """A required finite number query parameter within [low, high] (or (low, high] with `above_low`)."""
-    raw = request.query_params.get(name)
-    if raw is None or raw.strip() == "":
-        raise InvalidInput(f"{name} is required")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number; got {raw!r:.40}") from None
-    if not math.isfinite(value) or value > high or value < low or (above_low and value == low):
-        bounds = (
-            f"greater than {low:g} and at most {high:g}" if above_low else f"between {low:g} and {high:g}"
-        )
-        raise InvalidInput(f"{name} must be {bounds}; got {raw!r:.40}")
-    return value
 
 
 async def area(request: Request) -> Response:
@@ -163,9 +144,9 @@ async def nearby(request: Request) -> Response:
       401: {$ref: '#/components/responses/Unauthorized'}
     """
     who = await params.viewer(request)
-    lat = _number(request, "lat", -90.0, 90.0)
-    lon = _number(request, "lon", -180.0, 180.0)
-    radius_m = _number(request, "radius_m", 0.0, NEARBY_MAX_RADIUS_M, above_low=True)
+    lat = params.number(request, "lat", None, -90.0, 90.0)
+    lon = params.number(request, "lon", None, -180.0, 180.0)
+    radius_m = params.number(request, "radius_m", None, 0.0, NEARBY_MAX_RADIUS_M, above_low=True)
     limit = params.integer(request, "limit", 100, 1, 1000)
     found = params.core(request).index.nearby(lat, lon, radius_m, who.fleets, limit)
     return JSONResponse(

@@ -31,23 +31,6 @@ DEFAULT_RADIUS_M = 50.0
 DEFAULT_MIN_DURATION_S = 300.0
 
 
-def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
-    """A finite number query parameter within [low, high]."""
-    raw = request.query_params.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number; got {raw!r:.40}") from None
-    if not math.isfinite(value):
-        raise InvalidInput(f"{name} must be a finite number; got {raw!r:.40}")
-    if not low <= value <= high:
-        bound = f"at least {low:.15g}" if math.isinf(high) else f"between {low:.15g} and {high:.15g}"
-        raise InvalidInput(f"{name} must be {bound}; got {raw!r:.40}")
-    return value
-
-
 def _format(request: Request) -> str:
     raw = request.query_params.get("format") or "geojson"
     if raw not in FORMATS:
@@ -136,7 +119,7 @@ async def trail(request: Request) -> Response:
     device = await params.visible_device(request, who)
     from_ms, to_ms = params.window(request)
     fmt = _format(request)
-    tolerance = _number(request, "simplify", 0.0, 0.0, math.inf)
+    tolerance = params.number(request, "simplify", 0.0, 0.0, math.inf)
     if fmt == "csv":
         if tolerance > 0:
             raise InvalidInput("simplify does not apply to format=csv, which streams every fix; drop it")
@@ -178,8 +161,8 @@ async def _csv(request: Request, device: Device, from_ms: int, to_ms: int) -> As
 
 
 def _thresholds(request: Request) -> tuple[float, int]:
-    radius_m = _number(request, "radius_m", DEFAULT_RADIUS_M, 1.0, 100_000.0)
-    min_duration_s = _number(request, "min_duration_s", DEFAULT_MIN_DURATION_S, 1.0, 30 * 86_400.0)
+    radius_m = params.number(request, "radius_m", DEFAULT_RADIUS_M, 1.0, 100_000.0)
+    min_duration_s = params.number(request, "min_duration_s", DEFAULT_MIN_DURATION_S, 1.0, 30 * 86_400.0)
     return radius_m, round(min_duration_s * 1000)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
 
 from starlette.requests import Request
@@ -81,6 +82,33 @@ def integer(request: Request, name: str, default: int, low: int, high: int) -> i
         raise InvalidInput(f"{name} must be an integer; got {raw!r:.40}") from None
     if not low <= value <= high:
         raise InvalidInput(f"{name} must be between {low} and {high}; got {value}")
+    return value
+
+
+def number(
+    request: Request, name: str, default: float | None, low: float, high: float, *, above_low: bool = False
+) -> float:
+    """A finite number query parameter within [low, high] ((low, high] with `above_low`); required when
+    `default` is None."""
+    raw = request.query_params.get(name)
+    if raw is None or raw.strip() == "":
+        if default is None:
+            raise InvalidInput(f"{name} is required")
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number; got {raw!r:.40}") from None
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a finite number; got {raw!r:.40}")
+    if value > high or value < low or (above_low and value == low):
+        if above_low:
+            bounds = f"greater than {low:.15g} and at most {high:.15g}"
+        elif math.isinf(high):
+            bounds = f"at least {low:.15g}"
+        else:
+            bounds = f"between {low:.15g} and {high:.15g}"
+        raise InvalidInput(f"{name} must be {bounds}; got {raw!r:.40}")
     return value
 
 

@@ -123,6 +123,11 @@ def bench_ingest(
     return text
 
 
+def machine_facts() -> dict[str, Any]:
+    """What every benchmark report says about the machine it ran on."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
 def parse_batches(text: str) -> list[int]:
     """`"1,50"` -> [1, 50]; each size between 1 and 1000 (the largest `fix` event)."""
     try:
@@ -185,13 +190,7 @@ def run_ingest(
                 server.stop()
             log_errors = server.log_error_lines()
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_at_start": list(os.getloadavg()),
-            **pg,
-        },
+        "machine": {**machine_facts(), "loadavg_at_start": list(os.getloadavg()), **pg},
         "settings": {
             "seconds": seconds,
             "warmup_s": WARMUP_S,

@@ -27,7 +27,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +46,7 @@ from tracker.bench import (
     CLK_TCK,
     DEFAULT_BASE_URL,
     BenchError,
+    machine_facts,
     machine_jiffies,
     percentile,
     proc_cpu_s,
@@ -121,9 +121,7 @@ def run(base_url: str, counts: Sequence[int], n_points: int) -> dict[str, Any]:
     agree = all(r["correctness"]["agree"] for r in results)
     return {
         "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+            **machine_facts(),
             "numpy": np.__version__,
             "shapely": shapely.__version__,
             "geos": shapely.geos_version_string,

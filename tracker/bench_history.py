@@ -26,7 +26,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import re
 import secrets
 import statistics
@@ -52,6 +51,7 @@ from tracker.bench import (
     _database_url,
     _round,
     _Server,
+    machine_facts,
     machine_jiffies,
     percentile,
     proc_cpu_s,
@@ -156,9 +156,7 @@ def run(base_url: str, settings: Settings, keep: bool) -> dict[str, Any]:
     trail = results["trail_24h"]
     return {
         "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+            **machine_facts(),
             "numpy": np.__version__,
             "asyncpg": asyncpg.__version__,
             "httpx": httpx.__version__,

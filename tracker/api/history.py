@@ -178,14 +178,8 @@ async def stops(request: Request) -> Response:
       - {$ref: '#/components/parameters/DeviceId'}
       - {$ref: '#/components/parameters/From'}
       - {$ref: '#/components/parameters/To'}
-      - name: radius_m
-        in: query
-        description: A stop keeps within this geodesic distance of its first fix.
-        schema: {type: number, minimum: 1, maximum: 100000, default: 50}
-      - name: min_duration_s
-        in: query
-        description: A stop lasts at least this long.
-        schema: {type: number, minimum: 1, maximum: 2592000, default: 300}
+      - {$ref: '#/components/parameters/RadiusM'}
+      - {$ref: '#/components/parameters/MinDurationS'}
     responses:
       200:
         description: The stops, in time order.
@@ -238,14 +232,8 @@ async def trips(request: Request) -> Response:
       - {$ref: '#/components/parameters/DeviceId'}
       - {$ref: '#/components/parameters/From'}
       - {$ref: '#/components/parameters/To'}
-      - name: radius_m
-        in: query
-        description: A stop keeps within this geodesic distance of its first fix.
-        schema: {type: number, minimum: 1, maximum: 100000, default: 50}
-      - name: min_duration_s
-        in: query
-        description: A stop lasts at least this long.
-        schema: {type: number, minimum: 1, maximum: 2592000, default: 300}
+      - {$ref: '#/components/parameters/RadiusM'}
+      - {$ref: '#/components/parameters/MinDurationS'}
     responses:
       200:
         description: The trips, in time order.

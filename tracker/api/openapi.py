@@ -158,6 +158,18 @@ COMPONENTS: dict[str, Any] = {
             "schema": {"$ref": "#/components/schemas/Id"},
         },
         "From": _time_param("from", "24 hours before `to`"),
+        "RadiusM": {
+            "name": "radius_m",
+            "in": "query",
+            "description": "A stop keeps within this geodesic distance (metres) of its first fix.",
+            "schema": {"type": "number", "minimum": 1, "maximum": 100000, "default": 50},
+        },
+        "MinDurationS": {
+            "name": "min_duration_s",
+            "in": "query",
+            "description": "A stop lasts at least this many seconds.",
+            "schema": {"type": "number", "minimum": 1, "maximum": 2592000, "default": 300},
+        },
         "To": _time_param("to", "now"),
     },
     "responses": {

@@ -135,8 +135,13 @@ def detect(rules: RuleSet, state: State, heads: Mapping[str, Head], fixes: Seque
     lon = np.fromiter((f.lon for f in ordered), dtype=np.float64, count=len(ordered))
     lat = np.fromiter((f.lat for f in ordered), dtype=np.float64, count=len(ordered))
     point, fence = rules.index.inside(lon, lat)
-    cuts = np.searchsorted(point, np.arange(len(ordered) + 1))
-    raw = [set(fence[cuts[i] : cuts[i + 1]].tolist()) for i in range(len(ordered))]
+    # Each fix's set of covering fences; most fixes are in none, and share one empty set (never mutated).
+    none: set[int] = set()
+    raw = [none] * len(ordered)
+    if len(point):
+        starts = np.flatnonzero(np.r_[True, point[1:] != point[:-1]])
+        for p, run in zip(point[starts].tolist(), np.split(fence, starts[1:]), strict=True):
+            raw[p] = set(run.tolist())
     crossed = _crossings(rules, todo, heads, lon, lat, raw)
     offset = 0
     for device, fs in todo.items():

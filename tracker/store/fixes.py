@@ -37,9 +37,9 @@ _STAGE_COLUMNS = (
 COPY_MIN_FIXES = 256  # batches of this size or more go through COPY
 
 _COLUMNS = "device_id, ts, geom, speed, heading, accuracy, altitude, battery, attrs, cell"
-_RETURNING = "RETURNING device_id, (extract(epoch FROM ts) * 1000)::bigint"
+_RETURNING = "RETURNING device_id, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms"
 
-_INSERT_ARRAYS = f"""
+INSERT_FROM_ARRAYS = f"""
 INSERT INTO fixes ({_COLUMNS})
 SELECT device_id, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
        ST_SetSRID(ST_MakePoint(lon, lat), 4326), speed, heading, accuracy, altitude, battery, attrs, cell
@@ -47,8 +47,9 @@ FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::real[], $6
             $8::real[], $9::real[], $10::jsonb[], $11::bigint[])
      AS u(device_id, ts_ms, lon, lat, speed, heading, accuracy, altitude, battery, attrs, cell)
 ON CONFLICT (device_id, ts) DO NOTHING
-{_RETURNING}
 """
+RETURNING_KEYS = _RETURNING
+_INSERT_ARRAYS = INSERT_FROM_ARRAYS + _RETURNING + "\n"
 
 _MOVE_STAGED = f"""
 INSERT INTO fixes ({_COLUMNS})
@@ -60,19 +61,9 @@ ON CONFLICT (device_id, ts) DO NOTHING
 """
 
 
-def days_of(fixes: Sequence[Fix]) -> set[int]:
-    """The UTC days (partitions of `fixes`) that a batch writes into."""
-    return {f.ts // DAY_MS for f in fixes}
-
-
-async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[Fix]) -> set[tuple[str, int]]:
-    """Store `fixes` atomically on `conn`; return the (device, ts) keys that were new (coroutine).
-
-    A key missing from the result was already stored (a retry) or repeated within the batch. Either
-    every fix of the batch is committed or, on error, none is. The partitions for `days_of(fixes)` must
-    exist (`Database.ensure_partitions`).
-    """
-    records = [
+def fix_records(fixes: Sequence[Fix]) -> list[tuple[Any, ...]]:
+    """One row per fix in the staging table's column order (`_STAGE_COLUMNS`)."""
+    return [
         (
             f.device,
             f.ts,
@@ -88,8 +79,28 @@ async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[Fix]) -> set[tup
         )
         for f in fixes
     ]
+
+
+def fix_columns(records: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """The arrays `INSERT_ARRAYS` takes as $1..$11."""
+    return [list(column) for column in zip(*records, strict=True)]
+
+
+def days_of(fixes: Sequence[Fix]) -> set[int]:
+    """The UTC days (partitions of `fixes`) that a batch writes into."""
+    return {f.ts // DAY_MS for f in fixes}
+
+
+async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[Fix]) -> set[tuple[str, int]]:
+    """Store `fixes` atomically on `conn`; return the (device, ts) keys that were new (coroutine).
+
+    A key missing from the result was already stored (a retry) or repeated within the batch. Either
+    every fix of the batch is committed or, on error, none is. The partitions for `days_of(fixes)` must
+    exist (`Database.ensure_partitions`).
+    """
+    records = fix_records(fixes)
     if len(records) < COPY_MIN_FIXES:
-        rows = await conn.fetch(_INSERT_ARRAYS, *(list(column) for column in zip(*records, strict=True)))
+        rows = await conn.fetch(_INSERT_ARRAYS, *fix_columns(records))
     else:
         async with conn.transaction():
             await conn.copy_records_to_table("fix_stage", records=records, columns=_STAGE_COLUMNS)

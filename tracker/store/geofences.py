@@ -17,7 +17,14 @@ import asyncpg
 from tracker.geofence.detect import Detection, Track, TrackKey
 from tracker.model import Fix, GeofenceEvent
 from tracker.store.database import Database
-from tracker.store.fixes import write_fixes
+from tracker.store.fixes import (
+    COPY_MIN_FIXES,
+    INSERT_FROM_ARRAYS,
+    RETURNING_KEYS,
+    fix_columns,
+    fix_records,
+    write_fixes,
+)
 
 _UPSERT_TRACKS = """
 INSERT INTO fence_state (device_id, rule_id, fence_id, inside, since_ts, pending, fired)
@@ -41,6 +48,40 @@ RETURNING id, type, rule_id, fence_id, device_id, ts
 
 _EVENT_COLUMNS = "id, type, rule_id, fence_id, device_id, fleet, ts, lat, lon"
 
+# Small batches that change fence state: fixes, tracks, events and outbox rows in ONE statement (its own
+# transaction), with data-modifying CTEs; the same single round trip as a batch without state changes.
+# Rows come back as ('f', device, ts) for each new fix and ('e', device, ts, id, type, rule, fence) per event.
+_WRITE_ALL = f"""
+WITH new_fixes AS ({INSERT_FROM_ARRAYS} {RETURNING_KEYS}),
+gone AS (
+    DELETE FROM fence_state s
+    USING unnest($12::text[], $13::text[], $14::text[]) AS k(device_id, rule_id, fence_id)
+    WHERE s.device_id = k.device_id AND s.rule_id = k.rule_id AND s.fence_id = k.fence_id
+),
+kept AS (
+    INSERT INTO fence_state (device_id, rule_id, fence_id, inside, since_ts, pending, fired)
+    SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::bool[], $19::bigint[], $20::smallint[],
+                         $21::bool[])
+    ON CONFLICT (device_id, rule_id, fence_id) DO UPDATE
+    SET inside = excluded.inside, since_ts = excluded.since_ts, pending = excluded.pending,
+        fired = excluded.fired
+),
+new_events AS (
+    INSERT INTO events (type, rule_id, fence_id, device_id, fleet, ts, lat, lon)
+    SELECT * FROM unnest($22::text[], $23::text[], $24::text[], $25::text[], $26::text[], $27::bigint[],
+                         $28::float8[], $29::float8[])
+    RETURNING id, type, rule_id, fence_id, device_id, ts
+),
+outbox AS (
+    INSERT INTO webhook_outbox (event_id, url)
+    SELECT e.id, h.url FROM new_events e JOIN unnest($30::text[], $31::text[]) AS h(rule_id, url)
+        ON h.rule_id = e.rule_id
+)
+SELECT 'f', device_id, ts_ms, NULL::bigint, NULL::text, NULL::text, NULL::text FROM new_fixes
+UNION ALL
+SELECT 'e', device_id, ts, id, type, rule_id, fence_id FROM new_events
+"""
+
 
 async def write_batch(
     conn: asyncpg.Connection,
@@ -54,6 +95,8 @@ async def write_batch(
     """
     if detection is None or not detection.changes_state:
         return await write_fixes(conn, fixes), []
+    if len(fixes) < COPY_MIN_FIXES:
+        return await _write_all(conn, fixes, detection, webhooks)
     async with conn.transaction():
         new = await write_fixes(conn, fixes)
         await _write_tracks(conn, detection.tracks)
@@ -65,6 +108,54 @@ async def write_batch(
                 [u[0] for u in urls],
                 [u[1] for u in urls],
             )
+    return new, events
+
+
+async def _write_all(
+    conn: asyncpg.Connection,
+    fixes: Sequence[Fix],
+    detection: Detection,
+    webhooks: Callable[[str], Sequence[str]],
+) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
+    """`write_batch` for small batches: one statement (see `_WRITE_ALL`)."""
+    gone: list[tuple[str, str, str]] = []
+    kept: list[tuple[str, str, str, Track]] = []
+    for device, changed in detection.tracks.items():
+        for (rule, fence), track in changed.items():
+            if track is None:
+                gone.append((device, rule, fence))
+            else:
+                kept.append((device, rule, fence, track))
+    events = detection.events
+    hooks = [(rule, url) for rule in {e.rule for e in events} for url in webhooks(rule)]
+    rows = await conn.fetch(
+        _WRITE_ALL,
+        *fix_columns(fix_records(fixes)),
+        [g[0] for g in gone],
+        [g[1] for g in gone],
+        [g[2] for g in gone],
+        [k[0] for k in kept],
+        [k[1] for k in kept],
+        [k[2] for k in kept],
+        [k[3].inside for k in kept],
+        [k[3].since for k in kept],
+        [k[3].pending for k in kept],
+        [k[3].fired for k in kept],
+        [e.type for e in events],
+        [e.rule for e in events],
+        [e.fence for e in events],
+        [e.device for e in events],
+        [e.fleet for e in events],
+        [e.ts for e in events],
+        [e.lat for e in events],
+        [e.lon for e in events],
+        [h[0] for h in hooks],
+        [h[1] for h in hooks],
+    )
+    new = {(r[1], r[2]) for r in rows if r[0] == "f"}
+    ids = {(r[4], r[5], r[6], r[1], r[2]): str(r[3]) for r in rows if r[0] == "e"}
+    for e in events:
+        e.id = ids[(e.type, e.rule, e.fence, e.device, e.ts)]
     return new, events
 
 

@@ -24,6 +24,12 @@ import pytest
 import socketio
 
 ROOT = Path(__file__).resolve().parent.parent
+# The shared folder beside the project (contract, real data): next to the checkout, else /work/shared.
+SHARED = Path(
+    os.environ.get("TRACKER_SHARED")
+    or next((p for p in (ROOT.parent / "shared", Path("/work/shared")) if p.is_dir()), Path("/work/shared"))
+)
+REALDATA = SHARED / "realdata"
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
 BASE_PG = os.environ.get("TRACKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

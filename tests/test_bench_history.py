@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import ROOT
+from harness import REALDATA, ROOT
 
 QUERIES = {
     "trail_24h",
@@ -46,7 +46,7 @@ def test_bench_history_reports_positive_figures(pg_base: str, tmp_path: Path) ->
     by_name = {q["name"]: q for q in report["queries"]}
     expected = (
         QUERIES
-        if Path("/work/shared/realdata/geofences/munich_stadtbezirke.geojson").is_file()
+        if (REALDATA / "geofences" / "munich_stadtbezirke.geojson").is_file()
         else (QUERIES - {"area_district_1h"})
     )
     assert set(by_name) == expected

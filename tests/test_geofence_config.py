@@ -13,12 +13,13 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+from harness import REALDATA
 from shapely.geometry import MultiPolygon, Point, Polygon, shape
 
 from tracker.errors import ConfigError
 from tracker.geofence.config import FenceLoader, check_folder, load_folder, watch
 
-ZURICH = Path("/work/shared/realdata/geofences/zurich_stadtkreise.geojson")
+ZURICH = REALDATA / "geofences" / "zurich_stadtkreise.geojson"
 
 
 def write(folder: Path, name: str, text: str) -> Path:

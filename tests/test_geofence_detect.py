@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import shapely
+from harness import REALDATA
 from shapely.geometry import shape
 
 from tracker.geofence.detect import PRESENCE, Head, RuleSet, Track, TrackKey, detect
 from tracker.geofence.grid import FenceIndex, geodesic_distance
 from tracker.model import Fence, Fix, Rule
 
-REALDATA = Path("/work/shared/realdata")
 SQUARE = Fence("sq", None, ("depot",), shapely.box(10.0, 50.0, 10.01, 50.01))
 HOLED = Fence(
     "ring",

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 import yaml
-from harness import ADMIN_TOKEN, Client, add_device, device_client, start_server, uid
+from harness import ADMIN_TOKEN, REALDATA, Client, add_device, device_client, start_server, uid
 from oracle import (
     Fix,
     OracleFence,
@@ -34,7 +34,6 @@ from oracle import (
     read_plt,
 )
 
-REALDATA = Path("/work/shared/realdata")
 EVENT_TYPES = ("enter", "exit", "dwell", "speeding", "cross")
 
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"{REALDATA} (real GPS data) is not here")

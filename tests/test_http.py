@@ -7,7 +7,7 @@ import re
 import asyncpg
 import httpx
 import pytest
-from harness import ADMIN_TOKEN, ROOT, Client, Server, add_device, add_viewer, device_client, now_ms, uid
+from harness import ADMIN_TOKEN, SHARED, Client, Server, add_device, add_viewer, device_client, now_ms, uid
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -197,7 +197,7 @@ async def test_openapi_documents_every_route(server: Server, http: httpx.AsyncCl
         for method, op in ops.items():
             assert op.get("summary") and op.get("responses"), f"{method} {path} lacks summary or responses"
     # Every HTTP endpoint the contract names is served and documented, with its query parameters.
-    contract = (ROOT.parent / "shared" / "CONTRACT.md").read_text()
+    contract = (SHARED / "CONTRACT.md").read_text()
     named = re.findall(r"`(GET|POST)(?:\|POST)? (/[a-z/{}._-]*)(\?[^`\[]*)?", contract)
     not_yet = {"/api/ingest/osmand", "/api/ingest/owntracks", "/"}  # issues 5 and 6
     for method, path, query in named:

@@ -313,3 +313,36 @@ async def test_webhook_retried_until_delivered_and_signed(
     finally:
         server.stop()
         await runner.cleanup()
+
+
+async def test_a_device_moving_to_another_process_keeps_its_fence_state(
+    database_url: str, tmp_path: Path, clients: list[Client]
+) -> None:
+    """With several processes (Redis), a reconnect may land elsewhere: that process takes the device's
+    state from PostGIS, so the exit still fires and the enter does not fire twice."""
+    env = {"TRACKER_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    write_rules(tmp_path / "a")
+    write_rules(tmp_path / "b")
+    a = start_server(database_url, tmp_path / "a", env)
+    b = start_server(database_url, tmp_path / "b", env)
+    try:
+        device, token = await add_device(a, uid("fleet"))
+        t = now_ms() - 10_000
+        # B sees the device first (outside), so it holds a stale view of it.
+        on_b = await device_client(b, token, clients)
+        assert (await on_b.call("fix", {**OUT, "ts": t}))["accepted"] == 1
+        await on_b.close()
+        on_a = await device_client(a, token, clients)
+        assert (await on_a.call("fix", {**IN, "ts": t + 1000}))["accepted"] == 1  # enter, on A
+        await on_a.close()
+        on_b = await device_client(b, token, clients)
+        ack = await on_b.call("fix", [{**IN, "ts": t + 2000}, {**OUT, "ts": t + 3000}])
+        assert ack["accepted"] == 2
+        events = (await get(b, "/api/events", device=device, **{"from": t - 1})).json()["events"]
+        assert [(e["type"], e["rule"], e["ts"]) for e in events] == [
+            ("enter", "arrive", t + 1000),
+            ("exit", "leave", t + 3000),
+        ]
+    finally:
+        a.stop()
+        b.stop()

@@ -76,6 +76,9 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
         self._devices[sid] = device
         await self.enter_room(sid, device_room(device.id))
+        core = self._core()
+        if core.settings.redis_url:  # processes share devices: another one may have moved this one on
+            await core.geofences.refresh(device.id)
         self._core().online[device.id] += 1
         self._metrics.connected_devices.inc()
         log.info("device connected device=%s fleet=%s", device.id, device.fleet)

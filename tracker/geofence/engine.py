@@ -20,7 +20,7 @@ from tracker.geofence.detect import Detection, Head, RuleSet, Track, TrackKey, d
 from tracker.metrics import Metrics
 from tracker.model import Fix
 from tracker.store import Database
-from tracker.store.geofences import keep_tracks, load_tracks
+from tracker.store.geofences import device_state, keep_tracks, load_tracks
 
 log = logging.getLogger("tracker.geofence")
 
@@ -93,6 +93,33 @@ class GeofenceEngine:
             detection = detect(rules, self.tracks, self.heads, fixes)
         self._metrics.geofence_seconds.observe(time.perf_counter() - started)
         return detection
+
+    async def refresh(self, device: str) -> bool:
+        """Take a device's state from PostGIS when another process wrote newer fixes (coroutine).
+
+        With several processes a reconnecting device may land on another one than before; that process
+        must not evaluate its next fixes from the state it kept when it last saw the device. Returns
+        True when the state was replaced.
+        """
+        rows, newest = await device_state(self._db, device)
+        if newest is None:
+            return False
+        mine = self.heads.get(device)
+        if mine is not None and mine.ts >= newest[0]:
+            return False  # this process is up to date (or ahead, with a batch committing right now)
+        keys = self.rules.keys
+        tracks = {
+            (r["rule_id"], r["fence_id"]): Track(r["inside"], r["since_ts"], r["pending"], r["fired"])
+            for r in rows
+            if (r["rule_id"], r["fence_id"]) in keys
+        }
+        if tracks:
+            self.tracks[device] = tracks
+        else:
+            self.tracks.pop(device, None)
+        self.heads[device] = Head(newest[0], newest[1], newest[2])
+        log.info("fence state of device=%s taken from the database (written by another process)", device)
+        return True
 
     def apply(self, detection: Detection) -> None:
         """Make a committed detection the current state (tracks of since-removed rules are skipped)."""

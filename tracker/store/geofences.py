@@ -213,6 +213,22 @@ async def load_tracks(db: Database) -> list[asyncpg.Record]:
     return rows
 
 
+async def device_state(db: Database, device: str) -> tuple[list[asyncpg.Record], asyncpg.Record | None]:
+    """One device's stored tracks and its newest fix (ts ms, lon, lat), or None without fixes (coroutine)."""
+    async with db.pool.acquire() as conn:
+        tracks: list[asyncpg.Record] = await conn.fetch(
+            "SELECT rule_id, fence_id, inside, since_ts, pending, fired FROM fence_state "
+            "WHERE device_id = $1",
+            device,
+        )
+        head: asyncpg.Record | None = await conn.fetchrow(
+            "SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_X(geom), ST_Y(geom) FROM fixes "
+            "WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
+            device,
+        )
+    return tracks, head
+
+
 async def keep_tracks(db: Database, keys: set[TrackKey]) -> int:
     """Delete the stored tracks whose (rule, fence) is no longer loaded; return how many (coroutine)."""
     rules = [k[0] for k in keys]

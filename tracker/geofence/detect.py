@@ -67,7 +67,6 @@ class RuleSet:
         self.keys = {(PRESENCE, f.id) for f in self.fences} | {
             (r.id, fid) for r in self.rules if r.on != "cross" for fid in r.fences
         }
-
         self.by_id = {r.id: r for r in self.rules}
 
 

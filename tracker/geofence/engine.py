@@ -72,7 +72,11 @@ class GeofenceEngine:
                     self.tracks[device] = kept
                 else:
                     del self.tracks[device]
-            dropped = await keep_tracks(self._db, rules.keys)
+            if self.folder.is_dir():
+                dropped = await keep_tracks(self._db, rules.keys)
+            else:  # a mistyped --geofences must not wipe the stored state of the real rules
+                log.warning("geofences folder %s does not exist; stored fence state is kept", self.folder)
+                dropped = 0
             self._metrics.geofences_loaded.set(len(rules.fences))
             log.info(
                 "geofences loaded: %d fences, %d rules, %d stale tracks dropped, compiled in %.0f ms",

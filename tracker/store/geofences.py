@@ -111,6 +111,46 @@ async def write_batch(
     return new, events
 
 
+def _track_arrays(tracks: dict[str, dict[TrackKey, Track | None]]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Changed tracks as query arrays: (device, rule, fence) of those back to outside, and the full rows
+    (device, rule, fence, inside, since, pending, fired) of the others."""
+    gone: list[tuple[str, str, str]] = []
+    kept: list[tuple[Any, ...]] = []
+    for device, changed in tracks.items():
+        for (rule, fence), track in changed.items():
+            if track is None:
+                gone.append((device, rule, fence))
+            else:
+                kept.append((device, rule, fence, track.inside, track.since, track.pending, track.fired))
+    return _columns(gone, 3), _columns(kept, 7)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows turned into `width` column arrays (empty arrays when there are no rows)."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+def _event_arrays(events: Sequence[GeofenceEvent]) -> list[list[Any]]:
+    """Events as the query arrays type, rule, fence, device, fleet, ts, lat, lon."""
+    return [
+        [e.type for e in events],
+        [e.rule for e in events],
+        [e.fence for e in events],
+        [e.device for e in events],
+        [e.fleet for e in events],
+        [e.ts for e in events],
+        [e.lat for e in events],
+        [e.lon for e in events],
+    ]
+
+
+def _set_ids(events: Sequence[GeofenceEvent], ids: dict[tuple[str, str, str, str, int], str]) -> None:
+    """Give each event its stored id, found by (type, rule, fence, device, ts): unique within a batch,
+    since one fix fires a type once per rule and fence."""
+    for e in events:
+        e.id = ids[(e.type, e.rule, e.fence, e.device, e.ts)]
+
+
 async def _write_all(
     conn: asyncpg.Connection,
     fixes: Sequence[Fix],
@@ -118,89 +158,39 @@ async def _write_all(
     webhooks: Callable[[str], Sequence[str]],
 ) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
     """`write_batch` for small batches: one statement (see `_WRITE_ALL`)."""
-    gone: list[tuple[str, str, str]] = []
-    kept: list[tuple[str, str, str, Track]] = []
-    for device, changed in detection.tracks.items():
-        for (rule, fence), track in changed.items():
-            if track is None:
-                gone.append((device, rule, fence))
-            else:
-                kept.append((device, rule, fence, track))
+    gone, kept = _track_arrays(detection.tracks)
     events = detection.events
     hooks = [(rule, url) for rule in {e.rule for e in events} for url in webhooks(rule)]
     rows = await conn.fetch(
         _WRITE_ALL,
         *fix_columns(fix_records(fixes)),
-        [g[0] for g in gone],
-        [g[1] for g in gone],
-        [g[2] for g in gone],
-        [k[0] for k in kept],
-        [k[1] for k in kept],
-        [k[2] for k in kept],
-        [k[3].inside for k in kept],
-        [k[3].since for k in kept],
-        [k[3].pending for k in kept],
-        [k[3].fired for k in kept],
-        [e.type for e in events],
-        [e.rule for e in events],
-        [e.fence for e in events],
-        [e.device for e in events],
-        [e.fleet for e in events],
-        [e.ts for e in events],
-        [e.lat for e in events],
-        [e.lon for e in events],
+        *gone,
+        *kept,
+        *_event_arrays(events),
         [h[0] for h in hooks],
         [h[1] for h in hooks],
     )
     new = {(r[1], r[2]) for r in rows if r[0] == "f"}
-    ids = {(r[4], r[5], r[6], r[1], r[2]): str(r[3]) for r in rows if r[0] == "e"}
-    for e in events:
-        e.id = ids[(e.type, e.rule, e.fence, e.device, e.ts)]
+    _set_ids(events, {(r[4], r[5], r[6], r[1], r[2]): str(r[3]) for r in rows if r[0] == "e"})
     return new, events
 
 
 async def _write_tracks(conn: asyncpg.Connection, tracks: dict[str, dict[TrackKey, Track | None]]) -> None:
-    upsert: list[tuple[str, str, str, Track]] = []
-    delete: list[tuple[str, str, str]] = []
-    for device, changed in tracks.items():
-        for (rule, fence), track in changed.items():
-            if track is None:
-                delete.append((device, rule, fence))
-            else:
-                upsert.append((device, rule, fence, track))
-    if delete:
-        await conn.execute(_DELETE_TRACKS, *(list(c) for c in zip(*delete, strict=True)))
-    if upsert:
-        await conn.execute(
-            _UPSERT_TRACKS,
-            [u[0] for u in upsert],
-            [u[1] for u in upsert],
-            [u[2] for u in upsert],
-            [u[3].inside for u in upsert],
-            [u[3].since for u in upsert],
-            [u[3].pending for u in upsert],
-            [u[3].fired for u in upsert],
-        )
+    gone, kept = _track_arrays(tracks)
+    if gone[0]:
+        await conn.execute(_DELETE_TRACKS, *gone)
+    if kept[0]:
+        await conn.execute(_UPSERT_TRACKS, *kept)
 
 
 async def _insert_events(conn: asyncpg.Connection, events: list[GeofenceEvent]) -> list[GeofenceEvent]:
     if not events:
         return []
-    rows = await conn.fetch(
-        _INSERT_EVENTS,
-        [e.type for e in events],
-        [e.rule for e in events],
-        [e.fence for e in events],
-        [e.device for e in events],
-        [e.fleet for e in events],
-        [e.ts for e in events],
-        [e.lat for e in events],
-        [e.lon for e in events],
+    rows = await conn.fetch(_INSERT_EVENTS, *_event_arrays(events))
+    _set_ids(
+        events,
+        {(r["type"], r["rule_id"], r["fence_id"], r["device_id"], r["ts"]): str(r["id"]) for r in rows},
     )
-    # (type, rule, fence, device, ts) is unique within a batch: one fix fires a type once per rule and fence.
-    ids = {(r["type"], r["rule_id"], r["fence_id"], r["device_id"], r["ts"]): str(r["id"]) for r in rows}
-    for e in events:
-        e.id = ids[(e.type, e.rule, e.fence, e.device, e.ts)]
     return events
 
 

@@ -188,12 +188,12 @@ async def add_device(server: Server, fleet: str, device: str | None = None) -> t
     return device, r.json()["token"]
 
 
-async def add_viewer(server: Server, fleets: list[str] | str) -> str:
-    """Register a viewer through the admin API; return its token."""
+async def add_viewer(server: Server, fleets: list[str] | str, name: str | None = None) -> str:
+    """Register a viewer (named `name`, else a unique name) through the admin API; return its token."""
     async with httpx.AsyncClient(base_url=server.url) as http:
         r = await http.post(
             "/api/admin/viewers",
-            json={"name": uid("viewer"), "fleets": fleets},
+            json={"name": name or uid("viewer"), "fleets": fleets},
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         )
     assert r.status_code == 201, r.text

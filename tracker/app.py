@@ -39,8 +39,9 @@ def create_app(settings: Settings, database_url: str | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         shared = settings.redis_url is not None
+        devices = DeviceRooms(sio, shared)
         holder["core"] = app.state.core = await Core.start(
-            settings, url, ViewerRooms(sio, shared), metrics, DeviceRooms(sio, shared)
+            settings, url, ViewerRooms(sio, shared), metrics, devices, devices
         )
         try:
             yield

@@ -1,6 +1,6 @@
 """The running tracker's parts, started and stopped together: database, live index, geofence engine,
-ingest loop, broadcaster, event notifier, webhook worker. The app's lifespan owns one `Core`; the edges
-(sockets, routes) only call into it."""
+ingest loop, broadcaster, event notifier, webhook worker, device messages. The app's lifespan owns one
+`Core`; the edges (sockets, routes) only call into it."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tracker.geofence.engine import GeofenceEngine
 from tracker.index import LiveIndex, cell_hex
 from tracker.ingest import Ingestor, RateLimiter
 from tracker.livesync import LiveSync
+from tracker.messages import DeviceLink, Messenger
 from tracker.metrics import Metrics
 from tracker.model import Position
 from tracker.notify import Notifier
@@ -45,6 +46,7 @@ class Core:
     geofences: GeofenceEngine
     notifier: Notifier
     webhooks: WebhookWorker
+    messages: Messenger
     online: Counter[str] = field(default_factory=Counter)  # device id -> open connections here
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -56,6 +58,7 @@ class Core:
         transport: Transport,
         metrics: Metrics,
         devices: Transport,
+        link: DeviceLink,
     ) -> Core:
         """Connect and migrate, seed the live index, start the loops (coroutine)."""
         db = await Database.connect(database_url)
@@ -105,6 +108,7 @@ class Core:
             geofences,
             notifier,
             webhooks,
+            Messenger(db, link, metrics, settings.message_body_max_bytes),
         )
         core._tasks = [
             asyncio.create_task(ingestor.run(), name="ingest"),
@@ -113,6 +117,7 @@ class Core:
             asyncio.create_task(core._retention(), name="retention"),
             asyncio.create_task(notifier.run(), name="notify"),
             asyncio.create_task(webhooks.run(), name="webhooks"),
+            asyncio.create_task(core.messages.run(), name="messages"),
             asyncio.create_task(watch(settings.geofences, geofences.reload), name="geofence-watch"),
         ]
         if sync is not None:
@@ -130,6 +135,7 @@ class Core:
                 await task
         await self.broadcaster.flush()
         await self.notifier.flush()
+        await self.messages.close()
         await self.webhooks.close()
         await self.db.close()
 

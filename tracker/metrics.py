@@ -66,6 +66,12 @@ class Metrics:
             "tracker_webhook_outbox_pending", "Outbox rows not yet delivered nor dead", registry=r
         )
 
+        self.messages_stored = Counter("tracker_messages_stored", "Messages to devices stored", registry=r)
+        self.messages_delivered = Counter(
+            "tracker_messages_delivered", "Hand-overs of messages to device connections", registry=r
+        )
+        self.messages_acked = Counter("tracker_messages_acked", "Messages acked by their device", registry=r)
+
         self.geofences_loaded = Gauge("tracker_geofences_loaded", "Fences in force", registry=r)
         self.geofence_errors = Gauge(
             "tracker_geofence_file_errors",

@@ -162,3 +162,42 @@ class GeofenceEvent:
             "lat": self.lat,
             "lon": self.lon,
         }
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    """A message to a device: stored first, then delivered until the device acks it."""
+
+    id: str
+    device: str
+    body: Any
+    sender: str
+    ts: int  # when it was sent (stored), ms
+    sent_ts: int | None = None  # last hand-over to a connection of the device
+    attempts: int = 0
+    acked_ts: int | None = None
+
+    @property
+    def state(self) -> str:
+        """`queued` (never handed over), `sent` (handed over, not acked) or `acked`."""
+        if self.acked_ts is not None:
+            return "acked"
+        return "queued" if self.sent_ts is None else "sent"
+
+    def to_device(self) -> dict[str, Any]:
+        """The contract's `message` event payload."""
+        return {"id": self.id, "body": self.body, "from": self.sender, "ts": self.ts}
+
+    def to_json(self) -> dict[str, Any]:
+        """The message with its delivery state, as the HTTP API lists it."""
+        return {
+            "id": self.id,
+            "device": self.device,
+            "body": self.body,
+            "from": self.sender,
+            "ts": self.ts,
+            "state": self.state,
+            "attempts": self.attempts,
+            "sent_ts": self.sent_ts,
+            "acked_ts": self.acked_ts,
+        }

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(1.0, gt=0)
     webhook_backoff_max_s: float = Field(600.0, gt=0)
     webhook_timeout_s: float = Field(10.0, gt=0)
+    message_body_max_bytes: int = Field(16_384, ge=64, le=1_048_576)  # a message body, as JSON
     cors_origins: str = "*"
     log_level: str = "info"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -17,7 +17,8 @@ import socketio
 
 from tracker.broadcast import Subscription, device_room, plan_subscription
 from tracker.core import Core
-from tracker.errors import Busy, Forbidden, InvalidInput, Unauthorized
+from tracker.errors import Busy, Forbidden, InvalidInput, NotFound, Unauthorized
+from tracker.messages import parse_send
 from tracker.metrics import Metrics
 from tracker.model import Device, Viewer
 from tracker.validation import parse_batch
@@ -82,11 +83,15 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._core().online[device.id] += 1
         self._metrics.connected_devices.inc()
         log.info("device connected device=%s fleet=%s", device.id, device.fleet)
+        # Last, with no await after it: the pump's first emit must follow the CONNECT packet, which
+        # python-socketio queues as soon as this handler returns.
+        core.messages.attach(device.id, sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         device = self._devices.pop(sid, None)
         if device is None:
             return
+        self._core().messages.detach(device.id, sid)
         online = self._core().online
         online[device.id] -= 1
         if online[device.id] <= 0:
@@ -170,6 +175,17 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.emit("positions", [p.to_json() for p in plan.snapshot], to=sid)
         return {"ok": True}
 
+    async def on_send(self, sid: str, data: Any = None) -> dict[str, Any]:
+        viewer = self._viewers.get(sid)
+        if viewer is None:
+            return {"ok": False, "error": "not connected as a viewer"}
+        try:
+            device_id, body = parse_send(data)
+            message = await self._core().messages.send(viewer, device_id, body)
+        except (InvalidInput, Forbidden, NotFound) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "id": message.id}
+
     async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         plan = await self._plan(sid, data, leaving=True)
         if isinstance(plan, dict):
@@ -220,3 +236,9 @@ class DeviceRooms:
 
     async def emit(self, event: str, data: Any, room: str | list[str]) -> None:
         await self._sio.emit(event, data, to=room, namespace=DEVICE_NS)
+
+    async def deliver(
+        self, conn: str, payload: dict[str, Any], on_ack: Callable[..., Awaitable[None]]
+    ) -> None:
+        """A `message` to one connection, whose Socket.IO ack calls `on_ack`."""
+        await self._sio.emit("message", payload, to=conn, namespace=DEVICE_NS, callback=on_ack)

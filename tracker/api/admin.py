@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -12,16 +9,6 @@ from starlette.routing import Route
 from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.errors import InvalidInput
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidInput("the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return body
 
 
 async def add_device(request: Request) -> Response:
@@ -58,7 +45,7 @@ async def add_device(request: Request) -> Response:
       409: {description: A device with this id exists.}
     """
     params.require_admin(request)
-    body = await _body(request)
+    body = await params.json_object(request)
     name = body.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidInput("name must be a string")
@@ -101,7 +88,7 @@ async def add_viewer(request: Request) -> Response:
       409: {description: A viewer with this name exists.}
     """
     params.require_admin(request)
-    body = await _body(request)
+    body = await params.json_object(request)
     fleets = body.get("fleets")
     if fleets == "all":
         granted = None

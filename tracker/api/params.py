@@ -6,7 +6,9 @@ import base64
 import binascii
 import math
 import time
+from typing import Any
 
+import orjson
 from starlette.requests import Request
 
 from tracker.core import Core
@@ -56,6 +58,17 @@ async def visible_device(request: Request, who: Viewer, device_id: str | None = 
     if not who.grants(device.fleet):
         raise Forbidden(f"device {device_id!r} is in fleet {device.fleet!r}, which this token does not grant")
     return device
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object (coroutine)."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    return body
 
 
 def window(request: Request) -> tuple[int, int]:

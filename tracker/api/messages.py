@@ -1,0 +1,100 @@
+"""Messages to devices over HTTP, for integrations: send one, list a device's with their delivery state."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tracker.api import params
+from tracker.api.responses import JSONResponse
+from tracker.errors import InvalidInput
+from tracker.store import messages as store
+
+
+async def send(request: Request) -> Response:
+    """
+    summary: Send a message to a device (delivered at once if connected, else on its next connect)
+    description: >-
+      The message is stored before this answers. The device gets it as the Socket.IO event `message`
+      (or in the reply to its next OwnTracks request) and is sent it again, in order, on every reconnect
+      until it acks it. `from` is the token's viewer name.
+    security: [{bearer: []}]
+    parameters:
+      - {$ref: '#/components/parameters/DeviceId'}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [body]
+            properties:
+              body: {description: 'Any JSON value, at most TRACKER_MESSAGE_BODY_MAX_BYTES (16 KiB) encoded.'}
+    responses:
+      201:
+        description: The stored message.
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Message'}
+      400: {$ref: '#/components/responses/BadRequest'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      403: {$ref: '#/components/responses/Forbidden'}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    who = await params.viewer(request)
+    device = await params.visible_device(request, who)
+    body = await params.json_object(request)
+    if "body" not in body:
+        raise InvalidInput("body is required (any JSON value)")
+    message = await params.core(request).messages.send(who, device.id, body["body"])
+    return JSONResponse(message.to_json(), status_code=201)
+
+
+async def list_messages(request: Request) -> Response:
+    """
+    summary: A device's messages, newest first, with their delivery state
+    security: [{bearer: []}]
+    parameters:
+      - {$ref: '#/components/parameters/DeviceId'}
+      - name: state
+        in: query
+        description: >-
+          queued (never handed to the device), sent (handed over, not acked), acked, or pending
+          (queued or sent); all when absent.
+        schema: {type: string, enum: [queued, sent, acked, pending]}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000, default: 100}}
+      - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string}}
+    responses:
+      200:
+        description: A page of messages and next_cursor (null on the last page).
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/MessagePage'}
+      400: {$ref: '#/components/responses/BadRequest'}
+      401: {$ref: '#/components/responses/Unauthorized'}
+      403: {$ref: '#/components/responses/Forbidden'}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    who = await params.viewer(request)
+    device = await params.visible_device(request, who)
+    state = request.query_params.get("state") or None
+    if state is not None and state not in store.STATES:
+        raise InvalidInput(f"state must be one of {', '.join(store.STATES)}; got {state!r:.40}")
+    limit = params.integer(request, "limit", 100, 1, 1000)
+    before = params.decode_cursor(request)
+    rows = await store.page(params.core(request).db, device.id, state, before, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return JSONResponse(
+        {
+            "messages": [m.to_json() for m in rows],
+            "next_cursor": params.encode_cursor(int(rows[-1].id)) if more else None,
+        }
+    )
+
+
+routes = [
+    Route("/api/devices/{id}/messages", send, methods=["POST"]),
+    Route("/api/devices/{id}/messages", list_messages, methods=["GET"]),
+]

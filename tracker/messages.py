@@ -1,0 +1,201 @@
+"""Messages to devices: stored first, then delivered in order until the device acks each one.
+
+Policy:
+- `send` stores the message (durable before anyone is told) and returns; delivery is separate.
+- Each open connection of a device has a high-water mark: the newest message id handed to it. A pump
+  per device hands every connection the pending messages above its mark, oldest first, with an ack
+  callback. A new connection starts at zero, so every unacked message is delivered again, in order,
+  on each reconnect and after a restart.
+- A stored message is announced with PostgreSQL NOTIFY; every process listens and pumps the devices
+  it holds, so a message reaches a device connected to another process too.
+- Transports whose reply is the delivery (OwnTracks HTTP) `take` pending messages, which acks them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import asyncpg
+import orjson
+
+from tracker.errors import Forbidden, InvalidInput, NotFound
+from tracker.metrics import Metrics
+from tracker.model import Message, Viewer
+from tracker.store import Database, accounts
+from tracker.store import messages as store
+from tracker.validation import check_id
+
+log = logging.getLogger("tracker.messages")
+
+_PUMP_LIMIT = 500  # messages fetched per round of a device's pump
+
+
+class DeviceLink(Protocol):
+    """How the core hands a message to one connection of a device and learns of its ack."""
+
+    async def deliver(
+        self, conn: str, payload: dict[str, Any], on_ack: Callable[..., Awaitable[None]]
+    ) -> None: ...
+
+
+def parse_send(data: Any) -> tuple[str, Any]:
+    """The device id and body of a `send` payload `{"device": id, "body": any JSON}`."""
+    if not isinstance(data, dict):
+        raise InvalidInput('send takes an object {"device": "<id>", "body": <any JSON>}')
+    if "body" not in data:
+        raise InvalidInput("body is required (any JSON value)")
+    return check_id(data.get("device"), "device"), data["body"]
+
+
+def encode_body(body: Any, max_bytes: int) -> str:
+    """The body as JSON text, refused when it is not JSON or larger than `max_bytes` encoded."""
+    try:
+        text = orjson.dumps(body)
+    except TypeError as exc:
+        raise InvalidInput(f"body must be a JSON value: {exc}") from None
+    if len(text) > max_bytes:
+        raise InvalidInput(f"body must be at most {max_bytes} bytes as JSON; got {len(text)}")
+    return text.decode()
+
+
+class Messenger:
+    """Stores messages and pumps them to the devices connected to this process."""
+
+    def __init__(self, db: Database, link: DeviceLink, metrics: Metrics, body_max_bytes: int) -> None:
+        self._db = db
+        self._link = link
+        self._metrics = metrics
+        self._body_max = body_max_bytes
+        self._marks: dict[str, dict[str, int]] = {}  # device -> connection -> newest id handed over
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, viewer: Viewer, device_id: str, body: Any) -> Message:
+        """Store a message from `viewer` to a device of a fleet it grants (coroutine).
+
+        Returns once the message is committed; delivery follows at once if the device is connected.
+        """
+        text = encode_body(body, self._body_max)
+        device = await accounts.get_device(self._db, device_id)
+        if device is None:
+            raise NotFound(f"device {device_id!r} not found")
+        if not viewer.grants(device.fleet):
+            raise Forbidden(
+                f"device {device_id!r} is in fleet {device.fleet!r}, which this token does not grant"
+            )
+        message = await store.insert(self._db, device.id, text, viewer.name, _now_ms())
+        self._metrics.messages_stored.inc()
+        log.info("message %s stored device=%s from=%s", message.id, device.id, viewer.name)
+        self._spawn(device.id)  # NOTIFY reaches other processes; this one need not wait for it
+        return message
+
+    def attach(self, device_id: str, conn: str) -> None:
+        """A connection of the device opened: deliver everything unacked to it, in order."""
+        self._marks.setdefault(device_id, {})[conn] = 0
+        self._spawn(device_id)
+
+    def detach(self, device_id: str, conn: str) -> None:
+        """A connection closed: its unacked messages wait for the next one."""
+        marks = self._marks.get(device_id)
+        if marks is None:
+            return
+        marks.pop(conn, None)
+        if not marks:
+            del self._marks[device_id]
+            lock = self._locks.get(device_id)
+            if lock is not None and not lock.locked():
+                del self._locks[device_id]
+
+    async def take(self, device_id: str) -> list[Message]:
+        """The device's pending messages, handed over and acked now (coroutine; for HTTP replies)."""
+        taken = await store.take(self._db, device_id, _now_ms())
+        if taken:
+            self._metrics.messages_delivered.inc(len(taken))
+            self._metrics.messages_acked.inc(len(taken))
+        return taken
+
+    async def run(self) -> None:
+        """Listen for messages stored by any process and pump the devices held here (coroutine)."""
+        delay = 1.0
+        while True:
+            try:
+                async with self._db.pool.acquire() as conn:
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                    await conn.add_listener(store.CHANNEL, self._notified)
+                    delay = 1.0
+                    for device_id in list(self._marks):  # catch up on what arrived while not listening
+                        self._spawn(device_id)
+                    await lost.wait()
+                    log.warning("message listener connection lost; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("message listener failed (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def close(self) -> None:
+        """Wait for pumps in flight (coroutine; at shutdown)."""
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, device_id: str) -> None:
+        if device_id in self._marks:
+            self._spawn(device_id)
+
+    def _spawn(self, device_id: str) -> None:
+        if device_id not in self._marks:
+            return
+        task = asyncio.create_task(self._pump(device_id), name=f"messages:{device_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, device_id: str) -> None:
+        lock = self._locks.setdefault(device_id, asyncio.Lock())
+        async with lock:
+            try:
+                while await self._pump_round(device_id):
+                    pass
+            except Exception:  # the next connect or NOTIFY pumps again
+                log.exception("delivering messages failed device=%s", device_id)
+
+    async def _pump_round(self, device_id: str) -> bool:
+        """Hand each connection the pending messages above its mark; True when there may be more."""
+        marks = self._marks.get(device_id)
+        if not marks:
+            return False
+        pending = await store.pending(self._db, device_id, min(marks.values()), _PUMP_LIMIT)
+        handed: set[int] = set()
+        for conn in list(marks):
+            for message in pending:
+                number = int(message.id)
+                if number <= marks.get(conn, number):  # already handed over, or the connection closed
+                    continue
+                await self._link.deliver(conn, message.to_device(), self._acker(device_id, number))
+                if conn in marks:
+                    marks[conn] = number
+                handed.add(number)
+        if handed:
+            await store.mark_sent(self._db, sorted(handed), _now_ms())
+            self._metrics.messages_delivered.inc(len(handed))
+            log.info("delivered %d messages device=%s", len(handed), device_id)
+        return len(pending) == _PUMP_LIMIT and bool(handed)
+
+    def _acker(self, device_id: str, number: int) -> Callable[..., Awaitable[None]]:
+        async def acked(*_args: Any) -> None:
+            try:
+                if await store.ack(self._db, device_id, number, _now_ms()):
+                    self._metrics.messages_acked.inc()
+            except Exception:  # not recorded: the message is delivered again on the next connect
+                log.exception("recording the ack of message %d failed device=%s", number, device_id)
+
+        return acked
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -68,16 +68,22 @@ class Authenticator:
             raise Unauthorized("unknown viewer token")
         return found[0]
 
-    async def add_device(self, device_id: Any, fleet: Any, name: str | None = None) -> tuple[Device, str]:
-        """Register a device; return it with its token, shown this once only (coroutine)."""
+    async def add_device(
+        self, device_id: Any, fleet: Any, name: str | None = None, replace: bool = False
+    ) -> tuple[Device, str]:
+        """Register a device (`replace`: or re-key an existing one); return it with its token, shown
+        this once only (coroutine)."""
         device = Device(check_id(device_id, "id"), check_id(fleet, "fleet"), name)
         token = new_token()
-        await accounts.insert_device(self._db, device, hash_token(token))
+        await accounts.insert_device(self._db, device, hash_token(token), replace)
         log.info("device added device=%s fleet=%s", device.id, device.fleet)
         return device, token
 
-    async def add_viewer(self, name: Any, fleets: frozenset[str] | None) -> tuple[Viewer, str]:
-        """Register a viewer of `fleets` (None: all); return it with its token (coroutine)."""
+    async def add_viewer(
+        self, name: Any, fleets: frozenset[str] | None, replace: bool = False
+    ) -> tuple[Viewer, str]:
+        """Register a viewer of `fleets` (None: all; `replace`: or re-key an existing one); return it
+        with its token (coroutine)."""
         if not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.isprintable():
             raise InvalidInput("name must be 1-100 printable characters")
         viewer = Viewer(
@@ -85,6 +91,6 @@ class Authenticator:
             frozenset(check_id(f, "fleets[]") for f in fleets) if fleets is not None else None,
         )
         token = new_token()
-        await accounts.insert_viewer(self._db, viewer, hash_token(token))
+        await accounts.insert_viewer(self._db, viewer, hash_token(token), replace)
         log.info("viewer added viewer=%s fleets=%s", viewer.name, viewer.fleets or "all")
         return viewer, token

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from tracker.api import admin, area, devices, geofences, health, history, openapi
+from tracker.api import admin, area, devices, geofences, health, history, ingest_http, messages, openapi, web
 from tracker.api.responses import JSONResponse
 from tracker.errors import (
     Busy,
@@ -40,10 +40,13 @@ def routes() -> list[BaseRoute]:
         *health.routes,
         *devices.routes,
         *history.routes,
+        *messages.routes,
         *area.routes,
         *geofences.routes,
         *admin.routes,
+        *ingest_http.routes,
         *openapi.routes,
+        *web.routes,
     ]
 
 

@@ -37,8 +37,95 @@ _POSITION = {
     "properties": {k: {"type": ["number", "null"]} for k in ("lat", "lon", "ts", "speed", "heading")},
 }
 
+# The bodies of the ingest routes for ready-made tracking apps (tracker/api/ingest_http.py).
+_NUMBER = {"type": ["number", "string"]}
+INGEST_SCHEMAS: dict[str, Any] = {
+    "OsmAndFields": {
+        "type": "object",
+        "description": "OsmAnd fields as Traccar Client sends them; other fields go to the attrs.",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "string", "description": "The device token (also accepted as `deviceid`)."},
+            "lat": {**_NUMBER, "description": "Degrees, -90..90."},
+            "lon": {**_NUMBER, "description": "Degrees, -180..180."},
+            "location": {"type": "string", "description": "`lat,lon`, instead of lat and lon."},
+            "timestamp": {
+                "type": "string",
+                "description": "Unix seconds, milliseconds (from 1e11 on) or ISO 8601 with an offset; "
+                "default: the server time.",
+            },
+            "speed": {**_NUMBER, "description": "Knots (stored as m/s)."},
+            "bearing": {**_NUMBER, "description": "Degrees, 0..360 (also accepted as `heading`)."},
+            "altitude": {**_NUMBER, "description": "Metres."},
+            "accuracy": {**_NUMBER, "description": "Metres."},
+            "batt": {**_NUMBER, "description": "Battery, percent."},
+            "hdop": {**_NUMBER, "description": "Kept in attrs."},
+            "charge": {"type": "string", "description": "true or false; kept in attrs."},
+        },
+    },
+    "TraccarClientJson": {
+        "type": "object",
+        "description": "Traccar Client 9+ (transistorsoft geolocation); `location` may be an array.",
+        "required": ["location", "device_id"],
+        "properties": {
+            "device_id": {"type": "string", "description": "The device token."},
+            "location": {
+                "type": "object",
+                "required": ["timestamp", "coords"],
+                "properties": {
+                    "timestamp": {"type": "string", "format": "date-time"},
+                    "coords": {
+                        "type": "object",
+                        "required": ["latitude", "longitude"],
+                        "properties": {
+                            "latitude": {"type": "number"},
+                            "longitude": {"type": "number"},
+                            "accuracy": {"type": "number", "description": "Metres; -1: unknown."},
+                            "speed": {"type": "number", "description": "m/s; -1: unknown."},
+                            "heading": {"type": "number", "description": "Degrees; -1: unknown."},
+                            "altitude": {"type": "number"},
+                        },
+                    },
+                    "battery": {
+                        "type": "object",
+                        "properties": {
+                            "level": {"type": "number", "description": "0..1; -1: unknown."},
+                            "is_charging": {"type": "boolean"},
+                        },
+                    },
+                    "is_moving": {"type": "boolean"},
+                    "odometer": {"type": "number"},
+                    "event": {"type": "string"},
+                    "activity": {"type": "object", "properties": {"type": {"type": "string"}}},
+                    "extras": {"type": "object", "description": "Kept in attrs."},
+                },
+            },
+        },
+    },
+    "OwnTracksMessage": {
+        "type": "object",
+        "description": "An OwnTracks message; only `_type: location` is stored, as a fix.",
+        "required": ["_type"],
+        "properties": {
+            "_type": {"type": "string", "description": "location, transition, waypoint, lwt, card, ..."},
+            "lat": {"type": "number"},
+            "lon": {"type": "number"},
+            "tst": {"type": "integer", "description": "Unix seconds of the fix."},
+            "vel": {"type": "number", "description": "km/h (stored as m/s)."},
+            "cog": {"type": "number", "description": "Heading, degrees."},
+            "acc": {"type": "number", "description": "Metres."},
+            "alt": {"type": "number", "description": "Metres."},
+            "batt": {"type": "number", "description": "Percent."},
+        },
+        "additionalProperties": {"description": "tid, t, conn, bs, m, SSID, ...: kept in attrs."},
+    },
+}
+
 COMPONENTS: dict[str, Any] = {
-    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    "securitySchemes": {
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "basic": {"type": "http", "scheme": "basic"},
+    },
     "schemas": {
         "Error": _ERROR,
         "Id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
@@ -106,6 +193,29 @@ COMPONENTS: dict[str, Any] = {
                 "next_cursor": {"type": ["string", "null"]},
             },
         },
+        "Message": {
+            "type": "object",
+            "required": ["id", "device", "body", "from", "ts", "state", "attempts", "sent_ts", "acked_ts"],
+            "properties": {
+                "id": {"type": "string"},
+                "device": {"type": "string"},
+                "body": {"description": "Any JSON value, as sent."},
+                "from": {"type": "string", "description": "The sender's viewer name."},
+                "ts": {"type": "integer", "description": "When it was sent (stored), ms."},
+                "state": {"type": "string", "enum": ["queued", "sent", "acked"]},
+                "attempts": {"type": "integer", "description": "Hand-overs to the device so far."},
+                "sent_ts": {"type": ["integer", "null"]},
+                "acked_ts": {"type": ["integer", "null"]},
+            },
+        },
+        "MessagePage": {
+            "type": "object",
+            "required": ["messages", "next_cursor"],
+            "properties": {
+                "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
         "InsideList": {
             "type": "object",
             "required": ["devices"],
@@ -149,6 +259,7 @@ COMPONENTS: dict[str, Any] = {
                 "errors": {"type": "array", "items": {"type": "string"}},
             },
         },
+        **INGEST_SCHEMAS,
     },
     "parameters": {
         "DeviceId": {

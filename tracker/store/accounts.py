@@ -9,11 +9,18 @@ from tracker.model import Device, Viewer
 from tracker.store.database import Database
 
 
-async def insert_device(db: Database, device: Device, token_hash: bytes) -> None:
-    """Register `device`; Conflict when its id is taken (coroutine)."""
+async def insert_device(db: Database, device: Device, token_hash: bytes, replace: bool = False) -> None:
+    """Register `device`; Conflict when its id is taken, unless `replace` gives it the new fleet, name
+    and token (the old token stops working) (coroutine)."""
+    upsert = (
+        " ON CONFLICT (id) DO UPDATE SET fleet = EXCLUDED.fleet, name = EXCLUDED.name, "
+        "token_hash = EXCLUDED.token_hash"
+        if replace
+        else ""
+    )
     try:
         await db.pool.execute(
-            "INSERT INTO devices (id, fleet, name, token_hash) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO devices (id, fleet, name, token_hash) VALUES ($1, $2, $3, $4)" + upsert,
             device.id,
             device.fleet,
             device.name,
@@ -23,12 +30,18 @@ async def insert_device(db: Database, device: Device, token_hash: bytes) -> None
         raise Conflict(f"device {device.id!r} already exists") from None
 
 
-async def insert_viewer(db: Database, viewer: Viewer, token_hash: bytes) -> None:
-    """Register `viewer`; Conflict when its name is taken (coroutine)."""
+async def insert_viewer(db: Database, viewer: Viewer, token_hash: bytes, replace: bool = False) -> None:
+    """Register `viewer`; Conflict when its name is taken, unless `replace` gives it the new fleets and
+    token (coroutine)."""
     fleets = sorted(viewer.fleets) if viewer.fleets is not None else None
+    upsert = (
+        " ON CONFLICT (name) DO UPDATE SET fleets = EXCLUDED.fleets, token_hash = EXCLUDED.token_hash"
+        if replace
+        else ""
+    )
     try:
         await db.pool.execute(
-            "INSERT INTO viewers (name, fleets, token_hash) VALUES ($1, $2, $3)",
+            "INSERT INTO viewers (name, fleets, token_hash) VALUES ($1, $2, $3)" + upsert,
             viewer.name,
             fleets,
             token_hash,

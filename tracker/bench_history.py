@@ -463,7 +463,7 @@ async def _startup_parts(db_url: str) -> dict[str, Any]:
         for _ in range(LATEST_RUNS):
             t0 = time.perf_counter()
             rows = await latest_fixes(db)
-            runs.append(round(time.perf_counter() - t0, 3))
+            runs.append(round(time.perf_counter() - t0, 6))
         t0 = time.perf_counter()
         LiveIndex(H3_RESOLUTION).load(
             (Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], cell_hex(r[7])), r[7]) for r in rows

@@ -24,8 +24,11 @@ ADMIN = Viewer(name="admin", fleets=None)
 
 
 def new_token() -> str:
-    """A fresh random token (256 bits)."""
-    return secrets.token_urlsafe(32)
+    """A fresh random token (256 bits) that never starts with '-', which command lines would take for
+    an option (`tracker replay --token -x...`)."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
 
 
 def hash_token(token: str) -> bytes:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tracker.errors import TrackerError
+from tracker.errors import ConfigError, TrackerError
 from tracker.settings import Settings, load_settings
 
 
@@ -33,6 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--geofences", help="folder of fleet rules (*.yaml)")
     db_flags(serve)
 
+    demo = sub.add_parser(
+        "demo", help="serve with simulated couriers replaying sample_tracks/ (prints the map URL)"
+    )
+    demo.add_argument("--host")
+    demo.add_argument("--port", type=int)
+    demo.add_argument("--geofences", help="folder of fleet rules (default: geofences/)")
+    demo.add_argument("--tracks", type=Path, help="folder of track files to replay (default: sample_tracks/)")
+    demo.add_argument("--devices", type=int, default=30, help="simulated devices (default 30)")
+    demo.add_argument("--speed", type=float, default=1.0, help="time factor of the replay (default 1)")
+    db_flags(demo)
+
     device = sub.add_parser("device", help="manage devices").add_subparsers(dest="action", required=True)
     add_device = device.add_parser("add", help="register a device and print its token")
     add_device.add_argument("id")
@@ -53,6 +64,37 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate every *.yaml of a folder (file:line: reason per problem)"
     )
     check.add_argument("dir", type=Path, help="the geofences folder")
+
+    replay = sub.add_parser(
+        "replay", help="stream GPX, CSV, GeoJSON or PLT tracks as a device over Socket.IO"
+    )
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    replay.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
+    replay.add_argument(
+        "--token", required=True, help="the device token (as --token=TOKEN if it starts with -)"
+    )
+    replay.add_argument("--speed", type=float, default=1.0, help="time factor: 10 plays ten times faster")
+    replay.add_argument(
+        "--backlog", action="store_true", help="send the whole track at once, ending now (an offline phone)"
+    )
+    replay.add_argument(
+        "--loop", action="store_true", help="repeat forever, each round continuing after the last"
+    )
+    replay.add_argument("--batch", type=int, default=1000, help="at most this many fixes per event (1-1000)")
+    replay.add_argument(
+        "--keep-times", action="store_true", help="send the recorded times instead of re-timing to now"
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress bar and no per-file lines")
+
+    simulate = sub.add_parser(
+        "simulate", help="generate courier and van tracks on a city street grid (sample_tracks/)"
+    )
+    simulate.add_argument("--out", type=Path, default=Path("sample_tracks"), help="folder to write")
+    simulate.add_argument("--seed", type=int, default=20260302, help="same seed, same files (byte for byte)")
+    simulate.add_argument(
+        "--couriers", type=int, default=16, help="courier shifts (GPX; the last as GeoJSON)"
+    )
+    simulate.add_argument("--vans", type=int, default=8, help="van shifts (CSV; the last as GeoJSON)")
 
     bench = sub.add_parser("bench", help="measure the server").add_subparsers(dest="action", required=True)
     ingest = bench.add_parser("ingest", help="acked fixes/s and ack latency vs. direct inserts (JSON)")
@@ -138,6 +180,21 @@ def _serve(settings: Settings) -> None:
         )
 
 
+def _demo(settings: Settings, args: argparse.Namespace) -> None:
+    from tracker import demo
+
+    if args.devices < 1 or not args.speed > 0:
+        raise ConfigError("--devices must be at least 1 and --speed greater than 0")
+    if args.geofences is None and not settings.geofences.is_dir():  # run from elsewhere: the checkout's
+        settings = settings.model_copy(update={"geofences": demo.ROOT / "geofences"})
+    tracks = args.tracks or next(
+        (p for p in (Path("sample_tracks"), demo.ROOT / "sample_tracks") if p.is_dir()), Path("sample_tracks")
+    )
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    with _database(settings) as url:
+        demo.run(settings, url, tracks, args.devices, args.speed)
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -184,6 +241,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "geofences":
             sys.exit(_check_geofences(args.dir))
+        if args.command == "replay":
+            from tracker.replay import run_cli as replay_cli
+
+            sys.exit(replay_cli(args))
+        if args.command == "simulate":
+            from tracker.simulate import run_cli as simulate_cli
+
+            sys.exit(simulate_cli(args))
         if args.command == "bench" and args.action == "geofences":
             from tracker.bench_geofences import bench_geofences
 
@@ -227,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         if args.command == "serve":
             _serve(settings)
+        elif args.command == "demo":
+            _demo(settings, args)
         else:
             with _database(settings) as url:
                 print(asyncio.run(_add(settings, url, args)))

@@ -128,11 +128,16 @@ class Messenger:
                     lost = asyncio.Event()
                     conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                     await conn.add_listener(store.CHANNEL, self._notified)
-                    delay = 1.0
-                    for device_id in list(self._marks):  # catch up on what arrived while not listening
-                        self._spawn(device_id)
-                    await lost.wait()
-                    log.warning("message listener connection lost; reconnecting")
+                    try:
+                        delay = 1.0
+                        for device_id in list(self._marks):  # catch up on what came while not listening
+                            self._spawn(device_id)
+                        await lost.wait()
+                        log.warning("message listener connection lost; reconnecting")
+                    finally:
+                        if not conn.is_closed():  # the pool refuses a connection that still listens
+                            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                                await conn.remove_listener(store.CHANNEL, self._notified)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("message listener failed (%s); retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
@@ -183,7 +188,7 @@ class Messenger:
         if handed:
             await store.mark_sent(self._db, sorted(handed), _now_ms())
             self._metrics.messages_delivered.inc(len(handed))
-            log.info("delivered %d messages device=%s", len(handed), device_id)
+            log.info("delivered %d message(s) device=%s", len(handed), device_id)
         return len(pending) == _PUMP_LIMIT and bool(handed)
 
     def _acker(self, device_id: str, number: int) -> Callable[..., Awaitable[None]]:

@@ -241,6 +241,24 @@ async def test_wrong_or_missing_tokens_are_401(server: Server, http: httpx.Async
     assert await positions(server, device) == []
 
 
+async def test_device_tokens_in_query_strings_stay_out_of_the_server_log(
+    server: Server, http: httpx.AsyncClient
+) -> None:
+    """The OsmAnd protocol puts the token in the URL: neither an accepted nor a refused one is logged."""
+    device, token = await add_device(server, uid("fleet"))
+    ts_s = now_ms() // 1000
+    r = await http.get(OSMAND, params={"id": token, "lat": "1", "lon": "2", "timestamp": str(ts_s)})
+    assert r.status_code == 200
+    r = await http.get(OSMAND, params={"id": token, "lat": "100", "lon": "2", "timestamp": str(ts_s + 1)})
+    assert r.status_code == 400
+    wrong = token[::-1]
+    assert (await http.get(OSMAND, params={"id": wrong, "lat": "1", "lon": "2"})).status_code == 401
+    assert len(await positions(server, device)) == 1  # the log has caught up with these requests
+    log = server.log_text()
+    assert "device connected" in log or "started" in log  # the server does log
+    assert token not in log and wrong not in log
+
+
 async def test_malformed_osmand_requests_are_400_naming_the_field(
     server: Server, http: httpx.AsyncClient
 ) -> None:

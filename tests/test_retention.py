@@ -1,5 +1,6 @@
-"""Retention: TRACKER_RETENTION_DAYS drops whole expired partitions (and older events), and refuses fixes
-that retention would drop. On a database of its own, since it deletes old data."""
+"""Retention: TRACKER_RETENTION_DAYS drops whole expired partitions (and older events and acked
+messages), and refuses fixes that retention would drop. On a database of its own, since it deletes old
+data."""
 
 from __future__ import annotations
 
@@ -72,6 +73,13 @@ async def test_retention_drops_expired_partitions_and_refuses_old_fixes(
     try:
         month = f"fixes_m{datetime.fromtimestamp(old / 1000, UTC):%Y%m}"
         assert month in await partitions(conn)
+        insert = (
+            "INSERT INTO messages (device_id, body, sender, created_ts, sent_ts, acked_ts) "
+            "VALUES ($1, $2, 'test', $3, $3, $4)"
+        )
+        await conn.execute(insert, device, '"old, acked"', old, old)
+        await conn.execute(insert, device, '"old, never acked"', old, None)
+        await conn.execute(insert, device, '"recent, acked"', recent, recent)
         server = start_server(database_url, tmp_path / "retain", {"TRACKER_RETENTION_DAYS": "30"})
         try:
             # The first retention run happens at start-up (bounded wait for it).
@@ -84,6 +92,10 @@ async def test_retention_drops_expired_partitions_and_refuses_old_fixes(
                 r[0] for r in await conn.fetch("SELECT device_id FROM fixes WHERE device_id = $1", device)
             ]
             assert stored == [device]  # the recent fix stays
+            kept = await conn.fetch(
+                "SELECT body::text FROM messages WHERE device_id = $1 ORDER BY id", device
+            )
+            assert [r[0] for r in kept] == ['"old, never acked"', '"recent, acked"']
             d = await device_client(server, token, clients)
             ack = await d.call(
                 "fix", [{"lat": 1.0, "lon": 2.0, "ts": now - 40 * DAY}, {"lat": 1.0, "lon": 2.0, "ts": now}]

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the checkout, with sample_track
 SUFFIXES = (".gpx", ".csv", ".geojson", ".json", ".plt")
 FLEETS = {"courier": "couriers", "van": "vans"}  # file-name prefix -> fleet
 VIEWER = "demo-dispatcher"
+_GOLDEN = 0.6180339887498949
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,9 @@ class Vehicle:
 
 
 def plan(folder: Path, count: int) -> list[Vehicle]:
-    """`count` vehicles over the track files of `folder`, each file used in turn; copies of one file
-    start spread over it, so that they are not on top of each other."""
+    """`count` vehicles over the track files of `folder`, each file used in turn. Each vehicle starts
+    at another point of its shift (a golden-ratio sequence), so that the map moves from the first
+    minute instead of every shift beginning parked at a depot, and copies of one file never overlap."""
     found = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
     if not found:
         raise ConfigError(f"no track files ({', '.join(SUFFIXES)}) in {folder}: run 'tracker simulate'")
@@ -59,12 +61,11 @@ def plan(folder: Path, count: int) -> list[Vehicle]:
         groups.setdefault(_prefix(p), []).append(p)
     # Fleets interleaved in proportion, so that a few devices already show every fleet.
     files = sorted(found, key=lambda p: (groups[_prefix(p)].index(p) / len(groups[_prefix(p)]), p.name))
-    rounds = -(-count // len(files))
     vehicles = []
     for i in range(count):
         file, copy = files[i % len(files)], i // len(files)
         name = file.stem if copy == 0 else f"{file.stem}-{copy + 1}"
-        vehicles.append(Vehicle(name, FLEETS.get(_prefix(file), "couriers"), file, copy / rounds))
+        vehicles.append(Vehicle(name, FLEETS.get(_prefix(file), "couriers"), file, (i * _GOLDEN) % 1.0))
     return vehicles
 
 

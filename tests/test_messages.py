@@ -318,3 +318,35 @@ async def test_owntracks_gets_pending_messages_in_its_http_answer(server: Server
         assert r.json() == []
     rows = await _messages(server, viewer_token, device)
     assert [(m["id"], m["state"]) for m in rows] == [(second["id"], "acked"), (first["id"], "acked")]
+
+
+async def test_viewers_of_the_fleet_see_each_step_of_a_message(server: Server, clients: list[Client]) -> None:
+    fleet, other = uid("fleet"), uid("fleet")
+    device, token = await add_device(server, fleet)
+    viewer_token = await add_viewer(server, [fleet])
+    watcher = await viewer_client(server, viewer_token, clients)
+    assert (await watcher.call("subscribe", {"fleet": fleet}))["ok"]
+    assert (await watcher.call("subscribe", {"device": device}))["ok"]  # both rooms: still one copy
+    outsider = await viewer_client(server, await add_viewer(server, [other]), clients)
+    assert (await outsider.call("subscribe", {"fleet": other}))["ok"]
+
+    queued = (await _post(server, viewer_token, device, {"body": "offline for now"})).json()
+    status = await watcher.next("message_status")
+    assert status == {
+        "id": queued["id"],
+        "device": device,
+        "fleet": fleet,
+        "state": "queued",
+        "ts": queued["ts"],
+    }
+    await device_client(server, token, clients)
+    steps = [await watcher.next("message_status") for _ in range(2)]
+    assert [(s["id"], s["state"]) for s in steps] == [(queued["id"], "sent"), (queued["id"], "acked")]
+    assert steps[0]["ts"] <= steps[1]["ts"]
+    rows = await _until_acked(server, viewer_token, device, 1)
+    assert rows[0]["acked_ts"] == steps[1]["ts"] and rows[0]["sent_ts"] == steps[0]["ts"]
+    assert watcher.pending("message_status") == []
+    # The other fleet's viewer got none of it: its first status is of a message to its own fleet.
+    theirs, _ = await add_device(server, other)
+    r = await _post(server, ADMIN_TOKEN, theirs, {"body": 1})
+    assert (await outsider.next("message_status"))["id"] == r.json()["id"]

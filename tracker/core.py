@@ -108,7 +108,7 @@ class Core:
             geofences,
             notifier,
             webhooks,
-            Messenger(db, link, metrics, settings.message_body_max_bytes),
+            Messenger(db, link, transport, metrics, settings.message_body_max_bytes),
         )
         core._tasks = [
             asyncio.create_task(ingestor.run(), name="ingest"),

@@ -9,6 +9,8 @@ Policy:
 - A stored message is announced with PostgreSQL NOTIFY; every process listens and pumps the devices
   it holds, so a message reaches a device connected to another process too.
 - Transports whose reply is the delivery (OwnTracks HTTP) `take` pending messages, which acks them.
+- Viewers of the device's fleet or of the device see each step as a `message_status` event
+  (`queued`, `sent`, `acked`), from the process where it happened.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
+from tracker.broadcast import Transport, device_room, fleet_room
 from tracker.errors import Forbidden, InvalidInput, NotFound
 from tracker.metrics import Metrics
-from tracker.model import Message, Viewer
+from tracker.model import Device, Message, Viewer
 from tracker.store import Database, accounts
 from tracker.store import messages as store
 from tracker.validation import check_id
@@ -66,12 +69,16 @@ def encode_body(body: Any, max_bytes: int) -> str:
 class Messenger:
     """Stores messages and pumps them to the devices connected to this process."""
 
-    def __init__(self, db: Database, link: DeviceLink, metrics: Metrics, body_max_bytes: int) -> None:
+    def __init__(
+        self, db: Database, link: DeviceLink, viewers: Transport, metrics: Metrics, body_max_bytes: int
+    ) -> None:
         self._db = db
         self._link = link
+        self._viewers = viewers
         self._metrics = metrics
         self._body_max = body_max_bytes
         self._marks: dict[str, dict[str, int]] = {}  # device -> connection -> newest id handed over
+        self._fleets: dict[str, str] = {}  # device -> fleet, for the devices connected here
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -91,13 +98,15 @@ class Messenger:
         message = await store.insert(self._db, device.id, text, viewer.name, _now_ms())
         self._metrics.messages_stored.inc()
         log.info("message %s stored device=%s from=%s", message.id, device.id, viewer.name)
+        await self._status(device.id, device.fleet, [message.id], "queued", message.ts)
         self._spawn(device.id)  # NOTIFY reaches other processes; this one need not wait for it
         return message
 
-    def attach(self, device_id: str, conn: str) -> None:
+    def attach(self, device: Device, conn: str) -> None:
         """A connection of the device opened: deliver everything unacked to it, in order."""
-        self._marks.setdefault(device_id, {})[conn] = 0
-        self._spawn(device_id)
+        self._marks.setdefault(device.id, {})[conn] = 0
+        self._fleets[device.id] = device.fleet
+        self._spawn(device.id)
 
     def detach(self, device_id: str, conn: str) -> None:
         """A connection closed: its unacked messages wait for the next one."""
@@ -107,6 +116,7 @@ class Messenger:
         marks.pop(conn, None)
         if not marks:
             del self._marks[device_id]
+            self._fleets.pop(device_id, None)
             lock = self._locks.get(device_id)
             if lock is not None and not lock.locked():
                 del self._locks[device_id]
@@ -186,20 +196,42 @@ class Messenger:
                     marks[conn] = number
                 handed.add(number)
         if handed:
-            await store.mark_sent(self._db, sorted(handed), _now_ms())
+            now = _now_ms()
+            await store.mark_sent(self._db, sorted(handed), now)
             self._metrics.messages_delivered.inc(len(handed))
             log.info("delivered %d message(s) device=%s", len(handed), device_id)
+            fleet = self._fleets.get(device_id)
+            if fleet is not None:
+                await self._status(device_id, fleet, [str(n) for n in sorted(handed)], "sent", now)
         return len(pending) == _PUMP_LIMIT and bool(handed)
 
     def _acker(self, device_id: str, number: int) -> Callable[..., Awaitable[None]]:
         async def acked(*_args: Any) -> None:
+            now = _now_ms()
             try:
-                if await store.ack(self._db, device_id, number, _now_ms()):
-                    self._metrics.messages_acked.inc()
+                if not await store.ack(self._db, device_id, number, now):
+                    return  # acked before (a redelivery), or not this device's
             except Exception:  # not recorded: the message is delivered again on the next connect
                 log.exception("recording the ack of message %d failed device=%s", number, device_id)
+                return
+            self._metrics.messages_acked.inc()
+            fleet = self._fleets.get(device_id)
+            if fleet is not None:
+                await self._status(device_id, fleet, [str(number)], "acked", now)
 
         return acked
+
+    async def _status(self, device_id: str, fleet: str, ids: list[str], state: str, ts: int) -> None:
+        """Tell the viewers of the fleet or the device how far messages got (never raises)."""
+        rooms = [fleet_room(fleet), device_room(device_id)]
+        if not any(self._viewers.listening(r) for r in rooms):
+            return
+        for message_id in ids:
+            payload = {"id": message_id, "device": device_id, "fleet": fleet, "state": state, "ts": ts}
+            try:
+                await self._viewers.emit("message_status", payload, rooms)
+            except Exception:  # a viewer's missed status is not worth failing a delivery for
+                log.exception("message_status %s failed device=%s", message_id, device_id)
 
 
 def _now_ms() -> int:

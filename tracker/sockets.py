@@ -85,7 +85,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("device connected device=%s fleet=%s", device.id, device.fleet)
         # Last, with no await after it: the pump's first emit must follow the CONNECT packet, which
         # python-socketio queues as soon as this handler returns.
-        core.messages.attach(device.id, sid)
+        core.messages.attach(device, sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         device = self._devices.pop(sid, None)

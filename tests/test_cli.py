@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import Client, Server, now_ms, start_server, uid
+from harness import Client, Server, now_ms, refusal, start_server, uid
 
 
 def tracker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -43,6 +43,17 @@ async def test_device_and_viewer_add_print_working_tokens(server: Server, databa
         await v.close()
     again = tracker("device", "add", device, "--fleet", fleet, "--database-url", database_url)
     assert again.returncode == 1 and f"device '{device}' already exists" in again.stderr
+    # A lost phone: --replace issues a new token, and the old one stops working.
+    rekeyed = tracker("device", "add", device, "--fleet", fleet, "--replace", "--database-url", database_url)
+    assert rekeyed.returncode == 0, rekeyed.stderr
+    new_token = rekeyed.stdout.strip()
+    assert new_token != device_token
+    d = await Client("/device").connect(server, new_token)
+    try:
+        assert (await d.call("fix", {"lat": 1.0, "lon": 1.0, "ts": now_ms() + 1}))["accepted"] == 1
+    finally:
+        await d.close()
+    assert (await refusal(server, "/device", {"token": device_token}))["message"] == "unauthorized"
     bad = tracker("device", "add", "no spaces", "--fleet", fleet, "--database-url", database_url)
     assert bad.returncode == 1 and "id must be" in bad.stderr and "Traceback" not in bad.stderr
 

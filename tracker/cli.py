@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     add_device.add_argument("id")
     add_device.add_argument("--fleet", required=True)
     add_device.add_argument("--name")
+    add_device.add_argument(
+        "--replace", action="store_true", help="re-key an existing device (its old token stops working)"
+    )
     db_flags(add_device)
 
     viewer = sub.add_parser("viewer", help="manage viewers").add_subparsers(dest="action", required=True)
@@ -57,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     grants = add_viewer.add_mutually_exclusive_group(required=True)
     grants.add_argument("--fleet", action="append", dest="fleets", help="a fleet it may see (repeat)")
     grants.add_argument("--all", action="store_true", help="every fleet")
+    add_viewer.add_argument(
+        "--replace", action="store_true", help="re-key an existing viewer (its old token stops working)"
+    )
     db_flags(add_viewer)
 
     geofences = sub.add_parser("geofences", help="fleet rules").add_subparsers(dest="action", required=True)
@@ -207,9 +213,10 @@ async def _add(settings: Settings, url: str, args: argparse.Namespace) -> str:
     try:
         auth = Authenticator(db, None)
         if args.command == "device":
-            _, token = await auth.add_device(args.id, args.fleet, args.name)
+            _, token = await auth.add_device(args.id, args.fleet, args.name, replace=args.replace)
         else:
-            _, token = await auth.add_viewer(args.name, None if args.all else frozenset(args.fleets))
+            fleets = None if args.all else frozenset(args.fleets)
+            _, token = await auth.add_viewer(args.name, fleets, replace=args.replace)
         return token
     finally:
         await db.close()

@@ -121,12 +121,14 @@ class Messenger:
             if lock is not None and not lock.locked():
                 del self._locks[device_id]
 
-    async def take(self, device_id: str) -> list[Message]:
+    async def take(self, device: Device) -> list[Message]:
         """The device's pending messages, handed over and acked now (coroutine; for HTTP replies)."""
-        taken = await store.take(self._db, device_id, _now_ms())
+        now = _now_ms()
+        taken = await store.take(self._db, device.id, now)
         if taken:
             self._metrics.messages_delivered.inc(len(taken))
             self._metrics.messages_acked.inc(len(taken))
+            await self._status(device.id, device.fleet, [m.id for m in taken], "acked", now)
         return taken
 
     async def run(self) -> None:

@@ -514,7 +514,7 @@ async def pending_for_owntracks(core: Core, device: Device) -> list[dict[str, An
     goes as it is; any other body becomes a `msg` (title, desc) the app shows.
     """
     out: list[dict[str, Any]] = []
-    for message in await core.messages.take(device.id):
+    for message in await core.messages.take(device):
         body = message.body
         if isinstance(body, dict) and isinstance(body.get("_type"), str):
             out.append(body)

@@ -132,6 +132,18 @@ def _parser() -> argparse.ArgumentParser:
         help="PostgreSQL server to create a scratch database on "
         "(default postgresql://postgres@127.0.0.1:5432/postgres)",
     )
+    msgs = bench.add_parser(
+        "messages",
+        help="dispatcher-to-device message latency vs. a fix round trip, and an offline backlog (JSON)",
+    )
+    msgs.add_argument(
+        "--database-url",
+        help="PostgreSQL server to create a scratch database on "
+        "(default postgresql://postgres@127.0.0.1:5432/postgres)",
+    )
+    msgs.add_argument("--messages", type=int, default=1000, help="timed messages to a connected device")
+    msgs.add_argument("--backlog", type=int, default=5000, help="messages queued for an offline device")
+    msgs.add_argument("--out", help="also write the JSON report to this file")
     hist = bench.add_parser(
         "history", help="trail, positions, area and nearby latency on a loaded history (JSON)"
     )
@@ -264,6 +276,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             if not agree:
                 print('tracker: the geofence answers disagree; see "correctness" above', file=sys.stderr)
                 sys.exit(1)
+            return
+        if args.command == "bench" and args.action == "messages":
+            from tracker.bench_messages import bench_messages
+
+            print(bench_messages(args.database_url, args.messages, args.backlog, args.out))
             return
         if args.command == "bench" and args.action == "history":
             from tracker.bench_history import Settings as HistorySettings

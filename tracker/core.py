@@ -118,6 +118,7 @@ class Core:
             asyncio.create_task(notifier.run(), name="notify"),
             asyncio.create_task(webhooks.run(), name="webhooks"),
             asyncio.create_task(core.messages.run(), name="messages"),
+            asyncio.create_task(core.messages.record_acks(), name="message-acks"),
             asyncio.create_task(watch(settings.geofences, geofences.reload), name="geofence-watch"),
         ]
         if sync is not None:

@@ -9,6 +9,9 @@ Policy:
 - A stored message is announced with PostgreSQL NOTIFY; every process listens and pumps the devices
   it holds, so a message reaches a device connected to another process too.
 - Transports whose reply is the delivery (OwnTracks HTTP) `take` pending messages, which acks them.
+- Acks are recorded a batch at a time (one UPDATE for all that came in meanwhile): a device that comes
+  online to a backlog acks hundreds of messages a second. An ack not yet recorded when the process
+  dies only means the message is delivered again.
 - Viewers of the device's fleet or of the device see each step as a `message_status` event
   (`queued`, `sent`, `acked`), from the process where it happened.
 """
@@ -81,6 +84,9 @@ class Messenger:
         self._fleets: dict[str, str] = {}  # device -> fleet, for the devices connected here
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acks: list[tuple[str, int]] = []  # (device, message id) acked, not yet recorded
+        self._ack_fleets: dict[str, str] = {}  # their devices' fleets, for the status after recording
+        self._acked = asyncio.Event()
 
     async def send(self, viewer: Viewer, device_id: str, body: Any) -> Message:
         """Store a message from `viewer` to a device of a fleet it grants (coroutine).
@@ -155,11 +161,50 @@ class Messenger:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    async def record_acks(self) -> None:
+        """Record the acks that came in, a batch at a time, until cancelled (coroutine)."""
+        delay = 0.5
+        while True:
+            await self._acked.wait()
+            self._acked.clear()
+            try:
+                await self._record()
+                delay = 0.5
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("recording %d acks failed (%s); retrying in %.1f s", len(self._acks), exc, delay)
+                self._acked.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     async def close(self) -> None:
-        """Wait for pumps in flight (coroutine; at shutdown)."""
+        """Wait for pumps in flight and record the last acks (coroutine; at shutdown)."""
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await task
+        try:
+            await self._record()
+        except Exception:  # those messages are delivered again
+            log.exception("recording the last %d acks failed", len(self._acks))
+
+    async def _record(self) -> None:
+        batch, self._acks = self._acks, []
+        if not batch:
+            return
+        now = _now_ms()
+        try:
+            recorded = await store.ack(self._db, batch, now)
+        except BaseException:
+            self._acks = batch + self._acks  # kept, in order, for the next try
+            raise
+        self._metrics.messages_acked.inc(len(recorded))
+        fleets, self._ack_fleets = self._ack_fleets, {}
+        by_device: dict[str, list[int]] = {}
+        for device_id, number in recorded:
+            by_device.setdefault(device_id, []).append(number)
+        for device_id, numbers in by_device.items():
+            fleet = fleets.get(device_id)
+            if fleet is not None:
+                await self._status(device_id, fleet, [str(n) for n in sorted(numbers)], "acked", now)
 
     def _notified(self, _conn: object, _pid: int, _channel: str, device_id: str) -> None:
         if device_id in self._marks:
@@ -209,17 +254,10 @@ class Messenger:
 
     def _acker(self, device_id: str, number: int) -> Callable[..., Awaitable[None]]:
         async def acked(*_args: Any) -> None:
-            now = _now_ms()
-            try:
-                if not await store.ack(self._db, device_id, number, now):
-                    return  # acked before (a redelivery), or not this device's
-            except Exception:  # not recorded: the message is delivered again on the next connect
-                log.exception("recording the ack of message %d failed device=%s", number, device_id)
-                return
-            self._metrics.messages_acked.inc()
-            fleet = self._fleets.get(device_id)
-            if fleet is not None:
-                await self._status(device_id, fleet, [str(number)], "acked", now)
+            self._acks.append((device_id, number))
+            if (fleet := self._fleets.get(device_id)) is not None:
+                self._ack_fleets[device_id] = fleet
+            self._acked.set()
 
         return acked
 

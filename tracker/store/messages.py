@@ -74,15 +74,21 @@ async def mark_sent(db: Database, ids: list[int], now_ms: int) -> None:
     )
 
 
-async def ack(db: Database, device_id: str, message_id: int, now_ms: int) -> bool:
-    """Mark a message of `device_id` acked; False if it is not the device's or was acked (coroutine)."""
-    status = await db.pool.execute(
-        "UPDATE messages SET acked_ts = $3 WHERE id = $2 AND device_id = $1 AND acked_ts IS NULL",
-        device_id,
-        message_id,
+async def ack(db: Database, acks: list[tuple[str, int]], now_ms: int) -> list[tuple[str, int]]:
+    """Mark messages acked, each only by its own device; the (device, id) pairs that were pending until
+    now (coroutine: one statement for the lot)."""
+    rows = await db.pool.fetch(
+        """
+        UPDATE messages m SET acked_ts = $3
+        FROM unnest($1::text[], $2::bigint[]) AS a (device_id, id)
+        WHERE m.id = a.id AND m.device_id = a.device_id AND m.acked_ts IS NULL
+        RETURNING m.device_id, m.id
+        """,
+        [device for device, _ in acks],
+        [number for _, number in acks],
         now_ms,
     )
-    return bool(status == "UPDATE 1")
+    return [(r["device_id"], r["id"]) for r in rows]
 
 
 async def take(db: Database, device_id: str, now_ms: int, limit: int = 100) -> list[Message]:

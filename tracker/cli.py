@@ -208,6 +208,11 @@ def _demo(settings: Settings, args: argparse.Namespace) -> None:
     tracks = args.tracks or next(
         (p for p in (Path("sample_tracks"), demo.ROOT / "sample_tracks") if p.is_dir()), Path("sample_tracks")
     )
+    if settings.database_url is None and settings.data_dir is None:
+        # Its own cluster: the demo's devices and tokens never mix with those `tracker serve` keeps.
+        from tracker.embedded_db import default_data_dir
+
+        settings = settings.model_copy(update={"data_dir": default_data_dir().parent / "demo"})
     signal.signal(signal.SIGTERM, _exit_on_signal)
     with _database(settings) as url:
         demo.run(settings, url, tracks, args.devices, args.speed)

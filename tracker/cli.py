@@ -26,6 +26,14 @@ def _parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--data-dir", help="folder of the embedded cluster (TRACKER_DATA_DIR)")
 
+    def bench_flags(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument(
+            "--database-url",
+            help="PostgreSQL server to create a scratch database on "
+            "(default postgresql://postgres@127.0.0.1:5432/postgres)",
+        )
+        cmd.add_argument("--out", help="also write the JSON report to this file")
+
     serve = sub.add_parser("serve", help="run the server (HTTP and Socket.IO on one port)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -104,11 +112,10 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure the server").add_subparsers(dest="action", required=True)
     ingest = bench.add_parser("ingest", help="acked fixes/s and ack latency vs. direct inserts (JSON)")
-    ingest.add_argument("--database-url", help="PostgreSQL server to create a scratch database on")
+    bench_flags(ingest)
     ingest.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     ingest.add_argument("--devices", type=int, default=20, help="concurrent device connections")
     ingest.add_argument("--batch", default="1,50", help="fixes per event, comma-separated sizes")
-    ingest.add_argument("--out", help="also write the JSON report to this file")
     ingest.add_argument(
         "--server-setting",
         action="append",
@@ -126,32 +133,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     fences.add_argument("--fences", default="1000,10000", help="fence counts, comma-separated")
     fences.add_argument("--points", type=int, default=1_000_000, help="random points per fence count")
-    fences.add_argument("--out", help="also write the JSON report to this file")
-    fences.add_argument(
-        "--database-url",
-        help="PostgreSQL server to create a scratch database on "
-        "(default postgresql://postgres@127.0.0.1:5432/postgres)",
-    )
+    bench_flags(fences)
     msgs = bench.add_parser(
         "messages",
         help="dispatcher-to-device message latency vs. a fix round trip, and an offline backlog (JSON)",
     )
-    msgs.add_argument(
-        "--database-url",
-        help="PostgreSQL server to create a scratch database on "
-        "(default postgresql://postgres@127.0.0.1:5432/postgres)",
-    )
+    bench_flags(msgs)
     msgs.add_argument("--messages", type=int, default=1000, help="timed messages to a connected device")
     msgs.add_argument("--backlog", type=int, default=5000, help="messages queued for an offline device")
-    msgs.add_argument("--out", help="also write the JSON report to this file")
     hist = bench.add_parser(
         "history", help="trail, positions, area and nearby latency on a loaded history (JSON)"
     )
-    hist.add_argument(
-        "--database-url",
-        help="PostgreSQL server to create a scratch database on "
-        "(default postgresql://postgres@127.0.0.1:5432/postgres)",
-    )
+    bench_flags(hist)
     hist.add_argument("--devices", type=int, default=1_000, help="devices with a day of stored fixes")
     hist.add_argument("--fixes-per-device", type=int, default=10_000, help="fixes per device over 24 h")
     hist.add_argument(
@@ -160,7 +153,6 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument("--requests", type=int, default=200, help="timed requests per query")
     hist.add_argument("--warmup", type=int, default=20, help="untimed requests per query first")
     hist.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is reported)")
-    hist.add_argument("--out", help="also write the JSON report to this file")
     return p
 
 

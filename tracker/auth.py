@@ -13,7 +13,7 @@ import logging
 import secrets
 from typing import Any
 
-from tracker.errors import InvalidInput, Unauthorized
+from tracker.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from tracker.model import Device, Viewer
 from tracker.store import Database, accounts
 from tracker.validation import check_id
@@ -70,6 +70,17 @@ class Authenticator:
         if found is None or not hmac.compare_digest(found[1], digest):
             raise Unauthorized("unknown viewer token")
         return found[0]
+
+    async def visible_device(self, viewer: Viewer, device_id: str) -> Device:
+        """The device `device_id` if `viewer` may see it; NotFound or Forbidden otherwise (coroutine)."""
+        device = await accounts.get_device(self._db, device_id)
+        if device is None:
+            raise NotFound(f"device {device_id!r} not found")
+        if not viewer.grants(device.fleet):
+            raise Forbidden(
+                f"device {device_id!r} is in fleet {device.fleet!r}, which this token does not grant"
+            )
+        return device
 
     async def add_device(
         self, device_id: Any, fleet: Any, name: str | None = None, replace: bool = False

@@ -29,10 +29,10 @@ import asyncpg
 import orjson
 
 from tracker.broadcast import Transport, device_room, fleet_room
-from tracker.errors import Forbidden, InvalidInput, NotFound
+from tracker.errors import InvalidInput
 from tracker.metrics import Metrics
 from tracker.model import Device, Message, Viewer
-from tracker.store import Database, accounts
+from tracker.store import Database
 from tracker.store import messages as store
 from tracker.validation import check_id
 
@@ -88,19 +88,13 @@ class Messenger:
         self._ack_fleets: dict[str, str] = {}  # their devices' fleets, for the status after recording
         self._acked = asyncio.Event()
 
-    async def send(self, viewer: Viewer, device_id: str, body: Any) -> Message:
-        """Store a message from `viewer` to a device of a fleet it grants (coroutine).
+    async def send(self, viewer: Viewer, device: Device, body: Any) -> Message:
+        """Store a message from `viewer` to `device`, which the caller had from
+        `Authenticator.visible_device` (the viewer may see it) (coroutine).
 
         Returns once the message is committed; delivery follows at once if the device is connected.
         """
         text = encode_body(body, self._body_max)
-        device = await accounts.get_device(self._db, device_id)
-        if device is None:
-            raise NotFound(f"device {device_id!r} not found")
-        if not viewer.grants(device.fleet):
-            raise Forbidden(
-                f"device {device_id!r} is in fleet {device.fleet!r}, which this token does not grant"
-            )
         message = await store.insert(self._db, device.id, text, viewer.name, _now_ms())
         self._metrics.messages_stored.inc()
         log.info("message %s stored device=%s from=%s", message.id, device.id, viewer.name)

@@ -181,7 +181,9 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return {"ok": False, "error": "not connected as a viewer"}
         try:
             device_id, body = parse_send(data)
-            message = await self._core().messages.send(viewer, device_id, body)
+            core = self._core()
+            device = await core.auth.visible_device(viewer, device_id)
+            message = await core.messages.send(viewer, device, body)
         except (InvalidInput, Forbidden, NotFound) as exc:
             return {"ok": False, "error": str(exc)}
         return {"ok": True, "id": message.id}

@@ -47,7 +47,7 @@ async def send(request: Request) -> Response:
     body = await params.json_object(request)
     if "body" not in body:
         raise InvalidInput("body is required (any JSON value)")
-    message = await params.core(request).messages.send(who, device.id, body["body"])
+    message = await params.core(request).messages.send(who, device, body["body"])
     return JSONResponse(message.to_json(), status_code=201)
 
 

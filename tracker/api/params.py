@@ -12,9 +12,8 @@ import orjson
 from starlette.requests import Request
 
 from tracker.core import Core
-from tracker.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from tracker.errors import Forbidden, InvalidInput, Unauthorized
 from tracker.model import Device, Viewer
-from tracker.store import accounts
 from tracker.store.database import DAY_MS
 from tracker.validation import check_id, parse_time
 
@@ -52,12 +51,7 @@ def require_admin(request: Request) -> None:
 async def visible_device(request: Request, who: Viewer, device_id: str | None = None) -> Device:
     """The device named in the path (or `device_id`), if `who` may see it (coroutine)."""
     device_id = device_id or check_id(request.path_params["id"], "device id")
-    device = await accounts.get_device(core(request).db, device_id)
-    if device is None:
-        raise NotFound(f"device {device_id!r} not found")
-    if not who.grants(device.fleet):
-        raise Forbidden(f"device {device_id!r} is in fleet {device.fleet!r}, which this token does not grant")
-    return device
+    return await core(request).auth.visible_device(who, device_id)
 
 
 async def json_object(request: Request) -> dict[str, Any]:

@@ -84,8 +84,8 @@ class Messenger:
         self._fleets: dict[str, str] = {}  # device -> fleet, for the devices connected here
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._acks: list[tuple[str, int]] = []  # (device, message id) acked, not yet recorded
-        self._ack_fleets: dict[str, str] = {}  # their devices' fleets, for the status after recording
+        # (device, message id, the device's fleet for the status) acked, not yet recorded
+        self._acks: list[tuple[str, int, str | None]] = []
         self._acked = asyncio.Event()
 
     async def send(self, viewer: Viewer, device: Device, body: Any) -> Message:
@@ -186,12 +186,12 @@ class Messenger:
             return
         now = _now_ms()
         try:
-            recorded = await store.ack(self._db, batch, now)
+            recorded = await store.ack(self._db, [(device, number) for device, number, _ in batch], now)
         except BaseException:
             self._acks = batch + self._acks  # kept, in order, for the next try
             raise
         self._metrics.messages_acked.inc(len(recorded))
-        fleets, self._ack_fleets = self._ack_fleets, {}
+        fleets = {device: fleet for device, _, fleet in batch if fleet is not None}
         by_device: dict[str, list[int]] = {}
         for device_id, number in recorded:
             by_device.setdefault(device_id, []).append(number)
@@ -248,9 +248,7 @@ class Messenger:
 
     def _acker(self, device_id: str, number: int) -> Callable[..., Awaitable[None]]:
         async def acked(*_args: Any) -> None:
-            self._acks.append((device_id, number))
-            if (fleet := self._fleets.get(device_id)) is not None:
-                self._ack_fleets[device_id] = fleet
+            self._acks.append((device_id, number, self._fleets.get(device_id)))
             self._acked.set()
 
         return acked

@@ -58,6 +58,12 @@ def device_room(device: str) -> str:
     return f"device:{device}"
 
 
+def event_rooms(fleet: str, device: str) -> list[str]:
+    """Where news about one device goes (geofence events, message statuses): the viewers of its fleet, of
+    the device itself, and of every fleet (a viewer granted all fleets that watches the whole map)."""
+    return [fleet_room(fleet), device_room(device), ALL_ROOM]
+
+
 def bbox_room(fleet: str, cell: int) -> str:
     return f"bbox:{fleet}:{cell:x}"
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from tracker.broadcast import Transport, device_room, fleet_room
+from tracker.broadcast import Transport, event_rooms
 from tracker.errors import InvalidInput
 from tracker.metrics import Metrics
 from tracker.model import Device, Message, Viewer
@@ -255,7 +255,7 @@ class Messenger:
 
     async def _status(self, device_id: str, fleet: str, ids: list[str], state: str, ts: int) -> None:
         """Tell the viewers of the fleet or the device how far messages got (never raises)."""
-        rooms = [fleet_room(fleet), device_room(device_id)]
+        rooms = event_rooms(fleet, device_id)
         if not any(self._viewers.listening(r) for r in rooms):
             return
         for message_id in ids:

@@ -1,9 +1,9 @@
 """Delivery of stored geofence events to the targets their rule names: viewers, the device, webhooks.
 
 Detection decides what happened; this only delivers, after COMMIT, in the order events were stored:
-`viewers` get a `geofence` event in the device's fleet room and device room (one copy per viewer even
-when subscribed to both), `device` gets an `alert` on its own connection(s), and webhook URLs were
-already written to the outbox in the same transaction, so the webhook worker is only woken up.
+`viewers` get a `geofence` event in the device's fleet room, device room and the all-fleets room (one
+copy per viewer even when in several), `device` gets an `alert` on its own connection(s), and webhook
+URLs were already written to the outbox in the same transaction, so the webhook worker is only woken up.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from tracker.broadcast import Transport, device_room, fleet_room
+from tracker.broadcast import Transport, device_room, event_rooms
 from tracker.model import GeofenceEvent, Rule
 
 log = logging.getLogger("tracker.notify")
@@ -59,9 +59,7 @@ class Notifier:
         payload = event.to_json()
         for target in targets:
             if target == "viewers":
-                await self._viewers.emit(
-                    "geofence", payload, [fleet_room(event.fleet), device_room(event.device)]
-                )
+                await self._viewers.emit("geofence", payload, event_rooms(event.fleet, event.device))
             elif target == "device":
                 await self._devices.emit("alert", payload, device_room(event.device))
         if rule is not None and rule.webhooks:

@@ -119,10 +119,14 @@ class Server:
 
 
 def start_server(
-    database_url: str | None, tmp: Path, extra_env: dict[str, str] | None = None, *args: str
+    database_url: str | None,
+    tmp: Path,
+    extra_env: dict[str, str] | None = None,
+    *args: str,
+    port: int | None = None,
 ) -> Server:
-    """Start a server and wait (bounded) until /readyz answers 200."""
-    port = free_port()
+    """Start a server (on `port`, else a free one) and wait (bounded) until /readyz answers 200."""
+    port = port or free_port()
     env = {
         **os.environ,
         "TRACKER_ADMIN_TOKEN": ADMIN_TOKEN,

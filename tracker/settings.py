@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(10.0, gt=0)
     message_body_max_bytes: int = Field(16_384, ge=64, le=1_048_576)  # a message body, as JSON
     cors_origins: str = "*"
+    # The dispatcher map: the built page (`npm --prefix web run build`), and its base map. `map_style` is the
+    # URL of a MapLibre style JSON; without one, raster tiles from `map_tiles` (empty: a plain background).
+    web_dir: Path = Path(__file__).resolve().parent.parent / "web" / "dist"
+    map_style: str | None = None
+    map_tiles: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    map_attribution: str = (
+        '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
+    )
     log_level: str = "info"
 
     @field_validator("admin_token")

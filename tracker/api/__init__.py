@@ -10,7 +10,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from tracker.api import admin, area, devices, geofences, health, history, ingest_http, messages, openapi, web
+from tracker.api import (
+    admin,
+    area,
+    devices,
+    geofences,
+    health,
+    history,
+    ingest_http,
+    me,
+    messages,
+    openapi,
+    web,
+)
 from tracker.api.responses import JSONResponse
 from tracker.errors import (
     Busy,
@@ -38,6 +50,7 @@ def routes() -> list[BaseRoute]:
     """Every HTTP route of the tracker."""
     return [
         *health.routes,
+        *me.routes,
         *devices.routes,
         *history.routes,
         *messages.routes,

@@ -1,36 +1,129 @@
-"""`GET /`: the dispatcher map. Until the browser bundle in `web/` is built (the map issue), a plain
-page that says so and links the API, so that the demo's printed URL always answers."""
+"""`GET /`: the dispatcher map, built from `web/` into `settings.web_dir` (`npm --prefix web run build`).
+
+The page is one HTML file plus content-hashed assets: the HTML is never cached (it names the current
+assets) and carries the map settings inline, so the page needs no extra request to start; the assets are
+cached for good and served pre-compressed when the build wrote a `.gz` beside them. Without a build, `GET /`
+says how to make one instead of failing obscurely.
+"""
 
 from __future__ import annotations
 
+import html
+import re
+from pathlib import Path
+
+import orjson
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
-_PLACEHOLDER = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tracker</title></head>
-<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 3em auto">
-<h1>tracker</h1>
-<p>The dispatcher map is not built into this server yet. The live fleet is on the API meanwhile:</p>
-<ul>
-<li><a href="/api/devices">/api/devices</a> (send the token as <code>Authorization: Bearer</code>)</li>
-<li><a href="/api/geofences">/api/geofences</a>, <a href="/api/events">/api/events</a></li>
-<li><a href="/openapi.json">/openapi.json</a>, <a href="/metrics">/metrics</a></li>
-</ul>
+from tracker.api import params
+from tracker.settings import Settings
+
+_CONFIG_SLOT = '<script id="tracker-config" type="application/json">{}</script>'
+_ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".map": "application/json"}
+# Scripts only from this origin; tiles, styles and the socket may come from elsewhere (a tile server).
+_CSP = (
+    "default-src 'self'; script-src 'self'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob: https:; connect-src 'self' ws: wss: https:; frame-ancestors 'none'"
+)
+_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_NOT_BUILT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tracker: map not built</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 44em; margin: 3em auto">
+<h1>The dispatcher map is not built</h1>
+<p>This server looks for it in <code>{where}</code>. Build it from the repository with
+<code>npm --prefix web ci &amp;&amp; npm --prefix web run build</code> (<code>bash .ci/setup</code> does
+this), or point <code>TRACKER_WEB_DIR</code> at a built copy. The API works meanwhile:
+<a href="/openapi.json">/openapi.json</a>.</p>
 </body></html>
 """
+
+_page_cache: dict[Path, tuple[float, str]] = {}
+
+
+def page_config(settings: Settings) -> dict[str, object]:
+    """What the page needs to know about its base map."""
+    return {
+        "style": settings.map_style,
+        "tiles": settings.map_tiles or None,
+        "attribution": settings.map_attribution,
+    }
+
+
+def _page(settings: Settings) -> str | None:
+    """The built index.html with the config filled in (re-read when the build changes), or None."""
+    index = settings.web_dir / "index.html"
+    try:
+        mtime = index.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    cached = _page_cache.get(index)
+    if cached is None or cached[0] != mtime:
+        config = orjson.dumps(page_config(settings)).decode().replace("<", "\\u003c")
+        text = index.read_text(encoding="utf-8").replace(_CONFIG_SLOT, _CONFIG_SLOT.replace("{}", config))
+        cached = _page_cache[index] = (mtime, text)
+    return cached[1]
 
 
 async def index(request: Request) -> Response:
     """
     summary: The dispatcher map (HTML)
+    description: >
+      The live map of the token's fleets. Takes the viewer token from `?token=` or a sign-in form and keeps it
+      in the browser. Each device in its list is an element with `data-device-id` and `data-ts`, each event
+      in its feed an element with `data-event-id`.
     responses:
       200:
-        description: The page; it takes the viewer token from ?token= or a sign-in form.
+        description: The page.
+        content:
+          text/html: {}
+      503:
+        description: The page was not built on this server (`npm --prefix web run build`).
         content:
           text/html: {}
     """
-    return HTMLResponse(_PLACEHOLDER)
+    settings = params.core(request).settings
+    page = _page(settings)
+    if page is None:
+        where = html.escape(str(settings.web_dir))
+        return HTMLResponse(_NOT_BUILT.format(where=where), status_code=503, headers=_HEADERS)
+    return HTMLResponse(page, headers=_HEADERS)
 
 
-routes = [Route("/", index, methods=["GET"])]
+async def asset(request: Request) -> Response:
+    """
+    summary: A file of the built map (script, style sheet, MapLibre's worker), by its content-hashed name
+    description: Cached for good (the name changes with the content); gzip-encoded when the client accepts it.
+    responses:
+      200: {description: The file.}
+      404: {description: No such file in this build.}
+    """
+    name = request.path_params["name"]
+    folder = params.core(request).settings.web_dir / "assets"
+    path = folder / name
+    if not _ASSET_NAME.match(name) or not path.is_file():
+        return Response("not found", status_code=404, media_type="text/plain")
+    headers = {
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "X-Content-Type-Options": "nosniff",
+        "Vary": "Accept-Encoding",
+    }
+    media_type = _TYPES.get(path.suffix)
+    gz = path.with_name(name + ".gz")
+    if "gzip" in request.headers.get("accept-encoding", "") and gz.is_file():
+        headers["Content-Encoding"] = "gzip"
+        return FileResponse(gz, headers=headers, media_type=media_type or "application/octet-stream")
+    return FileResponse(path, headers=headers, media_type=media_type)
+
+
+routes = [
+    Route("/", index, methods=["GET"]),
+    Route("/assets/{name}", asset, methods=["GET"]),
+]

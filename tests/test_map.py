@@ -1,0 +1,359 @@
+"""The dispatcher map in a real browser: Debian's Chromium driven by Playwright, against a real server.
+
+Every page blocks requests that leave the server (the OpenStreetMap tiles cannot be reached here), so these
+tests also show the page works without tiles. A page that throws an uncaught error fails its test. The
+populated map is saved as `artifacts/map.png` to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from harness import (
+    ROOT,
+    Client,
+    Server,
+    add_device,
+    add_viewer,
+    device_client,
+    free_port,
+    now_ms,
+    start_server,
+    uid,
+)
+from playwright.async_api import Browser, Page, async_playwright
+
+from tracker.browser import VIEWPORT, launch_chromium
+from tracker.tracks import read_track
+
+ARTIFACTS = ROOT / "artifacts"
+RULES = """
+fences:
+  - id: yard
+    name: Yard
+    polygon: [[13.40, 52.52], [13.41, 52.52], [13.41, 52.53], [13.40, 52.53]]
+rules:
+  - id: yard-arrival
+    on: enter
+    fences: [yard]
+"""
+IN_YARD = {"lat": 52.525, "lon": 13.405}
+OUTSIDE = {"lat": 52.50, "lon": 13.30}
+
+
+@pytest.fixture(scope="module")
+def map_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of this module's own, with a fence to enter."""
+    tmp = tmp_path_factory.mktemp("map")
+    (tmp / "geofences").mkdir()
+    (tmp / "geofences" / "yard.yaml").write_text(RULES)
+    s = start_server(database_url, tmp)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await launch_chromium(p)
+        yield b
+        await b.close()
+
+
+class MapPage:
+    """One browser tab (with its own storage) on a server's map, and what went wrong in it."""
+
+    def __init__(self, page: Page, server: Server) -> None:
+        self.page = page
+        self.server = server
+        self.errors: list[str] = []
+        self.blocked: list[str] = []
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    async def block_outside(self) -> None:
+        async def route(r: Any) -> None:
+            if r.request.url.startswith(self.server.url):
+                await r.continue_()
+            else:
+                self.blocked.append(r.request.url)
+                await r.abort()
+
+        await self.page.route("**/*", route)
+
+    async def open(self, token: str | None = None) -> None:
+        await self.page.goto(self.server.url + (f"/?token={token}" if token else "/"))
+        if token:
+            await self.live()
+
+    async def live(self) -> None:
+        await self.page.wait_for_selector("body[data-state=live]", timeout=20_000)
+
+    def row(self, device: str) -> Any:
+        return self.page.locator(f'[data-device-id="{device}"]')
+
+    async def row_ts(self, device: str, ts: int) -> None:
+        """Wait until the list shows `device` with newest fix `ts`."""
+        await self.page.wait_for_selector(f'[data-device-id="{device}"][data-ts="{ts}"]', timeout=15_000)
+
+    async def map_points(self) -> dict[str, list[float]]:
+        """What the devices layer holds: device id -> [lon, lat] (the WebGL source, not the list)."""
+        data = await self.page.evaluate("window.tracker.map.getSource('devices').getData()")
+        return {f["properties"]["id"]: f["geometry"]["coordinates"] for f in data["features"]}
+
+
+@pytest.fixture
+async def tabs(browser: Browser) -> AsyncIterator[Callable[[Server], Awaitable[MapPage]]]:
+    """Opens tabs on a server; at the end, closes them and fails the test if a page threw."""
+    made: list[MapPage] = []
+
+    async def open_tab(server: Server) -> MapPage:
+        context = await browser.new_context(viewport=VIEWPORT)
+        tab = MapPage(await context.new_page(), server)
+        await tab.block_outside()
+        made.append(tab)
+        return tab
+
+    yield open_tab
+    for tab in made:
+        await tab.page.context.close()
+    assert not [e for tab in made for e in tab.errors], "the page threw"
+
+
+async def fix(client: Client, ts: int, **fields: Any) -> None:
+    ack = await client.call("fix", {"ts": ts, **fields})
+    assert ack["accepted"] == 1, ack
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (got := await check()):
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def test_token_from_the_url_is_kept_and_removed_from_the_address(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]]
+) -> None:
+    fleet = uid("fleet")
+    token = await add_viewer(map_server, [fleet], name=uid("dispatcher"))
+    tab = await tabs(map_server)
+    await tab.open(token)
+    assert "token" not in tab.page.url
+    assert await tab.page.evaluate("localStorage.getItem('tracker.token')") == token
+    await tab.page.reload()
+    await tab.live()
+    assert await tab.page.locator("#fleet option").all_inner_texts() == ["All my fleets", fleet]
+
+
+async def test_sign_in_form_refuses_a_wrong_token_and_takes_a_good_one(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]]
+) -> None:
+    token = await add_viewer(map_server, [uid("fleet")])
+    tab = await tabs(map_server)
+    await tab.open()
+    await tab.page.wait_for_selector("body[data-state=signin]")
+    await tab.page.fill("#signin-token", "not-a-token")
+    await tab.page.click("#signin button[type=submit]")
+    await tab.page.wait_for_selector("#signin-error:has-text('not accepted')")
+    await tab.page.fill("#signin-token", token)
+    await tab.page.click("#signin button[type=submit]")
+    await tab.live()
+    await tab.page.click("#signout")
+    await tab.page.wait_for_selector("body[data-state=signin]")
+    assert await tab.page.evaluate("localStorage.getItem('tracker.token')") is None
+
+
+async def test_devices_appear_and_move_and_another_fleet_never_shows(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    fleet, other = uid("fleet"), uid("fleet")
+    mine, mine_token = await add_device(map_server, fleet)
+    theirs, theirs_token = await add_device(map_server, other)
+    mine_c = await device_client(map_server, mine_token, clients)
+    theirs_c = await device_client(map_server, theirs_token, clients)
+    t = now_ms() - 60_000
+    await fix(mine_c, t, lat=52.51, lon=13.39, speed=8.0, heading=90.0)
+    await fix(theirs_c, t, lat=52.511, lon=13.391, speed=8.0, heading=90.0)
+
+    tab = await tabs(map_server)
+    await tab.open(await add_viewer(map_server, [fleet]))
+    await tab.row_ts(mine, t)  # from the subscribe snapshot
+    assert (await tab.map_points())[mine] == [13.39, 52.51]
+
+    # Live: the other fleet's device moves first, then ours; once ours shows, theirs had its chance.
+    for step in range(1, 4):
+        await fix(theirs_c, t + step * 1000, lat=52.511 + step / 1000, lon=13.391)
+    await fix(mine_c, t + 5000, lat=52.515, lon=13.395, speed=9.0, heading=45.0)
+    await tab.row_ts(mine, t + 5000)
+    assert await until(lambda: _at(tab, mine, [13.395, 52.515]))
+    assert await tab.row(theirs).count() == 0
+    assert theirs not in await tab.page.evaluate("window.tracker.deviceIds()")
+    assert theirs not in await tab.map_points()
+    row_text = await tab.row(mine).inner_text()
+    assert fleet in row_text and "32 km/h" in row_text
+
+
+async def _at(tab: MapPage, device: str, lonlat: list[float]) -> bool:
+    return (await tab.map_points()).get(device) == lonlat
+
+
+async def test_entering_a_fence_shows_in_the_feed(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    fleet = uid("fleet")
+    device, token = await add_device(map_server, fleet)
+    c = await device_client(map_server, token, clients)
+    tab = await tabs(map_server)
+    viewer = await add_viewer(map_server, [fleet])
+    await tab.open(viewer)
+    t = now_ms() - 10_000
+    await fix(c, t, **OUTSIDE)
+    await fix(c, t + 1000, **IN_YARD)
+    async with httpx.AsyncClient(base_url=map_server.url) as http:
+        r = await http.get(
+            "/api/events", params={"device": device}, headers={"Authorization": f"Bearer {viewer}"}
+        )
+    [event] = r.json()["events"]
+    item = tab.page.locator(f'[data-event-id="{event["id"]}"]')
+    await item.wait_for(timeout=15_000)
+    text = await item.inner_text()
+    assert "enter" in text.lower() and device in text and "yard" in text
+    # Clicking the event selects its device.
+    await item.click()
+    await tab.page.wait_for_selector(f"#details-title:has-text('{device}')")
+
+
+async def test_a_message_sent_from_the_page_reaches_the_device(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    fleet = uid("fleet")
+    name = uid("dispatcher")
+    device, token = await add_device(map_server, fleet)
+    c = await device_client(map_server, token, clients)
+    await fix(c, now_ms() - 1000, lat=52.51, lon=13.39)
+    tab = await tabs(map_server)
+    await tab.open(await add_viewer(map_server, [fleet], name=name))
+    await tab.row(device).click()
+    await tab.page.wait_for_selector("#details:not([hidden])")
+    await tab.page.fill("#send-body", '{"text": "Pick up at gate 3", "priority": 1}')
+    await tab.page.click("#send button[type=submit]")
+    message = await c.next("message", timeout=15)
+    assert message["body"] == {"text": "Pick up at gate 3", "priority": 1}
+    assert message["from"] == name
+    # The device client acks it (its handler returns): the page shows it delivered.
+    await tab.page.wait_for_selector(f'#sent li[data-message-id="{message["id"]}"][data-state="acked"]')
+    assert await tab.page.input_value("#send-body") == ""
+
+
+async def test_reconnects_and_resubscribes_after_the_server_comes_back(
+    database_url: str,
+    tmp_path: Path,
+    tabs: Callable[[Server], Awaitable[MapPage]],
+    clients: list[Client],
+) -> None:
+    port = free_port()
+    first = start_server(database_url, tmp_path / "a", port=port)
+    try:
+        fleet = uid("fleet")
+        device, token = await add_device(first, fleet)
+        viewer = await add_viewer(first, [fleet])
+        tab = await tabs(first)
+        await tab.open(viewer)
+    finally:
+        first.stop()
+    await tab.page.wait_for_selector("#connection[data-connection=offline]", timeout=15_000)
+    second = start_server(database_url, tmp_path / "b", port=port)
+    try:
+        await tab.live()  # by itself: no reload
+        c = await device_client(second, token, clients)
+        t = now_ms()
+        await fix(c, t, lat=52.52, lon=13.4)
+        await tab.row_ts(device, t)  # the new server's rooms have this tab again
+        await c.close()
+    finally:
+        second.stop()
+
+
+async def test_populated_map_screenshot(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    """Forty devices of two fleets at points of the sample tracks, one selected with its trail, an event in
+    the feed: saved to artifacts/map.png to look at."""
+    fleets = [uid("couriers"), uid("vans")]
+    files = sorted((ROOT / "sample_tracks").glob("*.gpx")) + sorted((ROOT / "sample_tracks").glob("*.csv"))
+    devices: list[tuple[str, Client]] = []
+    t0 = now_ms() - 120_000
+    for i in range(40):
+        track = read_track(files[i % len(files)])
+        device, token = await add_device(map_server, fleets[i % 2], f"{fleets[i % 2]}-{i:02d}")
+        c = await device_client(map_server, token, clients)
+        at = (i * 97) % (len(track.lat) - 30)
+        fixes = [
+            {
+                "ts": t0 + k * 5000,
+                "lat": float(track.lat[at + k]),
+                "lon": float(track.lon[at + k]),
+                "speed": 0.0 if i % 5 == 0 else 6.0 + i % 7,
+                "heading": float((i * 37 + k) % 360),
+            }
+            for k in range(0, 20, 4)
+        ]
+        if i % 9 == 0:  # some reported long ago: offline
+            for f in fixes:
+                f["ts"] -= 3600_000
+        ack = await c.call("fix", fixes)
+        assert ack["accepted"] == len(fixes), ack
+        devices.append((device, c))
+    c = devices[1][1]
+    await fix(c, now_ms() - 2000, **OUTSIDE)
+    await fix(c, now_ms() - 1000, **IN_YARD)
+
+    tab = await tabs(map_server)
+    await tab.open(await add_viewer(map_server, fleets, name="Dispatch Berlin"))
+    await until(lambda: _count(tab, 40))
+    await tab.page.locator("[data-event-id]").first.wait_for()
+    await tab.row(devices[3][0]).click()
+    await tab.page.wait_for_selector("#details-trail:has-text('fixes')")
+    await tab.page.wait_for_timeout(500)  # let the fly-to finish before the picture
+    ARTIFACTS.mkdir(exist_ok=True)
+    await tab.page.screenshot(path=str(ARTIFACTS / "map.png"))
+    assert len(await tab.map_points()) == 40
+    assert "OpenStreetMap" in await tab.page.inner_text(".maplibregl-ctrl-attrib")
+    assert any("openstreetmap.org" in u for u in tab.blocked)  # it tried the tiles, and still works
+
+
+async def _count(tab: MapPage, n: int) -> bool:
+    return len(await tab.page.evaluate("window.tracker.deviceIds()")) == n
+
+
+async def test_page_headers_assets_and_a_missing_build(
+    map_server: Server, database_url: str, tmp_path: Path
+) -> None:
+    async with httpx.AsyncClient(base_url=map_server.url) as http:
+        page = await http.get("/")
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-cache"
+        assert '"tiles":"https://tile.openstreetmap.org/{z}/{x}/{y}.png"' in page.text
+        script = re.search(r'src="(/assets/main-[^"]+\.js)"', page.text)
+        assert script is not None
+        js = await http.get(script.group(1), headers={"Accept-Encoding": "gzip"})
+        assert js.status_code == 200 and js.headers["content-encoding"] == "gzip"
+        assert "immutable" in js.headers["cache-control"]
+        assert js.headers["content-type"].startswith("text/javascript")
+        assert (await http.get("/assets/..%2Fsrc%2Fmain.js")).status_code == 404
+        assert (await http.get("/assets/nothing.js")).status_code == 404
+    bare = start_server(database_url, tmp_path, {"TRACKER_WEB_DIR": str(tmp_path / "nowhere")})
+    try:
+        r = httpx.get(bare.url + "/")
+        assert r.status_code == 503
+        assert "npm --prefix web ci" in r.text and str(tmp_path / "nowhere") in r.text
+    finally:
+        bare.stop()

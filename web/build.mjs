@@ -1,0 +1,58 @@
+// Builds the dispatcher map into dist/: one bundle (MapLibre GL JS and socket.io-client from npm), its CSS, and
+// MapLibre's worker, each under a content-hashed name so the server can let browsers cache them for good;
+// index.html is written last with those names, so a half-finished build never points at missing files.
+import * as esbuild from "esbuild";
+import { createHash } from "node:crypto";
+import { copyFile, mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { promisify } from "node:util";
+import { gzip } from "node:zlib";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const dist = join(here, "dist");
+const assets = join(dist, "assets");
+const dev = process.argv.includes("--dev"); // readable output for debugging in the browser
+
+await rm(dist, { recursive: true, force: true });
+await mkdir(assets, { recursive: true });
+
+const worker = join(here, "node_modules", "maplibre-gl", "dist", "maplibre-gl-worker.mjs");
+const workerHash = createHash("sha256").update(await readFile(worker)).digest("hex").slice(0, 10);
+const workerName = `maplibre-gl-worker-${workerHash}.mjs`;
+await copyFile(worker, join(assets, workerName));
+
+const result = await esbuild.build({
+  entryPoints: [join(here, "src", "main.js")],
+  bundle: true,
+  format: "esm",
+  target: ["chrome110", "firefox115", "safari16"],
+  minify: !dev,
+  sourcemap: true,
+  outdir: assets,
+  entryNames: "[name]-[hash]",
+  assetNames: "[name]-[hash]",
+  metafile: true,
+  define: { __WORKER_URL__: JSON.stringify(`/assets/${workerName}`) },
+  logLevel: "warning",
+});
+
+const outputs = Object.keys(result.metafile.outputs).map((p) => basename(p));
+const js = outputs.find((f) => f.startsWith("main-") && f.endsWith(".js"));
+const css = outputs.find((f) => f.startsWith("main-") && f.endsWith(".css"));
+if (!js || !css) throw new Error(`build produced no main bundle: ${outputs.join(", ")}`);
+
+const template = await readFile(join(here, "src", "index.html"), "utf8");
+const page = template.replace("__MAIN_JS__", `/assets/${js}`).replace("__MAIN_CSS__", `/assets/${css}`);
+await writeFile(join(dist, "index.html"), page);
+
+// Pre-compressed copies: the server sends them to browsers that accept gzip (a third of the bytes).
+for (const name of await readdir(assets)) {
+  if (/\.(m?js|css)$/.test(name)) {
+    const data = await readFile(join(assets, name));
+    await writeFile(join(assets, `${name}.gz`), await promisify(gzip)(data, { level: 9 }));
+  }
+}
+
+const files = await readdir(assets);
+console.log(`built web/dist: index.html, ${files.length} assets (${js}, ${css}, ${workerName})`);

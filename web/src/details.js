@@ -1,0 +1,129 @@
+// The selected device: its facts (kept current as it moves), its trail of the last hours from `/trail`
+// (extended live), and a form that sends it a message and shows how far each one got
+// (queued -> sent -> acked, from the server's `message_status` events).
+import { ago, kmh } from "./list.js";
+
+export const TRAIL_HOURS = 3;
+
+/** A message body as typed: JSON when it parses as an object or array, else the text itself. */
+export function parseBody(text) {
+  const t = text.trim();
+  if (t.startsWith("{") || t.startsWith("[")) {
+    try {
+      return JSON.parse(t);
+    } catch {
+      // not JSON after all: send the text
+    }
+  }
+  return t;
+}
+
+export class DeviceDetails {
+  constructor(fleet, mapView, api, live) {
+    this.fleet = fleet;
+    this.map = mapView;
+    this.api = api;
+    this.live = live;
+    this.id = null;
+    this.panel = document.getElementById("details");
+    this.title = document.getElementById("details-title");
+    this.facts = document.getElementById("details-facts");
+    this.trailNote = document.getElementById("details-trail");
+    this.sent = document.getElementById("sent");
+    this.body = document.getElementById("send-body");
+    this.shownVersion = -1;
+    document.getElementById("send").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this._send();
+    });
+  }
+
+  async show(id) {
+    this.id = id;
+    this.panel.hidden = !id;
+    this.sent.replaceChildren();
+    this.map.setTrail(null);
+    if (!id) return;
+    this.shownVersion = -1;
+    this.render();
+    this.trailNote.textContent = "Loading trail…";
+    try {
+      const trail = await this.api.get(`/api/devices/${encodeURIComponent(id)}/trail`, {
+        from: Date.now() - TRAIL_HOURS * 3600_000,
+      });
+      if (this.id !== id) return;
+      const p = trail.properties;
+      this.map.setTrail(trail.geometry.coordinates.length > 1 ? trail : null);
+      this.trailNote.textContent = p.points
+        ? `Trail, last ${TRAIL_HOURS} h: ${p.points} fixes, ${(p.distance_m / 1000).toFixed(1)} km`
+        : `No fixes in the last ${TRAIL_HOURS} h`;
+    } catch (err) {
+      if (this.id === id) this.trailNote.textContent = `Trail unavailable: ${err.message}`;
+    }
+  }
+
+  /** A position of the selected device arrived: extend its trail. */
+  moved(rec) {
+    if (rec.id === this.id && rec.lat != null) this.map.extendTrail(rec.lon, rec.lat);
+  }
+
+  /** Redraws the facts when the fleet changed (called each frame; cheap otherwise). */
+  render() {
+    if (!this.id) return;
+    const rec = this.fleet.get(this.id);
+    if (!rec || this.shownVersion === this.fleet.version) return;
+    this.shownVersion = this.fleet.version;
+    this.title.textContent = rec.name || rec.id;
+    const rows = [
+      ["Device", rec.id],
+      ["Fleet", rec.fleet],
+      ["Status", rec.status],
+      ["Last fix", rec.ts == null ? "never" : `${new Date(rec.ts).toLocaleTimeString()} (${ago(rec.ts, Date.now())})`],
+      ["Speed", kmh(rec.speed)],
+      ["Heading", rec.heading == null ? "–" : `${Math.round(rec.heading)}°`],
+      ["Position", rec.lat == null ? "–" : `${rec.lat.toFixed(5)}, ${rec.lon.toFixed(5)}`],
+      ["H3 cell", rec.cell || "–"],
+    ];
+    this.facts.replaceChildren(
+      ...rows.flatMap(([k, v]) => {
+        const dt = document.createElement("dt");
+        const dd = document.createElement("dd");
+        dt.textContent = k;
+        dd.textContent = v;
+        return [dt, dd];
+      }),
+    );
+  }
+
+  async _send() {
+    const text = this.body.value;
+    if (!text.trim() || !this.id) return;
+    const li = document.createElement("li");
+    li.dataset.state = "sending";
+    li.innerHTML = '<span class="state">sending</span> · <span class="text"></span>';
+    li.querySelector(".text").textContent = text.trim().slice(0, 200);
+    this.sent.prepend(li);
+    const ack = await this.live.send(this.id, parseBody(text));
+    if (ack.ok) {
+      this.body.value = "";
+      li.dataset.messageId = ack.id;
+      // A status may have raced ahead of the ack; keep the furthest state.
+      if (li.dataset.state === "sending") this._state(li, "queued");
+    } else {
+      this._state(li, "failed", ack.error);
+    }
+  }
+
+  /** A `message_status` event: queued, sent or acked. */
+  status(s) {
+    const li = this.sent.querySelector(`[data-message-id="${CSS.escape(s.id)}"]`);
+    if (li) this._state(li, s.state);
+  }
+
+  _state(li, state, error) {
+    const order = ["sending", "queued", "sent", "acked"];
+    if (order.indexOf(state) >= 0 && order.indexOf(state) < order.indexOf(li.dataset.state)) return;
+    li.dataset.state = state;
+    li.querySelector(".state").textContent = error ? `failed: ${error}` : state === "acked" ? "✓ delivered" : state;
+  }
+}

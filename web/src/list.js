@@ -1,0 +1,132 @@
+// The device list, virtualised: only the rows in view (plus a few) exist in the DOM, positioned inside a
+// spacer as tall as the whole list, so 10,000 devices cost the page as much as 30. Each row carries the
+// stable hooks `data-device-id` and `data-ts` (newest fix time, ms). Searching narrows the list by id,
+// name or fleet; it is sorted by name, then id, and re-sorted only when devices are added.
+import { STATUS_COLOURS } from "./map.js";
+import { fleetColour } from "./fleet.js";
+
+const ROW_HEIGHT = 44;
+const OVERSCAN = 6;
+const REDRAW_MS = 250; // rows in view are redrawn at most this often (and each second for "ago" times)
+
+export function ago(ts, now) {
+  if (ts == null) return "never";
+  const s = Math.max(0, Math.round((now - ts) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return new Date(ts).toLocaleString();
+}
+
+export function kmh(speed) {
+  return speed == null ? "–" : `${Math.round(speed * 3.6)} km/h`;
+}
+
+export class DeviceList {
+  constructor(element, countElement, fleet, onSelect) {
+    this.element = element;
+    this.inner = element.firstElementChild;
+    this.countElement = countElement;
+    this.fleet = fleet;
+    this.filter = "";
+    this.items = [];
+    this.sortedFor = -1;
+    this.drawnVersion = -1;
+    this.drawnAt = 0;
+    this.selected = null;
+    this.colourMode = "status";
+    this.rows = [];
+    element.addEventListener("scroll", () => this.render(performance.now(), true), { passive: true });
+    element.addEventListener("click", (event) => {
+      const row = event.target.closest("[data-device-id]");
+      if (row) onSelect(row.dataset.deviceId, true);
+    });
+  }
+
+  setFilter(text) {
+    this.filter = text.trim().toLowerCase();
+    this.sortedFor = -1;
+  }
+
+  setSelected(id) {
+    this.selected = id;
+    this.drawnVersion = -1;
+  }
+
+  setColourMode(mode) {
+    this.colourMode = mode;
+    this.drawnVersion = -1;
+  }
+
+  /** The row index of a device in the current order, or -1. */
+  indexOf(id) {
+    return this.items.findIndex((r) => r.id === id);
+  }
+
+  scrollTo(id) {
+    const i = this.indexOf(id);
+    if (i < 0) return;
+    const top = i * ROW_HEIGHT;
+    if (top < this.element.scrollTop || top + ROW_HEIGHT > this.element.scrollTop + this.element.clientHeight) {
+      this.element.scrollTop = top - this.element.clientHeight / 2;
+    }
+  }
+
+  _sort() {
+    const f = this.filter;
+    const all = [...this.fleet.byId.values()];
+    const matching = f
+      ? all.filter((r) => r.id.toLowerCase().includes(f) || (r.name && r.name.toLowerCase().includes(f))
+          || r.fleet.toLowerCase().includes(f))
+      : all;
+    matching.sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id) || a.id.localeCompare(b.id));
+    this.items = matching;
+    this.sortedFor = this.fleet.structureVersion;
+    this.inner.style.height = `${matching.length * ROW_HEIGHT}px`;
+    this.countElement.textContent =
+      matching.length === all.length ? `${all.length}` : `${matching.length} of ${all.length}`;
+  }
+
+  /** Redraws the rows in view when something changed (or `force`); cheap when nothing did. */
+  render(now, force = false) {
+    const wallNow = Date.now();
+    const resorted = this.sortedFor !== this.fleet.structureVersion;
+    if (resorted) this._sort();
+    const due = now - this.drawnAt >= (this.drawnVersion === this.fleet.version ? 1000 : REDRAW_MS);
+    if (!force && !resorted && !due) return false;
+    this.drawnAt = now;
+    this.drawnVersion = this.fleet.version;
+
+    const first = Math.max(0, Math.floor(this.element.scrollTop / ROW_HEIGHT) - OVERSCAN);
+    const count = Math.ceil(this.element.clientHeight / ROW_HEIGHT) + 2 * OVERSCAN;
+    const last = Math.min(this.items.length, first + count);
+    while (this.rows.length < last - first) {
+      const row = document.createElement("div");
+      row.className = "row";
+      row.setAttribute("role", "listitem");
+      row.innerHTML = '<span class="name"></span><span class="sub"></span>';
+      this.inner.appendChild(row);
+      this.rows.push(row);
+    }
+    for (let i = 0; i < this.rows.length; i++) {
+      const row = this.rows[i];
+      const rec = this.items[first + i];
+      if (rec === undefined) {
+        row.hidden = true;
+        row.removeAttribute("data-device-id");
+        continue;
+      }
+      row.hidden = false;
+      row.style.top = `${(first + i) * ROW_HEIGHT}px`;
+      if (row.dataset.deviceId !== rec.id) row.dataset.deviceId = rec.id;
+      const ts = rec.ts == null ? "" : String(rec.ts);
+      if (row.dataset.ts !== ts) row.dataset.ts = ts;
+      row.dataset.status = rec.status;
+      row.setAttribute("aria-selected", rec.id === this.selected ? "true" : "false");
+      row.style.setProperty("--dot", this.colourMode === "fleet" ? fleetColour(rec.fleet) : STATUS_COLOURS[rec.status]);
+      row.firstChild.textContent = rec.name ? `${rec.name} · ${rec.id}` : rec.id;
+      row.lastChild.textContent = `${rec.fleet} · ${rec.status} · ${kmh(rec.speed)} · ${ago(rec.ts, wallNow)}`;
+    }
+    return true;
+  }
+}

@@ -1,0 +1,224 @@
+// The dispatcher map: sign in, then the live fleet. Events only update state (Fleet, feed); one
+// requestAnimationFrame loop draws what changed, so the cost of a frame follows what moved, not how often
+// the server spoke.
+import "./style.css";
+import { ApiError, createApi } from "./api.js";
+import { DeviceDetails } from "./details.js";
+import { EventFeed } from "./feed.js";
+import { Fleet, PALETTE, fleetIndex } from "./fleet.js";
+import { DeviceList } from "./list.js";
+import { Live } from "./live.js";
+import { MapView, STATUS_COLOURS } from "./map.js";
+import { askForToken, currentToken, forgetToken } from "./session.js";
+import { Stats } from "./stats.js";
+
+const STATUS_EVERY_MS = 5000; // statuses age (moving -> stopped -> offline) this often
+const NAMES_AFTER_MS = 5000; // new devices appeared: fetch names this long after, once
+
+function $(id) {
+  return document.getElementById(id);
+}
+
+/** Signs in until a token is accepted; returns it with `/api/me` (name and granted fleets). */
+async function signIn(config) {
+  let token = currentToken() || (await askForToken());
+  for (;;) {
+    try {
+      return { token, me: await createApi(token).get("/api/me") };
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status >= 500) {
+        $("signin-error").textContent = `The server cannot be reached (${err.message}); retrying…`;
+        await new Promise((r) => setTimeout(r, 3000));
+        continue;
+      }
+      forgetToken();
+      token = await askForToken(err.status === 401 ? "That token was not accepted." : err.message);
+    }
+  }
+}
+
+function legend(mode, fleets) {
+  const entries = mode === "fleet"
+    ? fleets.map((f) => [f, PALETTE[fleetIndex(f)]])
+    : Object.entries(STATUS_COLOURS);
+  $("legend").replaceChildren(
+    ...entries.map(([label, colour]) => {
+      const span = document.createElement("span");
+      const dot = document.createElement("i");
+      dot.style.background = colour;
+      span.append(dot, label);
+      return span;
+    }),
+  );
+}
+
+function start(config, token, me) {
+  const api = createApi(token);
+  const stats = new Stats();
+  const fleet = new Fleet();
+  let selected = null; // device id
+  let fleetFilter = null; // fleet id or null for all
+
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("who").textContent = me.name;
+
+  const select = (id, fromList) => {
+    selected = id;
+    list.setSelected(id);
+    mapView.select(id);
+    details.show(id);
+    const rec = id && fleet.get(id);
+    if (rec && rec.lat != null && fromList) mapView.flyTo(rec.lon, rec.lat);
+    if (id && !fromList) list.scrollTo(id);
+  };
+
+  const describe = (id) => {
+    const rec = fleet.get(id);
+    const div = document.createElement("div");
+    div.textContent = rec ? `${rec.name || rec.id} · ${rec.fleet} · ${rec.status}` : id;
+    return div;
+  };
+  const mapView = new MapView($("map"), config, { onSelect: select, describe });
+  const list = new DeviceList($("list"), $("count"), fleet, select);
+  const feed = new EventFeed($("feed"), (device, lon, lat) => {
+    if (fleet.get(device)) select(device, false);
+    mapView.flyTo(lon, lat);
+  });
+
+  let knownStructure = -1;
+  let namesTimer = null;
+  const loadNames = async () => {
+    namesTimer = null;
+    knownStructure = fleet.structureVersion;
+    const { devices } = await api.get("/api/devices");
+    fleet.addListed(fleetFilter ? devices.filter((d) => d.fleet === fleetFilter) : devices, Date.now());
+    knownStructure = fleet.structureVersion;
+    refreshFleetChoices();
+  };
+
+  const fleetChoice = $("fleet");
+  const refreshFleetChoices = () => {
+    const fleets = me.fleets === "all" ? fleet.fleets() : me.fleets;
+    const wanted = ["", ...(fleetFilter && !fleets.includes(fleetFilter) ? [fleetFilter] : []), ...fleets];
+    const have = [...fleetChoice.options].map((o) => o.value);
+    if (wanted.join("\n") !== have.join("\n")) {
+      fleetChoice.replaceChildren(
+        ...wanted.map((f) => new Option(f || (me.fleets === "all" ? "All fleets" : "All my fleets"), f)),
+      );
+      fleetChoice.value = fleetFilter || "";
+    }
+    if ($("colour").value === "fleet") legend("fleet", fleets);
+  };
+
+  let fitted = false;
+  const live = new Live(token, {
+    onPositions(positions) {
+      const t0 = performance.now();
+      const mine = fleetFilter ? positions.filter((p) => p.fleet === fleetFilter) : positions;
+      fleet.applyPositions(mine, Date.now());
+      if (selected) {
+        for (const p of mine) if (p.device === selected) details.moved(fleet.get(selected));
+      }
+      stats.update(positions.length, performance.now() - t0);
+    },
+    onGeofence(event) {
+      if (!fleetFilter || event.fleet === fleetFilter) feed.add(event);
+    },
+    onMessageStatus(status) {
+      details.status(status);
+    },
+    onConnection(state, detail) {
+      const el = $("connection");
+      el.dataset.connection = state;
+      el.textContent = state === "live" ? "live" : state === "offline" ? `offline (${detail}), reconnecting…` : "connecting…";
+      if (state !== "live") document.body.dataset.state = "connecting";
+    },
+    async onSubscribed() {
+      await loadNames().catch((err) => console.warn("devices:", err.message));
+      await feed.backfill(api, fleetFilter).catch((err) => console.warn("events:", err.message));
+      if (!fitted) {
+        fitted = true;
+        mapView.ready.then(() => mapView.fitTo([...fleet.byId.values()]));
+      }
+      document.body.dataset.state = "live";
+    },
+    onUnauthorized() {
+      forgetToken();
+      askForToken("The server no longer accepts this token.").then(() => window.location.reload());
+    },
+  });
+  const details = new DeviceDetails(fleet, mapView, api, live);
+
+  fleetChoice.addEventListener("change", async () => {
+    fleetFilter = fleetChoice.value || null;
+    fleet.reset();
+    feed.clear();
+    select(null);
+    mapView.clearDevices();
+    fitted = false;
+    await live.select(fleetFilter ? { fleet: fleetFilter } : null);
+  });
+  $("colour").addEventListener("change", () => {
+    const mode = $("colour").value;
+    mapView.setColourMode(mode);
+    list.setColourMode(mode);
+    legend(mode, me.fleets === "all" ? fleet.fleets() : me.fleets);
+  });
+  $("search").addEventListener("input", (e) => list.setFilter(e.target.value));
+  $("details-close").addEventListener("click", () => select(null));
+  $("signout").addEventListener("click", () => {
+    forgetToken();
+    live.close();
+    window.location.replace("/");
+  });
+  legend("status", []);
+  refreshFleetChoices();
+
+  let mapReady = false;
+  mapView.ready.then(() => (mapReady = true));
+  let statusAt = 0;
+  const frame = (now) => {
+    const t0 = performance.now();
+    let worked = false;
+    if (mapReady && !mapView.busy) {
+      if (now - statusAt > STATUS_EVERY_MS) {
+        statusAt = now;
+        fleet.refreshStatuses(Date.now());
+      }
+      const { added, changed } = fleet.take();
+      if (added.length || changed.length) {
+        mapView.updateDevices(added, changed);
+        worked = true;
+      }
+    }
+    if (list.render(now)) worked = true;
+    details.render();
+    if (fleet.structureVersion !== knownStructure && namesTimer === null) {
+      namesTimer = setTimeout(() => loadNames().catch((err) => console.warn("devices:", err.message)), NAMES_AFTER_MS);
+    }
+    if (worked) stats.frame(performance.now() - t0);
+    requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+
+  api.get("/api/geofences").then(
+    (fences) => mapView.ready.then(() => mapView.setFences(fences)),
+    (err) => console.warn("geofences:", err.message),
+  );
+
+  window.tracker = {
+    stats: () => stats.snapshot(fleet.size),
+    resetStats: () => stats.reset(),
+    deviceIds: () => [...fleet.byId.keys()],
+    map: mapView.map,
+  };
+}
+
+async function boot() {
+  const config = JSON.parse($("tracker-config").textContent || "{}");
+  const { token, me } = await signIn(config);
+  start(config, token, me);
+}
+
+boot();

@@ -285,7 +285,7 @@ async def test_populated_map_screenshot(
     map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
 ) -> None:
     """Forty devices of two fleets at points of the sample tracks, one selected with its trail, an event in
-    the feed: saved to artifacts/map.png to look at."""
+    the feed: saved to artifacts/map.png (and map-device.png with one selected) to look at."""
     fleets = [uid("couriers"), uid("vans")]
     files = sorted((ROOT / "sample_tracks").glob("*.gpx")) + sorted((ROOT / "sample_tracks").glob("*.csv"))
     devices: list[tuple[str, Client]] = []
@@ -319,14 +319,23 @@ async def test_populated_map_screenshot(
     await tab.open(await add_viewer(map_server, fleets, name="Dispatch Berlin"))
     await until(lambda: _count(tab, 40))
     await tab.page.locator("[data-event-id]").first.wait_for()
-    await tab.row(devices[3][0]).click()
-    await tab.page.wait_for_selector("#details-trail:has-text('fixes')")
-    await tab.page.wait_for_timeout(500)  # let the fly-to finish before the picture
     ARTIFACTS.mkdir(exist_ok=True)
     await tab.page.screenshot(path=str(ARTIFACTS / "map.png"))
     assert len(await tab.map_points()) == 40
     assert "OpenStreetMap" in await tab.page.inner_text(".maplibregl-ctrl-attrib")
     assert any("openstreetmap.org" in u for u in tab.blocked)  # it tried the tiles, and still works
+
+    # Search narrows the (virtualised) list; picking a device shows its details and trail.
+    await tab.page.fill("#search", fleets[1])
+    await tab.page.wait_for_selector("#count:has-text('20 of 40')")
+    shown = await tab.page.locator("[data-device-id]:visible").evaluate_all(
+        "rs => rs.map(r => r.dataset.deviceId)"
+    )
+    assert shown and all(d.startswith(fleets[1]) for d in shown)
+    await tab.row(devices[3][0]).click()
+    await tab.page.wait_for_selector("#details-trail:has-text('fixes')")
+    await tab.page.wait_for_timeout(500)  # let the fly-to finish before the picture
+    await tab.page.screenshot(path=str(ARTIFACTS / "map-device.png"))
 
 
 async def _count(tab: MapPage, n: int) -> bool:

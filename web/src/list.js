@@ -124,7 +124,7 @@ export class DeviceList {
       row.dataset.status = rec.status;
       row.setAttribute("aria-selected", rec.id === this.selected ? "true" : "false");
       row.style.setProperty("--dot", this.colourMode === "fleet" ? fleetColour(rec.fleet) : STATUS_COLOURS[rec.status]);
-      row.firstChild.textContent = rec.name ? `${rec.name} · ${rec.id}` : rec.id;
+      row.firstChild.textContent = rec.name && rec.name !== rec.id ? `${rec.name} · ${rec.id}` : rec.id;
       row.lastChild.textContent = `${rec.fleet} · ${rec.status} · ${kmh(rec.speed)} · ${ago(rec.ts, wallNow)}`;
     }
     return true;

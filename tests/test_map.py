@@ -102,9 +102,9 @@ class MapPage:
         await self.page.wait_for_selector(f'[data-device-id="{device}"][data-ts="{ts}"]', timeout=15_000)
 
     async def map_points(self) -> dict[str, list[float]]:
-        """What the devices layer holds: device id -> [lon, lat] (the WebGL source, not the list)."""
-        data = await self.page.evaluate("window.tracker.map.getSource('devices').getData()")
-        return {f["properties"]["id"]: f["geometry"]["coordinates"] for f in data["features"]}
+        """What the devices layer draws: device id -> [lon, lat] (the WebGL layer's data, not the list)."""
+        points: dict[str, list[float]] = await self.page.evaluate("window.tracker.devicePoints()")
+        return points
 
 
 @pytest.fixture
@@ -198,6 +198,13 @@ async def test_devices_appear_and_move_and_another_fleet_never_shows(
     assert theirs not in await tab.map_points()
     row_text = await tab.row(mine).inner_text()
     assert fleet in row_text and "32 km/h" in row_text
+
+    # A click on the arrow drawn on the map selects the device.
+    box = await tab.page.locator("#map").bounding_box()
+    assert box is not None
+    at = await tab.page.evaluate("window.tracker.map.project([13.395, 52.515])")
+    await tab.page.mouse.click(box["x"] + at["x"], box["y"] + at["y"])
+    await tab.page.wait_for_selector(f"#details-title:has-text('{mine}')")
 
 
 async def _at(tab: MapPage, device: str, lonlat: list[float]) -> bool:

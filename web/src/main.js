@@ -14,6 +14,9 @@ import { Stats } from "./stats.js";
 
 const STATUS_EVERY_MS = 5000; // statuses age (moving -> stopped -> offline) this often
 const NAMES_AFTER_MS = 5000; // new devices appeared: fetch names this long after, once
+const DRAW_MIN_MS = 100; // devices are redrawn at most this often (the server's broadcast interval)...
+const DRAW_MAX_MS = 1000; // ...and at least this often while they move, however slow the machine
+const SLOW_FRAME_MS = 40; // a frame after a redraw that took longer than this means: redraw less often
 
 function $(id) {
   return document.getElementById(id);
@@ -178,10 +181,23 @@ function start(config, token, me) {
   let mapReady = false;
   mapView.ready.then(() => (mapReady = true));
   let statusAt = 0;
+  let previous = 0;
+  let drawnAt = 0;
+  let justDrew = false;
+  let drawEvery = DRAW_MIN_MS;
   const frame = (now) => {
     const t0 = performance.now();
     let worked = false;
-    if (mapReady && !mapView.busy) {
+    // Each map repaint costs the browser a composite of the whole canvas: when the frame after one came
+    // late, wait longer before the next (up to DRAW_MAX_MS); when it came on time, catch up again.
+    if (justDrew) {
+      justDrew = false;
+      drawEvery = now - previous > SLOW_FRAME_MS
+        ? Math.min(DRAW_MAX_MS, drawEvery * 1.5)
+        : Math.max(DRAW_MIN_MS, drawEvery * 0.9);
+    }
+    previous = now;
+    if (mapReady && now - drawnAt >= drawEvery) {
       if (now - statusAt > STATUS_EVERY_MS) {
         statusAt = now;
         fleet.refreshStatuses(Date.now());
@@ -189,6 +205,8 @@ function start(config, token, me) {
       const { added, changed } = fleet.take();
       if (added.length || changed.length) {
         mapView.updateDevices(added, changed);
+        drawnAt = now;
+        justDrew = true;
         worked = true;
       }
     }
@@ -208,9 +226,10 @@ function start(config, token, me) {
   );
 
   window.tracker = {
-    stats: () => stats.snapshot(fleet.size),
+    stats: () => ({ ...stats.snapshot(fleet.size), drawEveryMs: drawEvery }),
     resetStats: () => stats.reset(),
     deviceIds: () => [...fleet.byId.keys()],
+    devicePoints: () => mapView.devices.points(),
     map: mapView.map,
   };
 }

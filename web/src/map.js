@@ -1,13 +1,12 @@
 // The map: a configurable base style (OpenStreetMap raster tiles by default, over a plain background that
 // stays when tiles can't be reached), the fences, the selected device's trail, and the devices as one
-// WebGL symbol layer fed from a GeoJSON source. Devices are updated with `updateData` diffs (only what
-// moved), never one DOM marker per device, and at most one diff is in flight: while MapLibre's worker is
-// busy, changes keep accumulating in the Fleet and go out together in the next diff.
+// custom WebGL layer (devicelayer.js), never one DOM marker per device.
 import * as maplibregl from "maplibre-gl";
+import { DeviceLayer } from "./devicelayer.js";
 import { PALETTE, fleetIndex } from "./fleet.js";
 
 const STATUS_COLOURS = { moving: "#16a34a", stopped: "#d97706", offline: "#9ca3af" };
-const NO_DEVICES = { type: "FeatureCollection", features: [] };
+const NOTHING = { type: "FeatureCollection", features: [] };
 const MAX_FENCE_LABELS = 300;
 
 /** The default style: a plain background, with raster tiles on top when a tile URL is configured. */
@@ -30,56 +29,7 @@ function baseStyle(config) {
   return style;
 }
 
-/** A marker image drawn on a canvas: an arrow pointing north (rotated by heading on the map) or a dot. */
-function markerImage(shape, colour) {
-  const ratio = 2;
-  const size = shape === "arrow" ? 26 : 16;
-  const canvas = document.createElement("canvas");
-  canvas.width = canvas.height = size * ratio;
-  const ctx = canvas.getContext("2d");
-  ctx.scale(ratio, ratio);
-  ctx.lineJoin = "round";
-  ctx.lineWidth = 2;
-  ctx.strokeStyle = "#ffffff";
-  ctx.fillStyle = colour;
-  ctx.beginPath();
-  if (shape === "arrow") {
-    ctx.moveTo(13, 2);
-    ctx.lineTo(22, 23);
-    ctx.lineTo(13, 18);
-    ctx.lineTo(4, 23);
-    ctx.closePath();
-  } else {
-    ctx.arc(8, 8, 6, 0, 2 * Math.PI);
-  }
-  ctx.fill();
-  ctx.stroke();
-  return ctx.getImageData(0, 0, size * ratio, size * ratio);
-}
-
-function deviceFeature(rec) {
-  const properties = { id: rec.id, status: rec.status, fc: fleetIndex(rec.fleet) };
-  if (rec.heading != null) properties.heading = rec.heading;
-  return { type: "Feature", id: rec.fid, geometry: { type: "Point", coordinates: [rec.lon, rec.lat] }, properties };
-}
-
-function deviceDiff(rec) {
-  const diff = {
-    id: rec.fid,
-    newGeometry: { type: "Point", coordinates: [rec.lon, rec.lat] },
-    addOrUpdateProperties: [{ key: "status", value: rec.status }],
-  };
-  if (rec.heading != null) diff.addOrUpdateProperties.push({ key: "heading", value: rec.heading });
-  else diff.removeProperties = ["heading"];
-  return diff;
-}
-
-function iconImage(mode) {
-  const shape = ["case", ["has", "heading"], "arrow", "dot"];
-  return mode === "fleet"
-    ? ["concat", shape, "-f", ["to-string", ["get", "fc"]]]
-    : ["concat", shape, "-", ["get", "status"]];
-}
+const STATUS_INDEX = { moving: 0, stopped: 1, offline: 2 };
 
 /** The centre of a fence's bounding box: where its label goes. */
 function labelPoint(geometry) {
@@ -96,8 +46,8 @@ function labelPoint(geometry) {
 export class MapView {
   constructor(container, config, { onSelect, describe }) {
     maplibregl.setWorkerUrl(__WORKER_URL__);
-    this.colourMode = "status";
-    this.busy = false;
+    this.devices = new DeviceLayer("devices", [...Object.values(STATUS_COLOURS), ...PALETTE]);
+    this.selectedId = null;
     this.fenceLabels = [];
     this.userMoved = false;
     this.map = new maplibregl.Map({
@@ -125,50 +75,40 @@ export class MapView {
 
   _addLayers(onSelect, describe) {
     const map = this.map;
-    for (const [status, colour] of Object.entries(STATUS_COLOURS)) {
-      map.addImage(`arrow-${status}`, markerImage("arrow", colour), { pixelRatio: 2 });
-      map.addImage(`dot-${status}`, markerImage("dot", colour), { pixelRatio: 2 });
-    }
-    PALETTE.forEach((colour, i) => {
-      map.addImage(`arrow-f${i}`, markerImage("arrow", colour), { pixelRatio: 2 });
-      map.addImage(`dot-f${i}`, markerImage("dot", colour), { pixelRatio: 2 });
-    });
-
-    map.addSource("fences", { type: "geojson", data: NO_DEVICES });
+    map.addSource("fences", { type: "geojson", data: NOTHING });
     map.addLayer({ id: "fences-fill", type: "fill", source: "fences",
       paint: { "fill-color": "#3b82f6", "fill-opacity": 0.1 } });
     map.addLayer({ id: "fences-line", type: "line", source: "fences",
       paint: { "line-color": "#2563eb", "line-width": 1.5, "line-opacity": 0.8, "line-dasharray": [3, 2] } });
 
-    map.addSource("trail", { type: "geojson", data: NO_DEVICES });
+    map.addSource("trail", { type: "geojson", data: NOTHING });
     map.addLayer({ id: "trail", type: "line", source: "trail", layout: { "line-join": "round", "line-cap": "round" },
       paint: { "line-color": "#1d4ed8", "line-width": 3.5, "line-opacity": 0.85 } });
 
-    map.addSource("devices", { type: "geojson", data: NO_DEVICES, maxzoom: 14, buffer: 32 });
-    map.addLayer({ id: "selected", type: "circle", source: "devices", filter: ["==", ["get", "id"], ""],
+    map.addSource("selected", { type: "geojson", data: NOTHING });
+    map.addLayer({ id: "selected", type: "circle", source: "selected",
       paint: { "circle-radius": 15, "circle-color": "rgba(37, 99, 235, 0.15)", "circle-stroke-color": "#1d4ed8",
         "circle-stroke-width": 2 } });
-    map.addLayer({ id: "devices", type: "symbol", source: "devices",
-      layout: {
-        "icon-image": iconImage(this.colourMode),
-        "icon-rotate": ["coalesce", ["get", "heading"], 0],
-        "icon-rotation-alignment": "map",
-        "icon-allow-overlap": true,
-        "icon-ignore-placement": true,
-        "icon-size": ["interpolate", ["linear"], ["zoom"], 3, 0.45, 10, 0.7, 15, 1],
-      } });
+    map.addLayer(this.devices);
 
     const popup = new maplibregl.Popup({ closeButton: false, closeOnClick: false, offset: 12 });
-    map.on("mousemove", "devices", (e) => {
-      map.getCanvas().style.cursor = "pointer";
-      const f = e.features[0];
-      popup.setLngLat(f.geometry.coordinates).setDOMContent(describe(f.properties.id)).addTo(map);
+    let hovered = null;
+    map.on("mousemove", (e) => {
+      const id = this.devices.pick(e.point);
+      if (id === hovered) return;
+      hovered = id;
+      map.getCanvas().style.cursor = id ? "pointer" : "";
+      if (id) {
+        const [lon, lat] = this.devices.position(id);
+        popup.setLngLat([lon, lat]).setDOMContent(describe(id)).addTo(map);
+      } else {
+        popup.remove();
+      }
     });
-    map.on("mouseleave", "devices", () => {
-      map.getCanvas().style.cursor = "";
-      popup.remove();
+    map.on("click", (e) => {
+      const id = this.devices.pick(e.point);
+      if (id) onSelect(id, false);
     });
-    map.on("click", "devices", (e) => onSelect(e.features[0].properties.id, false));
   }
 
   setFences(collection) {
@@ -184,31 +124,39 @@ export class MapView {
     }
   }
 
-  /** Draws what changed; returns false (and draws nothing) while the previous diff is still being applied. */
+  /** Draws what changed (records from Fleet.take()); cheap: a few numbers per moved device. */
   updateDevices(added, changed) {
-    const diff = {};
-    if (added.length) diff.add = added.map(deviceFeature);
-    if (changed.length) diff.update = changed.map(deviceDiff);
-    this.busy = true;
-    return this.map.getSource("devices").updateData(diff).finally(() => (this.busy = false));
+    for (const list of [added, changed]) {
+      for (const r of list) {
+        this.devices.set(r.id, r.lon, r.lat, r.heading, STATUS_INDEX[r.status], fleetIndex(r.fleet));
+        if (r.id === this.selectedId) this._showSelected(r.lon, r.lat);
+      }
+    }
+    this.devices.flush();
   }
 
   clearDevices() {
-    this.map.getSource("devices").setData(NO_DEVICES);
+    this.devices.clear();
   }
 
   setColourMode(mode) {
-    this.colourMode = mode;
-    this.map.setLayoutProperty("devices", "icon-image", iconImage(mode));
+    this.devices.setMode(mode);
   }
 
   select(id) {
-    this.map.setFilter("selected", ["==", ["get", "id"], id || ""]);
+    this.selectedId = id || null;
+    const at = id ? this.devices.position(id) : null;
+    this._showSelected(...(at || []));
+  }
+
+  _showSelected(lon, lat) {
+    const data = lon == null ? NOTHING : { type: "Point", coordinates: [lon, lat] };
+    this.map.getSource("selected")?.setData(data);
   }
 
   setTrail(feature) {
     this.trail = feature;
-    this.map.getSource("trail").setData(feature || NO_DEVICES);
+    this.map.getSource("trail").setData(feature || NOTHING);
   }
 
   /** Appends a live position to the shown trail (the selected device moved). */

@@ -373,3 +373,35 @@ async def test_page_headers_assets_and_a_missing_build(
         assert "npm --prefix web ci" in r.text and str(tmp_path / "nowhere") in r.text
     finally:
         bare.stop()
+
+
+async def test_the_fleet_selector_narrows_the_map_to_one_fleet_and_back(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    a, b = sorted([uid("fleet"), uid("fleet")])
+    t = now_ms() - 5000
+    ids = {}
+    for fleet, lon in ((a, 13.38), (b, 13.42)):
+        device, token = await add_device(map_server, fleet)
+        await fix(await device_client(map_server, token, clients), t, lat=52.51, lon=lon)
+        ids[fleet] = device
+    tab = await tabs(map_server)
+    await tab.open(await add_viewer(map_server, [a, b]))
+    await until(lambda: _count(tab, 2))
+    assert await tab.page.locator("#fleet option").all_inner_texts() == ["All my fleets", a, b]
+
+    await tab.page.select_option("#fleet", b)
+    await tab.row(ids[b]).wait_for()
+    await tab.live()
+    await until(lambda: _drawn(tab, {ids[b]}))
+    assert await tab.page.evaluate("window.tracker.deviceIds()") == [ids[b]]
+
+    await tab.page.select_option("#fleet", "")
+    await until(lambda: _drawn(tab, set(ids.values())))
+    # Colour by fleet: the legend lists the fleets.
+    await tab.page.select_option("#colour", "fleet")
+    assert await tab.page.locator("#legend span").all_inner_texts() == [a, b]
+
+
+async def _drawn(tab: MapPage, devices: set[str]) -> bool:
+    return set(await tab.map_points()) == devices

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,3 +286,14 @@ async def refusal(server: Server, namespace: str, auth: Any) -> Any:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any:
+    """Poll `check` until it returns something truthy (bounded); return that."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)

@@ -3,10 +3,8 @@ HTTP, state kept across a restart, hot reload, and webhooks to a real local rece
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from harness import (
     now_ms,
     start_server,
     uid,
+    until,
     viewer_client,
 )
 
@@ -60,17 +59,6 @@ def write_rules(tmp: Path, text: str = RULES, name: str = "rules.yaml") -> None:
 
 def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any:
-    """Poll `check` until it returns something truthy (bounded); return that."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def get(server: Server, path: str, token: str = ADMIN_TOKEN, **query: Any) -> httpx.Response:

@@ -7,7 +7,6 @@ populated map is saved as `artifacts/map.png` to look at.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from harness import (
     now_ms,
     start_server,
     uid,
+    until,
 )
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -128,14 +128,6 @@ async def tabs(browser: Browser) -> AsyncIterator[Callable[[Server], Awaitable[M
 async def fix(client: Client, ts: int, **fields: Any) -> None:
     ack = await client.call("fix", {"ts": ts, **fields})
     assert ack["accepted"] == 1, ack
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (got := await check()):
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-    return got
 
 
 async def test_token_from_the_url_is_kept_and_removed_from_the_address(

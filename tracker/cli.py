@@ -153,6 +153,16 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument("--requests", type=int, default=200, help="timed requests per query")
     hist.add_argument("--warmup", type=int, default=20, help="untimed requests per query first")
     hist.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is reported)")
+    map_ = bench.add_parser(
+        "map",
+        help="the map page in headless Chromium under streaming devices: fps, script ms per update (JSON)",
+    )
+    bench_flags(map_)
+    map_.add_argument("--devices", default="1000,10000", help="sending devices per run, comma-separated")
+    map_.add_argument("--seconds", type=float, default=20.0, help="measured seconds per window")
+    map_.add_argument("--warmup", type=float, default=15.0, help="longest warm-up before a loaded window (s)")
+    map_.add_argument("--rate", type=float, default=1.0, help="fixes per second per device")
+    map_.add_argument("--screenshot", help="write a PNG of the page under the last load here")
     return p
 
 
@@ -278,6 +288,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             from tracker.bench_messages import bench_messages
 
             print(bench_messages(args.database_url, args.messages, args.backlog, args.out))
+            return
+        if args.command == "bench" and args.action == "map":
+            from tracker.bench_map import bench_map
+
+            print(
+                bench_map(
+                    args.database_url,
+                    args.devices,
+                    args.seconds,
+                    args.warmup,
+                    args.rate,
+                    args.screenshot,
+                    args.out,
+                )
+            )
             return
         if args.command == "bench" and args.action == "history":
             from tracker.bench_history import Settings as HistorySettings

@@ -20,6 +20,15 @@ from tracker.metrics import Metrics
 from tracker.settings import Settings
 from tracker.sockets import DeviceNamespace, DeviceRooms, ViewerNamespace, ViewerRooms, build_server
 
+# How uvicorn serves the app, for `tracker serve` and `tracker demo` alike. Engine.IO pings every client
+# itself (25 s), so uvicorn's own WebSocket pings (every 20 s) would only double the idle cost of
+# thousands of connected devices.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "ws": "websockets-sansio",
+    "ws_ping_interval": None,
+    "timeout_graceful_shutdown": 10,
+}
+
 
 def create_app(settings: Settings, database_url: str | None = None) -> Any:
     """The ASGI app of the tracker, on `database_url` (default: the settings' URL)."""

@@ -181,7 +181,7 @@ def _database(settings: Settings) -> Iterator[str]:
 def _serve(settings: Settings) -> None:
     import uvicorn
 
-    from tracker.app import create_app
+    from tracker.app import UVICORN_OPTIONS, create_app
     from tracker.logs import configure
 
     log_config = configure(settings.log_level)
@@ -195,8 +195,7 @@ def _serve(settings: Settings) -> None:
             host=settings.host,
             port=settings.port,
             log_config=log_config,
-            ws="websockets-sansio",
-            timeout_graceful_shutdown=10,
+            **UVICORN_OPTIONS,
         )
 
 

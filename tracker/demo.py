@@ -115,7 +115,7 @@ def run(settings: Settings, url: str, tracks: Path, count: int, speed: float) ->
     """Serve on `url`'s database with `count` simulated devices until interrupted."""
     import uvicorn
 
-    from tracker.app import create_app
+    from tracker.app import UVICORN_OPTIONS, create_app
     from tracker.logs import configure
 
     vehicles = plan(tracks, count)
@@ -127,8 +127,7 @@ def run(settings: Settings, url: str, tracks: Path, count: int, speed: float) ->
         host=settings.host,
         port=settings.port,
         log_config=configure(settings.log_level),
-        ws="websockets-sansio",
-        timeout_graceful_shutdown=10,
+        **UVICORN_OPTIONS,
     )
     server = uvicorn.Server(config)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host

@@ -16,6 +16,7 @@ const STATUS_EVERY_MS = 5000; // statuses age (moving -> stopped -> offline) thi
 const NAMES_AFTER_MS = 5000; // new devices appeared: fetch names this long after, once
 const DRAW_MIN_MS = 100; // devices are redrawn at most this often (the server's broadcast interval)...
 const DRAW_MAX_MS = 1000; // ...and at least this often while they move, however slow the machine
+const REFIT_AFTER_MS = 3000;
 const SLOW_FRAME_MS = 40; // a frame after a redraw that took longer than this means: redraw less often
 
 function $(id) {
@@ -114,7 +115,16 @@ function start(config, token, me) {
     if ($("colour").value === "fleet") legend("fleet", fleets);
   };
 
-  let fitted = false;
+  // The map frames the fleet when the first positions are drawn, and once more a few seconds later
+  // (devices that reported since), unless the dispatcher moved the map meanwhile.
+  let fittedAt = null;
+  let refitted = false;
+  const frameFleet = (now) => {
+    if (refitted || (fittedAt !== null && now - fittedAt < REFIT_AFTER_MS)) return;
+    if (fittedAt === null) fittedAt = now;
+    else refitted = true;
+    mapView.fitTo([...fleet.byId.values()]);
+  };
   const live = new Live(token, {
     onPositions(positions) {
       const t0 = performance.now();
@@ -140,10 +150,6 @@ function start(config, token, me) {
     async onSubscribed() {
       await loadNames().catch((err) => console.warn("devices:", err.message));
       await feed.backfill(api, fleetFilter).catch((err) => console.warn("events:", err.message));
-      if (!fitted) {
-        fitted = true;
-        mapView.ready.then(() => mapView.fitTo([...fleet.byId.values()]));
-      }
       document.body.dataset.state = "live";
     },
     onUnauthorized() {
@@ -159,7 +165,8 @@ function start(config, token, me) {
     feed.clear();
     select(null);
     mapView.clearDevices();
-    fitted = false;
+    fittedAt = null;
+    refitted = false;
     await live.select(fleetFilter ? { fleet: fleetFilter } : null);
   });
   $("colour").addEventListener("change", () => {
@@ -205,6 +212,7 @@ function start(config, token, me) {
       const { added, changed } = fleet.take();
       if (added.length || changed.length) {
         mapView.updateDevices(added, changed);
+        frameFleet(now);
         drawnAt = now;
         justDrew = true;
         worked = true;

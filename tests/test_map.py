@@ -397,3 +397,22 @@ async def test_the_fleet_selector_narrows_the_map_to_one_fleet_and_back(
 
 async def _drawn(tab: MapPage, devices: set[str]) -> bool:
     return set(await tab.map_points()) == devices
+
+
+async def test_an_unreachable_map_style_falls_back_to_a_plain_background(
+    database_url: str,
+    tmp_path: Path,
+    tabs: Callable[[Server], Awaitable[MapPage]],
+    clients: list[Client],
+) -> None:
+    server = start_server(database_url, tmp_path, {"TRACKER_MAP_STYLE": "https://tiles.invalid/style.json"})
+    try:
+        fleet = uid("fleet")
+        device, token = await add_device(server, fleet)
+        tab = await tabs(server)
+        await tab.open(await add_viewer(server, [fleet]))
+        await fix(await device_client(server, token, clients), now_ms(), lat=52.52, lon=13.4, heading=10.0)
+        await until(lambda: _drawn(tab, {device}))
+        assert any("tiles.invalid/style.json" in u for u in tab.blocked)
+    finally:
+        server.stop()

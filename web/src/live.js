@@ -17,7 +17,7 @@ export class Live {
       reconnectionDelay: 500,
       reconnectionDelayMax: 5000,
     });
-    this.socket.on("connect", () => this._subscribe());
+    this.socket.on("connect", () => this._subscribe().catch((err) => handlers.onConnection("offline", err.message)));
     this.socket.on("disconnect", (reason) => {
       handlers.onConnection("offline", reason);
       // The server closed the session itself (a restart): socket.io does not retry that on its own.
@@ -53,8 +53,12 @@ export class Live {
     const previous = this.selection;
     this.selection = selection;
     if (!this.socket.connected) return;
-    await this.socket.timeout(15000).emitWithAck("unsubscribe", this._payload(previous));
-    await this._subscribe();
+    try {
+      await this.socket.timeout(15000).emitWithAck("unsubscribe", this._payload(previous));
+      await this._subscribe();
+    } catch (err) {
+      this.handlers.onConnection("offline", err.message);
+    }
   }
 
   /** Sends a message to a device; resolves with the server's ack ({ok, id} or {ok: false, error}). */

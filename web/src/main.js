@@ -17,7 +17,8 @@ const NAMES_AFTER_MS = 5000; // new devices appeared: fetch names this long afte
 const DRAW_MIN_MS = 100; // devices are redrawn at most this often (the server's broadcast interval)...
 const DRAW_MAX_MS = 1000; // ...and at least this often while they move, however slow the machine
 const REFIT_AFTER_MS = 3000;
-const SLOW_FRAME_MS = 40; // a frame after a redraw that took longer than this means: redraw less often
+const SLOW_FRAME_MS = 1000 / 40; // frames slower than 40 per second on average: redraw devices less often
+const FAST_FRAME_MS = 1000 / 50; // faster than 50 per second: redraw them more often again
 
 function $(id) {
   return document.getElementById(id);
@@ -188,21 +189,18 @@ function start(config, token, me) {
   let mapReady = false;
   mapView.ready.then(() => (mapReady = true));
   let statusAt = 0;
-  let previous = 0;
+  let previous = performance.now();
   let drawnAt = 0;
-  let justDrew = false;
+  let gapAverage = 1000 / 60;
   let drawEvery = DRAW_MIN_MS;
   const frame = (now) => {
     const t0 = performance.now();
     let worked = false;
-    // Each map repaint costs the browser a composite of the whole canvas: when the frame after one came
-    // late, wait longer before the next (up to DRAW_MAX_MS); when it came on time, catch up again.
-    if (justDrew) {
-      justDrew = false;
-      drawEvery = now - previous > SLOW_FRAME_MS
-        ? Math.min(DRAW_MAX_MS, drawEvery * 1.5)
-        : Math.max(DRAW_MIN_MS, drawEvery * 0.9);
-    }
+    // Each map redraw costs the browser a repaint of the whole canvas, and without a GPU (software
+    // rendering) that work lands on later frames. So the page watches its frame rate over the last ~10
+    // frames and, at each redraw, waits longer before the next when frames are slow (up to DRAW_MAX_MS),
+    // and catches up again when they are fast: devices stay current, the map stays smooth to pan.
+    gapAverage += (Math.min(now - previous, 250) - gapAverage) * 0.1;
     previous = now;
     if (mapReady && now - drawnAt >= drawEvery) {
       if (now - statusAt > STATUS_EVERY_MS) {
@@ -214,7 +212,8 @@ function start(config, token, me) {
         mapView.updateDevices(added, changed);
         frameFleet(now);
         drawnAt = now;
-        justDrew = true;
+        if (gapAverage > SLOW_FRAME_MS) drawEvery = Math.min(DRAW_MAX_MS, drawEvery * 1.25);
+        else if (gapAverage < FAST_FRAME_MS) drawEvery = Math.max(DRAW_MIN_MS, drawEvery * 0.9);
         worked = true;
       }
     }

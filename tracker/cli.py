@@ -163,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     map_.add_argument("--warmup", type=float, default=15.0, help="longest warm-up before a loaded window (s)")
     map_.add_argument("--rate", type=float, default=1.0, help="fixes per second per device")
     map_.add_argument("--screenshot", help="write a PNG of the page under the last load here")
+    map_.add_argument("--feed", default="server,redis", help="server (real devices), redis (full rate)")
     return p
 
 
@@ -300,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     args.rate,
                     args.screenshot,
                     args.out,
+                    args.feed,
                 )
             )
             return

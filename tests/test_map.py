@@ -358,11 +358,16 @@ async def test_page_headers_assets_and_a_missing_build(
         assert js.headers["content-type"].startswith("text/javascript")
         assert (await http.get("/assets/..%2Fsrc%2Fmain.js")).status_code == 404
         assert (await http.get("/assets/nothing.js")).status_code == 404
-    bare = start_server(database_url, tmp_path, {"TRACKER_WEB_DIR": str(tmp_path / "nowhere")})
+    lan_tiles = "http://tiles.lan:8080/{z}/{x}/{y}.png"
+    env = {"TRACKER_WEB_DIR": str(tmp_path / "nowhere"), "TRACKER_MAP_TILES": lan_tiles}
+    bare = start_server(database_url, tmp_path, env)
     try:
         r = httpx.get(bare.url + "/")
         assert r.status_code == 503
         assert "npm --prefix web ci" in r.text and str(tmp_path / "nowhere") in r.text
+        # A tile server on plain http is allowed by the page's CSP (https ones always are).
+        csp = r.headers["content-security-policy"]
+        assert "img-src 'self' data: blob: https: http://tiles.lan:8080;" in csp
     finally:
         bare.stop()
 

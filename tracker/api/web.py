@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
+from urllib.parse import urlsplit
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
@@ -23,17 +24,6 @@ from tracker.settings import Settings
 _CONFIG_SLOT = '<script id="tracker-config" type="application/json">{}</script>'
 _ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".map": "application/json"}
-# Scripts only from this origin; tiles, styles and the socket may come from elsewhere (a tile server).
-_CSP = (
-    "default-src 'self'; script-src 'self'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob: https:; connect-src 'self' ws: wss: https:; frame-ancestors 'none'"
-)
-_HEADERS = {
-    "Cache-Control": "no-cache",
-    "Content-Security-Policy": _CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 _NOT_BUILT = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tracker: map not built</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 44em; margin: 3em auto">
@@ -45,8 +35,6 @@ this), or point <code>TRACKER_WEB_DIR</code> at a built copy. The API works mean
 </body></html>
 """
 
-_page_cache: dict[Path, tuple[float, str]] = {}
-
 
 def page_config(settings: Settings) -> dict[str, object]:
     """What the page needs to know about its base map."""
@@ -57,19 +45,36 @@ def page_config(settings: Settings) -> dict[str, object]:
     }
 
 
-def _page(settings: Settings) -> str | None:
-    """The built index.html with the config filled in (re-read when the build changes), or None."""
-    index = settings.web_dir / "index.html"
+def _origin(url: str | None) -> str | None:
+    parts = urlsplit(url or "")
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def page_headers(settings: Settings) -> dict[str, str]:
+    """Scripts only from this server; images and fetches also from any https origin and from the configured
+    tile and style servers (which may be plain http on a LAN)."""
+    extra = " ".join(sorted({o for o in (_origin(settings.map_tiles), _origin(settings.map_style)) if o}))
+    csp = (
+        "default-src 'self'; script-src 'self'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
+        f"img-src 'self' data: blob: https: {extra}; connect-src 'self' ws: wss: https: {extra}; "
+        "frame-ancestors 'none'"
+    )
+    return {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": " ".join(csp.split()),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+async def _page(settings: Settings) -> str | None:
+    """The built index.html with the config filled in, or None without a build (coroutine)."""
     try:
-        mtime = index.stat().st_mtime
+        text = await anyio.Path(settings.web_dir / "index.html").read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    cached = _page_cache.get(index)
-    if cached is None or cached[0] != mtime:
-        config = orjson.dumps(page_config(settings)).decode().replace("<", "\\u003c")
-        text = index.read_text(encoding="utf-8").replace(_CONFIG_SLOT, _CONFIG_SLOT.replace("{}", config))
-        cached = _page_cache[index] = (mtime, text)
-    return cached[1]
+    config = orjson.dumps(page_config(settings)).decode().replace("<", "\\u003c")
+    return text.replace(_CONFIG_SLOT, _CONFIG_SLOT.replace("{}", config))
 
 
 async def index(request: Request) -> Response:
@@ -90,11 +95,11 @@ async def index(request: Request) -> Response:
           text/html: {}
     """
     settings = params.core(request).settings
-    page = _page(settings)
+    page = await _page(settings)
     if page is None:
         where = html.escape(str(settings.web_dir))
-        return HTMLResponse(_NOT_BUILT.format(where=where), status_code=503, headers=_HEADERS)
-    return HTMLResponse(page, headers=_HEADERS)
+        return HTMLResponse(_NOT_BUILT.format(where=where), status_code=503, headers=page_headers(settings))
+    return HTMLResponse(page, headers=page_headers(settings))
 
 
 async def asset(request: Request) -> Response:

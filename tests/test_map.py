@@ -421,3 +421,21 @@ async def test_an_unreachable_map_style_falls_back_to_a_plain_background(
         assert any("tiles.invalid/style.json" in u for u in tab.blocked)
     finally:
         server.stop()
+
+
+async def test_a_viewer_of_all_fleets_keeps_every_fleet_to_choose_from(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    a, b = uid("fleet"), uid("fleet")
+    for fleet in (a, b):
+        _, token = await add_device(map_server, fleet)
+        await fix(await device_client(map_server, token, clients), now_ms(), lat=52.51, lon=13.39)
+    tab = await tabs(map_server)
+    await tab.open(await add_viewer(map_server, "all"))
+    options = tab.page.locator("#fleet option")
+    await tab.page.wait_for_selector(f'#fleet option[value="{b}"]', state="attached")
+    assert (await options.all_inner_texts())[0] == "All fleets"
+    await tab.page.select_option("#fleet", a)
+    # The selector is rebuilt once the new subscription's device list is in.
+    await until(lambda: tab.page.evaluate("window.tracker.subscriptions() === 2"))
+    assert {a, b} <= set(await options.evaluate_all("os => os.map(o => o.value)"))

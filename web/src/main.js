@@ -25,7 +25,7 @@ function $(id) {
 }
 
 /** Signs in until a token is accepted; returns it with `/api/me` (name and granted fleets). */
-async function signIn(config) {
+async function signIn() {
   let token = currentToken() || (await askForToken());
   for (;;) {
     try {
@@ -93,10 +93,12 @@ function start(config, token, me) {
 
   let knownStructure = -1;
   let namesTimer = null;
+  const seenFleets = new Set(); // for a viewer of all fleets: every fleet it has seen a device of
   const loadNames = async () => {
     namesTimer = null;
     knownStructure = fleet.structureVersion;
     const { devices } = await api.get("/api/devices");
+    for (const d of devices) seenFleets.add(d.fleet);
     fleet.addListed(fleetFilter ? devices.filter((d) => d.fleet === fleetFilter) : devices, Date.now());
     knownStructure = fleet.structureVersion;
     refreshFleetChoices();
@@ -104,7 +106,8 @@ function start(config, token, me) {
 
   const fleetChoice = $("fleet");
   const refreshFleetChoices = () => {
-    const fleets = me.fleets === "all" ? fleet.fleets() : me.fleets;
+    for (const f of fleet.fleets()) seenFleets.add(f);
+    const fleets = me.fleets === "all" ? [...seenFleets].sort() : me.fleets;
     const wanted = ["", ...(fleetFilter && !fleets.includes(fleetFilter) ? [fleetFilter] : []), ...fleets];
     const have = [...fleetChoice.options].map((o) => o.value);
     if (wanted.join("\n") !== have.join("\n")) {
@@ -118,6 +121,7 @@ function start(config, token, me) {
 
   // The map frames the fleet when the first positions are drawn, and once more a few seconds later
   // (devices that reported since), unless the dispatcher moved the map meanwhile.
+  let subscriptions = 0; // completed (re)subscriptions, device names and events loaded: a hook for tests
   let fittedAt = null;
   let refitted = false;
   const frameFleet = (now) => {
@@ -151,6 +155,7 @@ function start(config, token, me) {
     async onSubscribed() {
       await loadNames().catch((err) => console.warn("devices:", err.message));
       await feed.backfill(api, fleetFilter).catch((err) => console.warn("events:", err.message));
+      subscriptions++;
       document.body.dataset.state = "live";
     },
     onUnauthorized() {
@@ -174,7 +179,7 @@ function start(config, token, me) {
     const mode = $("colour").value;
     mapView.setColourMode(mode);
     list.setColourMode(mode);
-    legend(mode, me.fleets === "all" ? fleet.fleets() : me.fleets);
+    legend(mode, me.fleets === "all" ? [...seenFleets].sort() : me.fleets);
   });
   $("search").addEventListener("input", (e) => list.setFilter(e.target.value));
   $("details-close").addEventListener("click", () => select(null));
@@ -236,6 +241,7 @@ function start(config, token, me) {
     stats: () => ({ ...stats.snapshot(fleet.size), drawEveryMs: drawEvery }),
     resetStats: () => stats.reset(),
     deviceIds: () => [...fleet.byId.keys()],
+    subscriptions: () => subscriptions,
     devicePoints: () => mapView.devices.points(),
     map: mapView.map,
   };
@@ -243,7 +249,7 @@ function start(config, token, me) {
 
 async function boot() {
   const config = JSON.parse($("tracker-config").textContent || "{}");
-  const { token, me } = await signIn(config);
+  const { token, me } = await signIn();
   start(config, token, me);
 }
 

@@ -14,9 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tracker.bench import percentile
-from tracker.bench_map.figures import _round
-from tracker.bench_map.processes import _cpu_s, _rss_mb
+from tracker.bench import _round, _self_cpu_s, percentile
+from tracker.bench_map.processes import _rss_mb
 from tracker.bench_map.redis_server import REDIS_READY_TIMEOUT_S
 from tracker.bench_map.walk import FLEETS, _Walk, device_id
 from tracker.bench_map.workers import _answer, _stdin_reader
@@ -203,7 +202,7 @@ class _Feed:
                 "min": sizes[0] if sizes else None,
                 "max": sizes[-1] if sizes else None,
             },
-            "cpu_s": round(_cpu_s(), 3),
+            "cpu_s": round(_self_cpu_s(), 3),
             "rss_mb": _round(_rss_mb(), 1),
             "samples": list(self.samples),
         }
@@ -276,4 +275,4 @@ async def _feed_worker() -> None:
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
-    _answer({"event": "closed", "cpu_s": round(_cpu_s(), 3)})
+    _answer({"event": "closed", "cpu_s": round(_self_cpu_s(), 3)})

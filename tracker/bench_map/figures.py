@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tracker.bench import CLK_TCK, _metric_deltas, _Snapshot, percentile
+from tracker.bench import CLK_TCK, _metric_deltas, _round, _Snapshot, percentile
 from tracker.bench_map.processes import _tree_delta
 
 FPS_GOAL = 30.0
@@ -242,10 +242,6 @@ def _ratios(loaded: dict[str, Any], idle: dict[str, Any]) -> dict[str, Any]:
         "server_cpu": _ratio(loaded["cpu_s"]["server"], idle["cpu_s"]["server"]),
         "machine_busy": _ratio(loaded["machine"]["busy_cores"], idle["machine"]["busy_cores"]),
     }
-
-
-def _round(x: float | None, digits: int = 3) -> float | None:
-    return None if x is None else round(x, digits)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

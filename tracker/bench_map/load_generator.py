@@ -10,9 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracker.bench import percentile
-from tracker.bench_map.figures import _round
-from tracker.bench_map.processes import _cpu_s, _rss_mb
+from tracker.bench import _round, _self_cpu_s, percentile
+from tracker.bench_map.processes import _rss_mb
 from tracker.bench_map.walk import _Walk
 from tracker.bench_map.workers import _answer, _stdin_reader
 
@@ -98,7 +97,7 @@ class _Fleet:
                     return client
             return None
 
-        t0, cpu0 = time.perf_counter(), _cpu_s()
+        t0, cpu0 = time.perf_counter(), _self_cpu_s()
         self.clients = list(await asyncio.gather(*(one(t) for t in self.tokens)))
         wall = time.perf_counter() - t0
         latencies.sort()
@@ -113,7 +112,7 @@ class _Fleet:
             "connects_per_s": round(connected / wall, 1) if wall else None,
             "connect_ms_p50": _round(percentile(latencies, 50)),
             "connect_ms_p95": _round(percentile(latencies, 95)),
-            "connect_cpu_s": round(_cpu_s() - cpu0, 2),
+            "connect_cpu_s": round(_self_cpu_s() - cpu0, 2),
             "rss_mb": _round(_rss_mb(), 1),
             "concurrency": self.concurrency,
         }
@@ -218,7 +217,7 @@ class _Fleet:
             "ack_ms_p50": _round(percentile(ack_ms, 50)),
             "ack_ms_p95": _round(percentile(ack_ms, 95)),
             "ack_ms_max": _round(ack_ms[-1] if ack_ms else None),
-            "cpu_s": round(_cpu_s(), 3),
+            "cpu_s": round(_self_cpu_s(), 3),
             "rss_mb": _round(_rss_mb(), 1),
             "samples": list(c.samples),
         }
@@ -250,4 +249,4 @@ async def _worker() -> None:
         sender.cancel()
         fleet.set_active(0)
         await fleet.close()
-    answer({"event": "closed", "cpu_s": round(_cpu_s(), 3)})
+    answer({"event": "closed", "cpu_s": round(_self_cpu_s(), 3)})

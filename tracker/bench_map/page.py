@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tracker.bench_map.figures import _round
+from tracker.bench import _round
 
 if TYPE_CHECKING:
     from playwright.async_api import CDPSession, Page, Route

@@ -4,7 +4,6 @@ and the worker processes' own CPU and RSS."""
 from __future__ import annotations
 
 import os
-import resource
 from pathlib import Path
 
 from tracker.bench import CLK_TCK
@@ -79,8 +78,3 @@ def _rss_mb() -> float | None:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return None
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime

@@ -47,7 +47,7 @@ export class Fleet {
     let rec = this.byId.get(id);
     if (rec === undefined) {
       rec = { fid: this.nextFeatureId++, id, fleet, name: null, lat: null, lon: null, ts: null, speed: null,
-        heading: null, cell: null, status: "offline", onMap: false };
+        heading: null, cell: null, status: "offline", queued: false, onMap: false };
       this.byId.set(id, rec);
       this.structureVersion++;
     }

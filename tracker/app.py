@@ -6,6 +6,7 @@ in reverse order, draining the ingest queue so that no acked or in-flight fix is
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ from starlette.applications import Starlette
 from tracker import api
 from tracker.core import Core
 from tracker.errors import ConfigError
+from tracker.gc_policy import GcPolicy
 from tracker.metrics import Metrics
 from tracker.settings import Settings
 from tracker.sockets import DeviceNamespace, DeviceRooms, ViewerNamespace, ViewerRooms, build_server
@@ -52,9 +54,15 @@ def create_app(settings: Settings, database_url: str | None = None) -> Any:
         holder["core"] = app.state.core = await Core.start(
             settings, url, ViewerRooms(sio, shared), metrics, devices, devices
         )
+        # Last in start-up, so that the first freeze keeps everything the core has loaded out of the
+        # collector's walks.
+        gc = GcPolicy(settings.gc_freeze_interval_s, settings.gc_full_interval_s)
+        gc.apply()
+        gc_task = asyncio.create_task(gc.run(), name="gc")
         try:
             yield
         finally:
+            gc_task.cancel()
             await holder["core"].stop()
 
     http = Starlette(routes=api.routes(), exception_handlers=api.exception_handlers, lifespan=lifespan)

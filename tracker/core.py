@@ -11,13 +11,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from tracker.admission import LoopLag, RateLimiter
 from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster, Transport
 from tracker.geofence.config import watch
 from tracker.geofence.detect import Head
 from tracker.geofence.engine import GeofenceEngine
 from tracker.index import LiveIndex, cell_hex
-from tracker.ingest import Ingestor, RateLimiter
+from tracker.ingest import Ingestor
 from tracker.livesync import LiveSync
 from tracker.messages import DeviceLink, Messenger
 from tracker.metrics import Metrics
@@ -78,6 +79,7 @@ class Core:
         )
         notifier = Notifier(transport, devices, lambda rule: geofences.rules.by_id.get(rule), webhooks.wake)
         broadcaster = Broadcaster(transport, settings.broadcast_interval_ms, metrics)
+        lag = LoopLag(settings.loop_lag_max_ms / 1000)
         sync = (
             LiveSync(settings.redis_url, index, settings.broadcast_interval_ms)
             if settings.redis_url
@@ -93,6 +95,8 @@ class Core:
             batch_max=settings.ingest_batch_max,
             writers=settings.ingest_writers,
             limiter=RateLimiter(settings.device_rate, settings.device_burst),
+            lag=lag,
+            max_wait_s=settings.ingest_max_wait_ms / 1000,
             engine=geofences,
             notifier=notifier,
             sync=sync,
@@ -112,6 +116,7 @@ class Core:
         )
         core._tasks = [
             asyncio.create_task(ingestor.run(), name="ingest"),
+            asyncio.create_task(lag.run(), name="loop-lag"),
             asyncio.create_task(broadcaster.run(), name="broadcast"),
             asyncio.create_task(core._partitions_ahead(), name="partitions"),
             asyncio.create_task(core._retention(), name="retention"),

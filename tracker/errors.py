@@ -41,7 +41,15 @@ class Conflict(TrackerError, ValueError):
 
 
 class Busy(TrackerError, RuntimeError):
-    """The server cannot take this batch now (queue full, storage down); retry the same batch later."""
+    """The server cannot take this batch now (overloaded, storage down); retry the same batch later.
+
+    `retry_after_s` is the server's estimate of when a retry may succeed; the edges pass it on
+    (`retry_after_ms` in an ack, `Retry-After` over HTTP).
+    """
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class EmbeddedDatabaseError(TrackerError, RuntimeError):

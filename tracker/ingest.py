@@ -8,10 +8,11 @@ state changes out), writes the fixes with those changes and events in one transa
 own connection, and only after COMMIT resolves the waiting submissions (so an ack means stored, events
 included), applies the fence state, queues the events for delivery, advances the live index and hands
 the moved positions to the broadcaster.
-The queue is bounded: when full, `submit` raises `Busy` at once instead of growing memory. Each
-device also has a token bucket, so that one device replaying a backlog in a tight loop cannot take
-the whole queue from the others. A failed write raises `Busy` for every submission of that batch, and
-nothing of it is stored.
+Admission comes first (`tracker.admission`): `check_load` and `submit` raise `Busy` at once, with the
+wait to name, while the loop lags, while the device's lane would take longer than `max_wait_s` to drain
+(its backlog over the rate the lane has shown while busy), or past the device's token bucket; the queue
+is also bounded in fixes. A failed write raises `Busy` for every submission of that batch, and nothing
+of it is stored.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from tracker.admission import LoopLag, RateLimiter, retry_after
 from tracker.broadcast import Broadcaster
 from tracker.errors import Busy
 from tracker.geofence.detect import Detection
@@ -41,42 +43,35 @@ from tracker.store.geofences import write_batch
 log = logging.getLogger("tracker.ingest")
 
 
+LANE_RATE_GUESS = 5_000.0  # fixes/s a lane is assumed to store until it has shown its rate under load
+
+
 @dataclass(slots=True)
 class _Submission:
     fixes: Sequence[Fix]
     future: asyncio.Future[WriteResult]
+    queued_at: float  # time.monotonic()
 
 
 @dataclass
 class _Lane:
-    """One writer: its queue, and the connection it keeps between batches."""
+    """One writer: its queue, the connection it keeps between batches, and how fast it drains."""
 
     queue: deque[_Submission] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     conn: asyncpg.Connection | None = None
+    queued: int = 0  # fixes in `queue`
+    rate: float = LANE_RATE_GUESS  # fixes/s stored while the lane had a backlog (smoothed)
 
+    def wait_s(self, now: float) -> float:
+        """How long a submission queued now would wait: the backlog over the rate, or the head's age."""
+        head_age = now - self.queue[0].queued_at if self.queue else 0.0
+        return max(self.queued / self.rate, head_age)
 
-class RateLimiter:
-    """A token bucket per device: `rate` fixes per second sustained, up to `burst` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._buckets: dict[str, tuple[float, float]] = {}  # device -> (tokens, last refill)
-
-    def take(self, device: str, count: int) -> None:
-        """Spend `count` tokens of `device`, or raise Busy saying when to retry."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(device, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        if count > tokens:
-            self._buckets[device] = (tokens, now)
-            wait = (count - tokens) / self._rate
-            raise Busy(
-                f"rate limit: device {device!r} may send {self._rate:g} fixes/s "
-                f"(bursts of {self._burst:.0f}); retry in {wait:.1f} s"
-            )
-        self._buckets[device] = (tokens - count, now)
+    def observe(self, fixes: int, seconds: float, backlog: bool) -> None:
+        """Learn the rate from a stored batch; a batch taken without a backlog only bounds it from below."""
+        sample = fixes / max(seconds, 1e-6)
+        self.rate = 0.7 * self.rate + 0.3 * sample if backlog else max(self.rate, sample)
 
 
 class Ingestor:
@@ -94,6 +89,8 @@ class Ingestor:
         batch_max: int,
         writers: int,
         limiter: RateLimiter,
+        lag: LoopLag,
+        max_wait_s: float,
         engine: GeofenceEngine,
         notifier: Notifier,
         sync: LiveSync | None = None,
@@ -107,37 +104,65 @@ class Ingestor:
         self._batch_max = batch_max
         self._lanes = [_Lane() for _ in range(writers)]
         self._limiter = limiter
+        self._lag = lag
+        self._max_wait_s = max_wait_s
         self._engine = engine
         self._notifier = notifier
         self._sync = sync
         self._queued = 0  # fixes waiting in all lanes
         self._closing = False
 
+    def check_load(self, device: str) -> None:
+        """Raise Busy, changing nothing, when a submission of `device` would not be taken now.
+
+        The edges call this before decoding an event, so that under overload a refusal costs little.
+        """
+        if self._closing:
+            raise Busy("server shutting down; retry")
+        try:
+            self._lag.check()
+        except Busy:
+            self._metrics.submissions_busy.labels("overloaded").inc()
+            raise
+        lane = self._lane(device)
+        wait = lane.wait_s(time.monotonic())
+        if wait > self._max_wait_s:
+            self._metrics.submissions_busy.labels("queue_wait").inc()
+            raise Busy(
+                f"server busy: {lane.queued} fixes wait to be stored, about {wait:.1f} s; retry",
+                retry_after(wait - self._max_wait_s),
+            )
+
     async def submit(self, fixes: Sequence[Fix]) -> WriteResult:
         """Queue validated fixes of one device and wait until they are committed (coroutine).
 
-        Raises Busy when the queue is full, the server is shutting down, or the write failed; in each
-        case nothing of `fixes` was stored and the same batch may be sent again.
+        Raises Busy when the server cannot take them now (see `check_load`), the queue is full, the
+        device is over its rate, or the write failed; in each case nothing of `fixes` was stored and
+        the same batch may be sent again.
         """
         if not fixes:
             return WriteResult(0, 0)
-        if self._closing:
-            raise Busy("server shutting down; retry")
+        device = fixes[0].device
+        self.check_load(device)
         if self._queued + len(fixes) > self._queue_max:
             self._metrics.submissions_busy.labels("queue_full").inc()
             raise Busy(f"server busy: {self._queued} fixes are waiting to be stored; retry")
         try:
-            self._limiter.take(fixes[0].device, len(fixes))
+            self._limiter.take(device, len(fixes))
         except Busy:
             self._metrics.submissions_busy.labels("rate_limit").inc()
             raise
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-        lane = self._lanes[hash(fixes[0].device) % len(self._lanes)]
-        lane.queue.append(_Submission(fixes, future))
+        lane = self._lane(device)
+        lane.queue.append(_Submission(fixes, future, time.monotonic()))
+        lane.queued += len(fixes)
         self._queued += len(fixes)
         self._metrics.queue_depth.set(self._queued)
         lane.wakeup.set()
         return await future
+
+    def _lane(self, device: str) -> _Lane:
+        return self._lanes[hash(device) % len(self._lanes)]
 
     async def run(self) -> None:
         """Drain every lane until `close` is called and the queues are empty (coroutine)."""
@@ -170,13 +195,17 @@ class Ingestor:
                 sub = queue.popleft()
                 batch.append(sub)
                 count += len(sub.fixes)
+            lane.queued -= count
             self._queued -= count
             self._metrics.queue_depth.set(self._queued)
+            backlog = bool(queue)
+            started = time.monotonic()
             try:
                 await self._process(lane, batch)
             except Exception:  # a lane must outlive any one batch
                 log.exception("ingest batch failed")
                 _fail(batch, Busy("internal error while storing; retry"))
+            lane.observe(count, time.monotonic() - started, backlog)
 
     async def _write(
         self, lane: _Lane, fixes: list[Fix], detection: Detection | None

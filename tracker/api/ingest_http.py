@@ -46,7 +46,6 @@ MAX_FORM_FIELDS = 200
 KNOT_MS = 1852 / 3600  # one knot in m/s (0.514444...)
 KMH_MS = 1 / 3.6
 MS_FROM = 100_000_000_000  # a numeric time at least this large is milliseconds (1e11 s is the year 5138)
-RETRY_AFTER_S = 1
 BASIC_CHALLENGE = 'Basic realm="tracker"'
 _NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
@@ -106,8 +105,9 @@ def _too_large() -> Response:
 
 
 def _busy(exc: Busy) -> Response:
-    """The apps retry on a 5xx; Retry-After says when."""
-    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    """The apps retry on a 5xx; Retry-After says when: the server's estimate, in whole seconds."""
+    wait = max(1, math.ceil(exc.retry_after_s))
+    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": str(wait)})
 
 
 def _number(value: Any, name: str) -> float | None:

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tracker.embedded_db import EmbeddedPostgres, _find_bin_dir, default_data_dir
+from tracker.embedded_db import EmbeddedPostgres, _find_bin_dir, default_data_dir, server_settings
 from tracker.errors import EmbeddedDatabaseError
 
 pytestmark = pytest.mark.timeout(120)
@@ -74,6 +74,13 @@ def test_first_start_creates_cluster_with_postgis_and_stop_ends_it(workdir: Path
         assert url == db.url == f"postgresql://tracker@/tracker?host={workdir / 'pg'}&port=5432"
         assert _query(url, "SELECT postgis_version()")
         assert _query(url, "SHOW listen_addresses") == ""  # socket only, no TCP port
+        for name, value in server_settings().items():  # tuned for the load, durability untouched
+            if value.endswith("B"):  # PostgreSQL shows sizes in its own unit: compare bytes
+                same = f"SELECT pg_size_bytes(current_setting('{name}')) = pg_size_bytes('{value}')"
+                assert _query(url, same), name
+            else:
+                assert _query(url, f"SHOW {name}") == value, name
+        assert _query(url, "SHOW synchronous_commit") == "on" and _query(url, "SHOW fsync") == "on"
     finally:
         db.stop()
     assert not db.started

@@ -363,7 +363,10 @@ class Replayer:
         if not isinstance(ack, dict) or (ack.get("error") and ack.get("retry")):
             if isinstance(ack, dict):
                 log.info("server asks to retry a batch of %d fixes: %s", len(batch.fixes), ack["error"])
-            self._retry_at = time.monotonic() + self._backoff
+            wait = self._backoff
+            if isinstance(ack, dict) and isinstance(ack.get("retry_after_ms"), int | float):
+                wait = max(wait, ack["retry_after_ms"] / 1000)  # the server knows how far behind it is
+            self._retry_at = time.monotonic() + wait
             self._backoff = min(self._backoff * 2, RETRY_MAX_S)
             return
         self._pending, self._backoff, self._retry_at = None, RETRY_FIRST_S, 0.0

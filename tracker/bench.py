@@ -105,12 +105,7 @@ def bench_ingest(
     settings such as `INGEST_WRITERS=1` across runs.
     """
     sizes = parse_batches(batch)
-    extra_env: dict[str, str] = {}
-    for pair in server_settings:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise BenchError(f"--server-setting takes NAME=VALUE such as INGEST_WRITERS=2; got {pair!r}")
-        extra_env["TRACKER_" + name.strip().upper()] = value
+    extra_env = server_env(server_settings)
     if not 1 <= seconds <= 600:
         raise BenchError(f"--seconds must be between 1 and 600; got {seconds:g}")
     if not 1 <= devices <= 1000:
@@ -121,6 +116,17 @@ def bench_ingest(
         Path(out).write_text(text + "\n")
         progress(f"report written to {out}")
     return text
+
+
+def server_env(server_settings: Sequence[str]) -> dict[str, str]:
+    """`--server-setting NAME=VALUE` pairs as the server's `TRACKER_NAME` environment variables."""
+    env: dict[str, str] = {}
+    for pair in server_settings:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise BenchError(f"--server-setting takes NAME=VALUE such as INGEST_WRITERS=2; got {pair!r}")
+        env["TRACKER_" + name.strip().upper()] = value
+    return env
 
 
 def machine_facts() -> dict[str, Any]:
@@ -289,7 +295,10 @@ class _Server:
         return self.process.pid
 
     @classmethod
-    def start(cls, db_url: str, tmp: Path, extra_env: dict[str, str]) -> _Server:
+    def start(
+        cls, db_url: str, tmp: Path, extra_env: dict[str, str], serve_args: Sequence[str] = ()
+    ) -> _Server:
+        """Start `tracker serve` (with `serve_args`, e.g. `--workers 2`) and wait until it is ready."""
         port = _free_port()
         token = "bench-admin-" + secrets.token_hex(16)
         geofences = tmp / "geofences"
@@ -308,7 +317,7 @@ class _Server:
         log = tmp / "server.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tracker", "serve"],
+                [sys.executable, "-m", "tracker", "serve", *serve_args],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,

@@ -164,6 +164,35 @@ def _parser() -> argparse.ArgumentParser:
     map_.add_argument("--rate", type=float, default=1.0, help="fixes per second per device")
     map_.add_argument("--screenshot", help="write a PNG of the page under the last load here")
     map_.add_argument("--feed", default="server,redis", help="server (real devices), redis (full rate)")
+    fleet = bench.add_parser(
+        "fleet",
+        help="N devices on their own sockets at a fixed rate vs. a bare python-socketio server (JSON)",
+    )
+    bench_flags(fleet)
+    fleet_modes = fleet.add_mutually_exclusive_group()
+    fleet_modes.add_argument(
+        "--closed-loop", action="store_true", help="each device sends its next event on its ack (capacity)"
+    )
+    fleet_modes.add_argument(
+        "--overload", action="store_true", help="capacity, then 2x it open loop, then 0.5x (phones retry)"
+    )
+    fleet.add_argument(
+        "--devices", type=int, help="devices, one socket each (default 10000; closed loop 200; overload 2000)"
+    )
+    fleet.add_argument("--rate", type=float, default=0.2, help="open loop: fixes/s per device (default 0.2)")
+    fleet.add_argument("--seconds", type=float, default=30.0, help="measured seconds (overload: at 2x)")
+    fleet.add_argument("--warmup", type=float, default=10.0, help="seconds of load before measuring")
+    fleet.add_argument("--batch", type=int, default=1, help="closed loop: fixes per event (default 1)")
+    fleet.add_argument("--workers", type=int, help="passed to tracker serve --workers")
+    fleet.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a tracker setting for this run, as TRACKER_NAME (repeat)",
+    )
+    fleet.add_argument("--servers", default="tracker,bare", help="tracker, bare or both (default both)")
+    fleet.add_argument("--generators", type=int, default=1, help="Node processes for the devices (default 1)")
     return p
 
 
@@ -302,6 +331,27 @@ def main(argv: Sequence[str] | None = None) -> None:
                     args.screenshot,
                     args.out,
                     args.feed,
+                )
+            )
+            return
+        if args.command == "bench" and args.action == "fleet":
+            from tracker.bench_fleet import bench_fleet
+
+            mode = "closed" if args.closed_loop else "overload" if args.overload else "open"
+            print(
+                bench_fleet(
+                    args.database_url,
+                    mode,
+                    args.devices,
+                    args.rate,
+                    args.seconds,
+                    args.warmup,
+                    args.batch,
+                    args.workers,
+                    args.server_setting,
+                    args.servers,
+                    args.generators,
+                    args.out,
                 )
             )
             return

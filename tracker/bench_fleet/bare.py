@@ -1,0 +1,91 @@
+"""The baseline of `tracker bench fleet`: a bare python-socketio server, the ceiling of the tracker's stack.
+
+It holds the same sockets as the tracker (python-socketio's ASGI app under uvicorn with the tracker's
+`UVICORN_OPTIONS`), and its `/device` namespace accepts every connection and answers every `fix` at once
+with `{"accepted": n, "duplicates": 0, "rejected": []}`: no validation, no database, no broadcast. What
+the tracker does beyond it (auth, validation, PostGIS commit, fences, live positions) is the difference
+between the two in the same run.
+
+The GC policy the tracker applies at start-up (`tracker.gc_policy`, with its periodic freeze) is applied
+here too when that module exists, so that the baseline is the best bare python-socketio does on this
+machine rather than one stalled by the default collector.
+
+Run as `python -m tracker.bench_fleet.bare --port P` (the bench starts it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+GC_POLICY_MODULE = "tracker.gc_policy"
+
+
+def gc_policy_name() -> str:
+    """What the baseline does about the collector: `tracker.gc_policy` or CPython's default."""
+    try:
+        importlib.import_module(GC_POLICY_MODULE)
+    except ImportError:
+        return "default"
+    return GC_POLICY_MODULE
+
+
+def _start_gc_policy(tasks: set[asyncio.Task[None]]) -> None:
+    """Apply the tracker's GC policy (and run its periodic freeze) when the module exists."""
+    try:
+        module: Any = importlib.import_module(GC_POLICY_MODULE)
+    except ImportError:
+        return
+    policy_class = getattr(module, "GcPolicy", None)
+    if policy_class is None:
+        module.apply()
+        return
+    policy = policy_class()
+    policy.apply()
+    tasks.add(asyncio.get_running_loop().create_task(policy.run(), name="gc"))
+
+
+def create_app() -> Any:
+    """The ASGI app: python-socketio with a `/device` namespace that accepts everything."""
+    import socketio
+
+    sio = socketio.AsyncServer(async_mode="asgi")
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        return True
+
+    async def fix(sid: str, data: Any) -> dict[str, Any]:
+        return {"accepted": len(data) if isinstance(data, list) else 1, "duplicates": 0, "rejected": []}
+
+    sio.on("connect", connect, namespace="/device")
+    sio.on("fix", fix, namespace="/device")
+
+    def startup() -> None:
+        _start_gc_policy(tasks)
+
+    def shutdown() -> None:
+        for task in tasks:
+            task.cancel()
+
+    return socketio.ASGIApp(sio, on_startup=startup, on_shutdown=shutdown)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the bare app on 127.0.0.1 (or `--host`) at `--port` until SIGTERM."""
+    import uvicorn
+
+    from tracker.app import UVICORN_OPTIONS
+
+    parser = argparse.ArgumentParser(prog="python -m tracker.bench_fleet.bare")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", **UVICORN_OPTIONS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""From a window's raw tallies and CPU readings to the figures of the report, and tracker/bare ratios.
+
+Rates are per second of the window. What was sent in a window (offered fixes, events, the latency of
+their answers, answered within 2 s, still unanswered after the drain) is counted by send time; what
+arrived (acked fixes, `retry` answers, viewer positions) by arrival time. Latencies are nearest-rank
+percentiles of every answer, pooled over the generator processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tracker.bench import _round, percentile
+
+
+@dataclass(frozen=True)
+class Reading:
+    """CPU seconds of the server tree and of the generators at one instant (perf_counter `t`)."""
+
+    t: float
+    server_cpu_s: float
+    loadgen_cpu_s: float
+    loadgen_cpu_by_process: list[float]
+
+
+def latency(values: list[float]) -> dict[str, Any]:
+    ordered = sorted(values)
+    return {
+        "count": len(ordered),
+        "p50": _round(percentile(ordered, 50), 2),
+        "p99": _round(percentile(ordered, 99), 2),
+        "max": _round(ordered[-1] if ordered else None, 2),
+    }
+
+
+def cpu(begin: Reading, end: Reading) -> dict[str, Any]:
+    wall = end.t - begin.t
+    per_process = [
+        round((b - a) / wall, 3)
+        for a, b in zip(begin.loadgen_cpu_by_process, end.loadgen_cpu_by_process, strict=True)
+    ]
+    return {
+        "server_cpu_cores": round((end.server_cpu_s - begin.server_cpu_s) / wall, 3),
+        "loadgen_cpu_cores": round((end.loadgen_cpu_s - begin.loadgen_cpu_s) / wall, 3),
+        "loadgen_cpu_cores_by_process": per_process,
+    }
+
+
+def window(w: dict[str, Any], begin: Reading, end: Reading) -> dict[str, Any]:
+    """The figures of one window."""
+    wall = end.t - begin.t
+    events = int(w["events"])
+    acked_sent = len(w["ack_ms"])
+    offered = w["generated"] / wall
+    acked = w["accepted"] / wall
+    figures: dict[str, Any] = {
+        "measured_s": round(wall, 2),
+        "offered_fixes_per_s": round(offered, 1),
+        "acked_fixes_per_s": round(acked, 1),
+        "acked_of_offered": _round(acked / offered if offered else None),
+        "sent_events_per_s": round(events / wall, 1),
+        "acked_events_per_s": round(w["acks"] / wall, 1),
+        "ack_ms": latency(w["ack_ms"]),
+        "retries": int(w["retries"]),
+        "retry_answer_ms": latency(w["retry_ms"]),
+        "mean_retry_after_ms": _round(w["retry_after_ms_sum"] / w["retries"] if w["retries"] else None, 1),
+        "errors": int(w["errors"]),
+        "rejected": int(w["rejected"]),
+        "duplicates": int(w["duplicates"]),
+        "sent_events": events,
+        "sent_events_acked": acked_sent,
+        "answered_within_2s": _round(w["answered_within_2s"] / events if events else None, 4),
+        "unanswered_at_window_end": w["in_flight_at_end"],
+        "unanswered_after_drain": int(w["unanswered"]),
+        "disconnects": int(w["disconnects"]),
+        "generator_late_sends": int(w["late_sends"]),
+        **cpu(begin, end),
+    }
+    if w["position_events"]:
+        figures["fix_to_viewer_ms"] = latency(w["viewer_ms"])
+        figures["viewer_positions_per_s"] = round(w["positions"] / wall, 1)
+    return figures
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return _round(a / b) if a is not None and b else None
+
+
+def get(figures: dict[str, Any] | None, *path: str) -> Any:
+    """figures[path[0]][path[1]]..., None where any step is missing."""
+    value: Any = figures
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def ratios(mode: str, tracker: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
+    """tracker / bare for the figures a mode is about."""
+    if mode == "open":
+        t, b = tracker["measure"], bare["measure"]
+        return {
+            "acked_fixes_per_s": ratio(t["acked_fixes_per_s"], b["acked_fixes_per_s"]),
+            "ack_p99_ms": ratio(get(t, "ack_ms", "p99"), get(b, "ack_ms", "p99")),
+            "server_cpu_cores": ratio(t["server_cpu_cores"], b["server_cpu_cores"]),
+            "rss_per_connection": ratio(
+                get(tracker, "memory", "rss_per_connection_kb"), get(bare, "memory", "rss_per_connection_kb")
+            ),
+        }
+    if mode == "closed":
+        t, b = tracker["measure"], bare["measure"]
+        return {
+            "acked_events_per_s": ratio(t["acked_events_per_s"], b["acked_events_per_s"]),
+            "acked_fixes_per_s": ratio(t["acked_fixes_per_s"], b["acked_fixes_per_s"]),
+            "server_cpu_cores": ratio(t["server_cpu_cores"], b["server_cpu_cores"]),
+        }
+    return {
+        "capacity_fixes_per_s": ratio(
+            get(tracker, "capacity", "acked_fixes_per_s"), get(bare, "capacity", "acked_fixes_per_s")
+        ),
+        "overload_acked_fixes_per_s": ratio(
+            get(tracker, "overload", "acked_fixes_per_s"), get(bare, "overload", "acked_fixes_per_s")
+        ),
+    }
+
+
+def goals(
+    mode: str, batch: int, tracker: dict[str, Any], ratio_figures: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The issue's goals for this mode, each with the measured figure and whether it is met."""
+
+    def goal(value: Any, target: float, at_most: bool) -> dict[str, Any]:
+        met = None if value is None else (value <= target if at_most else value >= target)
+        return {"value": value, "goal": target, "met": met}
+
+    if mode == "open":
+        m = tracker["measure"]
+        sent, acked = m["sent_events"], m["sent_events_acked"]
+        return {
+            "all_acked": {
+                "value": f"{acked} of {sent}",
+                "met": sent > 0 and acked == sent and not m["retries"],
+            },
+            "ack_p99_ms": goal(get(m, "ack_ms", "p99"), 100, True),
+            "fix_to_viewer_p99_ms": goal(get(m, "fix_to_viewer_ms", "p99"), 250, True),
+            "rss_per_connection_vs_bare": goal(get(ratio_figures, "rss_per_connection"), 1.1, True),
+        }
+    if mode == "closed":
+        return {
+            "events_vs_bare" if batch == 1 else "fixes_vs_bare": goal(
+                get(ratio_figures, "acked_events_per_s" if batch == 1 else "acked_fixes_per_s"),
+                0.7 if batch == 1 else 0.35,
+                False,
+            )
+        }
+    return {
+        "overload_acked_vs_capacity": goal(get(tracker, "overload", "acked_vs_capacity"), 0.8, False),
+        "overload_answered_within_2s": goal(get(tracker, "overload", "answered_within_2s"), 1.0, False),
+        "after_ack_p99_ms": goal(get(tracker, "after", "ack_ms", "p99"), 100, True),
+    }

@@ -94,7 +94,7 @@ def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]
                     tokens = asyncio.run(register_devices(server, ids))
                     viewer = register_viewer(server)
                     results["tracker"] = asyncio.run(
-                        measure_server("tracker", server.url, server.pid, settings, tokens, viewer)
+                        measure_server("tracker", server.url, server.pid, settings, tokens, viewer, db_url)
                     )
                     server.check_alive()
                 finally:

@@ -11,17 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tracker.bench import _round, percentile
+from tracker.bench import CLK_TCK, _round, percentile
 
 
 @dataclass(frozen=True)
 class Reading:
-    """CPU seconds of the server tree and of the generators at one instant (perf_counter `t`)."""
+    """CPU seconds at one instant (perf_counter `t`): the server tree, its PostgreSQL backends, the
+    generators, and the whole machine's busy jiffies (None where /proc/stat cannot be read)."""
 
     t: float
     server_cpu_s: float
+    postgres_cpu_s: float
     loadgen_cpu_s: float
     loadgen_cpu_by_process: list[float]
+    machine_busy_jiffies: int | None
 
 
 def latency(values: list[float]) -> dict[str, Any]:
@@ -40,11 +43,21 @@ def cpu(begin: Reading, end: Reading) -> dict[str, Any]:
         round((b - a) / wall, 3)
         for a, b in zip(begin.loadgen_cpu_by_process, end.loadgen_cpu_by_process, strict=True)
     ]
-    return {
-        "server_cpu_cores": round((end.server_cpu_s - begin.server_cpu_s) / wall, 3),
-        "loadgen_cpu_cores": round((end.loadgen_cpu_s - begin.loadgen_cpu_s) / wall, 3),
+    server = (end.server_cpu_s - begin.server_cpu_s) / wall
+    postgres = (end.postgres_cpu_s - begin.postgres_cpu_s) / wall
+    loadgen = (end.loadgen_cpu_s - begin.loadgen_cpu_s) / wall
+    figures: dict[str, Any] = {
+        "server_cpu_cores": round(server, 3),
+        "postgres_cpu_cores": round(postgres, 3),
+        "loadgen_cpu_cores": round(loadgen, 3),
         "loadgen_cpu_cores_by_process": per_process,
     }
+    if begin.machine_busy_jiffies is not None and end.machine_busy_jiffies is not None:
+        busy = (end.machine_busy_jiffies - begin.machine_busy_jiffies) / CLK_TCK / wall
+        figures["machine_busy_cores"] = round(busy, 3)
+        # what else ran on the machine meanwhile (other tenants' work): the noise of this window
+        figures["other_busy_cores"] = round(max(0.0, busy - server - postgres - loadgen), 3)
+    return figures
 
 
 def window(w: dict[str, Any], begin: Reading, end: Reading) -> dict[str, Any]:

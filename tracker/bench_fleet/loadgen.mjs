@@ -342,7 +342,7 @@ function startOpen(rate) {
         cycle += 1;
       }
     }
-  }, 2);
+  }, 5);
 }
 
 function stopScheduler() {

@@ -21,7 +21,9 @@ import asyncio
 import time
 from typing import Any
 
-from tracker.bench import BenchError, progress
+import asyncpg
+
+from tracker.bench import BenchError, machine_jiffies, progress
 from tracker.bench_fleet import figures
 from tracker.bench_fleet.generators import Generators
 from tracker.bench_fleet.procs import cpu_s, tree_pids, tree_rss_bytes
@@ -33,17 +35,31 @@ _REPORTED = {"open": ("measure",), "closed": ("measure",), "overload": ("capacit
 
 
 async def measure_server(
-    name: str, url: str, pid: int, settings: FleetSettings, tokens: list[str], viewer_token: str | None
+    name: str,
+    url: str,
+    pid: int,
+    settings: FleetSettings,
+    tokens: list[str],
+    viewer_token: str | None,
+    database_url: str | None = None,
 ) -> dict[str, Any]:
-    """Run the mode's schedule against the server at `url` (process tree `pid`); its figures."""
+    """Run the mode's schedule against the server at `url` (process tree `pid`, PostgreSQL backends on
+    `database_url`); its figures."""
     gens = await Generators.start(
         url, tokens, viewer_token, settings.generators, settings.connect_rate, settings.connect_concurrency
     )
     readings: dict[str, figures.Reading] = {}
+    backends: list[int] = []
 
     def read() -> figures.Reading:
+        jiffies = machine_jiffies()
         return figures.Reading(
-            time.perf_counter(), cpu_s(tree_pids(pid)), gens.cpu_s(), gens.cpu_by_process()
+            time.perf_counter(),
+            cpu_s(tree_pids(pid)),
+            cpu_s(backends),
+            gens.cpu_s(),
+            gens.cpu_by_process(),
+            jiffies[0] if jiffies else None,
         )
 
     async def window(label: str, seconds: float) -> None:
@@ -63,6 +79,8 @@ async def measure_server(
         await asyncio.sleep(SETTLE_S)
         rss_connected = tree_rss_bytes(pid)
         n = connect["connected"]
+        if database_url is not None:
+            backends = await backend_pids(database_url)
         if settings.mode == "open":
             await gens.load(mode="open", rate=settings.rate)
             await window("warmup", settings.warmup)
@@ -135,6 +153,18 @@ async def measure_server(
     return result
 
 
+async def backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL backends serving `database_url` (the server's pool), not this query's own."""
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [int(r[0]) for r in rows]
+
+
 def _say(name: str, mode: str, result: dict[str, Any]) -> None:
     for label in _REPORTED[mode]:
         w = result.get(label)
@@ -145,7 +175,9 @@ def _say(name: str, mode: str, result: dict[str, Any]) -> None:
             f"{name} {label}: offered {w['offered_fixes_per_s']:.0f}/s, acked {w['acked_fixes_per_s']:.0f}/s "
             f"({w['acked_events_per_s']:.0f} events/s), "
             f"ack p50 {w['ack_ms']['p50']} p99 {w['ack_ms']['p99']} ms, "
-            f"retries {w['retries']}, server {w['server_cpu_cores']} cores, generators "
+            f"retries {w['retries']}, server {w['server_cpu_cores']} cores "
+            f"(+{w['postgres_cpu_cores']} PostgreSQL), "
+            f"other tenants {w.get('other_busy_cores')} cores, generators "
             f"{w['loadgen_cpu_cores']} cores"
             + (f", fix->viewer p99 {viewer} ms" if viewer is not None else "")
         )

@@ -31,3 +31,16 @@ def test_the_readme_names_every_cli_command() -> None:
     commands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for name in commands:
         assert f"tracker {name}" in text, f"README does not mention 'tracker {name}'"
+
+
+def test_the_readme_settings_table_is_the_settings() -> None:
+    """Every setting has a row in the README's table, and every row names a setting."""
+    from tracker.settings import Settings
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("**Settings**") :]
+    table = table[: table.index("\n\n", table.index("| variable |"))]
+    documented = set(re.findall(r"`TRACKER_([A-Z0-9_]+)`", table))
+    fields = {name.upper() for name in Settings.model_fields}
+    assert fields - documented == set(), "settings missing from the README's table"
+    assert documented - fields == set(), "README rows naming no setting"

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import socketio
 from starlette.applications import Starlette
 
 from tracker import api
 from tracker.core import Core
-from tracker.errors import ConfigError
+from tracker.errors import ConfigError, TrackerError
 from tracker.gc_policy import GcPolicy
 from tracker.metrics import Metrics
 from tracker.settings import Settings
@@ -68,4 +70,60 @@ def create_app(settings: Settings, database_url: str | None = None) -> Any:
     http = Starlette(routes=api.routes(), exception_handlers=api.exception_handlers, lifespan=lifespan)
     http.state.metrics = metrics
     http.state.settings = settings
-    return socketio.ASGIApp(sio, other_asgi_app=http, socketio_path="socket.io")
+    asgi = socketio.ASGIApp(sio, other_asgi_app=http, socketio_path="socket.io")
+    return _WebSocketOnly(asgi, settings.workers) if settings.workers > 1 else asgi
+
+
+def create_app_from_env() -> Any:
+    """The app of one worker of `tracker serve --workers N`: settings from the `TRACKER_*` environment,
+    which the supervisor has filled in (database and Redis URLs, flags). uvicorn calls it in each worker
+    process (`tracker.app:create_app_from_env`, `factory=True`)."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from tracker.logs import configure
+    from tracker.settings import load_settings
+
+    try:
+        settings = load_settings()
+        configure(settings.log_level)  # uvicorn set up its own loggers in this process; ours too
+        return create_app(settings)
+    except TrackerError as exc:  # uvicorn's supervisor restarts a worker that dies, unless it says this
+        logging.getLogger("tracker.app").error("worker cannot start: %s", exc)
+        raise SystemExit(STARTUP_FAILURE) from None
+
+
+class _WebSocketOnly:
+    """Engine.IO over WebSocket only, for N worker processes on one port.
+
+    A long-polling session is a series of HTTP requests that must all reach the process holding it, and
+    the kernel hands each new connection to any worker, so polling would fail at random ("Invalid
+    session") and so would its upgrade. Every HTTP request to the Socket.IO path is answered 400 with
+    an error that says what to do instead; WebSocket connections pass through.
+    """
+
+    def __init__(self, app: Any, workers: int) -> None:
+        self._app = app
+        self._body = orjson.dumps(
+            {
+                "error": f"this server runs {workers} worker processes, which share no long-polling "
+                "sessions: connect with the websocket transport only (socket.io-client: "
+                "transports: ['websocket']; python-socketio: transports=['websocket'])"
+            }
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") == "/socket.io":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(self._body)).encode()),
+                        (b"access-control-allow-origin", b"*"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": self._body})
+            return
+        await self._app(scope, receive, send)

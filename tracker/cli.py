@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--redis-url", help="share Socket.IO rooms between processes through Redis")
     serve.add_argument("--geofences", help="folder of fleet rules (*.yaml)")
+    serve.add_argument(
+        "--workers", type=int, help="processes on the one port, sharing rooms through Redis (TRACKER_WORKERS)"
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        help="connections per process beyond which new HTTP requests get 503 (TRACKER_LIMIT_CONCURRENCY)",
+    )
     db_flags(serve)
 
     demo = sub.add_parser(
@@ -209,24 +217,17 @@ def _database(settings: Settings) -> Iterator[str]:
 
 
 def _serve(settings: Settings) -> None:
-    import uvicorn
-
-    from tracker.app import UVICORN_OPTIONS, create_app
+    from tracker import supervisor
     from tracker.logs import configure
 
     log_config = configure(settings.log_level)
+    supervisor.check(settings)  # before the cluster starts: --workers N may need redis-server
+    supervisor.raise_open_files_limit()
     # uvicorn re-raises SIGTERM once it has shut down; exit through Python so that the embedded
     # cluster's context manager stops the cluster instead of the process dying with it running.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     with _database(settings) as url:
-        app = create_app(settings, url)
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=log_config,
-            **UVICORN_OPTIONS,
-        )
+        supervisor.serve(settings, url, log_config)
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> None:
@@ -244,6 +245,9 @@ def _demo(settings: Settings, args: argparse.Namespace) -> None:
         from tracker.embedded_db import default_data_dir
 
         settings = settings.model_copy(update={"data_dir": default_data_dir().parent / "demo"})
+    from tracker.supervisor import raise_open_files_limit
+
+    raise_open_files_limit()
     signal.signal(signal.SIGTERM, _exit_on_signal)
     with _database(settings) as url:
         demo.run(settings, url, tracks, args.devices, args.speed)
@@ -383,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
             redis_url=getattr(args, "redis_url", None),
+            workers=getattr(args, "workers", None),
+            limit_concurrency=getattr(args, "limit_concurrency", None),
             geofences=getattr(args, "geofences", None),
             database_url=args.database_url,
             data_dir=args.data_dir,

@@ -115,19 +115,16 @@ def run(settings: Settings, url: str, tracks: Path, count: int, speed: float) ->
     """Serve on `url`'s database with `count` simulated devices until interrupted."""
     import uvicorn
 
-    from tracker.app import UVICORN_OPTIONS, create_app
+    from tracker.app import create_app
     from tracker.logs import configure
+    from tracker.supervisor import uvicorn_options
 
     vehicles = plan(tracks, count)
     tokens, viewer_token = asyncio.run(_register(url, vehicles))
     if settings.admin_token is None:
         settings = settings.model_copy(update={"admin_token": secrets.token_urlsafe(24)})
     config = uvicorn.Config(
-        create_app(settings, url),
-        host=settings.host,
-        port=settings.port,
-        log_config=configure(settings.log_level),
-        **UVICORN_OPTIONS,
+        create_app(settings, url), **uvicorn_options(settings, configure(settings.log_level))
     )
     server = uvicorn.Server(config)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host

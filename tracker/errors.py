@@ -54,3 +54,7 @@ class Busy(TrackerError, RuntimeError):
 
 class EmbeddedDatabaseError(TrackerError, RuntimeError):
     """The local PostGIS cluster cannot be created or started; the message says what to install or fix."""
+
+
+class PrivateRedisError(TrackerError, RuntimeError):
+    """The private `redis-server` of a multi-process server cannot be started; the message says why."""

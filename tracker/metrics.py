@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -47,6 +49,9 @@ class Metrics:
         )
         self.connected_devices = Gauge("tracker_connected_devices", "Open device connections", registry=r)
         self.connected_viewers = Gauge("tracker_connected_viewers", "Open viewer connections", registry=r)
+        # Which process answered: with several workers on one port, each scrape reaches one of them.
+        self.process_id = Gauge("tracker_process_id", "OS process id of the answering process", registry=r)
+        self.process_id.set(os.getpid())
         self.positions_events = Counter(
             "tracker_positions_events", "positions events emitted to viewer rooms", registry=r
         )

@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     database_url: str | None = None
     data_dir: Path | None = None  # the embedded PostGIS cluster's folder when database_url is unset
     redis_url: str | None = None
+    # Processes serving one port (uvicorn's supervisor, tracker/supervisor.py); more than one shares rooms
+    # through Redis (a private redis-server without `redis_url`) and refuses Engine.IO long-polling.
+    workers: int = Field(1, ge=1, le=64)
+    # Connections: uvicorn's listen backlog, and the connections (plus tasks) beyond which a worker answers
+    # new HTTP requests 503 (None: no limit; a connected socket counts until it closes).
+    backlog: int = Field(4096, ge=16)
+    limit_concurrency: int | None = Field(None, ge=1)
     geofences: Path = Path("geofences")
     admin_token: str | None = None
     h3_resolution: int = Field(9, ge=0, le=15)

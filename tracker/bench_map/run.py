@@ -16,7 +16,7 @@ from tracker.bench_map.feed import BROADCAST_INTERVAL_MS, H3_RESOLUTION, VIEWER_
 from tracker.bench_map.figures import FPS_GOAL, SCRIPT_MS_PER_UPDATE_GOAL
 from tracker.bench_map.load_generator import MAX_IN_FLIGHT, MAX_IN_FLIGHT_DEVICE
 from tracker.bench_map.measure import _Bench
-from tracker.bench_map.redis_server import _Redis
+from tracker.bench_map.redis_server import start_redis
 from tracker.bench_map.settings import FEED_LABELS, KNOWN_SHARE, MIN_WARMUP_PERIODS, SECTIONS, _Settings
 from tracker.bench_map.walk import FLEETS
 from tracker.broadcast import ALL_ROOM  # where a viewer of all fleets watching the whole world is
@@ -50,7 +50,7 @@ def _run(base_url: str, settings: _Settings) -> dict[str, Any]:
             folder = Path(tmp, feed)
             folder.mkdir()
             last = feed == settings.feeds[-1]
-            redis = _Redis.start(folder) if feed == "redis" else None
+            redis = start_redis(folder) if feed == "redis" else None
             try:
                 env = {"TRACKER_REDIS_URL": redis.url} if redis else {}
                 server = _Server.start(db_url, folder, env)

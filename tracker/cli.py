@@ -201,6 +201,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     fleet.add_argument("--servers", default="tracker,bare", help="tracker, bare or both (default both)")
     fleet.add_argument("--generators", type=int, default=1, help="Node processes for the devices (default 1)")
+    fleet.add_argument(
+        "--bare-gc",
+        choices=("policy", "apply", "default"),
+        default="apply",
+        help="the bare server's GC: tracker.gc_policy.apply() at start-up (default), that and its "
+        "periodic freeze (policy), or CPython's (default)",
+    )
     return p
 
 
@@ -356,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     args.servers,
                     args.generators,
                     args.out,
+                    args.bare_gc,
                 )
             )
             return

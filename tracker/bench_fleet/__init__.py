@@ -63,10 +63,21 @@ def bench_fleet(
     servers: str,
     generators: int,
     out: str | None,
+    bare_gc: str = "apply",
 ) -> str:
     """Run the fleet benchmark; return its JSON report (also written to `out` when given)."""
     settings = build_settings(
-        mode, devices, rate, seconds, warmup, batch, workers, server_env(server_settings), servers, generators
+        mode,
+        devices,
+        rate,
+        seconds,
+        warmup,
+        batch,
+        workers,
+        server_env(server_settings),
+        servers,
+        generators,
+        bare_gc,
     )
     node_modules()
     if settings.workers is not None and "tracker" in settings.servers:
@@ -101,7 +112,7 @@ def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]
                     server.stop()
                 results["tracker"]["server_log_error_lines"] = server.log_error_lines()
         if "bare" in settings.servers:
-            bare = BareServer.start(Path(tmp))
+            bare = BareServer.start(Path(tmp), settings.bare_gc)
             try:
                 tokens = [f"bare-{i:05d}" for i in range(settings.devices)]
                 results["bare"] = asyncio.run(
@@ -118,7 +129,8 @@ def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]
             "order": "tracker, then bare python-socketio, back-to-back, one round",
             "generator": "Node.js ws, raw Engine.IO v4 / Socket.IO v5 frames, one socket per device",
             "bare_server": "python-socketio AsyncServer(async_mode='asgi'), /device accepts all, fix "
-            f"answered at once; uvicorn with tracker.app.UVICORN_OPTIONS; GC: {gc_policy_name()}",
+            f"answered at once; uvicorn with tracker.app.UVICORN_OPTIONS; GC: {gc_policy_name()} "
+            f"({settings.bare_gc})",
         },
         **results,
     }

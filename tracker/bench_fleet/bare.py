@@ -6,9 +6,11 @@ with `{"accepted": n, "duplicates": 0, "rejected": []}`: no validation, no datab
 the tracker does beyond it (auth, validation, PostGIS commit, fences, live positions) is the difference
 between the two in the same run.
 
-The GC policy the tracker applies at start-up (`tracker.gc_policy`, with its periodic freeze) is applied
-here too when that module exists, so that the baseline is the best bare python-socketio does on this
-machine rather than one stalled by the default collector.
+The GC thresholds and first freeze of the tracker (`tracker.gc_policy.apply()`) are applied here too when
+that module exists, so that the baseline is the best bare python-socketio does on this machine rather
+than one stalled by the default collector. `--gc policy` also runs the tracker's periodic freeze
+(`GcPolicy.run`); measured with 10,000 devices at 1 fix/5 s, it stalled the bare server about every 5 s
+(ack p99 700 ms against 17 ms with `apply` alone), so it is not the default here.
 
 Run as `python -m tracker.bench_fleet.bare --port P` (the bench starts it).
 """
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 GC_POLICY_MODULE = "tracker.gc_policy"
+GC_MODES = ("policy", "apply", "default")
 
 
 def gc_policy_name() -> str:
@@ -33,8 +36,11 @@ def gc_policy_name() -> str:
     return GC_POLICY_MODULE
 
 
-def _start_gc_policy(tasks: set[asyncio.Task[None]]) -> None:
-    """Apply the tracker's GC policy (and run its periodic freeze) when the module exists."""
+def _start_gc_policy(tasks: set[asyncio.Task[None]], gc_mode: str) -> None:
+    """Apply the tracker's GC policy (and, with `gc_mode` "policy", run its periodic freeze) when the
+    module exists; "default" leaves CPython's collector as it is."""
+    if gc_mode == "default":
+        return
     try:
         module: Any = importlib.import_module(GC_POLICY_MODULE)
     except ImportError:
@@ -45,10 +51,11 @@ def _start_gc_policy(tasks: set[asyncio.Task[None]]) -> None:
         return
     policy = policy_class()
     policy.apply()
-    tasks.add(asyncio.get_running_loop().create_task(policy.run(), name="gc"))
+    if gc_mode == "policy":
+        tasks.add(asyncio.get_running_loop().create_task(policy.run(), name="gc"))
 
 
-def create_app() -> Any:
+def create_app(gc_mode: str = "apply") -> Any:
     """The ASGI app: python-socketio with a `/device` namespace that accepts everything."""
     import socketio
 
@@ -65,7 +72,7 @@ def create_app() -> Any:
     sio.on("fix", fix, namespace="/device")
 
     def startup() -> None:
-        _start_gc_policy(tasks)
+        _start_gc_policy(tasks, gc_mode)
 
     def shutdown() -> None:
         for task in tasks:
@@ -83,8 +90,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tracker.bench_fleet.bare")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--gc",
+        choices=GC_MODES,
+        default="apply",
+        help="apply: tracker.gc_policy.apply() (thresholds, one freeze after start-up); policy: that and "
+        "its periodic freeze; default: CPython's",
+    )
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", **UVICORN_OPTIONS)
+    uvicorn.run(create_app(args.gc), host=args.host, port=args.port, log_level="warning", **UVICORN_OPTIONS)
 
 
 if __name__ == "__main__":

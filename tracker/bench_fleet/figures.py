@@ -88,6 +88,8 @@ def window(w: dict[str, Any], begin: Reading, end: Reading) -> dict[str, Any]:
         "unanswered_after_drain": int(w["unanswered"]),
         "disconnects": int(w["disconnects"]),
         "generator_late_sends": int(w["late_sends"]),
+        # the slowest answer to the events sent in each second: stalls show as a run of high values
+        "max_ms_by_second": [round(ms) for ms in w["max_ms_by_second"]],
         **cpu(begin, end),
     }
     if w["position_events"]:

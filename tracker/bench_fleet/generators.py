@@ -201,6 +201,12 @@ class Generators:
                     into[key] = into.get(key, 0) + (w[key] or 0)
                 for key in _LISTS:
                     into.setdefault(key, []).extend(w[key])
+                slowest = into.setdefault("max_ms_by_second", [])
+                for i, ms in enumerate(w["max_ms_by_second"]):
+                    if i < len(slowest):
+                        slowest[i] = max(slowest[i], ms)
+                    else:
+                        slowest.append(ms)
         return {
             "windows": windows,
             "in_flight": sum(int(a["in_flight"]) for a in answers),

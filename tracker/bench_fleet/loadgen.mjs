@@ -50,6 +50,7 @@ class Win {
     this.within2s = 0;
     this.ackMs = [];
     this.retryMs = [];
+    this.maxBySecond = []; // the slowest answer of the events sent in each second of the window
     this.late = 0;
     this.skipped = 0;
     // arrived in this window
@@ -81,6 +82,7 @@ class Win {
       unanswered: this.events - this.answered,
       ack_ms: r(this.ackMs),
       retry_ms: r(this.retryMs),
+      max_ms_by_second: r(Array.from(this.maxBySecond, (x) => x ?? 0)),
       late_sends: this.late,
       skipped_disconnected: this.skipped,
       acks: this.acks,
@@ -184,6 +186,8 @@ class Device {
     const sent = windows[entry[2]];
     sent.answered += 1;
     if (ms <= ANSWERED_WITHIN_MS) sent.within2s += 1;
+    const second = Math.floor((entry[0] - sent.t0) / 1000);
+    if (!(sent.maxBySecond[second] >= ms)) sent.maxBySecond[second] = ms;
     let ack;
     try {
       ack = JSON.parse(text.slice(bracket + 1, -1));

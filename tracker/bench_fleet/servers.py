@@ -108,12 +108,12 @@ class BareServer:
         return self.process.pid
 
     @classmethod
-    def start(cls, tmp: Path) -> BareServer:
+    def start(cls, tmp: Path, gc_mode: str = "apply") -> BareServer:
         port = _free_port()
         log = tmp / "bare.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tracker.bench_fleet.bare", "--port", str(port)],
+                [sys.executable, "-m", "tracker.bench_fleet.bare", "--port", str(port), "--gc", gc_mode],
                 env=_child_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=sink,

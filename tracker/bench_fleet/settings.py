@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracker.bench import BenchError
+from tracker.bench_fleet.bare import GC_MODES
 
 MODES = ("open", "closed", "overload")
 SERVERS = ("tracker", "bare")
@@ -37,6 +38,7 @@ class FleetSettings:
     generators: int = 1
     connect_rate: float = 2_000.0  # new sockets per second, all generators together
     connect_concurrency: int = 400  # handshakes open at once, all generators together
+    bare_gc: str = "apply"  # the bare server's collector: see tracker.bench_fleet.bare
 
     @property
     def capacity_seconds(self) -> float:
@@ -59,6 +61,7 @@ class FleetSettings:
             "servers": list(self.servers),
             "generators": self.generators,
             "connect_rate_per_s": self.connect_rate,
+            "bare_gc": self.bare_gc,
         }
         if self.mode == "open":
             report["rate_per_device"] = self.rate
@@ -85,6 +88,7 @@ def build_settings(
     server_env: dict[str, str],
     servers: str = ",".join(SERVERS),
     generators: int = 1,
+    bare_gc: str = "apply",
 ) -> FleetSettings:
     """The checked settings of a run; BenchError names the flag that is out of range."""
     if mode not in MODES:
@@ -107,4 +111,8 @@ def build_settings(
     chosen = tuple(s for s in SERVERS if s in {p.strip() for p in servers.split(",") if p.strip()})
     if not chosen or {p.strip() for p in servers.split(",") if p.strip()} - set(SERVERS):
         raise BenchError(f"--servers takes tracker, bare or both, comma-separated; got {servers!r}")
-    return FleetSettings(mode, n, rate, seconds, warmup, batch, workers, server_env, chosen, generators)
+    if bare_gc not in GC_MODES:
+        raise BenchError(f"--bare-gc takes one of {', '.join(GC_MODES)}; got {bare_gc!r}")
+    return FleetSettings(
+        mode, n, rate, seconds, warmup, batch, workers, server_env, chosen, generators, bare_gc=bare_gc
+    )

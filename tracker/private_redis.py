@@ -6,11 +6,12 @@ folder of mode 0700 (no TCP port: nothing else on the machine can reach it, and 
 Redis), or on a free loopback port when asked (`tcp=True`, for tools). It keeps nothing on disk (no RDB
 snapshots, no AOF): what passes through it is live traffic, and PostGIS holds everything durable. It runs in
 a session of its own, so a Ctrl-C in the terminal reaches the workers but not it; the owner stops it after
-them, with `stop()` or by leaving the `with` block.
+them, with `stop()` or by leaving the `with` block, and on Linux it gets SIGTERM if its owner dies first.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shutil
 import signal
@@ -31,6 +32,7 @@ INSTALL = "apt-get install -y redis-server"
 # Publishers outpace a subscriber for a moment under a burst of positions; Redis' default (32 MB, or 8 MB
 # for 60 s) would drop that worker's subscription. A private server has only our own workers as clients.
 _PUBSUB_BUFFER = "pubsub 256mb 64mb 60"
+_PR_SET_PDEATHSIG = 1
 
 
 def find_redis_server() -> str:
@@ -39,6 +41,16 @@ def find_redis_server() -> str:
     if exe is None:
         raise PrivateRedisError(f"redis-server is not installed (not on PATH); install it with: {INSTALL}")
     return exe
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies, even by SIGKILL (Linux),
+    so that a supervisor killed hard leaves no redis-server behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: stop() still stops it
 
 
 def _free_port() -> int:
@@ -95,7 +107,12 @@ class PrivateRedis:
             client = redis.Redis(unix_socket_path=str(sock), socket_timeout=2)
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=sink,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + READY_TIMEOUT_S
         try:

@@ -52,15 +52,20 @@ class LiveIndex:
 
     def advance(self, fixes: Iterable[Fix]) -> list[Position]:
         """Apply fixes; return the new position of each device that moved forward in time."""
-        moved: dict[str, Position] = {}
+        newest: dict[str, Fix] = {}  # first the newest fix per device, so one Position each is made
         for f in fixes:
-            current = self._latest.get(f.device)
+            best = newest.get(f.device)
+            if best is None or f.ts > best.ts:
+                newest[f.device] = f
+        moved = []
+        for device, f in newest.items():
+            current = self._latest.get(device)
             if current is not None and current.ts >= f.ts:
                 continue
-            position = Position(f.device, f.fleet, f.ts, f.lat, f.lon, f.speed, f.heading, cell_hex(f.cell))
+            position = Position(device, f.fleet, f.ts, f.lat, f.lon, f.speed, f.heading, cell_hex(f.cell))
             self._put(position, f.cell)
-            moved[f.device] = position
-        return list(moved.values())
+            moved.append(position)
+        return moved
 
     def load(self, positions: Iterable[tuple[Position, int]]) -> None:
         """Seed the index (at start-up) with (position, integer cell) pairs.

@@ -110,6 +110,7 @@ class Ingestor:
         self._notifier = notifier
         self._sync = sync
         self._queued = 0  # fixes waiting in all lanes
+        metrics.queue_depth.set_function(lambda: self._queued)  # read when scraped, not set per event
         self._closing = False
 
     def check_load(self, device: str) -> None:
@@ -157,7 +158,6 @@ class Ingestor:
         lane.queue.append(_Submission(fixes, future, time.monotonic()))
         lane.queued += len(fixes)
         self._queued += len(fixes)
-        self._metrics.queue_depth.set(self._queued)
         lane.wakeup.set()
         return await future
 
@@ -197,7 +197,6 @@ class Ingestor:
                 count += len(sub.fixes)
             lane.queued -= count
             self._queued -= count
-            self._metrics.queue_depth.set(self._queued)
             backlog = bool(queue)
             started = time.monotonic()
             try:
@@ -241,13 +240,9 @@ class Ingestor:
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         self._metrics.batch_size.observe(len(fixes))
         accepted_total = 0
+        all_new = len(new) == len(fixes)  # the common case: no retries, no repeats in the batch
         for sub in batch:
-            accepted = 0
-            for f in sub.fixes:
-                key = (f.device, f.ts)
-                if key in new:
-                    new.discard(key)  # a repeat of the key later in the batch is a duplicate
-                    accepted += 1
+            accepted = len(sub.fixes) if all_new else _take_new(sub.fixes, new)
             accepted_total += accepted
             if not sub.future.done():
                 sub.future.set_result(WriteResult(accepted, len(sub.fixes) - accepted))
@@ -260,6 +255,17 @@ class Ingestor:
         self._broadcaster.publish(moved)
         if self._sync is not None:
             self._sync.offer(moved)
+
+
+def _take_new(fixes: Sequence[Fix], new: set[tuple[str, int]]) -> int:
+    """How many of `fixes` were new, taking their keys out of `new`: a key repeated later is a duplicate."""
+    accepted = 0
+    for f in fixes:
+        key = (f.device, f.ts)
+        if key in new:
+            new.discard(key)
+            accepted += 1
+    return accepted
 
 
 def _fail(batch: list[_Submission], error: Busy) -> None:

@@ -48,6 +48,8 @@ def check_id(value: Any, what: str) -> str:
 
 
 def _number(value: Any, name: str) -> float:
+    if type(value) is float and math.isfinite(value):  # the common case first: one check per field
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidFix(f"{name} must be a number; got {type(value).__name__}")
     try:

@@ -44,9 +44,11 @@ class Settings(BaseSettings):
     device_rate: float = Field(500.0, gt=0)  # fixes per second
     device_burst: int = Field(5_000, ge=1_000)
     # Overload: a fix event is answered `retry` at once while the ingest queue would take longer than
-    # `ingest_max_wait_ms` to drain or the event loop lags more than `loop_lag_max_ms`.
+    # `ingest_max_wait_ms` to drain or the event loop lags more than `loop_lag_max_ms`, and while the
+    # device already has `device_inflight_max` events waiting for their acks.
     ingest_max_wait_ms: int = Field(1_000, ge=10)
     loop_lag_max_ms: int = Field(500, ge=10)
+    device_inflight_max: int = Field(4, ge=1)
     # The garbage collector (tracker/gc_policy.py): survivors frozen every `gc_freeze_interval_s`, and
     # everything thawed and collected once every `gc_full_interval_s` (0: never).
     gc_freeze_interval_s: float = Field(5.0, gt=0)

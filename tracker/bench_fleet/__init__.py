@@ -40,6 +40,7 @@ from tracker.bench_fleet.runs import measure_server
 from tracker.bench_fleet.servers import (
     BareServer,
     check_workers_flag,
+    error_samples,
     raise_fd_limit,
     register_devices,
     register_viewer,
@@ -111,6 +112,7 @@ def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]
                 finally:
                     server.stop()
                 results["tracker"]["server_log_error_lines"] = server.log_error_lines()
+                results["tracker"]["server_log_error_samples"] = error_samples(server.log)
         if "bare" in settings.servers:
             bare = BareServer.start(Path(tmp), settings.bare_gc)
             try:
@@ -122,6 +124,7 @@ def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]
             finally:
                 bare.stop()
             results["bare"]["server_log_error_lines"] = bare.log_error_lines()
+            results["bare"]["server_log_error_samples"] = error_samples(bare.log)
     report: dict[str, Any] = {
         "machine": {**machine_facts(), "loadavg_at_start": loadavg, "fd_limit": fd_limit, **pg},
         "settings": {

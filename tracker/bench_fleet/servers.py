@@ -81,6 +81,21 @@ async def register_devices(server: _Server, ids: list[str]) -> list[str]:
     return tokens
 
 
+def error_samples(log: Path, limit: int = 5) -> list[str]:
+    """Up to `limit` distinct ERROR or Traceback lines of a server's log (what log_error_lines counts)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return []
+    found: list[str] = []
+    for line in text.splitlines():
+        if ("ERROR" in line or "Traceback" in line) and line[:300] not in found:
+            found.append(line[:300])
+            if len(found) == limit:
+                break
+    return found
+
+
 def register_viewer(server: _Server) -> str:
     """A viewer of fleet `bench`; its token."""
     headers = {"Authorization": f"Bearer {server.admin_token}"}

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -122,7 +123,10 @@ async def test_two_workers_share_one_port_rooms_and_stop_with_everything(
 
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0, server.log_text()[-3000:]
-        left = [pid for pid in tree if alive(pid)]
+        # multiprocessing's resource tracker ends when it sees its parent gone: a moment after it.
+        deadline = time.monotonic() + 10
+        while (left := [pid for pid in tree if alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not left, f"processes left running: {left}"
     finally:
         server.stop()

@@ -80,7 +80,8 @@ async def test_two_workers_share_one_port_rooms_and_stop_with_everything(
             r = await http.post("/api/admin/viewers", json={"name": uid("desk"), "fleets": [fleet]})
             viewer_token = r.json()["token"]
         viewers = [await Client("/viewer").connect(server, viewer_token) for _ in range(VIEWERS)]
-        devices = await asyncio.gather(*(Client("/device").connect(server, t) for t in tokens))
+        # One after another: a burst of connections can all be taken by whichever worker wakes first.
+        devices = [await Client("/device").connect(server, t) for t in tokens]
         try:
             for v in viewers:
                 assert (await v.call("subscribe", {"fleet": fleet}))["ok"]
@@ -113,7 +114,9 @@ async def test_two_workers_share_one_port_rooms_and_stop_with_everything(
 
             # Long-polling cannot work across workers: refused at the handshake, saying what to use.
             polling = socketio.AsyncClient(reconnection=False)
-            with pytest.raises(socketio.exceptions.ConnectionError):
+            # (python-socketio's client says "Unexpected status code 400", or, when aiohttp finds the
+            # connection closed before it reads the error body, raises RuntimeError: refused either way.)
+            with pytest.raises((socketio.exceptions.ConnectionError, RuntimeError)):
                 await polling.connect(server.url, namespaces=["/viewer"], auth={"token": viewer_token})
             r = httpx.get(server.url + "/socket.io/?EIO=4&transport=polling")
             assert r.status_code == 400 and "websocket" in r.json()["error"]

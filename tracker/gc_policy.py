@@ -3,17 +3,19 @@
 CPython's cyclic collector walks every tracked object of a generation it collects. A server holding
 10,000 device sockets keeps half a gigabyte of long-lived objects (protocol state, queues, tasks), and
 with the default thresholds the collector walks them over and over: measured with 10,000 devices at
-1 fix/5 s, the default policy stalled the loop into acks of 6.5 s p50 / 13 s p99, while the policy
-here gave 5 ms / 25 ms on the same machine (`tracker bench fleet`).
+1 fix/5 s (issue 12), the default policy stalled the loop into acks of 6.5 s p50 / 13 s p99, while
+thresholds and a periodic freeze like these gave 5 ms / 25 ms on the same machine.
 
-So, after start-up and then every `freeze_interval_s`:
-- the young generations are collected (cheap: only what survived since the last round), then
-- `gc.freeze()` moves every surviving object to the permanent generation, which no collection walks;
-- young collections run every `threshold0` net allocations instead of every 700, so the per-event
+So, after start-up (after one full collection) and then every `freeze_interval_s`:
+- `gc.freeze()` moves every tracked object to the permanent generation, which no collection walks.
+  Nothing is collected first: with 10,000 sockets, a `gc.collect(1)` or even `gc.collect(0)` before
+  each freeze stalled the loop for 600-800 ms every 5 s (the bare server under `tracker bench fleet
+  --bare-gc policy`), while a plain freeze took the tracker's ack p99 from 879 to 240 ms;
+- young collections run every `THRESHOLD0` net allocations instead of every 700, so the per-event
   garbage of a busy loop is swept in few, short passes.
-Objects frozen while alive that later become cyclic garbage (a device that disconnects) are not
-reclaimed by those passes, so every `full_interval_s` the permanent generation is thawed and fully
-collected once (one pause that grows with the heap; logged with its length) and frozen again.
+Whatever was frozen, live or cyclic garbage not yet swept, is out of reach until the permanent
+generation is thawed: every `full_interval_s` it is, and everything is collected once (one pause
+that grows with the heap, logged with its length) and frozen again.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ class GcPolicy:
                 self.collect_all()
                 last_full = time.monotonic()
             else:
-                gc.collect(1)
                 gc.freeze()
 
     @staticmethod

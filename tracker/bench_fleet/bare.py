@@ -6,11 +6,11 @@ with `{"accepted": n, "duplicates": 0, "rejected": []}`: no validation, no datab
 the tracker does beyond it (auth, validation, PostGIS commit, fences, live positions) is the difference
 between the two in the same run.
 
-The GC thresholds and first freeze of the tracker (`tracker.gc_policy.apply()`) are applied here too when
-that module exists, so that the baseline is the best bare python-socketio does on this machine rather
-than one stalled by the default collector. `--gc policy` also runs the tracker's periodic freeze
-(`GcPolicy.run`); measured with 10,000 devices at 1 fix/5 s, it stalled the bare server about every 5 s
-(ack p99 700 ms against 17 ms with `apply` alone), so it is not the default here.
+The GC thresholds and first freeze of the tracker (`GcPolicy.apply()`) are applied here too, so that the
+baseline is the best bare python-socketio does on this machine rather than one stalled by the default
+collector. `--gc policy` also runs the tracker's periodic freeze (`GcPolicy.run`); while that step still
+collected before freezing it stalled the bare server about every 5 s at 10,000 devices (ack p99 700 ms
+against 17 ms with `apply` alone), which is why `apply` is the default here.
 
 Run as `python -m tracker.bench_fleet.bare --port P` (the bench starts it).
 """
@@ -19,37 +19,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
-GC_POLICY_MODULE = "tracker.gc_policy"
+from tracker.gc_policy import GcPolicy
+
 GC_MODES = ("policy", "apply", "default")
 
 
 def gc_policy_name() -> str:
-    """What the baseline does about the collector: `tracker.gc_policy` or CPython's default."""
-    try:
-        importlib.import_module(GC_POLICY_MODULE)
-    except ImportError:
-        return "default"
-    return GC_POLICY_MODULE
+    """Where the baseline's collector policy comes from."""
+    return "tracker.gc_policy"
 
 
 def _start_gc_policy(tasks: set[asyncio.Task[None]], gc_mode: str) -> None:
-    """Apply the tracker's GC policy (and, with `gc_mode` "policy", run its periodic freeze) when the
-    module exists; "default" leaves CPython's collector as it is."""
+    """Apply the tracker's GC policy (and, with `gc_mode` "policy", run its periodic freeze); "default"
+    leaves CPython's collector as it is."""
     if gc_mode == "default":
         return
-    try:
-        module: Any = importlib.import_module(GC_POLICY_MODULE)
-    except ImportError:
-        return
-    policy_class = getattr(module, "GcPolicy", None)
-    if policy_class is None:
-        module.apply()
-        return
-    policy = policy_class()
+    policy = GcPolicy()
     policy.apply()
     if gc_mode == "policy":
         tasks.add(asyncio.get_running_loop().create_task(policy.run(), name="gc"))

@@ -4,9 +4,10 @@ Offered more than it can do, a server that queues everything answers everything 
 its capacity, the tracker used to ack 0.46x its capacity and answer after 12-23 s. So a fix event is
 refused with `retry` (and the time to wait) while any of these holds:
 - the event loop lags (`LoopLag`): the process is out of CPU, and every queued task makes every answer later;
-- the device's ingest lane would take longer than the bound to drain (`Ingestor` asks `lane_wait`);
+- the device's ingest lane would take longer than the bound to drain (`Ingestor.check_load`);
 - the device has spent its token bucket (`RateLimiter`), so one device replaying a backlog in a tight loop
-  cannot take the queue from the others.
+  cannot take the queue from the others;
+- the connection already has its bound of events unanswered (`tracker.sockets`).
 The wait a refusal names grows with the overload and carries jitter, so that refused devices come back
 spread out and with their fixes in fewer, larger batches, which cost less per fix.
 """

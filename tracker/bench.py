@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -285,6 +285,8 @@ def _child_env() -> dict[str, str]:
 class _Server:
     """The real `tracker serve` in a subprocess on a free port."""
 
+    ready_path: ClassVar[str] = "/readyz"  # what answers 200 once the server takes connections
+
     url: str
     admin_token: str
     process: subprocess.Popen[bytes]
@@ -338,7 +340,7 @@ class _Server:
             while time.monotonic() < deadline:
                 self.check_alive()
                 try:
-                    if http.get(self.url + "/readyz").status_code == 200:
+                    if http.get(self.url + self.ready_path).status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass

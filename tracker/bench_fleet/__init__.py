@@ -114,7 +114,7 @@ def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]
                 results["tracker"]["server_log_error_lines"] = server.log_error_lines()
                 results["tracker"]["server_log_error_samples"] = error_samples(server.log)
         if "bare" in settings.servers:
-            bare = BareServer.start(Path(tmp), settings.bare_gc)
+            bare = BareServer.launch(Path(tmp), settings.bare_gc)
             try:
                 tokens = [f"bare-{i:05d}" for i in range(settings.devices)]
                 results["bare"] = asyncio.run(

@@ -18,10 +18,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
-from tracker.bench import FLEET, READY_TIMEOUT_S, BenchError, _child_env, _free_port, _Server, progress
+from tracker.bench import FLEET, BenchError, _child_env, _free_port, _Server, progress
 
 REGISTER_CONCURRENCY = 32
 VIEWER_NAME = "bench-fleet-viewer"
@@ -111,19 +112,14 @@ def register_viewer(server: _Server) -> str:
 
 
 @dataclass
-class BareServer:
-    """`python -m tracker.bench_fleet.bare` on a free port."""
+class BareServer(_Server):
+    """`python -m tracker.bench_fleet.bare` on a free port, handled as the tracker's server is (alive
+    checks, stop, log), ready once Engine.IO answers a handshake."""
 
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    ready_path: ClassVar[str] = "/socket.io/?EIO=4&transport=polling"
 
     @classmethod
-    def start(cls, tmp: Path, gc_mode: str = "apply") -> BareServer:
+    def launch(cls, tmp: Path, gc_mode: str = "apply") -> BareServer:
         port = _free_port()
         log = tmp / "bare.log"
         with log.open("wb") as sink:
@@ -134,7 +130,7 @@ class BareServer:
                 stdout=sink,
                 stderr=sink,
             )
-        server = cls(f"http://127.0.0.1:{port}", process, log)
+        server = cls(f"http://127.0.0.1:{port}", "", process, log)
         progress(f"bare python-socketio server pid {process.pid} on {server.url}")
         try:
             server._wait_ready()
@@ -142,42 +138,3 @@ class BareServer:
             server.stop()
             raise
         return server
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        with httpx.Client(timeout=2) as http:
-            while time.monotonic() < deadline:
-                self.check_alive()
-                try:
-                    if http.get(self.url + "/socket.io/?EIO=4&transport=polling").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)  # poll interval, bounded by the deadline
-        raise BenchError(f"bare server not ready within {READY_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchError(f"bare server exited with {self.process.returncode}:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
-
-    def log_error_lines(self) -> int:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return 0
-        return sum(1 for line in text.splitlines() if "ERROR" in line or "Traceback" in line)

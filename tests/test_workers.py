@@ -79,6 +79,9 @@ async def test_two_workers_share_one_port_rooms_and_stop_with_everything(
                 tokens.append(r.json()["token"])
             r = await http.post("/api/admin/viewers", json={"name": uid("desk"), "fleets": [fleet]})
             viewer_token = r.json()["token"]
+        # /readyz answered by one worker says nothing of the other, which may still be starting (and,
+        # not yet accepting, would leave every device to the first): wait until both answer.
+        await per_process(server, 0)
         viewers = [await Client("/viewer").connect(server, viewer_token) for _ in range(VIEWERS)]
         # One after another: a burst of connections can all be taken by whichever worker wakes first.
         devices = [await Client("/device").connect(server, t) for t in tokens]

@@ -122,4 +122,5 @@ def test_bench_fleet_open_closed_and_overload(pg_base: str, tmp_path: Path) -> N
         "overload_acked_vs_capacity",
         "overload_answered_within_2s",
         "after_ack_p99_ms",
+        "after_slowest_answer_under_100ms_from_s",
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
 from tracker.errors import Busy
 
@@ -35,9 +36,10 @@ def retry_after(delay_s: float) -> float:
 class LoopLag:
     """How late the event loop runs its timers: near 0 when idle, its run queue's length when saturated."""
 
-    def __init__(self, limit_s: float) -> None:
+    def __init__(self, limit_s: float, observe: Callable[[float], None] | None = None) -> None:
         self.limit_s = limit_s
         self.lag_s = 0.0
+        self._observe = observe  # each sample, for the loop-lag histogram in /metrics
 
     async def run(self) -> None:
         """Probe forever (coroutine): sleep a fixed interval and keep a smoothed overshoot."""
@@ -47,6 +49,8 @@ class LoopLag:
             await asyncio.sleep(LAG_PROBE_S)
             sample = max(0.0, loop.time() - started - LAG_PROBE_S)
             self.lag_s = 0.5 * self.lag_s + 0.5 * sample
+            if self._observe is not None:
+                self._observe(sample)
 
     def check(self) -> None:
         """Raise Busy while the loop lags beyond the limit."""

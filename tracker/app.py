@@ -22,6 +22,7 @@ from tracker.errors import ConfigError, TrackerError
 from tracker.gc_policy import GcPolicy
 from tracker.metrics import Metrics
 from tracker.settings import Settings
+from tracker.socket_gate import AdmissionGate
 from tracker.sockets import DeviceNamespace, DeviceRooms, ViewerNamespace, ViewerRooms, build_server
 
 # How uvicorn serves the app, for `tracker serve` and `tracker demo` alike. Engine.IO pings every client
@@ -70,7 +71,12 @@ def create_app(settings: Settings, database_url: str | None = None) -> Any:
     http = Starlette(routes=api.routes(), exception_handlers=api.exception_handlers, lifespan=lifespan)
     http.state.metrics = metrics
     http.state.settings = settings
-    asgi = socketio.ASGIApp(sio, other_asgi_app=http, socketio_path="socket.io")
+    asgi = AdmissionGate(
+        socketio.ASGIApp(sio, other_asgi_app=http, socketio_path="socket.io"),
+        lambda: core().ingestor.check_process(),
+        settings.device_inflight_max,
+        metrics.submissions_busy.labels("inflight").inc,
+    )
     return _WebSocketOnly(asgi, settings.workers) if settings.workers > 1 else asgi
 
 

@@ -79,7 +79,7 @@ class Core:
         )
         notifier = Notifier(transport, devices, lambda rule: geofences.rules.by_id.get(rule), webhooks.wake)
         broadcaster = Broadcaster(transport, settings.broadcast_interval_ms, metrics)
-        lag = LoopLag(settings.loop_lag_max_ms / 1000)
+        lag = LoopLag(settings.loop_lag_max_ms / 1000, metrics.loop_lag_seconds.observe)
         sync = (
             LiveSync(settings.redis_url, index, settings.broadcast_interval_ms)
             if settings.redis_url

@@ -113,11 +113,9 @@ class Ingestor:
         metrics.queue_depth.set_function(lambda: self._queued)  # read when scraped, not set per event
         self._closing = False
 
-    def check_load(self, device: str) -> None:
-        """Raise Busy, changing nothing, when a submission of `device` would not be taken now.
-
-        The edges call this before decoding an event, so that under overload a refusal costs little.
-        """
+    def check_process(self) -> None:
+        """Raise Busy, changing nothing, while this process takes no submission at all (shutting down,
+        or its event loop running late); the websocket gate calls it before a fix event is decoded."""
         if self._closing:
             raise Busy("server shutting down; retry")
         try:
@@ -125,6 +123,13 @@ class Ingestor:
         except Busy:
             self._metrics.submissions_busy.labels("overloaded").inc()
             raise
+
+    def check_load(self, device: str) -> None:
+        """Raise Busy, changing nothing, when a submission of `device` would not be taken now.
+
+        The edges call this before decoding an event, so that under overload a refusal costs little.
+        """
+        self.check_process()
         lane = self._lane(device)
         wait = lane.wait_s(time.monotonic())
         if wait > self._max_wait_s:

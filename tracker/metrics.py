@@ -44,6 +44,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.loop_lag_seconds = Histogram(
+            "tracker_loop_lag_seconds",
+            "How late the event loop ran a timer, sampled every 50 ms (a stalled loop delays every answer)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "tracker_ingest_queue_fixes", "Fixes waiting for the ingest loop", registry=r
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,7 +61,7 @@ def _refusal(error: str, retry: bool) -> dict[str, Any]:
     return {"accepted": 0, "duplicates": 0, "rejected": [], "error": error, "retry": retry}
 
 
-def _busy(exc: Busy) -> dict[str, Any]:
+def busy_ack(exc: Busy) -> dict[str, Any]:
     """A `retry` ack that also says how long to wait (`retry_after_ms`, an extension of the contract)."""
     ack = _refusal(str(exc), retry=True)
     ack["retry_after_ms"] = round(exc.retry_after_s * 1000)
@@ -77,7 +76,6 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._core = core
         self._metrics = metrics
         self._devices: dict[str, Device] = {}
-        self._inflight: Counter[str] = Counter()  # sid -> fix events waiting for their acks
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
@@ -109,24 +107,12 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("device disconnected device=%s", device.id)
 
     async def on_fix(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Validate and submit a fix event; the ack comes after COMMIT. Over websocket, overload and the
+        connection's bound of events in flight were checked before this (`tracker.socket_gate`)."""
         device = self._devices.get(sid)
         if device is None:
             return _refusal("not connected as a device", retry=True)
         core = self._core()
-        if self._inflight[sid] >= core.settings.device_inflight_max:
-            self._metrics.submissions_busy.labels("inflight").inc()
-            return _busy(
-                Busy(f"{self._inflight[sid]} fix events of this connection wait for their acks; retry")
-            )
-        self._inflight[sid] += 1
-        try:
-            return await self._fix(core, device, data)
-        finally:
-            self._inflight[sid] -= 1
-            if not self._inflight[sid]:
-                del self._inflight[sid]
-
-    async def _fix(self, core: Core, device: Device, data: Any) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             core.ingestor.check_load(device.id)  # before decoding: under overload a refusal must be cheap
@@ -134,7 +120,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 data, device.id, device.fleet, int(time.time() * 1000), core.settings.retention_days
             )
         except Busy as exc:
-            return _busy(exc)
+            return busy_ack(exc)
         except InvalidInput as exc:
             return _refusal(str(exc), retry=False)
         if rejected:
@@ -148,7 +134,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             result = await core.ingestor.submit(fixes)
         except Busy as exc:
-            return _busy(exc)
+            return busy_ack(exc)
         except Exception:  # a bug must still answer the device, which then retries
             log.exception("fix event failed device=%s", device.id)
             return _refusal("internal error; retry", retry=True)

@@ -186,4 +186,15 @@ def goals(
         "overload_acked_vs_capacity": goal(get(tracker, "overload", "acked_vs_capacity"), 0.8, False),
         "overload_answered_within_2s": goal(get(tracker, "overload", "answered_within_2s"), 1.0, False),
         "after_ack_p99_ms": goal(get(tracker, "after", "ack_ms", "p99"), 100, True),
+        # phones flush what piled up during their back-off first: how long that takes
+        "after_slowest_answer_under_100ms_from_s": {"value": settled_after_s(tracker["after"], 100)},
     }
+
+
+def settled_after_s(window: dict[str, Any], limit_ms: float) -> int | None:
+    """Seconds into a window after which every second's slowest answer stays within `limit_ms`."""
+    slowest = window.get("max_ms_by_second") or []
+    for second in range(len(slowest)):
+        if all(ms <= limit_ms for ms in slowest[second:]):
+            return second
+    return None

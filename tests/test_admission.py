@@ -14,7 +14,7 @@ import httpx
 import pytest
 from harness import Client, Server, add_device, device_client, now_ms, start_server, uid, until
 
-from tracker.admission import RETRY_MAX_S, RETRY_MIN_S, LoopLag, retry_after
+from tracker.admission import RETRY_MAX_S, RETRY_MIN_S, LoopLag
 from tracker.errors import Busy
 from tracker.gc_policy import GcPolicy
 
@@ -79,7 +79,7 @@ async def test_a_slow_store_refuses_at_once_with_a_wait_and_takes_the_retry(
         ack = await c.call("fix", [{"lat": 1.0, "lon": 1.0, "ts": t}, {"lat": 1.0, "lon": 1.0, "ts": t + 1}])
         assert time.monotonic() - asked < 5
         assert ack["accepted"] == 0 and ack["retry"] is True and "wait to be stored" in ack["error"]
-        assert RETRY_MIN_S * 750 <= ack["retry_after_ms"] <= RETRY_MAX_S * 1250
+        assert RETRY_MIN_S * 500 <= ack["retry_after_ms"] <= RETRY_MAX_S * 1500
         # The OsmAnd adapter says the same with 503 and a Retry-After in whole seconds.
         async with httpx.AsyncClient(base_url=slow.url) as http:
             r = await http.post("/api/ingest/osmand", data={"id": devices[2][1], "lat": "1", "lon": "1"})
@@ -110,16 +110,35 @@ async def test_loop_lag_refuses_while_the_loop_runs_late() -> None:
             await asyncio.sleep(0.06)
         with pytest.raises(Busy, match="behind; retry") as refused:
             lag.check()
-        assert refused.value.retry_after_s >= RETRY_MIN_S * 0.75
+        assert refused.value.retry_after_s >= RETRY_MIN_S * 0.5
     finally:
         probe.cancel()
 
 
 def test_retry_after_grows_with_the_delay_within_bounds() -> None:
+    lag = LoopLag(limit_s=0.05)
     for delay in (0.0, 0.01, 0.5, 2.0, 100.0):
-        wait = retry_after(delay)
-        assert RETRY_MIN_S * 0.75 <= wait <= RETRY_MAX_S * 1.25
-    assert min(retry_after(3.0) for _ in range(50)) > max(retry_after(0.0) for _ in range(50))
+        wait = lag.retry_after(delay)
+        assert RETRY_MIN_S * 0.5 <= wait <= RETRY_MAX_S * 1.5
+    assert min(lag.retry_after(3.0) for _ in range(50)) > max(lag.retry_after(0.0) for _ in range(50))
+
+
+async def test_the_shortest_wait_named_grows_while_the_loop_stays_late_and_comes_back() -> None:
+    lag = LoopLag(limit_s=0.02)
+    probe = asyncio.ensure_future(lag.run())
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while lag.floor_s < 4 * RETRY_MIN_S:  # about 25 late probes
+            assert loop.time() < deadline, f"the floor stayed at {lag.floor_s} s"
+            time.sleep(0.1)  # the loop is blocked: every probe comes late
+            await asyncio.sleep(0)
+        assert min(lag.retry_after() for _ in range(50)) >= 2 * RETRY_MIN_S
+        while lag.floor_s > RETRY_MIN_S:  # on time again: back down to the minimum
+            assert loop.time() < deadline, f"the floor stayed at {lag.floor_s} s"
+            await asyncio.sleep(0.1)
+    finally:
+        probe.cancel()
 
 
 def test_the_gc_policy_freezes_survivors_and_the_full_pass_frees_their_cycles() -> None:

@@ -43,12 +43,15 @@ class Wire:
 async def _run(busy: list[Busy | None], inflight_max: int = 2) -> tuple[Wire, asyncio.Task[None], list[int]]:
     refused: list[int] = []
 
-    def check() -> None:
+    def check(inflight: int) -> None:
         if busy[0] is not None:
             raise busy[0]
+        if inflight >= inflight_max:
+            refused.append(inflight)
+            raise Busy(f"{inflight} fix events of this connection wait for their acks; retry")
 
     wire = Wire()
-    gate = AdmissionGate(wire.app, check, inflight_max, lambda: refused.append(1))
+    gate = AdmissionGate(wire.app, check)
     task = asyncio.ensure_future(gate({"type": "websocket", "path": "/socket.io/"}, wire.receive, wire.send))
     return wire, task, refused
 
@@ -72,7 +75,7 @@ async def test_fix_events_over_the_connection_bound_are_refused_at_the_frame() -
         ack = orjson.loads(wire.to_client[0][len("43/device,3") :])[0]
         assert ack["accepted"] == 0 and ack["retry"] is True and ack["retry_after_ms"] > 0
         assert "2 fix events of this connection wait for their acks" in ack["error"]
-        assert refused == [1]
+        assert refused == [2]
 
         # The app's ack of event 1 retires it: the next fix passes.
         await wire.app_send({"type": "websocket.send", "text": '43/device,1[{"accepted":1}]'})
@@ -125,7 +128,7 @@ async def test_http_and_other_paths_are_not_wrapped() -> None:
     async def send(message: dict[str, Any]) -> None:
         return None
 
-    gate = AdmissionGate(app, lambda: None, 2, lambda: None)
+    gate = AdmissionGate(app, lambda inflight: None)
     await gate({"type": "http", "path": "/socket.io/"}, receive, send)
     await gate({"type": "websocket", "path": "/other"}, receive, send)
     assert seen == [(receive, send), (receive, send)]

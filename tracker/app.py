@@ -73,9 +73,7 @@ def create_app(settings: Settings, database_url: str | None = None) -> Any:
     http.state.settings = settings
     asgi = AdmissionGate(
         socketio.ASGIApp(sio, other_asgi_app=http, socketio_path="socket.io"),
-        lambda: core().ingestor.check_process(),
-        settings.device_inflight_max,
-        metrics.submissions_busy.labels("inflight").inc,
+        lambda inflight: core().ingestor.check_connection(inflight),
     )
     return _WebSocketOnly(asgi, settings.workers) if settings.workers > 1 else asgi
 

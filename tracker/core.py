@@ -97,6 +97,7 @@ class Core:
             limiter=RateLimiter(settings.device_rate, settings.device_burst),
             lag=lag,
             max_wait_s=settings.ingest_max_wait_ms / 1000,
+            inflight_max=settings.device_inflight_max,
             engine=geofences,
             notifier=notifier,
             sync=sync,

@@ -8,11 +8,12 @@ state changes out), writes the fixes with those changes and events in one transa
 own connection, and only after COMMIT resolves the waiting submissions (so an ack means stored, events
 included), applies the fence state, queues the events for delivery, advances the live index and hands
 the moved positions to the broadcaster.
-Admission comes first (`tracker.admission`): `check_load` and `submit` raise `Busy` at once, with the
-wait to name, while the loop lags, while the device's lane would take longer than `max_wait_s` to drain
-(its backlog over the rate the lane has shown while busy), or past the device's token bucket; the queue
-is also bounded in fixes. A failed write raises `Busy` for every submission of that batch, and nothing
-of it is stored.
+Admission comes first (`tracker.admission`): `check_connection` (which the websocket gate calls on the
+frame, before it is decoded), `check_load` and `submit` raise `Busy` at once, with the wait to name,
+while the loop lags, while a connection has its bound of fix events in flight, while the device's lane
+would take longer than `max_wait_s` to drain (its backlog over the rate the lane has shown while busy),
+or past the device's token bucket; the queue is also bounded in fixes. A failed write raises `Busy` for
+every submission of that batch, and nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from tracker.admission import LoopLag, RateLimiter, retry_after
+from tracker.admission import LoopLag, RateLimiter
 from tracker.broadcast import Broadcaster
 from tracker.errors import Busy
 from tracker.geofence.detect import Detection
@@ -91,6 +92,7 @@ class Ingestor:
         limiter: RateLimiter,
         lag: LoopLag,
         max_wait_s: float,
+        inflight_max: int,
         engine: GeofenceEngine,
         notifier: Notifier,
         sync: LiveSync | None = None,
@@ -106,6 +108,7 @@ class Ingestor:
         self._limiter = limiter
         self._lag = lag
         self._max_wait_s = max_wait_s
+        self._inflight_max = inflight_max
         self._engine = engine
         self._notifier = notifier
         self._sync = sync
@@ -115,7 +118,7 @@ class Ingestor:
 
     def check_process(self) -> None:
         """Raise Busy, changing nothing, while this process takes no submission at all (shutting down,
-        or its event loop running late); the websocket gate calls it before a fix event is decoded."""
+        or its event loop running late)."""
         if self._closing:
             raise Busy("server shutting down; retry")
         try:
@@ -123,6 +126,17 @@ class Ingestor:
         except Busy:
             self._metrics.submissions_busy.labels("overloaded").inc()
             raise
+
+    def check_connection(self, inflight: int) -> None:
+        """Raise Busy, changing nothing, when a connection with `inflight` fix events unanswered may not
+        send another: the process takes nothing, or the connection has its bound in flight."""
+        self.check_process()
+        if inflight >= self._inflight_max:
+            self._metrics.submissions_busy.labels("inflight").inc()
+            raise Busy(
+                f"{inflight} fix events of this connection wait for their acks; retry",
+                self._lag.retry_after(),
+            )
 
     def check_load(self, device: str) -> None:
         """Raise Busy, changing nothing, when a submission of `device` would not be taken now.
@@ -136,7 +150,7 @@ class Ingestor:
             self._metrics.submissions_busy.labels("queue_wait").inc()
             raise Busy(
                 f"server busy: {lane.queued} fixes wait to be stored, about {wait:.1f} s; retry",
-                retry_after(wait - self._max_wait_s),
+                self._lag.retry_after(wait - self._max_wait_s),
             )
 
     async def submit(self, fixes: Sequence[Fix]) -> WriteResult:

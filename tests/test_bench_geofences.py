@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness import ROOT
 
-from tracker.bench_geofences import build_fences
+from tracker.tools.bench.geofences import build_fences
 
 
 def test_bench_geofences_reports_agreeing_figures(pg_base: str, tmp_path: Path) -> None:

@@ -29,8 +29,8 @@ from harness import (
 )
 from playwright.async_api import Browser, Page, async_playwright
 
-from tracker.browser import VIEWPORT, launch_chromium
-from tracker.tracks import read_track
+from tracker.tools.browser import VIEWPORT, launch_chromium
+from tracker.tools.trackfile import read_track
 
 ARTIFACTS = ROOT / "artifacts"
 RULES = """

@@ -34,8 +34,8 @@ from harness import (
 )
 
 from tracker.errors import Unauthorized
-from tracker.replay import Replayer, ServerUnreachable
-from tracker.tracks import Track, read_track
+from tracker.tools.replay import Replayer, ServerUnreachable
+from tracker.tools.trackfile import Track, read_track
 
 TRACKS = REALDATA / "tracks"
 PLT_1HZ = TRACKS / "geolife/020/20111130151807.plt"  # 327 fixes, 1 s apart

@@ -21,10 +21,11 @@ from tracker.cli import _parser
 from tracker.geofence.config import load_folder
 from tracker.geofence.detect import RuleSet, detect
 from tracker.model import Fix
-from tracker.simulate import DEFAULT_COURIERS, DEFAULT_SEED, DEFAULT_VANS, FLEETS, simulate
-from tracker.simulate.city import build_city, to_xy
-from tracker.simulate.output import GPXTPX, write
-from tracker.simulate.shift import (
+from tracker.stops import find_stops, stop_item
+from tracker.tools.simulate import DEFAULT_COURIERS, DEFAULT_SEED, DEFAULT_VANS, FLEETS, simulate
+from tracker.tools.simulate.city import build_city, to_xy
+from tracker.tools.simulate.output import GPXTPX, write
+from tracker.tools.simulate.shift import (
     GAP_RATE_PER_H,
     GAP_S,
     JUMP_ACCURACY_M,
@@ -32,7 +33,6 @@ from tracker.simulate.shift import (
     MOVING_INTERVAL_S,
     SimTrack,
 )
-from tracker.stops import find_stops, stop_item
 from tracker.trail import Track, pairwise_m
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from harness import REALDATA, Client, Server, add_device, add_viewer, device_client, now_ms, uid
 
-from tracker.tracks import FEET, TrackFileError, read_track
+from tracker.tools.trackfile import FEET, TrackFileError, read_track
 
 T0 = 1_764_151_200_000  # 2025-11-26T10:00:00Z
 T0_ISO = "2025-11-26T10:00:00Z"

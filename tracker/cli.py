@@ -238,7 +238,7 @@ def _serve(settings: Settings) -> None:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> None:
-    from tracker import demo
+    from tracker.tools import demo
 
     if args.devices < 1 or not args.speed > 0:
         raise ConfigError("--devices must be at least 1 and --speed greater than 0")
@@ -308,15 +308,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "geofences":
             sys.exit(_check_geofences(args.dir))
         if args.command == "replay":
-            from tracker.replay import run_cli as replay_cli
+            from tracker.tools.replay import run_cli as replay_cli
 
             sys.exit(replay_cli(args))
         if args.command == "simulate":
-            from tracker.simulate import run_cli as simulate_cli
+            from tracker.tools.simulate import run_cli as simulate_cli
 
             sys.exit(simulate_cli(args))
         if args.command == "bench" and args.action == "geofences":
-            from tracker.bench_geofences import bench_geofences
+            from tracker.tools.bench.geofences import bench_geofences
 
             text, agree = bench_geofences(args.database_url, args.fences, args.points, args.out)
             print(text)
@@ -325,12 +325,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 sys.exit(1)
             return
         if args.command == "bench" and args.action == "messages":
-            from tracker.bench_messages import bench_messages
+            from tracker.tools.bench.messages import bench_messages
 
             print(bench_messages(args.database_url, args.messages, args.backlog, args.out))
             return
         if args.command == "bench" and args.action == "map":
-            from tracker.bench_map import bench_map
+            from tracker.tools.bench.map import bench_map
 
             print(
                 bench_map(
@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             return
         if args.command == "bench" and args.action == "fleet":
-            from tracker.bench_fleet import bench_fleet
+            from tracker.tools.bench.fleet import bench_fleet
 
             mode = "closed" if args.closed_loop else "overload" if args.overload else "open"
             print(
@@ -368,8 +368,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             return
         if args.command == "bench" and args.action == "history":
-            from tracker.bench_history import Settings as HistorySettings
-            from tracker.bench_history import bench_history
+            from tracker.tools.bench.history import Settings as HistorySettings
+            from tracker.tools.bench.history import bench_history
 
             sizes = HistorySettings(
                 args.devices, args.fixes_per_device, args.live_devices, args.requests, args.warmup
@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(bench_history(args.database_url, sizes, args.keep, args.out))
             return
         if args.command == "bench":
-            from tracker.bench import bench_ingest
+            from tracker.tools.bench.base import bench_ingest
 
             print(
                 bench_ingest(

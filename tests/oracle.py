@@ -41,7 +41,7 @@ class OracleFence:
     id: str
     tags: tuple[str, ...] = ()
     geometry: dict[str, Any] | None = None
-    center: tuple[float, float] | None = None  # (lon, lat)
+    center_lonlat: tuple[float, float] | None = None
     radius_m: float | None = None
     entry: str = ""  # the YAML entry id it came from
 
@@ -191,8 +191,8 @@ def _fence_args(fences: Sequence[OracleFence]) -> list[list[Any]]:
     return [
         list(range(len(fences))),
         [None if f.geometry is None else json.dumps(f.geometry) for f in fences],
-        [None if f.center is None else f.center[0] for f in fences],
-        [None if f.center is None else f.center[1] for f in fences],
+        [None if f.center_lonlat is None else f.center_lonlat[0] for f in fences],
+        [None if f.center_lonlat is None else f.center_lonlat[1] for f in fences],
         [f.radius_m for f in fences],
     ]
 

@@ -24,7 +24,8 @@ from harness import (
 )
 from pyproj import Geod
 
-from tracker.index import LiveIndex, assign_cells, cell_hex
+from tracker.geo import cell_hex
+from tracker.index import LiveIndex, assign_cells
 from tracker.model import Fix, Position
 from tracker.store.area import circle_boxes
 
@@ -362,7 +363,7 @@ def test_live_index_load_recells_positions_stored_at_another_resolution() -> Non
 
 
 def test_circle_boxes_contain_the_circle_across_the_antimeridian_and_at_the_pole() -> None:
-    circles = [
+    circles = [  # (lon, lat) of the centre, radius
         ((13.4, 52.5), 150.0),
         ((179.999, 10.0), 5000.0),
         ((-179.999, -10.0), 5000.0),
@@ -371,11 +372,11 @@ def test_circle_boxes_contain_the_circle_across_the_antimeridian_and_at_the_pole
         ((0.0, 70.0), 90_000.0),
     ]
     for center, radius in circles:
-        boxes = circle_boxes(center, radius)
+        boxes = circle_boxes(center[1], center[0], radius)
         assert all(w <= e and -180 <= w and e <= 180 and -90 <= s <= n <= 90 for w, s, e, n in boxes)
         lons, lats, _ = WGS84.fwd(
             np.full(720, center[0]), np.full(720, center[1]), np.linspace(0, 360, 720), np.full(720, radius)
         )
         for x, y in zip(lons, lats, strict=True):
             assert any(w <= x <= e and s <= y <= n for w, s, e, n in boxes), (center, radius, x, y)
-    assert len(circle_boxes((179.999, 10.0), 5000.0)) == 2
+    assert len(circle_boxes(10.0, 179.999, 5000.0)) == 2

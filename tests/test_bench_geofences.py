@@ -57,4 +57,4 @@ def test_generated_fences_without_the_real_data(tmp_path: Path) -> None:
     assert len(fences) == 20
     polygons = [f.geometry for f in fences if f.geometry is not None]
     assert all(g.is_valid and 64 <= len(g.exterior.coords) - 1 <= 512 for g in polygons)
-    assert sum(f.center is not None for f in fences) == 1
+    assert sum(f.center_lonlat is not None for f in fences) == 1

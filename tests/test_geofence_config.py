@@ -69,7 +69,9 @@ def test_polygon_is_closed_and_circle_and_rule_defaults(tmp_path: Path) -> None:
         (13.40, 52.52),
     ]
     assert depot.source == f"{path}:2"
-    assert hub.is_circle and hub.center == (13.40, 52.52) and hub.radius_m == 150 and hub.geometry is None
+    assert (
+        hub.is_circle and hub.center_lonlat == (13.40, 52.52) and hub.radius_m == 150 and hub.geometry is None
+    )
     assert hub.source == f"{path}:6"
     (rule,) = result.rules
     assert rule.id == "depot-arrival" and rule.on == "enter"  # YAML 1.1 would read the key `on` as True

@@ -10,8 +10,9 @@ import shapely
 from harness import REALDATA
 from shapely.geometry import shape
 
-from tracker.geofence.detect import PRESENCE, Head, RuleSet, Track, TrackKey, detect
-from tracker.geofence.grid import FenceIndex, geodesic_distance
+from tracker.geo import distances_from_m
+from tracker.geofence.detect import PRESENCE, FenceState, Head, RuleSet, StateKey, detect
+from tracker.geofence.grid import FenceIndex
 from tracker.model import Fence, Fix, Rule
 
 SQUARE = Fence("sq", None, ("depot",), shapely.box(10.0, 50.0, 10.01, 50.01))
@@ -24,7 +25,7 @@ HOLED = Fence(
         [[(11.005, 50.005), (11.015, 50.005), (11.015, 50.015), (11.005, 50.015)]],
     ),
 )
-CIRCLE = Fence("hub", None, (), center=(12.0, 50.0), radius_m=100.0)
+CIRCLE = Fence("hub", None, (), center_lonlat=(12.0, 50.0), radius_m=100.0)
 IN = (10.005, 50.005)
 OUT = (10.02, 50.005)
 
@@ -40,7 +41,7 @@ class Machine:
 
     def __init__(self, fences: list[Fence], rules: list[Rule]) -> None:
         self.rules = RuleSet(fences, rules)
-        self.tracks: dict[str, dict[TrackKey, Track]] = {}
+        self.tracks: dict[str, dict[StateKey, FenceState]] = {}
         self.heads: dict[str, Head] = {}
 
     def feed(self, *fixes: Fix) -> list[tuple[str, str, str, int]]:
@@ -95,7 +96,7 @@ def test_hole_is_outside() -> None:
 def test_circle_by_geodesic_distance() -> None:
     m = Machine([CIRCLE], [rule("enter", ("hub",)), rule("exit", ("hub",))])
     # 0.0013° of longitude at 50°N is about 93.5 m; 0.0014° about 100.6 m.
-    assert geodesic_distance(np.array([12.0013]), np.array([50.0]), (12.0, 50.0))[0] < 100
+    assert distances_from_m(50.0, 12.0, np.array([50.0]), np.array([12.0013]))[0] < 100
     assert m.feed(fix(1, (12.0013, 50.0))) == [("enter", "r-enter", "hub", 1)]
     assert m.feed(fix(2, (12.0014, 50.0))) == [("exit", "r-exit", "hub", 2)]
 
@@ -173,7 +174,7 @@ def test_devices_are_independent_within_a_batch() -> None:
 def test_presence_track_knows_who_is_inside() -> None:
     m = Machine([SQUARE], [])
     m.feed(fix(7, IN))
-    assert m.tracks["d1"][(PRESENCE, "sq")] == Track(True, 7)
+    assert m.tracks["d1"][(PRESENCE, "sq")] == FenceState(True, 7)
     m.feed(fix(8, OUT))
     assert "d1" not in m.tracks
 
@@ -193,7 +194,9 @@ def test_index_agrees_with_shapely_on_real_districts(name: str) -> None:
         Fence(f"{name}:{i}", None, (), shapely.make_valid(shape(f["geometry"])))
         for i, f in enumerate(features)
     ]
-    fences.append(Fence("c", None, (), center=tuple(fences[0].geometry.centroid.coords[0]), radius_m=700.0))
+    fences.append(
+        Fence("c", None, (), center_lonlat=tuple(fences[0].geometry.centroid.coords[0]), radius_m=700.0)
+    )
     index = FenceIndex(fences)
     xmin, ymin, xmax, ymax = shapely.union_all([f.geometry for f in fences[:-1]]).bounds
     rng = np.random.default_rng(7)
@@ -210,9 +213,9 @@ def test_index_agrees_with_shapely_on_real_districts(name: str) -> None:
         for i, f in enumerate(fences[:-1])
         for p in np.flatnonzero(shapely.covers(f.geometry, pts)).tolist()
     }
-    centre = fences[-1].center
+    centre = fences[-1].center_lonlat
     assert centre is not None
-    near = np.flatnonzero(geodesic_distance(lon, lat, centre) <= 700.0)
+    near = np.flatnonzero(distances_from_m(centre[1], centre[0], lat, lon) <= 700.0)
     expected |= {(p, len(fences) - 1) for p in near.tolist()}
     assert len(expected) > 20_000
     assert got == expected

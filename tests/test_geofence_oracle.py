@@ -251,7 +251,7 @@ def test_oracle_state_machine_by_hand() -> None:
     raw = [False, True, True, False, True, True, True, False, False, False]
     speeds = [None, 1.0, 9.0, 9.0, 1.0, 1.0, 8.0, 9.0, 1.0, 1.0]
     fixes = [Fix(base + i * 1000, 47.0 + i / 1000, 8.0, s) for i, s in enumerate(speeds)]
-    fence = OracleFence("f", ("t",), center=(8.0, 47.0), radius_m=1.0)
+    fence = OracleFence("f", ("t",), center_lonlat=(8.0, 47.0), radius_m=1.0)
     segs = [False, False, False, False, False, False, False, False, True, True]
     rules = [
         {"id": "in", "on": "enter", "fences": ["f"]},

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pyproj import Geod
 
 from tracker.stops import find_stops, find_trips, stop_item, trip_item
-from tracker.trail import Track, plane_m, segment_distance_m, simplify_indexes
+from tracker.trail import Trail, plane_m, segment_distance_m, simplify_indexes
 
 GEOD = Geod(ellps="WGS84")
 STEP = 0.001  # degrees of latitude between moving fixes: about 111 m
@@ -73,7 +73,7 @@ def test_simplify_every_dropped_point_is_within_tolerance_of_its_kept_segment(
 
 
 def test_track_from_columns_sorts_by_time() -> None:
-    t = Track.from_columns([3, 1, 2], [3.0, 1.0, 2.0], [0.0, 0.0, 0.0], [None, 1.5, None])
+    t = Trail.from_columns([3, 1, 2], [3.0, 1.0, 2.0], [0.0, 0.0, 0.0], [None, 1.5, None])
     assert t.ts.tolist() == [1, 2, 3] and t.lat.tolist() == [1.0, 2.0, 3.0]
     assert t.speed[0] == 1.5 and math.isnan(t.speed[1])
 
@@ -106,7 +106,7 @@ def journey(
 
 def test_a_known_stop_is_found_with_exact_bounds_and_jitter_keeps_it_one() -> None:
     ts, lat, lon = journey([("move", 10), ("stay", 61), ("move", 10)])
-    track = Track.from_columns(ts, lat, lon)
+    track = Trail.from_columns(ts, lat, lon)
     assert find_stops(track, 50, 300_000) == [(9, 70)]
     # The stop begins at the last moving fix: the device arrived there and stayed within 50 m.
     item = stop_item(track, (9, 70))
@@ -120,7 +120,7 @@ def test_a_known_stop_is_found_with_exact_bounds_and_jitter_keeps_it_one() -> No
 
 def test_a_short_pause_is_not_a_stop_unless_min_duration_allows_it() -> None:
     ts, lat, lon = journey([("move", 5), ("stay", 12), ("move", 5)])  # 120 s where it paused
-    track = Track.from_columns(ts, lat, lon)
+    track = Trail.from_columns(ts, lat, lon)
     assert find_stops(track, 50, 300_000) == []
     assert find_stops(track, 50, 120_000) == [(4, 16)]
     assert find_stops(track, 50, 120_001) == []
@@ -130,7 +130,7 @@ def test_a_short_pause_is_not_a_stop_unless_min_duration_allows_it() -> None:
 
 def test_trips_run_between_stops_and_around_them_when_they_move() -> None:
     ts, lat, lon = journey([("move", 10), ("stay", 40), ("move", 8), ("stay", 40), ("move", 6)])
-    track = Track.from_columns(ts, lat, lon)
+    track = Trail.from_columns(ts, lat, lon)
     stops = find_stops(track, 50, 300_000)
     assert stops == [(9, 49), (57, 97)]
     assert find_trips(track, stops, 50) == [(0, 9), (49, 57), (97, 103)]
@@ -147,7 +147,7 @@ def test_trips_run_between_stops_and_around_them_when_they_move() -> None:
 
 def test_a_window_that_starts_and_ends_parked_has_no_edge_trips() -> None:
     ts, lat, lon = journey([("stay", 40), ("move", 5), ("stay", 40)])
-    track = Track.from_columns(ts, lat, lon)
+    track = Trail.from_columns(ts, lat, lon)
     stops = find_stops(track, 50, 300_000)
     assert stops == [(0, 39), (44, 84)]
     # From the last fix of the first stop to the first of the next; jitter at the ends is no trip.
@@ -155,7 +155,7 @@ def test_a_window_that_starts_and_ends_parked_has_no_edge_trips() -> None:
 
 
 def test_a_stop_across_the_antimeridian_is_averaged_there() -> None:
-    track = Track.from_columns([0, 200_000, 400_000], [10.0, 10.0, 10.0], [179.9999, -179.9999, 179.9999])
+    track = Trail.from_columns([0, 200_000, 400_000], [10.0, 10.0, 10.0], [179.9999, -179.9999, 179.9999])
     assert find_stops(track, 50, 300_000) == [(0, 2)]
     item = stop_item(track, (0, 2))
     assert abs(item["lon"]) == pytest.approx(179.99996667, abs=1e-6)

@@ -35,7 +35,7 @@ from harness import (
 
 from tracker.errors import Unauthorized
 from tracker.tools.replay import Replayer, ServerUnreachable
-from tracker.tools.trackfile import Track, read_track
+from tracker.tools.trackfile import TrackFile, read_track
 
 TRACKS = REALDATA / "tracks"
 PLT_1HZ = TRACKS / "geolife/020/20111130151807.plt"  # 327 fixes, 1 s apart
@@ -79,7 +79,7 @@ async def stored(server: Server, viewer: str, device: str) -> list[dict[str, Any
                 return features
 
 
-def assert_stored_as(features: list[dict[str, Any]], track: Track, times: list[int]) -> None:
+def assert_stored_as(features: list[dict[str, Any]], track: TrackFile, times: list[int]) -> None:
     """`features` are exactly the fixes of `track`, at `times`, with their coordinates and values."""
     assert [f["properties"]["ts"] for f in features] == times
     assert [f["geometry"]["coordinates"] for f in features] == [
@@ -91,7 +91,7 @@ def assert_stored_as(features: list[dict[str, Any]], track: Track, times: list[i
             assert got is None if math.isnan(value) else got == pytest.approx(value), (name, got, value)
 
 
-def retimed(track: Track, speed: float) -> list[int]:
+def retimed(track: TrackFile, speed: float) -> list[int]:
     """The replay's time offsets of `track`'s fixes, for tracks whose steps stay apart at `speed`."""
     rel = [math.floor((t - int(track.ts[0])) / speed) for t in track.ts.tolist()]
     assert all(b > a for a, b in zip(rel, rel[1:], strict=False))

@@ -18,6 +18,7 @@ import pytest
 import shapely
 
 from tracker.cli import _parser
+from tracker.geo import pairwise_distance_m
 from tracker.geofence.config import load_folder
 from tracker.geofence.detect import RuleSet, detect
 from tracker.model import Fix
@@ -33,7 +34,7 @@ from tracker.tools.simulate.shift import (
     MOVING_INTERVAL_S,
     SimTrack,
 )
-from tracker.trail import Track, pairwise_m
+from tracker.trail import Trail
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_tracks"
@@ -300,7 +301,7 @@ def test_times_speeds_and_headings_are_plausible_per_vehicle(tracks: list[SimTra
         regular = step[step < GAP_S[0]]
         assert MOVING_INTERVAL_S[0] <= regular.min() and regular.max() <= MOVING_INTERVAL_S[1], name
         # The reported speed and heading agree with the motion between fixes (noise aside).
-        implied = pairwise_m(t.lat[:-1][ok], t.lon[:-1][ok], t.lat[1:][ok], t.lon[1:][ok]) / step
+        implied = pairwise_distance_m(t.lat[:-1][ok], t.lon[:-1][ok], t.lat[1:][ok], t.lon[1:][ok]) / step
         reported = (t.speed[:-1] + t.speed[1:])[ok] / 2
         assert np.median(np.abs(implied - reported)) < 1.5, name
         assert np.median(_heading_error(t)) < 10, name
@@ -320,7 +321,7 @@ def test_gaps_and_jumps_occur_at_the_chosen_rates(tracks: list[SimTrack]) -> Non
         for i in np.flatnonzero(jump).tolist():  # far off the way between its neighbours (a few metres)
             assert 0 < i < len(t.ts) - 1 and not jump[i - 1] and not jump[i + 1]
             lat, lon = t.lat[[i - 1, i + 1]].mean(), t.lon[[i - 1, i + 1]].mean()
-            off = float(pairwise_m(np.array([lat]), np.array([lon]), t.lat[[i]], t.lon[[i]])[0])
+            off = float(pairwise_distance_m(np.array([lat]), np.array([lon]), t.lat[[i]], t.lon[[i]])[0])
             assert 50 <= off <= 450, (t.vehicle.device, i, off)
         gaps += found
         jumps += int(jump.sum())
@@ -336,7 +337,7 @@ def test_shifts_start_and_end_with_stops_at_depots(tracks: list[SimTrack]) -> No
     depots = RuleSet([f for f in result.fences if "depot" in f.tags], [])
     long_stops: collections.Counter[str] = collections.Counter()
     for t in tracks:
-        track = Track.from_columns(t.ts.tolist(), t.lat.tolist(), t.lon.tolist(), t.speed.tolist())
+        track = Trail.from_columns(t.ts.tolist(), t.lat.tolist(), t.lon.tolist(), t.speed.tolist())
         stops = [stop_item(track, s) for s in find_stops(track, 60.0, 120_000)]
         assert len(stops) >= t.customers, t.vehicle.device  # every customer is a stop of 2 minutes or more
         lat = np.array([stops[0]["lat"], stops[-1]["lat"]])

@@ -15,19 +15,18 @@ from tracker.admission import LoopLag, RateLimiter
 from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster, Transport
 from tracker.geofence.config import watch
-from tracker.geofence.detect import Head
 from tracker.geofence.engine import GeofenceEngine
-from tracker.index import LiveIndex, cell_hex
+from tracker.index import LiveIndex
 from tracker.ingest import Ingestor
 from tracker.livesync import LiveSync
 from tracker.messages import DeviceLink, Messenger
 from tracker.metrics import Metrics
-from tracker.model import Position
+from tracker.model import Head
 from tracker.notify import Notifier
 from tracker.settings import Settings
 from tracker.store import Database
 from tracker.store.database import DAY_MS
-from tracker.store.fixes import latest_fixes
+from tracker.store.fixes import latest_positions
 from tracker.webhooks import WebhookWorker
 
 log = logging.getLogger("tracker.core")
@@ -64,10 +63,10 @@ class Core:
         """Connect and migrate, seed the live index, start the loops (coroutine)."""
         db = await Database.connect(database_url)
         index = LiveIndex(settings.h3_resolution)
-        rows = await latest_fixes(db)
-        index.load((Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], cell_hex(r[7])), r[7]) for r in rows)
+        latest = await latest_positions(db)
+        index.load(latest)
         geofences = GeofenceEngine(settings.geofences, db, metrics)
-        await geofences.start({r[0]: Head(r[2], r[4], r[3]) for r in rows})
+        await geofences.start({p.device: Head(p.ts, p.lat, p.lon) for p, _ in latest})
         webhooks = WebhookWorker(
             db,
             metrics,

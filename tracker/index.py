@@ -15,7 +15,7 @@ import h3
 import h3.api.basic_int as h3i
 import numpy as np
 
-from tracker.geofence.grid import geodesic_distance
+from tracker.geo import cell_hex, distances_from_m
 from tracker.model import Fix, Position
 
 NEARBY_MAX_CELLS = 20_000  # a grid disk larger than this is not built: the devices are scanned instead
@@ -30,11 +30,6 @@ def assign_cells(fixes: Sequence[Fix], resolution: int) -> None:
     latlng_to_cell = h3i.latlng_to_cell
     for f in fixes:
         f.cell = latlng_to_cell(f.lat, f.lon, resolution)
-
-
-def cell_hex(cell: int) -> str:
-    """The H3 hex string of an integer cell, as the contract shows cells."""
-    return format(cell, "x")
 
 
 class LiveIndex:
@@ -137,7 +132,7 @@ class LiveIndex:
             return []
         lons = np.fromiter((p.lon for p in candidates), np.float64, len(candidates))
         lats = np.fromiter((p.lat for p in candidates), np.float64, len(candidates))
-        dist = geodesic_distance(lons, lats, (lon, lat))
+        dist = distances_from_m(lat, lon, lats, lons)
         inside = np.flatnonzero(dist <= radius_m).tolist()
         best = heapq.nsmallest(limit, inside, key=lambda i: (dist[i], candidates[i].device))
         return [(candidates[i], float(dist[i])) for i in best]

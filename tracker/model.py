@@ -89,7 +89,8 @@ EVENT_TYPES = ("enter", "exit", "dwell", "speeding", "cross")
 
 @dataclass(slots=True, frozen=True)
 class Fence:
-    """One loaded geofence: a polygon (`geometry`, lon/lat, holes allowed) or a circle (`center`, `radius_m`).
+    """One loaded geofence: a polygon (`geometry`, lon/lat, holes allowed) or a circle (`center_lonlat`,
+    `radius_m`).
 
     `source` is `file:line` of the YAML entry that defined it, for messages a user can act on.
     """
@@ -98,13 +99,13 @@ class Fence:
     name: str | None
     tags: tuple[str, ...]
     geometry: Any = None  # shapely Polygon or MultiPolygon for polygon fences, None for circles
-    center: tuple[float, float] | None = None  # (lon, lat) for circle fences
+    center_lonlat: tuple[float, float] | None = None  # circle fences
     radius_m: float | None = None
     source: str = ""
 
     @property
     def is_circle(self) -> bool:
-        return self.center is not None
+        return self.center_lonlat is not None
 
 
 @dataclass(slots=True, frozen=True)
@@ -201,3 +202,25 @@ class Message:
             "sent_ts": self.sent_ts,
             "acked_ts": self.acked_ts,
         }
+
+
+StateKey = tuple[str, str]  # (rule id, fence id): whose state a FenceState is, for one device
+
+
+@dataclass(slots=True, frozen=True)
+class FenceState:
+    """The state of one rule on one fence for one device; absent means outside."""
+
+    inside: bool
+    since: int  # ts of the fix that made it inside (meaningful while inside)
+    pending: int = 0  # consecutive fixes whose raw position disagrees with `inside`
+    fired: bool = False  # this visit's dwell/speeding event has fired
+
+
+@dataclass(slots=True, frozen=True)
+class Head:
+    """A device's newest processed fix: fixes at or before it fire nothing; it starts the next segment."""
+
+    ts: int
+    lat: float
+    lon: float

@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from tracker.trail import FloatArray, Track, distances_from_m, length_m, pairwise_m, segment_lengths_m
+from tracker.geo import FloatArray, distances_from_m, pairwise_distance_m, path_length_m, segment_lengths_m
+from tracker.trail import Trail
 
 Span = tuple[int, int]  # indexes of the first and last fix, inclusive
 
 
-def _leave_index(track: Track, start: int, radius_m: float) -> int:
+def _leave_index(track: Trail, start: int, radius_m: float) -> int:
     """The index of the first fix after `start` farther than `radius_m` from it, or len(track)."""
     n = len(track)
     lat0, lon0 = float(track.lat[start]), float(track.lon[start])
@@ -40,7 +41,7 @@ def _leave_index(track: Track, start: int, radius_m: float) -> int:
     return n
 
 
-def find_stops(track: Track, radius_m: float, min_duration_ms: int) -> list[Span]:
+def find_stops(track: Trail, radius_m: float, min_duration_ms: int) -> list[Span]:
     """The stops of `track` as (first, last) index spans, in time order (see the module policy)."""
     n = len(track)
     if n < 2:
@@ -51,7 +52,7 @@ def find_stops(track: Track, radius_m: float, min_duration_ms: int) -> list[Span
     later = np.searchsorted(ts, ts + min_duration_ms, side="left")
     has_later = np.flatnonzero(later < n)
     near = (
-        pairwise_m(
+        pairwise_distance_m(
             track.lat[has_later],
             track.lon[has_later],
             track.lat[later[has_later]],
@@ -71,13 +72,13 @@ def find_stops(track: Track, radius_m: float, min_duration_ms: int) -> list[Span
     return stops
 
 
-def _moves(track: Track, span: Span, radius_m: float) -> bool:
+def _moves(track: Trail, span: Span, radius_m: float) -> bool:
     first, last = span
     lat, lon = track.lat[first : last + 1], track.lon[first : last + 1]
     return float(distances_from_m(float(lat[0]), float(lon[0]), lat, lon).max()) > radius_m
 
 
-def find_trips(track: Track, stops: list[Span], radius_m: float) -> list[Span]:
+def find_trips(track: Trail, stops: list[Span], radius_m: float) -> list[Span]:
     """The trips of `track` around `stops` (as returned by `find_stops`), as (first, last) index spans."""
     n = len(track)
     if n < 2:
@@ -106,7 +107,7 @@ def _mean_position(lat: FloatArray, lon: FloatArray) -> tuple[float, float]:
     return float(np.mean(lat)), mean_lon
 
 
-def stop_item(track: Track, span: Span) -> dict[str, Any]:
+def stop_item(track: Trail, span: Span) -> dict[str, Any]:
     """A stop as the contract's report item."""
     first, last = span
     lat, lon = _mean_position(track.lat[first : last + 1], track.lon[first : last + 1])
@@ -121,13 +122,13 @@ def stop_item(track: Track, span: Span) -> dict[str, Any]:
     }
 
 
-def trip_item(track: Track, span: Span) -> dict[str, Any]:
+def trip_item(track: Trail, span: Span) -> dict[str, Any]:
     """A trip as the contract's report item."""
     first, last = span
     part = track.take(slice(first, last + 1))
     start_ts, end_ts = int(part.ts[0]), int(part.ts[-1])
     duration_s = (end_ts - start_ts) / 1000
-    distance = length_m(part.lat, part.lon)
+    distance = path_length_m(part.lat, part.lon)
     reported = part.speed[~np.isnan(part.speed)]
     if reported.size:
         max_speed = float(reported.max())

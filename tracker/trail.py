@@ -2,7 +2,7 @@
 simplification in metres, and GPX / CSV writing. Pure: no database, no HTTP.
 
 Policy:
-- Lengths are geodesic on the WGS84 ellipsoid (`pyproj.Geod`), summed segment by segment.
+- Lengths are geodesic on the WGS84 ellipsoid (`tracker.geo`), summed segment by segment.
 - Simplification runs on an equirectangular plane in metres centred on the trail's mean latitude (good to
   well under 1 % over a few hundred kilometres, which is all a tolerance needs); it returns the indexes of
   the kept fixes, so times and other columns stay parallel, and always keeps both endpoints.
@@ -20,20 +20,18 @@ from typing import Any
 import gpxpy.gpx
 import numpy as np
 import numpy.typing as npt
-from pyproj import Geod
 
-GEOD = Geod(ellps="WGS84")
+from tracker.geo import FloatArray
 
 CSV_HEADER = "ts,lat,lon,speed,heading\n"
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
-class Track:
+class Trail:
     """Fixes of one device in time order, one array per column. `speed` and `heading` are NaN where the
     fix did not report them."""
 
@@ -54,8 +52,8 @@ class Track:
         lon: Sequence[float],
         speed: Sequence[float | None] | None = None,
         heading: Sequence[float | None] | None = None,
-    ) -> Track:
-        """A Track from plain sequences, sorted by time if they are not (None becomes NaN)."""
+    ) -> Trail:
+        """A Trail from plain sequences, sorted by time if they are not (None becomes NaN)."""
         n = len(ts)
         track = cls(
             np.asarray(ts, dtype=np.int64).reshape(n),
@@ -68,41 +66,15 @@ class Track:
             return track.take(np.argsort(track.ts, kind="stable"))
         return track
 
-    def take(self, indexes: npt.NDArray[np.intp] | IntArray | slice) -> Track:
+    def take(self, indexes: npt.NDArray[np.intp] | IntArray | slice) -> Trail:
         """The fixes at `indexes` (an index array or a slice)."""
-        return Track(
+        return Trail(
             self.ts[indexes],
             self.lat[indexes],
             self.lon[indexes],
             self.speed[indexes],
             self.heading[indexes],
         )
-
-
-def segment_lengths_m(lat: FloatArray, lon: FloatArray) -> FloatArray:
-    """Geodesic length in metres of each segment between consecutive points (n - 1 values)."""
-    if len(lat) < 2:
-        return np.zeros(0, dtype=np.float64)
-    _, _, dist = GEOD.inv(lon[:-1], lat[:-1], lon[1:], lat[1:])
-    return np.asarray(dist, dtype=np.float64)
-
-
-def length_m(lat: FloatArray, lon: FloatArray) -> float:
-    """Geodesic length in metres of the line through the points, in order; 0 for fewer than two."""
-    return float(segment_lengths_m(lat, lon).sum())
-
-
-def pairwise_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
-    """Geodesic distance in metres between the points of two equally long arrays, pair by pair."""
-    if len(lat1) == 0:
-        return np.zeros(0, dtype=np.float64)
-    _, _, dist = GEOD.inv(lon1, lat1, lon2, lat2)
-    return np.asarray(dist, dtype=np.float64)
-
-
-def distances_from_m(lat0: float, lon0: float, lat: FloatArray, lon: FloatArray) -> FloatArray:
-    """Geodesic distance in metres from (lat0, lon0) to each point."""
-    return pairwise_m(np.full(len(lat), lat0), np.full(len(lat), lon0), lat, lon)
 
 
 def plane_m(lat: FloatArray, lon: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -159,7 +131,7 @@ def ms_to_utc(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=int(ms))
 
 
-def to_geojson(device: str, from_ms: int, to_ms: int, track: Track, distance_m: float) -> dict[str, Any]:
+def to_geojson(device: str, from_ms: int, to_ms: int, track: Trail, distance_m: float) -> dict[str, Any]:
     """The contract's trail Feature. `track` holds the points to draw (simplified or not); `distance_m`
     is given by the caller (the length of the full, unsimplified trail).
 
@@ -190,7 +162,7 @@ def to_geojson(device: str, from_ms: int, to_ms: int, track: Track, distance_m: 
     }
 
 
-def to_gpx(device: str, track: Track) -> str:
+def to_gpx(device: str, track: Trail) -> str:
     """A GPX 1.1 document of one track named after the device, one segment, a time per point."""
     gpx = gpxpy.gpx.GPX()
     gpx.creator = "tracker"

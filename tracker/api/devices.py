@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from tracker.api import params
 from tracker.api.responses import JSONResponse
-from tracker.index import cell_hex
+from tracker.geo import cell_hex
 from tracker.store import accounts
 from tracker.store.fixes import positions_page
 

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.errors import InvalidInput, NotFound
-from tracker.geofence.grid import geodesic_circle
+from tracker.geo import circle_polygon
 from tracker.model import EVENT_TYPES, Fence, Rule, Viewer
 from tracker.store.geofences import events_page, inside_now
 from tracker.validation import check_id
@@ -21,10 +21,11 @@ from tracker.validation import check_id
 
 def _fence_feature(fence: Fence) -> dict[str, Any]:
     properties: dict[str, Any] = {"id": fence.id, "name": fence.name, "tags": list(fence.tags)}
-    if fence.center is not None and fence.radius_m is not None:
+    if fence.center_lonlat is not None and fence.radius_m is not None:
+        lon, lat = fence.center_lonlat
         # GeoJSON has no circle: a 64-gon for drawing, and the exact circle in the properties.
-        geometry = shapely.geometry.mapping(geodesic_circle(fence.center, fence.radius_m, 64))
-        properties["circle"] = {"center": list(fence.center), "radius_m": fence.radius_m}
+        geometry = shapely.geometry.mapping(circle_polygon(lat, lon, fence.radius_m, 64))
+        properties["circle"] = {"center": [lon, lat], "radius_m": fence.radius_m}
     else:
         geometry = shapely.geometry.mapping(fence.geometry)
     return {"type": "Feature", "id": fence.id, "geometry": geometry, "properties": properties}

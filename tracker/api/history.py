@@ -19,10 +19,11 @@ from starlette.routing import Route
 from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.errors import InvalidInput
+from tracker.geo import path_length_m
 from tracker.model import Device
 from tracker.stops import find_stops, find_trips, stop_item, trip_item
 from tracker.store import history
-from tracker.trail import CSV_HEADER, Track, csv_lines, length_m, simplify_indexes, to_geojson, to_gpx
+from tracker.trail import CSV_HEADER, Trail, csv_lines, simplify_indexes, to_geojson, to_gpx
 
 MAX_TRAIL_FIXES = 200_000
 MAX_REPORT_FIXES = 500_000
@@ -38,7 +39,7 @@ def _format(request: Request) -> str:
     return raw
 
 
-async def _track(request: Request, device: Device, from_ms: int, to_ms: int, cap: int, hint: str) -> Track:
+async def _track(request: Request, device: Device, from_ms: int, to_ms: int, cap: int, hint: str) -> Trail:
     t = await history.track(params.core(request).db, device.id, from_ms, to_ms, cap)
     if t is None:
         raise InvalidInput(
@@ -138,19 +139,21 @@ async def trail(request: Request) -> Response:
     return JSONResponse(feature, media_type="application/geo+json")
 
 
-def _simplified(full: Track, tolerance: float) -> Track:
+def _simplified(full: Trail, tolerance: float) -> Trail:
     return full.take(simplify_indexes(full.lat, full.lon, tolerance)) if tolerance > 0 else full
 
 
-def _geojson(device: str, from_ms: int, to_ms: int, full: Track, tolerance: float) -> dict[str, object]:
-    feature = to_geojson(device, from_ms, to_ms, _simplified(full, tolerance), length_m(full.lat, full.lon))
+def _geojson(device: str, from_ms: int, to_ms: int, full: Trail, tolerance: float) -> dict[str, object]:
+    feature = to_geojson(
+        device, from_ms, to_ms, _simplified(full, tolerance), path_length_m(full.lat, full.lon)
+    )
     properties = feature["properties"]
     assert isinstance(properties, dict)
     properties["fixes"] = len(full)
     return feature
 
 
-def _gpx(device: str, full: Track, tolerance: float) -> str:
+def _gpx(device: str, full: Trail, tolerance: float) -> str:
     return to_gpx(device, _simplified(full, tolerance))
 
 

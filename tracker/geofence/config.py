@@ -506,7 +506,12 @@ class _FileParser:
                 return None
             lon, lat = spec.circle.center
             fence = Fence(
-                spec.id, spec.name, tags, center=(lon, lat), radius_m=spec.circle.radius_m, source=source
+                spec.id,
+                spec.name,
+                tags,
+                center_lonlat=(lon, lat),
+                radius_m=spec.circle.radius_m,
+                source=source,
             )
             return _Entry(spec.id, at, where, (fence,), False)
         if spec.polygon is not None:

@@ -1,6 +1,6 @@
 """Geofence detection: the contract's state machine, pure (state in, events and state changes out).
 
-Per device and (rule, fence), in fix-time order, a `Track` says whether the device counts as inside,
+Per device and (rule, fence), in fix-time order, a `FenceState` says whether the device counts as inside,
 since which fix, how many consecutive fixes disagree (for `confirm_fixes`), and whether the visit's
 dwell or speeding event has fired. A missing track means outside: "unknown" behaves exactly like
 outside in every rule of the contract, so only devices near or inside a fence cost memory. Rule id ""
@@ -19,32 +19,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from tracker.geofence.grid import FenceIndex
-from tracker.model import Fence, Fix, GeofenceEvent, Rule
+from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, Rule, StateKey
 
 PRESENCE = ""  # the rule id of the rule-independent presence track
 
 
-@dataclass(slots=True, frozen=True)
-class Track:
-    """The state of one rule on one fence for one device; absent means outside."""
-
-    inside: bool
-    since: int  # ts of the fix that made it inside (meaningful while inside)
-    pending: int = 0  # consecutive fixes whose raw position disagrees with `inside`
-    fired: bool = False  # this visit's dwell/speeding event has fired
-
-
-@dataclass(slots=True, frozen=True)
-class Head:
-    """A device's newest processed fix: fixes at or before it fire nothing; it starts the next segment."""
-
-    ts: int
-    lon: float
-    lat: float
-
-
-TrackKey = tuple[str, str]  # (rule id, fence id)
-State = Mapping[str, Mapping[TrackKey, Track]]
+State = Mapping[str, Mapping[StateKey, FenceState]]
 
 
 class RuleSet:
@@ -76,7 +56,7 @@ class Detection:
 
     version: int
     events: list[GeofenceEvent] = field(default_factory=list)
-    tracks: dict[str, dict[TrackKey, Track | None]] = field(default_factory=dict)
+    tracks: dict[str, dict[StateKey, FenceState | None]] = field(default_factory=dict)
     heads: dict[str, Head] = field(default_factory=dict)
 
     @property
@@ -104,16 +84,16 @@ def newest_per_device(fixes: Sequence[Fix], heads: Mapping[str, Head]) -> dict[s
     return out
 
 
-def step(track: Track | None, raw: bool, confirm: int, ts: int) -> tuple[Track | None, bool]:
+def step(track: FenceState | None, raw: bool, confirm: int, ts: int) -> tuple[FenceState | None, bool]:
     """Advance one track by one fix whose raw position is `raw`; return (new track, whether it flipped)."""
     inside = track.inside if track is not None else False
     pending = track.pending if track is not None else 0
     pending = 0 if raw == inside else pending + 1
     if pending >= confirm:
-        new = Track(True, ts) if raw else None
+        new = FenceState(True, ts) if raw else None
         return new, True
     if track is None:
-        return (Track(False, 0, pending) if pending else None), False
+        return (FenceState(False, 0, pending) if pending else None), False
     if not inside and pending == 0:
         return None, False
     if pending == track.pending:  # the common case, a device staying inside: no new object
@@ -127,7 +107,7 @@ def detect(rules: RuleSet, state: State, heads: Mapping[str, Head], fixes: Seque
     todo = newest_per_device(fixes, heads)
     for device, fs in todo.items():
         last = fs[-1]
-        out.heads[device] = Head(last.ts, last.lon, last.lat)
+        out.heads[device] = Head(last.ts, last.lat, last.lon)
     if not todo or not rules.fences:
         return out
     ordered = [f for fs in todo.values() for f in fs]
@@ -209,12 +189,12 @@ def _walk(
     raw: list[set[int]],
     crossed: Mapping[int, list[int]],
     offset: int,
-    before: Mapping[TrackKey, Track],
+    before: Mapping[StateKey, FenceState],
     out: Detection,
 ) -> None:
     """Run one device's fixes through its tracks, collecting events and changed tracks into `out`."""
     tracks = dict(before)
-    changed: dict[TrackKey, Track | None] = {}
+    changed: dict[StateKey, FenceState | None] = {}
     fleet = fixes[0].fleet
     pos_of = rules.fence_position
     rules_here: dict[int, list[Rule | None]] = {}  # fence index -> the rules on it for this fleet
@@ -252,11 +232,11 @@ def _fire(
     rule: Rule,
     fence: Fence,
     fix: Fix,
-    old: Track | None,
-    new: Track | None,
+    old: FenceState | None,
+    new: FenceState | None,
     flipped: bool,
     events: list[GeofenceEvent],
-) -> Track | None:
+) -> FenceState | None:
     """Append the event `rule` fires on this fix, if any; return the track with its `fired` flag set."""
     if rule.on == "enter" and flipped and new is not None:
         events.append(_event("enter", rule, fence, fix))

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tracker.geofence.config import FenceLoader, LoadResult
-from tracker.geofence.detect import Detection, Head, RuleSet, Track, TrackKey, detect
+from tracker.geofence.detect import Detection, RuleSet, detect
 from tracker.metrics import Metrics
-from tracker.model import Fix
+from tracker.model import FenceState, Fix, Head, StateKey
 from tracker.store import Database
-from tracker.store.geofences import device_state, keep_tracks, load_tracks
+from tracker.store.geofences import device_state, keep_tracks, load_states
 
 log = logging.getLogger("tracker.geofence")
 
@@ -38,19 +38,14 @@ class GeofenceEngine:
         self._lock = asyncio.Lock()
         self.rules = RuleSet((), ())
         self.errors: tuple[str, ...] = ()
-        self.tracks: dict[str, dict[TrackKey, Track]] = {}
+        self.tracks: dict[str, dict[StateKey, FenceState]] = {}
         self.heads: dict[str, Head] = {}
 
     async def start(self, heads: dict[str, Head]) -> None:
         """Load the folder and the stored tracks (coroutine); `heads` are the devices' newest fixes."""
         self.heads = heads
         await self.reload()
-        for r in await load_tracks(self._db):
-            key = (r["rule_id"], r["fence_id"])
-            if key in self.rules.keys:
-                self.tracks.setdefault(r["device_id"], {})[key] = Track(
-                    r["inside"], r["since_ts"], r["pending"], r["fired"]
-                )
+        self.tracks = await load_states(self._db, self.rules.keys)
 
     async def reload(self) -> bool:
         """Re-read the folder; put a changed, valid set in force (coroutine). True when rules changed."""
@@ -105,23 +100,17 @@ class GeofenceEngine:
         must not evaluate its next fixes from the state it kept when it last saw the device. Returns
         True when the state was replaced.
         """
-        rows, newest = await device_state(self._db, device)
+        tracks, newest = await device_state(self._db, device, self.rules.keys)
         if newest is None:
             return False
         mine = self.heads.get(device)
-        if mine is not None and mine.ts >= newest[0]:
+        if mine is not None and mine.ts >= newest.ts:
             return False  # this process is up to date (or ahead, with a batch committing right now)
-        keys = self.rules.keys
-        tracks = {
-            (r["rule_id"], r["fence_id"]): Track(r["inside"], r["since_ts"], r["pending"], r["fired"])
-            for r in rows
-            if (r["rule_id"], r["fence_id"]) in keys
-        }
         if tracks:
             self.tracks[device] = tracks
         else:
             self.tracks.pop(device, None)
-        self.heads[device] = Head(newest[0], newest[1], newest[2])
+        self.heads[device] = newest
         log.info("fence state of device=%s taken from the database (written by another process)", device)
         return True
 

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 import shapely
-from pyproj import Geod
 from shapely.geometry.base import BaseGeometry
 
+from tracker.geo import WGS84, circle_polygon, distances_from_m
 from tracker.model import Fence
 
 LEVEL = 24  # finest square: 360° / 2**24 ≈ 2.1e-5° (about 2 m)
@@ -34,8 +34,7 @@ _SCALE = (1 << LEVEL) / 360.0
 _EPS = 1e-9  # squares are grown by this (degrees) before classification: floating keys never fall outside
 INTERIOR = 1
 BOUNDARY = 2
-_WGS84 = Geod(ellps="WGS84")
-_CIRCLE_VERTICES = 128
+CIRCLE_VERTICES = 128  # of the polygons that bound a circle fence in the quadtree
 _M_PER_DEG_LAT = 111_320.0
 
 Ints = npt.NDArray[np.int64]
@@ -66,35 +65,20 @@ def point_keys(lon: Floats, lat: Floats) -> npt.NDArray[np.uint64]:
     return _morton(cx, cy)
 
 
-def geodesic_circle(
-    center: tuple[float, float], radius_m: float, vertices: int = _CIRCLE_VERTICES
-) -> BaseGeometry:
-    """A polygon through `vertices` points at geodesic distance `radius_m` from `center` (lon, lat)."""
-    az = np.linspace(0.0, 360.0, vertices, endpoint=False)
-    lon, lat, _ = _WGS84.fwd(
-        np.full(vertices, center[0]), np.full(vertices, center[1]), az, np.full(vertices, radius_m)
-    )
-    return shapely.Polygon(np.column_stack([lon, lat]))
-
-
-def geodesic_distance(lon: Floats, lat: Floats, center: tuple[float, float]) -> Floats:
-    """Metres from each point to `center` on the WGS84 ellipsoid (vectorised)."""
-    n = len(lon)
-    _, _, dist = _WGS84.inv(lon, lat, np.full(n, center[0]), np.full(n, center[1]))
-    return np.asarray(dist, dtype=np.float64)
-
-
 class _Shape:
     """What the quadtree classifies one fence against, and its exact test."""
 
     def __init__(self, fence: Fence) -> None:
         self.fence = fence
-        if fence.center is not None and fence.radius_m is not None:
+        if fence.center_lonlat is not None and fence.radius_m is not None:
             r = fence.radius_m
-            self.outer: BaseGeometry = geodesic_circle(fence.center, r * 1.05 + 1.0)
+            lon0, lat0 = fence.center_lonlat
+            self.outer: BaseGeometry = circle_polygon(lat0, lon0, r * 1.05 + 1.0, CIRCLE_VERTICES)
             reach = math.degrees(r / 6_356_752.0) * 1.1
-            near_pole = abs(fence.center[1]) + reach > 80.0
-            self.inner: BaseGeometry | None = None if near_pole else geodesic_circle(fence.center, r * 0.95)
+            near_pole = abs(lat0) + reach > 80.0
+            self.inner: BaseGeometry | None = (
+                None if near_pole else circle_polygon(lat0, lon0, r * 0.95, CIRCLE_VERTICES)
+            )
         else:
             self.outer = fence.geometry
             self.inner = fence.geometry
@@ -105,8 +89,9 @@ class _Shape:
     def covers(self, lon: Floats, lat: Floats) -> Bools:
         """The exact test: polygon covers the point (boundary inside), or geodesic distance <= radius."""
         f = self.fence
-        if f.center is not None and f.radius_m is not None:
-            return geodesic_distance(lon, lat, f.center) <= f.radius_m
+        if f.center_lonlat is not None and f.radius_m is not None:
+            lon0, lat0 = f.center_lonlat
+            return distances_from_m(lat0, lon0, lat, lon) <= f.radius_m
         return np.asarray(shapely.intersects_xy(self.outer, lon, lat), dtype=np.bool_)
 
     def squares(
@@ -196,9 +181,10 @@ class FenceIndex:
         self._tree = shapely.STRtree([s.outer for s in self._shapes]) if self._shapes else None
         # Per fence, for the vectorised exact tests: prepared polygons, and circles' centres and radii.
         self._outer = np.array([s.outer for s in self._shapes] + [None], dtype=object)[:-1]
-        self._circle = np.array([f.center is not None for f in self.fences], dtype=np.bool_)
-        self._center_lon = np.array([f.center[0] if f.center else 0.0 for f in self.fences], dtype=np.float64)
-        self._center_lat = np.array([f.center[1] if f.center else 0.0 for f in self.fences], dtype=np.float64)
+        centers = [f.center_lonlat or (0.0, 0.0) for f in self.fences]
+        self._circle = np.array([f.center_lonlat is not None for f in self.fences], dtype=np.bool_)
+        self._center_lon = np.array([c[0] for c in centers], dtype=np.float64)
+        self._center_lat = np.array([c[1] for c in centers], dtype=np.float64)
         self._radius = np.array([f.radius_m or 0.0 for f in self.fences], dtype=np.float64)
 
     def __len__(self) -> int:
@@ -228,7 +214,7 @@ class FenceIndex:
             if circle.any():
                 ring = idx[circle]
                 f, p = fence[ring], point[ring]
-                _, _, dist = _WGS84.inv(lon[p], lat[p], self._center_lon[f], self._center_lat[f])
+                _, _, dist = WGS84.inv(lon[p], lat[p], self._center_lon[f], self._center_lat[f])
                 keep[ring] = np.asarray(dist) <= self._radius[f]
         point, fence = point[keep], fence[keep]
         order = np.lexsort((fence, point))
@@ -258,24 +244,26 @@ class FenceIndex:
             keep = fences[fence]
             seg, fence = seg[keep], fence[keep]
         keep = np.ones(len(seg), dtype=np.bool_)
-        for i in np.flatnonzero([self.fences[int(f)].center is not None for f in fence]):
+        for i in np.flatnonzero([self.fences[int(f)].center_lonlat is not None for f in fence]):
             f = self.fences[int(fence[i])]
             s = int(seg[i])
-            assert f.center is not None and f.radius_m is not None
-            lon, lat = _closest_on_segment(f.center, lon0[s], lat0[s], lon1[s], lat1[s])
-            keep[i] = float(geodesic_distance(np.array([lon]), np.array([lat]), f.center)[0]) <= f.radius_m
+            assert f.center_lonlat is not None and f.radius_m is not None
+            lon, lat = _closest_on_segment(f.center_lonlat, lon0[s], lat0[s], lon1[s], lat1[s])
+            c_lon, c_lat = f.center_lonlat
+            keep[i] = float(distances_from_m(c_lat, c_lon, np.array([lat]), np.array([lon]))[0]) <= f.radius_m
         seg, fence = seg[keep], fence[keep]
         order = np.lexsort((fence, seg))
         return seg[order], fence[order]
 
 
 def _closest_on_segment(
-    center: tuple[float, float], lon0: float, lat0: float, lon1: float, lat1: float
+    center_lonlat: tuple[float, float], lon0: float, lat0: float, lon1: float, lat1: float
 ) -> tuple[float, float]:
-    """The point of the segment nearest `center`, in a local plane around the centre (metres)."""
-    kx = math.cos(math.radians(center[1])) * _M_PER_DEG_LAT
-    ax, ay = (lon0 - center[0]) * kx, (lat0 - center[1]) * _M_PER_DEG_LAT
-    bx, by = (lon1 - center[0]) * kx, (lat1 - center[1]) * _M_PER_DEG_LAT
+    """The point (lon, lat) of the segment nearest the centre, in a local plane around it (metres)."""
+    c_lon, c_lat = center_lonlat
+    kx = math.cos(math.radians(c_lat)) * _M_PER_DEG_LAT
+    ax, ay = (lon0 - c_lon) * kx, (lat0 - c_lat) * _M_PER_DEG_LAT
+    bx, by = (lon1 - c_lon) * kx, (lat1 - c_lat) * _M_PER_DEG_LAT
     dx, dy = bx - ax, by - ay
     length2 = dx * dx + dy * dy
     t = 0.0 if length2 == 0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / length2))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from tracker.geofence.grid import geodesic_circle, geodesic_distance
+from tracker.geo import circle_polygon, distances_from_m
 from tracker.model import Fence
 from tracker.store.database import Database, ms_to_datetime
 
@@ -32,16 +32,15 @@ def split_box(box: Box) -> list[Box]:
     return [(west, south, 180.0, north), (-180.0, south, east, north)]
 
 
-def circle_boxes(center: tuple[float, float], radius_m: float) -> list[Box]:
-    """Envelopes (west <= east each) that together contain the geodesic circle around `center` (lon, lat).
+def circle_boxes(lat: float, lon: float, radius_m: float) -> list[Box]:
+    """Envelopes (west <= east each) that together contain the geodesic circle around (lat, lon).
 
     Built from a 360-gon on the circle, padded by 1 % of the radius plus a metre (the arcs between its
     vertices bulge out by far less); a circle around a pole spans every longitude.
     """
-    lon, lat = center
     pad_m = radius_m * 0.01 + 1.0
-    pole_m = geodesic_distance(np.array([lon, lon]), np.array([90.0, -90.0]), center)
-    ring = np.asarray(geodesic_circle(center, radius_m, 360).exterior.coords)
+    pole_m = distances_from_m(lat, lon, np.array([90.0, -90.0]), np.array([lon, lon]))
+    ring = np.asarray(circle_polygon(lat, lon, radius_m, 360).exterior.coords)
     south = max(-90.0, float(ring[:, 1].min()) - pad_m / _M_PER_DEG)
     north = min(90.0, float(ring[:, 1].max()) + pad_m / _M_PER_DEG)
     if pole_m[0] <= radius_m + pad_m:
@@ -91,9 +90,10 @@ def _bbox_where(args: _Args, box: Box) -> str:
 
 
 def _fence_where(args: _Args, fence: Fence) -> str:
-    if fence.center is not None and fence.radius_m is not None:
-        boxes = circle_boxes(fence.center, fence.radius_m)
-        lon, lat = (args(v, "float8") for v in fence.center)
+    if fence.center_lonlat is not None and fence.radius_m is not None:
+        c_lon, c_lat = fence.center_lonlat
+        boxes = circle_boxes(c_lat, c_lon, fence.radius_m)
+        lon, lat = args(c_lon, "float8"), args(c_lat, "float8")
         radius = args(fence.radius_m, "float8")
         exact = (
             f"ST_DWithin(f.geom::geography, ST_SetSRID(ST_MakePoint({lon}, {lat}), 4326)::geography,"
@@ -160,7 +160,7 @@ async def visits_in_fence(
     where = _fence_where(args, fence)
     shape = (
         f"ST_GeomFromWKB({args(shapely.to_wkb(fence.geometry), 'bytea')}, 4326)"
-        if fence.center is None
+        if fence.center_lonlat is None
         else "NULL::geometry"
     )
     return await _visits(db, args, where, from_ms, to_ms, fleets, shape)

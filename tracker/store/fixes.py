@@ -17,7 +17,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from tracker.model import Fix
+from tracker.geo import cell_hex
+from tracker.model import Fix, Position
 from tracker.store.database import DAY_MS, Database, ms_to_datetime
 
 _STAGE_COLUMNS = (
@@ -108,11 +109,9 @@ async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[Fix]) -> set[tup
     return {(r[0], r[1]) for r in rows}
 
 
-async def latest_fixes(db: Database) -> list[asyncpg.Record]:
-    """The newest stored fix of every device that has one, for the live index at start-up (coroutine).
-
-    Rows: device, fleet, ts (ms), lat, lon, speed, heading, cell.
-    """
+async def latest_positions(db: Database) -> list[tuple[Position, int]]:
+    """The newest stored fix of every device that has one, as (position, integer H3 cell), for the live
+    index and the fence heads at start-up (coroutine)."""
     async with db.pool.acquire() as conn:
         rows: list[asyncpg.Record] = await conn.fetch(
             """
@@ -125,7 +124,10 @@ async def latest_fixes(db: Database) -> list[asyncpg.Record]:
             ) f
             """
         )
-    return rows
+    return [
+        (Position(d, fl, ts, lat, lon, sp, hd, cell_hex(cell)), cell)
+        for d, fl, ts, lat, lon, sp, hd, cell in rows
+    ]
 
 
 async def positions_page(

@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from tracker.geofence.detect import Detection, Track, TrackKey
-from tracker.model import Fix, GeofenceEvent
+from tracker.geofence.detect import Detection
+from tracker.model import FenceState, Fix, GeofenceEvent, Head, StateKey
 from tracker.store.database import Database
 from tracker.store.fixes import (
     COPY_MIN_FIXES,
@@ -111,7 +111,9 @@ async def write_batch(
     return new, events
 
 
-def _track_arrays(tracks: dict[str, dict[TrackKey, Track | None]]) -> tuple[list[list[Any]], list[list[Any]]]:
+def _track_arrays(
+    tracks: dict[str, dict[StateKey, FenceState | None]],
+) -> tuple[list[list[Any]], list[list[Any]]]:
     """Changed tracks as query arrays: (device, rule, fence) of those back to outside, and the full rows
     (device, rule, fence, inside, since, pending, fired) of the others."""
     gone: list[tuple[str, str, str]] = []
@@ -175,7 +177,9 @@ async def _write_all(
     return new, events
 
 
-async def _write_tracks(conn: asyncpg.Connection, tracks: dict[str, dict[TrackKey, Track | None]]) -> None:
+async def _write_tracks(
+    conn: asyncpg.Connection, tracks: dict[str, dict[StateKey, FenceState | None]]
+) -> None:
     gone, kept = _track_arrays(tracks)
     if gone[0]:
         await conn.execute(_DELETE_TRACKS, *gone)
@@ -194,32 +198,44 @@ async def _insert_events(conn: asyncpg.Connection, events: list[GeofenceEvent]) 
     return events
 
 
-async def load_tracks(db: Database) -> list[asyncpg.Record]:
-    """Every stored track: device_id, rule_id, fence_id, inside, since_ts, pending, fired (coroutine)."""
+async def load_states(db: Database, keys: set[StateKey]) -> dict[str, dict[StateKey, FenceState]]:
+    """Every stored fence state of a (rule, fence) in `keys`, by device (coroutine)."""
     async with db.pool.acquire() as conn:
-        rows: list[asyncpg.Record] = await conn.fetch(
+        rows = await conn.fetch(
             "SELECT device_id, rule_id, fence_id, inside, since_ts, pending, fired FROM fence_state"
         )
-    return rows
+    states: dict[str, dict[StateKey, FenceState]] = {}
+    for device, rule, fence, inside, since, pending, fired in rows:
+        if (rule, fence) in keys:
+            states.setdefault(device, {})[(rule, fence)] = FenceState(inside, since, pending, fired)
+    return states
 
 
-async def device_state(db: Database, device: str) -> tuple[list[asyncpg.Record], asyncpg.Record | None]:
-    """One device's stored tracks and its newest fix (ts ms, lon, lat), or None without fixes (coroutine)."""
+async def device_state(
+    db: Database, device: str, keys: set[StateKey]
+) -> tuple[dict[StateKey, FenceState], Head | None]:
+    """One device's stored fence states of a (rule, fence) in `keys`, and its newest stored fix, None
+    without fixes (coroutine)."""
     async with db.pool.acquire() as conn:
-        tracks: list[asyncpg.Record] = await conn.fetch(
+        rows = await conn.fetch(
             "SELECT rule_id, fence_id, inside, since_ts, pending, fired FROM fence_state "
             "WHERE device_id = $1",
             device,
         )
-        head: asyncpg.Record | None = await conn.fetchrow(
-            "SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_X(geom), ST_Y(geom) FROM fixes "
+        newest = await conn.fetchrow(
+            "SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_Y(geom), ST_X(geom) FROM fixes "
             "WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
             device,
         )
-    return tracks, head
+    states = {
+        (rule, fence): FenceState(inside, since, pending, fired)
+        for rule, fence, inside, since, pending, fired in rows
+        if (rule, fence) in keys
+    }
+    return states, None if newest is None else Head(newest[0], newest[1], newest[2])
 
 
-async def keep_tracks(db: Database, keys: set[TrackKey]) -> int:
+async def keep_tracks(db: Database, keys: set[StateKey]) -> int:
     """Delete the stored tracks whose (rule, fence) is no longer loaded; return how many (coroutine)."""
     rules = [k[0] for k in keys]
     fences = [k[1] for k in keys]

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from tracker.store.database import Database, ms_to_datetime
-from tracker.trail import Track
+from tracker.trail import Trail
 
 _TRACK = """
 SELECT count(*),
@@ -37,7 +37,7 @@ ORDER BY ts
 """
 
 
-async def track(db: Database, device: str, from_ms: int, to_ms: int, limit: int) -> Track | None:
+async def track(db: Database, device: str, from_ms: int, to_ms: int, limit: int) -> Trail | None:
     """The fixes of `device` with from <= ts < to in time order, or None when there are more than
     `limit` (coroutine)."""
     async with db.pool.acquire() as conn:
@@ -46,9 +46,9 @@ async def track(db: Database, device: str, from_ms: int, to_ms: int, limit: int)
     if row[0] > limit:
         return None
     if row[0] == 0:
-        return Track.from_columns([], [], [])
+        return Trail.from_columns([], [], [])
     # The rows were aggregated in the order of the sorted subquery; from_columns re-sorts if not.
-    return Track.from_columns(row[1], row[2], row[3], row[4], row[5])
+    return Trail.from_columns(row[1], row[2], row[3], row[4], row[5])
 
 
 async def rows(

@@ -28,7 +28,7 @@ import orjson
 
 from tracker.errors import ConfigError
 from tracker.settings import Settings
-from tracker.tools.trackfile import Track, read_track
+from tracker.tools.trackfile import TrackFile, read_track
 
 log = logging.getLogger("tracker.tools.demo")
 
@@ -73,7 +73,7 @@ def _prefix(file: Path) -> str:
     return file.stem.split("-", 1)[0]
 
 
-def rotated(track: Track, start: float) -> Track:
+def rotated(track: TrackFile, start: float) -> TrackFile:
     """The track begun `start` (0..1) of the way in, its first part appended after its end, so that
     time runs on: one lap of the same length, from another point."""
     k = int(len(track) * start)
@@ -85,7 +85,7 @@ def rotated(track: Track, start: float) -> Track:
     def turn(a: Any, shift_by: Any = 0) -> Any:
         return np.concatenate([a[k:], a[:k] + shift_by])
 
-    return Track(
+    return TrackFile(
         track.name,
         turn(track.ts, shift),
         turn(track.lat),

@@ -39,7 +39,7 @@ import orjson
 import socketio
 
 from tracker.errors import InvalidInput, TrackerError, Unauthorized
-from tracker.tools.trackfile import IntArray, Track, read_track
+from tracker.tools.trackfile import IntArray, TrackFile, read_track
 from tracker.validation import MAX_BATCH
 
 log = logging.getLogger("tracker.tools.replay")
@@ -87,7 +87,7 @@ class ReplayStats:
 class Schedule:
     """Which fixes are due when, as ms after the replay's start (`start_ms`, set by the replayer)."""
 
-    def __init__(self, tracks: Sequence[Track], speed: float, loop: bool, keep_times: bool) -> None:
+    def __init__(self, tracks: Sequence[TrackFile], speed: float, loop: bool, keep_times: bool) -> None:
         gap = max(1, math.floor(GAP_MS / speed))
         self.tracks = list(tracks)
         self.due: list[IntArray] = []
@@ -134,7 +134,7 @@ class Schedule:
         return out
 
 
-def fix_objects(track: Track, lo: int, hi: int, times: list[int]) -> list[dict[str, Any]]:
+def fix_objects(track: TrackFile, lo: int, hi: int, times: list[int]) -> list[dict[str, Any]]:
     """The device protocol's fix objects for points lo..hi of `track`, with the given times."""
     fixes: list[dict[str, Any]] = [
         {"ts": ts, "lat": lat, "lon": lon}
@@ -161,7 +161,7 @@ class Replayer:
         self,
         url: str,
         token: str,
-        tracks: Sequence[Track],
+        tracks: Sequence[TrackFile],
         *,
         speed: float = 1.0,
         backlog: bool = False,

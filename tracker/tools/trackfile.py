@@ -75,12 +75,12 @@ class TrackFileError(InvalidInput):
 
 
 @dataclass(frozen=True)
-class Track:
+class TrackFile:
     """The points of one track file in time order, one array per column.
 
     `ts` is ms since the epoch, strictly ascending. `optional` holds only the columns the file has
     (speed m/s, heading degrees, accuracy m, altitude m, battery %), NaN where a point lacks the value.
-    Not `tracker.trail.Track`, which is a stored trail read back from PostGIS.
+    Not `tracker.trail.Trail`, which is a stored trail read back from PostGIS.
     """
 
     name: str
@@ -98,9 +98,9 @@ class Track:
     def duration_ms(self) -> int:
         return int(self.ts[-1] - self.ts[0]) if len(self.ts) else 0
 
-    def head(self, n: int) -> Track:
+    def head(self, n: int) -> TrackFile:
         """The first `n` points (for tests and demos that want a short piece of a long track)."""
-        return Track(
+        return TrackFile(
             self.name,
             self.ts[:n],
             self.lat[:n],
@@ -132,7 +132,7 @@ def iso(ms: int) -> str:
     return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def read_track(path: str | Path) -> Track:
+def read_track(path: str | Path) -> TrackFile:
     """Read a track file by its extension; raises TrackFileError naming the file (and line) at fault."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -158,7 +158,7 @@ def read_track(path: str | Path) -> Track:
 
 
 class _Points:
-    """Points as they are read, checked one by one, then sorted into a Track by `finish`."""
+    """Points as they are read, checked one by one, then sorted into a TrackFile by `finish`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -193,7 +193,7 @@ class _Points:
             if len(column) == n:
                 column.append(math.nan)
 
-    def finish(self) -> Track:
+    def finish(self) -> TrackFile:
         """Sort by time, drop repeated timestamps, refuse a file with nothing to replay."""
         n = len(self.ts)
         if n == 0:
@@ -215,7 +215,7 @@ class _Points:
                 f"{iso(int(ts[-1]))}); the recorder's clock looks stuck, so there is no timing to replay"
             )
         index = order[keep]
-        return Track(
+        return TrackFile(
             name=str(self.path),
             ts=ts[keep],
             lat=np.asarray(self.lat, dtype=np.float64)[index],

@@ -13,9 +13,9 @@ Without `REALDATA`, star-shaped polygons are generated instead and `fences_sourc
 uniform (seeded) over the region's bounding box.
 
 Circles. Ours measures geodesic distance on the WGS84 ellipsoid; the baselines have no circle, so they
-get the 128-gon through points at the radius (`geodesic_circle`): it is inscribed, so it misses slivers
-near the edge. The correctness check compares polygons across all four answers, and circles of ours
-with the exact geodesic distance (and PostGIS geography `ST_DWithin`).
+get the 128-gon through points at the radius (`tracker.geo.circle_polygon`): it is inscribed, so it
+misses slivers near the edge. The correctness check compares polygons across all four answers, and
+circles of ours with the exact geodesic distance (and PostGIS geography `ST_DWithin`).
 
 Then the whole state machine: `detect()` on batches of 5,000 fixes of 1,000 moving devices, with
 enter, exit and dwell rules on every fence: what the ingest loop pays per batch.
@@ -42,10 +42,11 @@ import shapely
 from shapely.geometry import Point, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
+from tracker.geo import circle_polygon, distances_from_m
 from tracker.geofence.config import repair
-from tracker.geofence.detect import Head, RuleSet, Track, TrackKey, detect
-from tracker.geofence.grid import FenceIndex, geodesic_circle, geodesic_distance
-from tracker.model import Fence, Fix, Rule
+from tracker.geofence.detect import RuleSet, detect
+from tracker.geofence.grid import CIRCLE_VERTICES, FenceIndex
+from tracker.model import Fence, FenceState, Fix, Head, Rule, StateKey
 from tracker.tools.bench.base import (
     CLK_TCK,
     DEFAULT_BASE_URL,
@@ -198,7 +199,7 @@ def build_fences(n: int, realdata: Path = REALDATA, seed: int = SEED) -> tuple[l
     xmin, ymin, xmax, ymax = shapely.total_bounds(polygons)
     for i in range(n_circles):
         center = (float(rng.uniform(xmin, xmax)), float(rng.uniform(ymin, ymax)))
-        fences.append(Fence(f"c{i}", None, (), center=center, radius_m=float(rng.uniform(100, 1000))))
+        fences.append(Fence(f"c{i}", None, (), center_lonlat=center, radius_m=float(rng.uniform(100, 1000))))
     return fences, source
 
 
@@ -263,8 +264,8 @@ def baseline_shapes(fences: Sequence[Fence]) -> list[BaseGeometry]:
     Fresh because `FenceIndex` prepares the fences' own geometries, which would speed up the naive loop.
     """
     shapes = [
-        geodesic_circle(f.center, f.radius_m)
-        if f.center is not None and f.radius_m is not None
+        circle_polygon(f.center_lonlat[1], f.center_lonlat[0], f.radius_m, CIRCLE_VERTICES)
+        if f.center_lonlat is not None and f.radius_m is not None
         else f.geometry
         for f in fences
     ]
@@ -310,7 +311,7 @@ def _measure(db_url: str, n: int, n_points: int) -> dict[str, Any]:
     progress(f"{n} fences: building fences and {n_points} points")
     fences, source = build_fences(n)
     shapes = baseline_shapes(fences)
-    circle = np.array([f.center is not None for f in fences], dtype=np.bool_)
+    circle = np.array([f.center_lonlat is not None for f in fences], dtype=np.bool_)
     bbox = region(fences)
     lon, lat = random_points(bbox, n_points)
     check = min(CHECK_SAMPLE, n_points)
@@ -502,11 +503,12 @@ def _exact_circles(fences: Sequence[Fence], lon: Floats, lat: Floats) -> set[tup
     """(point, fence) pairs of the circles by geodesic distance, candidates from a generous box."""
     out: set[tuple[int, int]] = set()
     for j, f in enumerate(fences):
-        if f.center is None or f.radius_m is None:
+        if f.center_lonlat is None or f.radius_m is None:
             continue
-        xmin, ymin, xmax, ymax = geodesic_circle(f.center, f.radius_m * 1.2 + 10).bounds
+        c_lon, c_lat = f.center_lonlat
+        xmin, ymin, xmax, ymax = circle_polygon(c_lat, c_lon, f.radius_m * 1.2 + 10, CIRCLE_VERTICES).bounds
         near = np.flatnonzero((lon >= xmin) & (lon <= xmax) & (lat >= ymin) & (lat <= ymax))
-        hit = near[geodesic_distance(lon[near], lat[near], f.center) <= f.radius_m]
+        hit = near[distances_from_m(c_lat, c_lon, lat[near], lon[near]) <= f.radius_m]
         out.update((int(i), j) for i in hit)
     return out
 
@@ -550,10 +552,10 @@ async def _postgis(
             [
                 (
                     i,
-                    f.center is not None,
+                    f.center_lonlat is not None,
                     wkb[i],
-                    f.center[0] if f.center else None,
-                    f.center[1] if f.center else None,
+                    f.center_lonlat[0] if f.center_lonlat else None,
+                    f.center_lonlat[1] if f.center_lonlat else None,
                     f.radius_m,
                 )
                 for i, f in enumerate(fences)
@@ -697,7 +699,7 @@ def _detect(fences: Sequence[Fence], bbox: tuple[float, float, float, float], n_
     batches = max(1, n_fixes // BATCH)
     t0 = 1_700_000_000_000
     devices = [f"dev-{i:04d}" for i in range(DEVICES)]
-    tracks: dict[str, dict[TrackKey, Track]] = {}
+    tracks: dict[str, dict[StateKey, FenceState]] = {}
     heads: dict[str, Head] = {}
     events: dict[str, int] = {}
     batch_ms = []

@@ -6,7 +6,7 @@ Munich (5-15 m/s, with turns) and report a fix every 24 h / M, so M fixes span t
 Fixes are written in time order across devices, as live ingest writes them, so one device's fixes are
 spread over the table as they would be in production. More devices then get one recent fix each, so the
 live index holds `--live-devices`. After VACUUM (ANALYZE) and a CHECKPOINT, the real `tracker serve` starts
-on the database (its start-up is timed, and `latest_fixes`, the start-up load of the live index, on its
+on the database (its start-up is timed, and `latest_positions`, the start-up load of the live index, on its
 own). Then, one after the other with fresh random parameters each time, sequential HTTP requests over
 localhost: a device's 24-hour trail, a positions page with and without a cursor, who was in a 2x2 km
 box or in a Munich district during one hour, and live devices within 1 km of a point.
@@ -43,13 +43,14 @@ import numpy as np
 from tracker.api.params import encode_cursor
 from tracker.api.responses import JSONResponse
 from tracker.auth import Authenticator, hash_token, new_token
+from tracker.geo import path_length_m
 from tracker.geofence.config import load_folder
-from tracker.index import LiveIndex, assign_cells, cell_hex
+from tracker.index import LiveIndex, assign_cells
 from tracker.model import Device, Fence, Fix, Position, Viewer
 from tracker.store import accounts, history
 from tracker.store.area import Box, visits_in_bbox, visits_in_fence
 from tracker.store.database import DAY_MS, Database
-from tracker.store.fixes import days_of, latest_fixes, positions_page, write_fixes
+from tracker.store.fixes import days_of, latest_positions, positions_page, write_fixes
 from tracker.tools.bench.base import (
     CLK_TCK,
     DEFAULT_BASE_URL,
@@ -65,7 +66,7 @@ from tracker.tools.bench.base import (
     progress,
     scratch_database,
 )
-from tracker.trail import Track, length_m, to_geojson
+from tracker.trail import Trail, to_geojson
 
 CITY: Box = (11.36, 48.06, 11.72, 48.25)  # Munich: west, south, east, north
 DISTRICTS = Path("/work/shared/realdata/geofences/munich_stadtbezirke.geojson")
@@ -455,26 +456,24 @@ def _write_fences(folder: Path) -> str:
 
 
 async def _startup_parts(db_url: str) -> dict[str, Any]:
-    """`latest_fixes` (the server's start-up read) timed on its own, its plan, and the index load."""
+    """`latest_positions` (the server's start-up read) timed on its own, its plan, and the index load."""
     db = await Database.connect(db_url, min_size=1, max_size=1)
     try:
         runs = []
-        rows: list[asyncpg.Record] = []
+        rows: list[tuple[Position, int]] = []
         for _ in range(LATEST_RUNS):
             t0 = time.perf_counter()
-            rows = await latest_fixes(db)
+            rows = await latest_positions(db)
             runs.append(round(time.perf_counter() - t0, 6))
         t0 = time.perf_counter()
-        LiveIndex(H3_RESOLUTION).load(
-            (Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], cell_hex(r[7])), r[7]) for r in rows
-        )
+        LiveIndex(H3_RESOLUTION).load(rows)
         index_s = time.perf_counter() - t0
-        sql, args = await _capture(lambda d, _: latest_fixes(d), Sample())
+        sql, args = await _capture(lambda d, _: latest_positions(d), Sample())
         async with db.pool.acquire() as conn:
             plan = await _explain(conn, sql, args)
     finally:
         await db.close()
-    progress(f"latest_fixes: {len(rows)} rows in {runs} s")
+    progress(f"latest_positions: {len(rows)} rows in {runs} s")
     return {
         "latest_fixes_rows": len(rows),
         "latest_fixes_s": runs,
@@ -807,7 +806,7 @@ async def _trail_steps(
     """The trail route's steps, timed one by one in this process on the same random devices.
 
     The steps are the route's: token and device look-ups, the SQL (its row of arrays decoded by asyncpg),
-    Track.from_columns, the geodesic length, the GeoJSON dict, orjson encoding. The server runs the last
+    Trail.from_columns, the geodesic length, the GeoJSON dict, orjson encoding. The server runs the last
     three in a worker thread.
     """
     auth = Authenticator(db, None)
@@ -826,9 +825,9 @@ async def _trail_steps(
                 row = await conn.fetchrow(sql, *args)
         assert row is not None
         with timer.lap("numpy_columns"):
-            track = Track.from_columns(row[1], row[2], row[3], row[4], row[5])
+            track = Trail.from_columns(row[1], row[2], row[3], row[4], row[5])
         with timer.lap("geodesic_length"):
-            distance = length_m(track.lat, track.lon)
+            distance = path_length_m(track.lat, track.lon)
         with timer.lap("geojson_dict"):
             feature = to_geojson(sample.device, sample.from_ms, sample.to_ms, track, distance)
         with timer.lap("json_encode"):
@@ -851,8 +850,7 @@ async def _nearby_in_process(
 ) -> dict[str, Any]:
     """LiveIndex.nearby on an index loaded as the server loads it: the route's work minus HTTP/JSON."""
     index = LiveIndex(H3_RESOLUTION)
-    rows = await latest_fixes(db)
-    index.load((Position(r[0], r[1], r[2], r[3], r[4], r[5], r[6], cell_hex(r[7])), r[7]) for r in rows)
+    index.load(await latest_positions(db))
     fleets = frozenset(FLEETS)
     times = []
     for i in range(plan.settings.warmup + plan.settings.requests):

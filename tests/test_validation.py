@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from tracker.errors import InvalidFix, InvalidInput
-from tracker.validation import check_id, parse_batch, parse_fix, parse_time
+from tracker.parse import check_id
+from tracker.parse import time_ms as parse_time
+from tracker.validation import parse_batch, parse_fix
 
 NOW = 1_795_000_000_000
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from tracker.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from tracker.model import Device, Viewer
+from tracker.parse import check_id
 from tracker.store import Database, accounts
-from tracker.validation import check_id
 
 log = logging.getLogger("tracker.auth")
 

@@ -26,8 +26,8 @@ from tracker.errors import Forbidden, InvalidInput
 from tracker.index import LiveIndex
 from tracker.metrics import Metrics
 from tracker.model import Position, Viewer
+from tracker.parse import check_id
 from tracker.store import Database, accounts
-from tracker.validation import check_id
 
 log = logging.getLogger("tracker.broadcast")
 

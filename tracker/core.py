@@ -97,6 +97,7 @@ class Core:
             lag=lag,
             max_wait_s=settings.ingest_max_wait_ms / 1000,
             inflight_max=settings.device_inflight_max,
+            retention_days=settings.retention_days,
             engine=geofences,
             notifier=notifier,
             sync=sync,

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -35,11 +36,12 @@ from tracker.geofence.engine import GeofenceEngine
 from tracker.index import LiveIndex, assign_cells
 from tracker.livesync import LiveSync
 from tracker.metrics import Metrics
-from tracker.model import Fix, GeofenceEvent, WriteResult
+from tracker.model import Acceptance, Device, Fix, GeofenceEvent, WriteResult
 from tracker.notify import Notifier
 from tracker.store import Database
 from tracker.store.fixes import days_of
 from tracker.store.geofences import write_batch
+from tracker.validation import parse_batch
 
 log = logging.getLogger("tracker.ingest")
 
@@ -93,6 +95,7 @@ class Ingestor:
         lag: LoopLag,
         max_wait_s: float,
         inflight_max: int,
+        retention_days: int | None,
         engine: GeofenceEngine,
         notifier: Notifier,
         sync: LiveSync | None = None,
@@ -109,6 +112,7 @@ class Ingestor:
         self._lag = lag
         self._max_wait_s = max_wait_s
         self._inflight_max = inflight_max
+        self._retention_days = retention_days
         self._engine = engine
         self._notifier = notifier
         self._sync = sync
@@ -152,6 +156,31 @@ class Ingestor:
                 f"server busy: {lane.queued} fixes wait to be stored, about {wait:.1f} s; retry",
                 self._lag.retry_after(wait - self._max_wait_s),
             )
+
+    async def accept(self, device: Device, payload: Any, *, refresh_state: bool) -> Acceptance:
+        """Take one batch of fix objects from `device`, whatever brought it: validate, count and log
+        what is refused, store the rest and return after COMMIT (coroutine).
+
+        `payload` is the `fix` event's: one fix object or a list of them. `refresh_state` says the edge
+        cannot promise this process saw the device's last fixes (each HTTP request may reach any
+        process); with processes sharing devices, its fence state is then read from PostGIS first.
+        Raises Busy (nothing stored; retry) and InvalidInput when the payload is no batch at all.
+        """
+        started = time.perf_counter()
+        self.check_load(device.id)  # before decoding: under overload a refusal must be cheap
+        fixes, rejected = parse_batch(
+            payload, device.id, device.fleet, int(time.time() * 1000), self._retention_days
+        )
+        if rejected:
+            self._metrics.fixes_rejected.inc(len(rejected))
+            log.info("device=%s rejected %d fixes, first: %s", device.id, len(rejected), rejected[0]["error"])
+        if not fixes:
+            return Acceptance(WriteResult(0, 0), rejected)
+        if refresh_state and self._sync is not None:
+            await self._engine.refresh(device.id)
+        result = await self.submit(fixes)
+        self._metrics.ack_seconds.observe(time.perf_counter() - started)
+        return Acceptance(result, rejected)
 
     async def submit(self, fixes: Sequence[Fix]) -> WriteResult:
         """Queue validated fixes of one device and wait until they are committed (coroutine).

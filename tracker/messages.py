@@ -32,9 +32,9 @@ from tracker.broadcast import Transport, event_rooms
 from tracker.errors import InvalidInput
 from tracker.metrics import Metrics
 from tracker.model import Device, Message, Viewer
+from tracker.parse import check_id
 from tracker.store import Database
 from tracker.store import messages as store
-from tracker.validation import check_id
 
 log = logging.getLogger("tracker.messages")
 

@@ -84,6 +84,15 @@ class WriteResult:
     duplicates: int
 
 
+@dataclass(slots=True, frozen=True)
+class Acceptance:
+    """What one batch from a device got: stored counts, and the fixes refused by validation as
+    `{"index", "error"}` in the batch's order (the `fix` ack's `rejected`)."""
+
+    result: WriteResult
+    rejected: list[dict[str, Any]]
+
+
 EVENT_TYPES = ("enter", "exit", "dwell", "speeding", "cross")
 
 

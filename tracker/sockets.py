@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +20,6 @@ from tracker.errors import Busy, Forbidden, InvalidInput, NotFound, Unauthorized
 from tracker.messages import parse_send
 from tracker.metrics import Metrics
 from tracker.model import Device, Viewer
-from tracker.validation import parse_batch
 
 log = logging.getLogger("tracker.sockets")
 
@@ -107,39 +105,23 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("device disconnected device=%s", device.id)
 
     async def on_fix(self, sid: str, data: Any = None) -> dict[str, Any]:
-        """Validate and submit a fix event; the ack comes after COMMIT. Over websocket, overload and the
-        connection's bound of events in flight were checked before this (`tracker.socket_gate`)."""
+        """Store a fix event and ack it after COMMIT. Over websocket, overload and the connection's bound
+        of events in flight were checked on the frame, before this (`tracker.socket_gate`)."""
         device = self._devices.get(sid)
         if device is None:
             return _refusal("not connected as a device", retry=True)
-        core = self._core()
-        started = time.perf_counter()
         try:
-            core.ingestor.check_load(device.id)  # before decoding: under overload a refusal must be cheap
-            fixes, rejected = parse_batch(
-                data, device.id, device.fleet, int(time.time() * 1000), core.settings.retention_days
-            )
+            # The connection took the device's fence state when it connected: no refresh per event.
+            done = await self._core().ingestor.accept(device, data, refresh_state=False)
         except Busy as exc:
             return busy_ack(exc)
         except InvalidInput as exc:
             return _refusal(str(exc), retry=False)
-        if rejected:
-            self._metrics.fixes_rejected.inc(len(rejected))
-            log.info(
-                "device=%s rejected %d fixes, first: %s",
-                device.id,
-                len(rejected),
-                rejected[0]["error"],
-            )
-        try:
-            result = await core.ingestor.submit(fixes)
-        except Busy as exc:
-            return busy_ack(exc)
         except Exception:  # a bug must still answer the device, which then retries
             log.exception("fix event failed device=%s", device.id)
             return _refusal("internal error; retry", retry=True)
-        self._metrics.ack_seconds.observe(time.perf_counter() - started)
-        return {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
+        result = done.result
+        return {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": done.rejected}
 
 
 class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]

@@ -16,9 +16,9 @@ from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.broadcast import parse_bbox
 from tracker.errors import InvalidInput, NotFound
+from tracker.parse import check_id
 from tracker.store.area import visits_in_bbox, visits_in_fence
 from tracker.store.database import DAY_MS
-from tracker.validation import check_id
 
 AREA_MAX_DAYS = 31
 NEARBY_MAX_RADIUS_M = 100_000.0

@@ -15,8 +15,8 @@ from tracker.api.responses import JSONResponse
 from tracker.errors import InvalidInput, NotFound
 from tracker.geo import circle_polygon
 from tracker.model import EVENT_TYPES, Fence, Rule, Viewer
+from tracker.parse import check_id
 from tracker.store.geofences import events_page, inside_now
-from tracker.validation import check_id
 
 
 def _fence_feature(fence: Fence) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from tracker.core import Core
 from tracker.errors import Forbidden, InvalidInput, Unauthorized
 from tracker.model import Device, Viewer
+from tracker.parse import check_id, text_number, time_ms
 from tracker.store.database import DAY_MS
-from tracker.validation import check_id, parse_time
 
 
 def core(request: Request) -> Core:
@@ -68,9 +68,9 @@ async def json_object(request: Request) -> dict[str, Any]:
 def window(request: Request) -> tuple[int, int]:
     """`from`/`to` as milliseconds; the last 24 hours by default."""
     now = int(time.time() * 1000)
-    to_ms = parse_time(request.query_params["to"], "to") if "to" in request.query_params else now
+    to_ms = time_ms(request.query_params["to"], "to") if "to" in request.query_params else now
     if "from" in request.query_params:
-        from_ms = parse_time(request.query_params["from"], "from")
+        from_ms = time_ms(request.query_params["from"], "from")
     else:
         from_ms = to_ms - DAY_MS
     if from_ms > to_ms:
@@ -98,16 +98,11 @@ def number(
     """A finite number query parameter within [low, high] ((low, high] with `above_low`); required when
     `default` is None."""
     raw = request.query_params.get(name)
-    if raw is None or raw.strip() == "":
+    value = text_number(raw, name)
+    if value is None:
         if default is None:
             raise InvalidInput(f"{name} is required")
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number; got {raw!r:.40}") from None
-    if not math.isfinite(value):
-        raise InvalidInput(f"{name} must be a finite number; got {raw!r:.40}")
     if value > high or value < low or (above_low and value == low):
         if above_low:
             bounds = f"greater than {low:.15g} and at most {high:.15g}"

@@ -1,0 +1,110 @@
+"""One app request made into fix objects, and the conversions every app shares.
+
+Policy, as the apps behave: a value an app marks as unknown (a negative speed, heading or accuracy:
+CoreLocation and Android use -1; an empty form field) is left out, never refused; fields the contract
+does not know are kept in the fix's `attrs`, in the app's order, up to the size the contract allows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tracker.errors import InvalidFix
+from tracker.parse import NUMBER_TEXT, seconds_or_ms, text_number
+from tracker.validation import MAX_ATTRS_BYTES, MIN_TS
+
+log = logging.getLogger("tracker.protocols")
+
+KNOT_MS = 1852 / 3600  # one knot in m/s (0.514444...)
+KMH_MS = 1 / 3.6
+
+
+@dataclass(slots=True)
+class AppRequest:
+    """One app request made into fix objects: `items` holds, in the app's order, a fix object or the
+    reason its entry could not become one."""
+
+    token: str | None
+    token_field: str = "id"  # where the app carries the token, for errors about it
+    items: list[dict[str, Any] | str] = field(default_factory=list)
+    names: Mapping[str, str] = field(default_factory=dict)  # our field name -> the app's, for errors
+    label: str = "location"  # what an entry is called in errors about a batch
+    indexes: list[int] = field(default_factory=list)  # the entries' positions in the body
+    batch: bool = False  # the body held several entries: errors say which one
+
+    def add(self, index: int, raw: Any, convert: Callable[[Any], dict[str, Any]]) -> None:
+        """Append `convert(raw)`, or the reason it failed, as the body's entry `index`."""
+        try:
+            self.items.append(convert(raw))
+        except InvalidFix as exc:
+            self.items.append(str(exc))
+        self.indexes.append(index)
+
+    def fix_objects(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """The entries that became fix objects, and each one's position in `items`."""
+        positions = [i for i, item in enumerate(self.items) if isinstance(item, dict)]
+        return [self.items[i] for i in positions], positions  # type: ignore[misc]
+
+    def describe(self, item: int, error: str) -> str:
+        """A validation message about entry `item`, in the app's words: its field name, and which
+        entry when the body held several."""
+        name, sep, rest = error.partition(" ")
+        message = self.names.get(name, name) + sep + rest
+        return f"{self.label}[{self.indexes[item]}]: {message}" if self.batch else message
+
+
+def number(value: Any, name: str) -> float | None:
+    """A number from JSON or form text (None when absent or empty), or InvalidFix naming `name`."""
+    return text_number(value, name, InvalidFix)
+
+
+def time_ms(value: Any, name: str) -> int:
+    """A fix time in milliseconds from unix seconds (milliseconds from `SECONDS_BELOW` on, as Traccar
+    reads them) or an ISO 8601 string with an offset."""
+    ms = seconds_or_ms(value, name, InvalidFix)
+    if ms <= MIN_TS:
+        raise InvalidFix(
+            f"{name} must be later than 2000-01-01 (unix seconds or ISO 8601); got {value!r:.40}"
+        )
+    return ms
+
+
+def known(value: float | None) -> float | None:
+    """A speed, heading or accuracy, or None when the app marks it as not known (negative)."""
+    return value if value is not None and value >= 0 else None
+
+
+def form_value(text: str) -> Any:
+    """An unknown form field as Traccar keeps it: a number when it parses, a boolean for true/false,
+    else the text."""
+    stripped = text.strip()
+    if NUMBER_TEXT.match(stripped):
+        if "." not in stripped and "e" not in stripped.lower() and len(stripped) < 16:
+            return int(stripped)
+        number = float(stripped)
+        return number if math.isfinite(number) else text
+    if stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    return text
+
+
+def bounded(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`attrs` without the entries that would take it past MAX_ATTRS_BYTES as JSON (in order, so the
+    fields an app sends first are kept), or None when empty."""
+    kept: dict[str, Any] = {}
+    for key, value in attrs.items():
+        kept[key] = value
+        try:
+            size = len(orjson.dumps(kept))
+        except TypeError:  # integers beyond 64 bits
+            size = MAX_ATTRS_BYTES + 1
+        if size > MAX_ATTRS_BYTES:
+            del kept[key]
+            log.debug("attrs field %r dropped: attrs would exceed %d bytes", key, MAX_ATTRS_BYTES)
+    return kept or None

@@ -17,7 +17,8 @@ from harness import REALDATA
 from shapely.geometry import MultiPolygon, Point, Polygon, shape
 
 from tracker.errors import ConfigError
-from tracker.geofence.config import FenceLoader, check_folder, load_folder, watch
+from tracker.geofence.config import FenceLoader, check_folder, load_folder
+from tracker.geofence.watch import watch
 
 ZURICH = REALDATA / "geofences" / "zurich_stadtkreise.geojson"
 

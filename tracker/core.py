@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from tracker.admission import LoopLag, RateLimiter
 from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster, Transport
-from tracker.geofence.config import watch
 from tracker.geofence.engine import GeofenceEngine
+from tracker.geofence.watch import watch
 from tracker.index import LiveIndex
 from tracker.ingest import Ingestor
 from tracker.livesync import LiveSync

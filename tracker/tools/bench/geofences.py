@@ -43,9 +43,9 @@ from shapely.geometry import Point, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
 from tracker.geo import circle_polygon, distances_from_m
-from tracker.geofence.config import repair
 from tracker.geofence.detect import RuleSet, detect
 from tracker.geofence.grid import CIRCLE_VERTICES, FenceIndex
+from tracker.geofence.polygons import repair
 from tracker.model import Fence, FenceState, Fix, Head, Rule, StateKey
 from tracker.tools.bench.base import (
     CLK_TCK,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from tracker.admission import LoopLag, RateLimiter
 from tracker.auth import Authenticator
-from tracker.broadcast import Broadcaster, Transport
+from tracker.broadcast import Broadcaster
 from tracker.geofence.engine import GeofenceEngine
 from tracker.geofence.watch import watch
 from tracker.index import LiveIndex
@@ -23,6 +23,7 @@ from tracker.messages import DeviceLink, Messenger
 from tracker.metrics import Metrics
 from tracker.model import Head
 from tracker.notify import Notifier
+from tracker.rooms import Transport
 from tracker.settings import Settings
 from tracker.store import Database
 from tracker.store.database import DAY_MS

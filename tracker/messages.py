@@ -28,11 +28,11 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from tracker.broadcast import Transport, event_rooms
 from tracker.errors import InvalidInput
 from tracker.metrics import Metrics
 from tracker.model import Device, Message, Viewer
 from tracker.parse import check_id
+from tracker.rooms import Transport, event_rooms
 from tracker.store import Database
 from tracker.store import messages as store
 

@@ -12,8 +12,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from tracker.broadcast import Transport, device_room, event_rooms
 from tracker.model import GeofenceEvent, Rule
+from tracker.rooms import Transport, device_room, event_rooms
 
 log = logging.getLogger("tracker.notify")
 

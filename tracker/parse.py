@@ -22,6 +22,7 @@ MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 SECONDS_BELOW = 100_000_000_000  # a numeric time below this is unix seconds (1e11 s is the year 5138)
 NUMBER_TEXT = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INTEGER_TEXT = re.compile(r"^-?[0-9]{1,20}$")
+Box = tuple[float, float, float, float]  # west, south, east, north in degrees; west > east crosses 180
 _NOT_FINITE = frozenset({"nan", "inf", "infinity"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -130,3 +131,22 @@ def _time_ms(value: Any, name: str, error: type[InvalidInput]) -> int:
     if not math.isfinite(value):
         raise error(f"{name} must be a finite number; got {value}")
     return int(value)
+
+
+def parse_bbox(value: Any, name: str = "bbox") -> Box:
+    """[west, south, east, north] in degrees; west > east crosses the antimeridian."""
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        raise InvalidInput(f"{name} must be [west, south, east, north]")
+    nums: list[float] = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise InvalidInput(f"{name} must hold four finite numbers: [west, south, east, north]")
+        nums.append(float(v))
+    west, south, east, north = nums
+    if not (-180 <= west <= 180 and -180 <= east <= 180):
+        raise InvalidInput(f"{name} west and east must be between -180 and 180")
+    if not (-90 <= south < north <= 90):
+        raise InvalidInput(f"{name} needs -90 <= south < north <= 90")
+    if west == east:
+        raise InvalidInput(f"{name} west and east must differ")
+    return west, south, east, north

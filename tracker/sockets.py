@@ -14,12 +14,13 @@ from typing import Any
 import orjson
 import socketio
 
-from tracker.broadcast import Subscription, device_room, plan_subscription
 from tracker.core import Core
 from tracker.errors import Busy, Forbidden, InvalidInput, NotFound, Unauthorized
 from tracker.messages import parse_send
 from tracker.metrics import Metrics
 from tracker.model import Device, Viewer
+from tracker.rooms import device_room
+from tracker.subscriptions import Subscription, plan_subscription
 
 log = logging.getLogger("tracker.sockets")
 

@@ -14,9 +14,8 @@ from starlette.routing import Route
 
 from tracker.api import params
 from tracker.api.responses import JSONResponse
-from tracker.broadcast import parse_bbox
 from tracker.errors import InvalidInput, NotFound
-from tracker.parse import check_id
+from tracker.parse import check_id, parse_bbox
 from tracker.store.area import visits_in_bbox, visits_in_fence
 from tracker.store.database import DAY_MS
 

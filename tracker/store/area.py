@@ -17,9 +17,8 @@ import shapely
 
 from tracker.geo import circle_polygon, distances_from_m
 from tracker.model import Fence
+from tracker.parse import Box
 from tracker.store.database import Database, ms_to_datetime
-
-Box = tuple[float, float, float, float]  # west, south, east, north; west > east crosses the antimeridian
 
 _M_PER_DEG = 111_000.0  # a little under a degree of latitude anywhere, so pads err on the large side
 

@@ -47,8 +47,9 @@ from tracker.geo import path_length_m
 from tracker.geofence.config import load_folder
 from tracker.index import LiveIndex, assign_cells
 from tracker.model import Device, Fence, Fix, Position, Viewer
+from tracker.parse import Box
 from tracker.store import accounts, history
-from tracker.store.area import Box, visits_in_bbox, visits_in_fence
+from tracker.store.area import visits_in_bbox, visits_in_fence
 from tracker.store.database import DAY_MS, Database
 from tracker.store.fixes import days_of, latest_positions, positions_page, write_fixes
 from tracker.tools.bench.base import (

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tracker.broadcast import ALL_ROOM  # where a viewer of all fleets watching the whole world is
+from tracker.rooms import ALL_ROOM  # where a viewer of all fleets watching the whole world is
 from tracker.settings import Settings
 from tracker.tools.bench.base import _round, _self_cpu_s, percentile
 from tracker.tools.bench.map.processes import _rss_mb

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tracker.broadcast import ALL_ROOM  # where a viewer of all fleets watching the whole world is
+from tracker.rooms import ALL_ROOM  # where a viewer of all fleets watching the whole world is
 from tracker.tools.bench.base import BenchError, _Server, machine_facts, scratch_database
 from tracker.tools.bench.map.feed import BROADCAST_INTERVAL_MS, H3_RESOLUTION, VIEWER_NAMESPACE
 from tracker.tools.bench.map.figures import FPS_GOAL, SCRIPT_MS_PER_UPDATE_GOAL

@@ -1,7 +1,7 @@
 // The selected device: its facts (kept current as it moves), its trail of the last hours from `/trail`
 // (extended live), and a form that sends it a message and shows how far each one got
 // (queued -> sent -> acked, from the server's `message_status` events).
-import { ago, kmh } from "./list.js";
+import { NONE, degrees, deviceName, fixTime, km, kmh, latLon } from "./format.js";
 
 export const TRAIL_HOURS = 3;
 
@@ -19,11 +19,12 @@ export function parseBody(text) {
 }
 
 export class DeviceDetails {
-  constructor(fleet, mapView, api, live) {
+  /** `send(device, body)` sends a message over the live connection and resolves with the server's ack. */
+  constructor(fleet, mapView, api, send) {
     this.fleet = fleet;
     this.map = mapView;
     this.api = api;
-    this.live = live;
+    this.sendMessage = send;
     this.id = null;
     this.panel = document.getElementById("details");
     this.title = document.getElementById("details-title");
@@ -55,16 +56,21 @@ export class DeviceDetails {
       const p = trail.properties;
       this.map.setTrail(trail.geometry.coordinates.length > 1 ? trail : null);
       this.trailNote.textContent = p.points
-        ? `Trail, last ${TRAIL_HOURS} h: ${p.points} fixes, ${(p.distance_m / 1000).toFixed(1)} km`
+        ? `Trail, last ${TRAIL_HOURS} h: ${p.points} fixes, ${km(p.distance_m)}`
         : `No fixes in the last ${TRAIL_HOURS} h`;
     } catch (err) {
       if (this.id === id) this.trailNote.textContent = `Trail unavailable: ${err.message}`;
     }
   }
 
-  /** A position of the selected device arrived: extend its trail. */
-  moved(rec) {
-    if (rec.id === this.id && rec.lat != null) this.map.extendTrail(rec.lon, rec.lat);
+  /** Positions arrived (already applied to the fleet): each one of the selected device extends its trail. */
+  positions(positions) {
+    if (!this.id) return;
+    for (const p of positions) {
+      if (p.device !== this.id) continue;
+      const rec = this.fleet.get(this.id);
+      if (rec.lat != null) this.map.extendTrail(rec.lon, rec.lat);
+    }
   }
 
   /** Redraws the facts when the fleet changed (called each frame; cheap otherwise). */
@@ -73,16 +79,16 @@ export class DeviceDetails {
     const rec = this.fleet.get(this.id);
     if (!rec || this.shownVersion === this.fleet.version) return;
     this.shownVersion = this.fleet.version;
-    this.title.textContent = rec.name || rec.id;
+    this.title.textContent = deviceName(rec);
     const rows = [
       ["Device", rec.id],
       ["Fleet", rec.fleet],
       ["Status", rec.status],
-      ["Last fix", rec.ts == null ? "never" : `${new Date(rec.ts).toLocaleTimeString()} (${ago(rec.ts, Date.now())})`],
+      ["Last fix", fixTime(rec.ts, Date.now())],
       ["Speed", kmh(rec.speed)],
-      ["Heading", rec.heading == null ? "–" : `${Math.round(rec.heading)}°`],
-      ["Position", rec.lat == null ? "–" : `${rec.lat.toFixed(5)}, ${rec.lon.toFixed(5)}`],
-      ["H3 cell", rec.cell || "–"],
+      ["Heading", degrees(rec.heading)],
+      ["Position", latLon(rec.lat, rec.lon)],
+      ["H3 cell", rec.cell || NONE],
     ];
     this.facts.replaceChildren(
       ...rows.flatMap(([k, v]) => {
@@ -103,7 +109,7 @@ export class DeviceDetails {
     li.innerHTML = '<span class="state">sending</span> · <span class="text"></span>';
     li.querySelector(".text").textContent = text.trim().slice(0, 200);
     this.sent.prepend(li);
-    const ack = await this.live.send(this.id, parseBody(text));
+    const ack = await this.sendMessage(this.id, parseBody(text));
     if (ack.ok) {
       this.body.value = "";
       li.dataset.messageId = ack.id;

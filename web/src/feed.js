@@ -2,6 +2,7 @@
 // It starts with the last hour from `/api/events` and then grows from the socket's `geofence` events. After
 // a reconnect it reads `/api/events` again, so events fired while the socket was down still show; an event
 // seen both ways shows once.
+import { clock } from "./format.js";
 
 const KEEP = 300;
 const BACKFILL_MS = 60 * 60_000;
@@ -48,7 +49,7 @@ export class EventFeed {
     type.textContent = event.type;
     const time = document.createElement("time");
     time.dateTime = new Date(event.ts).toISOString();
-    time.textContent = new Date(event.ts).toLocaleTimeString();
+    time.textContent = clock(event.ts);
     const who = document.createTextNode(` ${event.device}`);
     const what = document.createElement("span");
     what.className = "what";

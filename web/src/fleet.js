@@ -1,23 +1,11 @@
 // Every device the page knows, with its newest position and its status. Positions arrive in coalesced
 // batches; applying one only updates records and remembers which changed. Drawing happens once per frame
-// (main.js), so a burst of events costs the map one update, and a quiet fleet costs nothing.
+// (redraw.js), so a burst of events costs the map one update, and a quiet fleet costs nothing.
 
 export const MOVING_MIN_SPEED = 1.0; // m/s: below this a device counts as stopped
 export const STALE_AFTER_MS = 2 * 60_000; // no fix for this long: not moving any more, whatever it last said
 export const OFFLINE_AFTER_MS = 10 * 60_000; // no fix for this long: offline
-
-export const PALETTE = ["#2563eb", "#db2777", "#0d9488", "#7c3aed", "#ea580c", "#0891b2", "#65a30d", "#be123c"];
-
-/** A stable palette index per fleet id. */
-export function fleetIndex(fleet) {
-  let h = 0;
-  for (let i = 0; i < fleet.length; i++) h = (h * 31 + fleet.charCodeAt(i)) >>> 0;
-  return h % PALETTE.length;
-}
-
-export function fleetColour(fleet) {
-  return PALETTE[fleetIndex(fleet)];
-}
+const STATUS_EVERY_MS = 5000; // statuses age (moving -> stopped -> offline) this often
 
 /** "moving", "stopped" or "offline" for a device's newest fix at time `now`. */
 export function statusOf(rec, now) {
@@ -30,6 +18,7 @@ export function statusOf(rec, now) {
 
 export class Fleet {
   constructor() {
+    this.agedAt = 0; // frame time of the last refreshStatuses() by ageStatuses()
     this.reset();
   }
 
@@ -105,6 +94,16 @@ export class Fleet {
     }
     if (n) this.version++;
     return n;
+  }
+
+  /**
+   * refreshStatuses(now) at most every STATUS_EVERY_MS of `frameTime` (the redraw loop's clock): statuses
+   * age in minutes, so walking every record on each redraw would be wasted.
+   */
+  ageStatuses(frameTime, now) {
+    if (frameTime - this.agedAt <= STATUS_EVERY_MS) return 0;
+    this.agedAt = frameTime;
+    return this.refreshStatuses(now);
   }
 
   /** What the map must draw since the last call: records to add, and records that changed. */

@@ -2,25 +2,12 @@
 // spacer as tall as the whole list, so 10,000 devices cost the page as much as 30. Each row carries the
 // stable hooks `data-device-id` and `data-ts` (newest fix time, ms). Searching narrows the list by id,
 // name or fleet; it is sorted by name, then id, and re-sorted only when devices are added.
-import { STATUS_COLOURS } from "./map.js";
-import { fleetColour } from "./fleet.js";
+import { STATUS_COLOURS, fleetColour } from "./colours.js";
+import { ago, deviceName, kmh } from "./format.js";
 
 const ROW_HEIGHT = 44;
 const OVERSCAN = 6;
 const REDRAW_MS = 250; // rows in view are redrawn at most this often (and each second for "ago" times)
-
-export function ago(ts, now) {
-  if (ts == null) return "never";
-  const s = Math.max(0, Math.round((now - ts) / 1000));
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return new Date(ts).toLocaleString();
-}
-
-export function kmh(speed) {
-  return speed == null ? "–" : `${Math.round(speed * 3.6)} km/h`;
-}
 
 export class DeviceList {
   constructor(element, countElement, fleet, onSelect) {
@@ -79,7 +66,7 @@ export class DeviceList {
       ? all.filter((r) => r.id.toLowerCase().includes(f) || (r.name && r.name.toLowerCase().includes(f))
           || r.fleet.toLowerCase().includes(f))
       : all;
-    matching.sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id) || a.id.localeCompare(b.id));
+    matching.sort((a, b) => deviceName(a).localeCompare(deviceName(b)) || a.id.localeCompare(b.id));
     this.items = matching;
     this.sortedFor = this.fleet.structureVersion;
     this.inner.style.height = `${matching.length * ROW_HEIGHT}px`;

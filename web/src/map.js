@@ -3,11 +3,11 @@
 // custom WebGL layer (devicelayer.js), never one DOM marker per device.
 import * as maplibregl from "maplibre-gl";
 import { DeviceLayer } from "./devicelayer.js";
-import { PALETTE, fleetIndex } from "./fleet.js";
+import { PALETTE, STATUS_COLOURS, fleetIndex } from "./colours.js";
 
-const STATUS_COLOURS = { moving: "#16a34a", stopped: "#d97706", offline: "#9ca3af" };
 const NOTHING = { type: "FeatureCollection", features: [] };
 const MAX_FENCE_LABELS = 300;
+const REFIT_AFTER_MS = 3000;
 
 /** The default style: a plain background, with raster tiles on top when a tile URL is configured. */
 function baseStyle(config) {
@@ -29,7 +29,8 @@ function baseStyle(config) {
   return style;
 }
 
-const STATUS_INDEX = { moving: 0, stopped: 1, offline: 2 };
+// The layer's colours are the status colours, then the palette: a status's index is its place in the first.
+const STATUS_INDEX = Object.fromEntries(Object.keys(STATUS_COLOURS).map((status, i) => [status, i]));
 
 /** The centre of a fence's bounding box: where its label goes. */
 function labelPoint(geometry) {
@@ -50,6 +51,8 @@ export class MapView {
     this.selectedId = null;
     this.fenceLabels = [];
     this.userMoved = false;
+    this.fittedAt = null; // when frameFleet() first framed the devices
+    this.refitted = false;
     this.map = new maplibregl.Map({
       container,
       style: config.style || baseStyle(config),
@@ -135,8 +138,11 @@ export class MapView {
     this.devices.flush();
   }
 
+  /** Forgets the devices (a new fleet selection), and frames the next ones afresh. */
   clearDevices() {
     this.devices.clear();
+    this.fittedAt = null;
+    this.refitted = false;
   }
 
   setColourMode(mode) {
@@ -166,7 +172,18 @@ export class MapView {
     this.map.getSource("trail").setData(this.trail);
   }
 
-  /** Frames the given records once, unless the dispatcher already moved the map. */
+  /**
+   * Frames the devices (records, any iterable) when they are first drawn, and once more a few seconds later
+   * (devices that reported since), unless the dispatcher moved the map meanwhile. Called on every redraw.
+   */
+  frameFleet(records, now) {
+    if (this.refitted || (this.fittedAt !== null && now - this.fittedAt < REFIT_AFTER_MS)) return;
+    if (this.fittedAt === null) this.fittedAt = now;
+    else this.refitted = true;
+    this.fitTo([...records]);
+  }
+
+  /** Frames the given records, unless the dispatcher already moved the map. */
   fitTo(records) {
     if (this.userMoved) return;
     const placed = records.filter((r) => r.lat != null);
@@ -181,5 +198,3 @@ export class MapView {
     this.map.easeTo({ center: [lon, lat], zoom: Math.max(this.map.getZoom(), 14), duration: 400 });
   }
 }
-
-export { STATUS_COLOURS };

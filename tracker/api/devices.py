@@ -66,13 +66,8 @@ async def positions(request: Request) -> Response:
         content:
           application/geo+json:
             schema: {$ref: '#/components/schemas/PositionPage'}
-      400: {$ref: '#/components/responses/BadRequest'}
-      401: {$ref: '#/components/responses/Unauthorized'}
-      403: {$ref: '#/components/responses/Forbidden'}
-      404: {$ref: '#/components/responses/NotFound'}
     """
-    who = await params.viewer(request)
-    device = await params.visible_device(request, who)
+    _, device = await params.viewer_and_device(request)
     from_ms, to_ms = params.window(request)
     limit = params.integer(request, "limit", 1000, 1, 10_000)
     after = params.decode_cursor(request)

@@ -111,13 +111,8 @@ async def trail(request: Request) -> Response:
             schema: {type: string, description: 'GPX 1.1: one trk, one trkseg, a time per trkpt.'}
           text/csv:
             schema: {type: string, description: 'Header ts,lat,lon,speed,heading; empty when not reported.'}
-      400: {$ref: '#/components/responses/BadRequest'}
-      401: {$ref: '#/components/responses/Unauthorized'}
-      403: {$ref: '#/components/responses/Forbidden'}
-      404: {$ref: '#/components/responses/NotFound'}
     """
-    who = await params.viewer(request)
-    device = await params.visible_device(request, who)
+    _, device = await params.viewer_and_device(request)
     from_ms, to_ms = params.window(request)
     fmt = _format(request)
     tolerance = params.number(request, "simplify", 0.0, 0.0, math.inf)
@@ -163,10 +158,15 @@ async def _csv(request: Request, device: Device, from_ms: int, to_ms: int) -> As
         yield csv_lines(chunk)
 
 
-def _thresholds(request: Request) -> tuple[float, int]:
+async def _report_input(request: Request) -> tuple[Trail, float, int]:
+    """What `/stops` and `/trips` compute from: the device's trail of the window, the stop radius and the
+    shortest stop (ms) (coroutine)."""
+    _, device = await params.viewer_and_device(request)
+    from_ms, to_ms = params.window(request)
     radius_m = params.number(request, "radius_m", DEFAULT_RADIUS_M, 1.0, 100_000.0)
     min_duration_s = params.number(request, "min_duration_s", DEFAULT_MIN_DURATION_S, 1.0, 30 * 86_400.0)
-    return radius_m, round(min_duration_s * 1000)
+    full = await _track(request, device, from_ms, to_ms, MAX_REPORT_FIXES, "")
+    return full, radius_m, round(min_duration_s * 1000)
 
 
 async def stops(request: Request) -> Response:
@@ -204,16 +204,8 @@ async def stops(request: Request) -> Response:
                       lat: {type: number}
                       lon: {type: number}
                       fixes: {type: integer}
-      400: {$ref: '#/components/responses/BadRequest'}
-      401: {$ref: '#/components/responses/Unauthorized'}
-      403: {$ref: '#/components/responses/Forbidden'}
-      404: {$ref: '#/components/responses/NotFound'}
     """
-    who = await params.viewer(request)
-    device = await params.visible_device(request, who)
-    from_ms, to_ms = params.window(request)
-    radius_m, min_duration_ms = _thresholds(request)
-    full = await _track(request, device, from_ms, to_ms, MAX_REPORT_FIXES, "")
+    full, radius_m, min_duration_ms = await _report_input(request)
 
     def run() -> list[dict[str, object]]:
         return [stop_item(full, s) for s in find_stops(full, radius_m, min_duration_ms)]
@@ -268,16 +260,8 @@ async def trips(request: Request) -> Response:
                       max_speed: {type: ['number', 'null']}
                       avg_speed: {type: ['number', 'null']}
                       fixes: {type: integer}
-      400: {$ref: '#/components/responses/BadRequest'}
-      401: {$ref: '#/components/responses/Unauthorized'}
-      403: {$ref: '#/components/responses/Forbidden'}
-      404: {$ref: '#/components/responses/NotFound'}
     """
-    who = await params.viewer(request)
-    device = await params.visible_device(request, who)
-    from_ms, to_ms = params.window(request)
-    radius_m, min_duration_ms = _thresholds(request)
-    full = await _track(request, device, from_ms, to_ms, MAX_REPORT_FIXES, "")
+    full, radius_m, min_duration_ms = await _report_input(request)
 
     def run() -> list[dict[str, object]]:
         spans = find_trips(full, find_stops(full, radius_m, min_duration_ms), radius_m)

@@ -37,13 +37,8 @@ async def send(request: Request) -> Response:
         content:
           application/json:
             schema: {$ref: '#/components/schemas/Message'}
-      400: {$ref: '#/components/responses/BadRequest'}
-      401: {$ref: '#/components/responses/Unauthorized'}
-      403: {$ref: '#/components/responses/Forbidden'}
-      404: {$ref: '#/components/responses/NotFound'}
     """
-    who = await params.viewer(request)
-    device = await params.visible_device(request, who)
+    who, device = await params.viewer_and_device(request)
     body = await params.json_object(request)
     if "body" not in body:
         raise InvalidInput("body is required (any JSON value)")
@@ -71,13 +66,8 @@ async def list_messages(request: Request) -> Response:
         content:
           application/json:
             schema: {$ref: '#/components/schemas/MessagePage'}
-      400: {$ref: '#/components/responses/BadRequest'}
-      401: {$ref: '#/components/responses/Unauthorized'}
-      403: {$ref: '#/components/responses/Forbidden'}
-      404: {$ref: '#/components/responses/NotFound'}
     """
-    who = await params.viewer(request)
-    device = await params.visible_device(request, who)
+    _, device = await params.viewer_and_device(request)
     state = request.query_params.get("state") or None
     if state is not None and state not in store.STATES:
         raise InvalidInput(f"state must be one of {', '.join(store.STATES)}; got {state!r:.40}")

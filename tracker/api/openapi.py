@@ -305,9 +305,22 @@ _generator = SchemaGenerator(
 )
 
 
+# Every route below a device answers these the same way (a bad parameter, no token, a device of another
+# fleet, no such device), so their docstrings leave them out and the document adds them.
+DEVICE_PREFIX = "/api/devices/{id}/"
+_DEVICE_ERRORS = {
+    code: {"$ref": f"#/components/responses/{name}"}
+    for code, name in ((400, "BadRequest"), (401, "Unauthorized"), (403, "Forbidden"), (404, "NotFound"))
+}
+
+
 def document(routes: list[BaseRoute]) -> dict[str, Any]:
     """The OpenAPI document of `routes`."""
     schema: dict[str, Any] = _generator.get_schema(routes)
+    for path, operations in schema["paths"].items():
+        if path.startswith(DEVICE_PREFIX):
+            for operation in operations.values():
+                operation["responses"] = {**operation["responses"], **_DEVICE_ERRORS}
     return schema
 
 

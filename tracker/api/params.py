@@ -48,6 +48,12 @@ def require_admin(request: Request) -> None:
         raise Forbidden("this endpoint needs the admin token")
 
 
+async def viewer_and_device(request: Request) -> tuple[Viewer, Device]:
+    """The viewer of the request's token and the device named in the path, if it may see it (coroutine)."""
+    who = await viewer(request)
+    return who, await visible_device(request, who)
+
+
 async def visible_device(request: Request, who: Viewer, device_id: str | None = None) -> Device:
     """The device named in the path (or `device_id`), if `who` may see it (coroutine)."""
     device_id = device_id or check_id(request.path_params["id"], "device id")

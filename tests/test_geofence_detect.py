@@ -11,9 +11,9 @@ from harness import REALDATA
 from shapely.geometry import shape
 
 from tracker.geo import distances_from_m
-from tracker.geofence.detect import PRESENCE, FenceState, Head, RuleSet, StateKey, detect
+from tracker.geofence.detect import PRESENCE, RuleSet, detect
 from tracker.geofence.grid import FenceIndex
-from tracker.model import Fence, Fix, Rule
+from tracker.model import Fence, FenceState, Fix, Head, Rule, StateKey
 
 SQUARE = Fence("sq", None, ("depot",), shapely.box(10.0, 50.0, 10.01, 50.01))
 HOLED = Fence(
@@ -41,20 +41,20 @@ class Machine:
 
     def __init__(self, fences: list[Fence], rules: list[Rule]) -> None:
         self.rules = RuleSet(fences, rules)
-        self.tracks: dict[str, dict[StateKey, FenceState]] = {}
+        self.states: dict[str, dict[StateKey, FenceState]] = {}
         self.heads: dict[str, Head] = {}
 
     def feed(self, *fixes: Fix) -> list[tuple[str, str, str, int]]:
-        d = detect(self.rules, self.tracks, self.heads, list(fixes))
-        for device, changed in d.tracks.items():
-            tracks = self.tracks.setdefault(device, {})
-            for key, track in changed.items():
-                if track is None:
-                    tracks.pop(key, None)
+        d = detect(self.rules, self.states, self.heads, list(fixes))
+        for device, changed in d.state_changes.items():
+            states = self.states.setdefault(device, {})
+            for key, state in changed.items():
+                if state is None:
+                    states.pop(key, None)
                 else:
-                    tracks[key] = track
-            if not tracks:
-                del self.tracks[device]
+                    states[key] = state
+            if not states:
+                del self.states[device]
         for device, head in d.heads.items():
             self.heads[device] = head
         return [(e.type, e.rule, e.fence, e.ts) for e in d.events]
@@ -171,20 +171,20 @@ def test_devices_are_independent_within_a_batch() -> None:
     assert sorted(got) == [("enter", "r-enter", "sq", 1), ("enter", "r-enter", "sq", 2)]
 
 
-def test_presence_track_knows_who_is_inside() -> None:
+def test_presence_state_knows_who_is_inside() -> None:
     m = Machine([SQUARE], [])
     m.feed(fix(7, IN))
-    assert m.tracks["d1"][(PRESENCE, "sq")] == FenceState(True, 7)
+    assert m.states["d1"][(PRESENCE, "sq")] == FenceState(True, 7)
     m.feed(fix(8, OUT))
-    assert "d1" not in m.tracks
+    assert "d1" not in m.states
 
 
 def test_detect_does_not_mutate_its_inputs() -> None:
     m = Machine([SQUARE], [rule("enter")])
     m.feed(fix(1, OUT))
-    before = (dict(m.heads), {d: dict(t) for d, t in m.tracks.items()})
-    detect(m.rules, m.tracks, m.heads, [fix(2, IN)])
-    assert (m.heads, m.tracks) == before
+    before = (dict(m.heads), {d: dict(s) for d, s in m.states.items()})
+    detect(m.rules, m.states, m.heads, [fix(2, IN)])
+    assert (m.heads, m.states) == before
 
 
 @pytest.mark.parametrize("name", ["munich_stadtbezirke", "zurich_stadtkreise"])

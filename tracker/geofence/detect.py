@@ -2,7 +2,7 @@
 
 Per device and (rule, fence), in fix-time order, a `FenceState` says whether the device counts as inside,
 since which fix, how many consecutive fixes disagree (for `confirm_fixes`), and whether the visit's
-dwell or speeding event has fired. A missing track means outside: "unknown" behaves exactly like
+dwell or speeding event has fired. A missing state means outside: "unknown" behaves exactly like
 outside in every rule of the contract, so only devices near or inside a fence cost memory. Rule id ""
 is the rule-independent presence (confirm 1) behind "who is inside now".
 
@@ -21,10 +21,9 @@ import numpy as np
 from tracker.geofence.grid import FenceIndex
 from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, Rule, StateKey
 
-PRESENCE = ""  # the rule id of the rule-independent presence track
+PRESENCE = ""  # the rule id of the rule-independent presence state
 
-
-State = Mapping[str, Mapping[StateKey, FenceState]]
+DeviceStates = Mapping[str, Mapping[StateKey, FenceState]]  # device id -> its fence states
 
 
 class RuleSet:
@@ -52,17 +51,17 @@ class RuleSet:
 
 @dataclass
 class Detection:
-    """What one batch changed: events in order, track changes (None = back to outside), new heads."""
+    """What one batch changed: events in order, fence state changes (None = back to outside), new heads."""
 
     version: int
     events: list[GeofenceEvent] = field(default_factory=list)
-    tracks: dict[str, dict[StateKey, FenceState | None]] = field(default_factory=dict)
+    state_changes: dict[str, dict[StateKey, FenceState | None]] = field(default_factory=dict)
     heads: dict[str, Head] = field(default_factory=dict)
 
     @property
     def changes_state(self) -> bool:
         """True when something must be written besides the fixes."""
-        return bool(self.events) or any(self.tracks.values())
+        return bool(self.events) or any(self.state_changes.values())
 
 
 def newest_per_device(fixes: Sequence[Fix], heads: Mapping[str, Head]) -> dict[str, list[Fix]]:
@@ -84,24 +83,27 @@ def newest_per_device(fixes: Sequence[Fix], heads: Mapping[str, Head]) -> dict[s
     return out
 
 
-def step(track: FenceState | None, raw: bool, confirm: int, ts: int) -> tuple[FenceState | None, bool]:
-    """Advance one track by one fix whose raw position is `raw`; return (new track, whether it flipped)."""
-    inside = track.inside if track is not None else False
-    pending = track.pending if track is not None else 0
+def step(state: FenceState | None, raw: bool, confirm: int, ts: int) -> tuple[FenceState | None, bool]:
+    """Advance one fence state by one fix whose raw position is `raw`; return (new state, whether it
+    flipped)."""
+    inside = state.inside if state is not None else False
+    pending = state.pending if state is not None else 0
     pending = 0 if raw == inside else pending + 1
     if pending >= confirm:
         new = FenceState(True, ts) if raw else None
         return new, True
-    if track is None:
+    if state is None:
         return (FenceState(False, 0, pending) if pending else None), False
     if not inside and pending == 0:
         return None, False
-    if pending == track.pending:  # the common case, a device staying inside: no new object
-        return track, False
-    return replace(track, pending=pending), False
+    if pending == state.pending:  # the common case, a device staying inside: no new object
+        return state, False
+    return replace(state, pending=pending), False
 
 
-def detect(rules: RuleSet, state: State, heads: Mapping[str, Head], fixes: Sequence[Fix]) -> Detection:
+def detect(
+    rules: RuleSet, states: DeviceStates, heads: Mapping[str, Head], fixes: Sequence[Fix]
+) -> Detection:
     """Evaluate a batch of fixes against `rules`; see the module docstring. Pure."""
     out = Detection(rules.version)
     todo = newest_per_device(fixes, heads)
@@ -124,7 +126,7 @@ def detect(rules: RuleSet, state: State, heads: Mapping[str, Head], fixes: Seque
     crossed = _crossings(rules, todo, heads, lon, lat, raw)
     offset = 0
     for device, fs in todo.items():
-        _walk(rules, device, fs, raw[offset : offset + len(fs)], crossed, offset, state.get(device, {}), out)
+        _walk(rules, device, fs, raw[offset : offset + len(fs)], crossed, offset, states.get(device, {}), out)
         offset += len(fs)
     return out
 
@@ -192,32 +194,32 @@ def _walk(
     before: Mapping[StateKey, FenceState],
     out: Detection,
 ) -> None:
-    """Run one device's fixes through its tracks, collecting events and changed tracks into `out`."""
-    tracks = dict(before)
+    """Run one device's fixes through its fence states, collecting events and changed states into `out`."""
+    states = dict(before)
     changed: dict[StateKey, FenceState | None] = {}
     fleet = fixes[0].fleet
     pos_of = rules.fence_position
     rules_here: dict[int, list[Rule | None]] = {}  # fence index -> the rules on it for this fleet
     for i, fix in enumerate(fixes):
         here = raw[i]
-        relevant = here.union([pos_of[fid] for _, fid in tracks if fid in pos_of]) if tracks else here
+        relevant = here.union([pos_of[fid] for _, fid in states if fid in pos_of]) if states else here
         for fi in sorted(relevant):
             fence = rules.fences[fi]
             is_in = fi in here
             applicable = rules_here.get(fi)
-            if applicable is None:  # None first: the presence track
+            if applicable is None:  # None first: the presence state
                 applicable = rules_here[fi] = [None, *(r for r in rules.by_fence[fi] if r.applies_to(fleet))]
             for rule in applicable:
                 key = (rule.id if rule is not None else PRESENCE, fence.id)
-                old = tracks.get(key)
+                old = states.get(key)
                 new, flipped = step(old, is_in, rule.confirm_fixes if rule is not None else 1, fix.ts)
                 if rule is not None:
                     new = _fire(rule, fence, fix, old, new, flipped, out.events)
                 if new != old:
                     if new is None:
-                        tracks.pop(key, None)
+                        states.pop(key, None)
                     else:
-                        tracks[key] = new
+                        states[key] = new
                     changed[key] = new
         for fi in crossed.get(offset + i, ()):
             fence = rules.fences[fi]
@@ -225,7 +227,7 @@ def _walk(
                 if rule.applies_to(fleet):
                     out.events.append(_event("cross", rule, fence, fix))
     if changed:
-        out.tracks[device] = changed
+        out.state_changes[device] = changed
 
 
 def _fire(
@@ -237,7 +239,7 @@ def _fire(
     flipped: bool,
     events: list[GeofenceEvent],
 ) -> FenceState | None:
-    """Append the event `rule` fires on this fix, if any; return the track with its `fired` flag set."""
+    """Append the event `rule` fires on this fix, if any; return the state with its `fired` flag set."""
     if rule.on == "enter" and flipped and new is not None:
         events.append(_event("enter", rule, fence, fix))
     elif rule.on == "exit" and flipped and new is None and old is not None and old.inside:

@@ -1,10 +1,10 @@
-"""The geofences in force for a running server: loading and hot reload, every device's tracks and head,
+"""The geofences in force for a running server: loading and hot reload, every device's fence states and head,
 and the per-batch evaluation the ingest loop calls.
 
 Reloading reads and compiles in a worker thread, then swaps the compiled `RuleSet` in one assignment, so
 a batch is always evaluated against one whole version. A bad file leaves the rules in force (the loader
-keeps each file's last good version) and its errors are kept for `/api/geofences`. Tracks of fences or
-rules that are gone are dropped from memory and PostGIS; new ones start with no track (outside).
+keeps each file's last good version) and its errors are kept for `/api/geofences`. Fence states of fences
+or rules that are gone are dropped from memory and PostGIS; new ones start with no state (outside).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tracker.geofence.detect import Detection, RuleSet, detect
 from tracker.metrics import Metrics
 from tracker.model import FenceState, Fix, Head, StateKey
 from tracker.store import Database
-from tracker.store.geofences import device_state, keep_tracks, load_states
+from tracker.store.geofences import device_state, keep_states, load_states
 
 log = logging.getLogger("tracker.geofence")
 
@@ -28,7 +28,7 @@ THREAD_MIN_FIXES = 256  # batches this large are evaluated in a worker thread, o
 
 
 class GeofenceEngine:
-    """Owns the rules in force, the tracks and heads of every device, and reloading."""
+    """Owns the rules in force, the fence states and heads of every device, and reloading."""
 
     def __init__(self, folder: Path, db: Database, metrics: Metrics) -> None:
         self.folder = folder
@@ -38,14 +38,14 @@ class GeofenceEngine:
         self._lock = asyncio.Lock()
         self.rules = RuleSet((), ())
         self.errors: tuple[str, ...] = ()
-        self.tracks: dict[str, dict[StateKey, FenceState]] = {}
+        self.states: dict[str, dict[StateKey, FenceState]] = {}
         self.heads: dict[str, Head] = {}
 
     async def start(self, heads: dict[str, Head]) -> None:
-        """Load the folder and the stored tracks (coroutine); `heads` are the devices' newest fixes."""
+        """Load the folder and the stored fence states (coroutine); `heads` are the devices' newest fixes."""
         self.heads = heads
         await self.reload()
-        self.tracks = await load_states(self._db, self.rules.keys)
+        self.states = await load_states(self._db, self.rules.keys)
 
     async def reload(self) -> bool:
         """Re-read the folder; put a changed, valid set in force (coroutine). True when rules changed."""
@@ -61,20 +61,20 @@ class GeofenceEngine:
             started = time.perf_counter()
             rules = await asyncio.to_thread(RuleSet, result.fences, result.rules, self.rules.version + 1)
             self.rules = rules
-            for device in list(self.tracks):
-                kept = {k: t for k, t in self.tracks[device].items() if k in rules.keys}
+            for device in list(self.states):
+                kept = {k: s for k, s in self.states[device].items() if k in rules.keys}
                 if kept:
-                    self.tracks[device] = kept
+                    self.states[device] = kept
                 else:
-                    del self.tracks[device]
+                    del self.states[device]
             if self.folder.is_dir():
-                dropped = await keep_tracks(self._db, rules.keys)
+                dropped = await keep_states(self._db, rules.keys)
             else:  # a mistyped --geofences must not wipe the stored state of the real rules
                 log.warning("geofences folder %s does not exist; stored fence state is kept", self.folder)
                 dropped = 0
             self._metrics.geofences_loaded.set(len(rules.fences))
             log.info(
-                "geofences loaded: %d fences, %d rules, %d stale tracks dropped, compiled in %.0f ms",
+                "geofences loaded: %d fences, %d rules, %d stale fence states dropped, compiled in %.0f ms",
                 len(rules.fences),
                 len(rules.rules),
                 dropped,
@@ -87,9 +87,9 @@ class GeofenceEngine:
         rules = self.rules
         started = time.perf_counter()
         if len(fixes) >= THREAD_MIN_FIXES and rules.fences:
-            detection = await asyncio.to_thread(detect, rules, self.tracks, self.heads, fixes)
+            detection = await asyncio.to_thread(detect, rules, self.states, self.heads, fixes)
         else:
-            detection = detect(rules, self.tracks, self.heads, fixes)
+            detection = detect(rules, self.states, self.heads, fixes)
         self._metrics.geofence_seconds.observe(time.perf_counter() - started)
         return detection
 
@@ -100,36 +100,36 @@ class GeofenceEngine:
         must not evaluate its next fixes from the state it kept when it last saw the device. Returns
         True when the state was replaced.
         """
-        tracks, newest = await device_state(self._db, device, self.rules.keys)
+        states, newest = await device_state(self._db, device, self.rules.keys)
         if newest is None:
             return False
         mine = self.heads.get(device)
         if mine is not None and mine.ts >= newest.ts:
             return False  # this process is up to date (or ahead, with a batch committing right now)
-        if tracks:
-            self.tracks[device] = tracks
+        if states:
+            self.states[device] = states
         else:
-            self.tracks.pop(device, None)
+            self.states.pop(device, None)
         self.heads[device] = newest
         log.info("fence state of device=%s taken from the database (written by another process)", device)
         return True
 
     def apply(self, detection: Detection) -> None:
-        """Make a committed detection the current state (tracks of since-removed rules are skipped)."""
+        """Make a committed detection the current state (states of since-removed rules are skipped)."""
         for device, head in detection.heads.items():
             old = self.heads.get(device)
             if old is None or head.ts > old.ts:
                 self.heads[device] = head
         keys = self.rules.keys
-        for device, changed in detection.tracks.items():
-            tracks = self.tracks.setdefault(device, {})
-            for key, track in changed.items():
-                if track is None:
-                    tracks.pop(key, None)
+        for device, changed in detection.state_changes.items():
+            states = self.states.setdefault(device, {})
+            for key, state in changed.items():
+                if state is None:
+                    states.pop(key, None)
                 elif key in keys:
-                    tracks[key] = track
-            if not tracks:
-                del self.tracks[device]
+                    states[key] = state
+            if not states:
+                del self.states[device]
         for event in detection.events:
             self._metrics.geofence_events.labels(event.type).inc()
 

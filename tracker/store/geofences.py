@@ -1,7 +1,7 @@
 """Geofence state, events and the webhook outbox in PostGIS.
 
 `write_batch` is the ingest loop's one write: the fixes, plus, when the batch changed fence state or fired
-events, the changed tracks, the events and one outbox row per (event, webhook URL), all in one
+events, the changed fence states, the events and one outbox row per (event, webhook URL), all in one
 transaction. So an ack means the events are stored, and a restart resumes from exactly the state that
 produced the stored events: none is lost or fired twice. Batches that change no fence state keep the
 single-statement write of `write_fixes`.
@@ -26,14 +26,14 @@ from tracker.store.fixes import (
     write_fixes,
 )
 
-_UPSERT_TRACKS = """
+_UPSERT_STATES = """
 INSERT INTO fence_state (device_id, rule_id, fence_id, inside, since_ts, pending, fired)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bigint[], $6::smallint[], $7::bool[])
 ON CONFLICT (device_id, rule_id, fence_id) DO UPDATE
 SET inside = excluded.inside, since_ts = excluded.since_ts, pending = excluded.pending, fired = excluded.fired
 """
 
-_DELETE_TRACKS = """
+_DELETE_STATES = """
 DELETE FROM fence_state s
 USING unnest($1::text[], $2::text[], $3::text[]) AS k(device_id, rule_id, fence_id)
 WHERE s.device_id = k.device_id AND s.rule_id = k.rule_id AND s.fence_id = k.fence_id
@@ -48,8 +48,8 @@ RETURNING id, type, rule_id, fence_id, device_id, ts
 
 _EVENT_COLUMNS = "id, type, rule_id, fence_id, device_id, fleet, ts, lat, lon"
 
-# Small batches that change fence state: fixes, tracks, events and outbox rows in ONE statement (its own
-# transaction), with data-modifying CTEs; the same single round trip as a batch without state changes.
+# Small batches that change fence state: fixes, fence states, events and outbox rows in ONE statement (its
+# own transaction), with data-modifying CTEs; the same single round trip as a batch without state changes.
 # Rows come back as ('f', device, ts) for each new fix and ('e', device, ts, id, type, rule, fence) per event.
 _WRITE_ALL = f"""
 WITH new_fixes AS ({INSERT_FROM_ARRAYS} {RETURNING_KEYS}),
@@ -99,7 +99,7 @@ async def write_batch(
         return await _write_all(conn, fixes, detection, webhooks)
     async with conn.transaction():
         new = await write_fixes(conn, fixes)
-        await _write_tracks(conn, detection.tracks)
+        await _write_states(conn, detection.state_changes)
         events = await _insert_events(conn, detection.events)
         urls = [(int(e.id), url) for e in events for url in webhooks(e.rule)]
         if urls:
@@ -111,19 +111,19 @@ async def write_batch(
     return new, events
 
 
-def _track_arrays(
-    tracks: dict[str, dict[StateKey, FenceState | None]],
+def _state_arrays(
+    changes: dict[str, dict[StateKey, FenceState | None]],
 ) -> tuple[list[list[Any]], list[list[Any]]]:
-    """Changed tracks as query arrays: (device, rule, fence) of those back to outside, and the full rows
+    """Changed fence states as query arrays: (device, rule, fence) of those back to outside, and the full rows
     (device, rule, fence, inside, since, pending, fired) of the others."""
     gone: list[tuple[str, str, str]] = []
     kept: list[tuple[Any, ...]] = []
-    for device, changed in tracks.items():
-        for (rule, fence), track in changed.items():
-            if track is None:
+    for device, changed in changes.items():
+        for (rule, fence), state in changed.items():
+            if state is None:
                 gone.append((device, rule, fence))
             else:
-                kept.append((device, rule, fence, track.inside, track.since, track.pending, track.fired))
+                kept.append((device, rule, fence, state.inside, state.since, state.pending, state.fired))
     return _columns(gone, 3), _columns(kept, 7)
 
 
@@ -160,7 +160,7 @@ async def _write_all(
     webhooks: Callable[[str], Sequence[str]],
 ) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
     """`write_batch` for small batches: one statement (see `_WRITE_ALL`)."""
-    gone, kept = _track_arrays(detection.tracks)
+    gone, kept = _state_arrays(detection.state_changes)
     events = detection.events
     hooks = [(rule, url) for rule in {e.rule for e in events} for url in webhooks(rule)]
     rows = await conn.fetch(
@@ -177,14 +177,14 @@ async def _write_all(
     return new, events
 
 
-async def _write_tracks(
-    conn: asyncpg.Connection, tracks: dict[str, dict[StateKey, FenceState | None]]
+async def _write_states(
+    conn: asyncpg.Connection, changes: dict[str, dict[StateKey, FenceState | None]]
 ) -> None:
-    gone, kept = _track_arrays(tracks)
+    gone, kept = _state_arrays(changes)
     if gone[0]:
-        await conn.execute(_DELETE_TRACKS, *gone)
+        await conn.execute(_DELETE_STATES, *gone)
     if kept[0]:
-        await conn.execute(_UPSERT_TRACKS, *kept)
+        await conn.execute(_UPSERT_STATES, *kept)
 
 
 async def _insert_events(conn: asyncpg.Connection, events: list[GeofenceEvent]) -> list[GeofenceEvent]:
@@ -235,8 +235,8 @@ async def device_state(
     return states, None if newest is None else Head(newest[0], newest[1], newest[2])
 
 
-async def keep_tracks(db: Database, keys: set[StateKey]) -> int:
-    """Delete the stored tracks whose (rule, fence) is no longer loaded; return how many (coroutine)."""
+async def keep_states(db: Database, keys: set[StateKey]) -> int:
+    """Delete the stored fence states whose (rule, fence) is no longer loaded; return how many (coroutine)."""
     rules = [k[0] for k in keys]
     fences = [k[1] for k in keys]
     async with db.pool.acquire() as conn:

@@ -717,7 +717,7 @@ def _detect(fences: Sequence[Fence], bbox: tuple[float, float, float, float], n_
         found, wall = _timed(partial(detect, ruleset, tracks, heads, fixes))
         batch_ms.append(wall * 1000)
         heads.update(found.heads)
-        for device, changed in found.tracks.items():
+        for device, changed in found.state_changes.items():
             mine = tracks.setdefault(device, {})
             for key, track in changed.items():
                 if track is None:

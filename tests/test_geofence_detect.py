@@ -46,15 +46,7 @@ class Machine:
 
     def feed(self, *fixes: Fix) -> list[tuple[str, str, str, int]]:
         d = detect(self.rules, self.states, self.heads, list(fixes))
-        for device, changed in d.state_changes.items():
-            states = self.states.setdefault(device, {})
-            for key, state in changed.items():
-                if state is None:
-                    states.pop(key, None)
-                else:
-                    states[key] = state
-            if not states:
-                del self.states[device]
+        d.apply_to(self.states)
         for device, head in d.heads.items():
             self.heads[device] = head
         return [(e.type, e.rule, e.fence, e.ts) for e in d.events]

@@ -13,7 +13,7 @@ changes and events in the same transaction as the fixes, and applies them to mem
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -62,6 +62,21 @@ class Detection:
     def changes_state(self) -> bool:
         """True when something must be written besides the fixes."""
         return bool(self.events) or any(self.state_changes.values())
+
+    def apply_to(
+        self, states: dict[str, dict[StateKey, FenceState]], keys: Container[StateKey] | None = None
+    ) -> None:
+        """Make `state_changes` part of `states`, in place; with `keys`, changed states of other (rule,
+        fence) pairs are dropped rather than kept (rules removed while the batch was being written)."""
+        for device, changed in self.state_changes.items():
+            mine = states.setdefault(device, {})
+            for key, state in changed.items():
+                if state is None:
+                    mine.pop(key, None)
+                elif keys is None or key in keys:
+                    mine[key] = state
+            if not mine:
+                del states[device]
 
 
 def newest_per_device(fixes: Sequence[Fix], heads: Mapping[str, Head]) -> dict[str, list[Fix]]:

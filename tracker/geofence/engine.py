@@ -120,16 +120,7 @@ class GeofenceEngine:
             old = self.heads.get(device)
             if old is None or head.ts > old.ts:
                 self.heads[device] = head
-        keys = self.rules.keys
-        for device, changed in detection.state_changes.items():
-            states = self.states.setdefault(device, {})
-            for key, state in changed.items():
-                if state is None:
-                    states.pop(key, None)
-                elif key in keys:
-                    states[key] = state
-            if not states:
-                del self.states[device]
+        detection.apply_to(self.states, self.rules.keys)
         for event in detection.events:
             self._metrics.geofence_events.labels(event.type).inc()
 

@@ -9,6 +9,7 @@ single-statement write of `write_fixes`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,30 +49,20 @@ RETURNING id, type, rule_id, fence_id, device_id, ts
 
 _EVENT_COLUMNS = "id, type, rule_id, fence_id, device_id, fleet, ts, lat, lon"
 
+
+def _from(first: int, sql: str) -> str:
+    """`sql` with its parameters $1, $2, ... renumbered from `first`, to nest it in a larger statement."""
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + first - 1}", sql)
+
+
 # Small batches that change fence state: fixes, fence states, events and outbox rows in ONE statement (its
 # own transaction), with data-modifying CTEs; the same single round trip as a batch without state changes.
 # Rows come back as ('f', device, ts) for each new fix and ('e', device, ts, id, type, rule, fence) per event.
 _WRITE_ALL = f"""
 WITH new_fixes AS ({INSERT_FROM_ARRAYS} {RETURNING_KEYS}),
-gone AS (
-    DELETE FROM fence_state s
-    USING unnest($12::text[], $13::text[], $14::text[]) AS k(device_id, rule_id, fence_id)
-    WHERE s.device_id = k.device_id AND s.rule_id = k.rule_id AND s.fence_id = k.fence_id
-),
-kept AS (
-    INSERT INTO fence_state (device_id, rule_id, fence_id, inside, since_ts, pending, fired)
-    SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::bool[], $19::bigint[], $20::smallint[],
-                         $21::bool[])
-    ON CONFLICT (device_id, rule_id, fence_id) DO UPDATE
-    SET inside = excluded.inside, since_ts = excluded.since_ts, pending = excluded.pending,
-        fired = excluded.fired
-),
-new_events AS (
-    INSERT INTO events (type, rule_id, fence_id, device_id, fleet, ts, lat, lon)
-    SELECT * FROM unnest($22::text[], $23::text[], $24::text[], $25::text[], $26::text[], $27::bigint[],
-                         $28::float8[], $29::float8[])
-    RETURNING id, type, rule_id, fence_id, device_id, ts
-),
+gone AS ({_from(12, _DELETE_STATES)}),
+kept AS ({_from(15, _UPSERT_STATES)}),
+new_events AS ({_from(22, _INSERT_EVENTS)}),
 outbox AS (
     INSERT INTO webhook_outbox (event_id, url)
     SELECT e.id, h.url FROM new_events e JOIN unnest($30::text[], $31::text[]) AS h(rule_id, url)

@@ -21,11 +21,11 @@ import httpx
 import pytest
 from harness import ROOT, Client, free_port
 
-from tracker.embedded_db import _find_bin_dir
 from tracker.errors import EmbeddedDatabaseError
+from tracker.postgres_install import find_bin_dir
 
 try:
-    _find_bin_dir(None)
+    find_bin_dir(None)
     HAVE_POSTGRES = True
 except EmbeddedDatabaseError:
     HAVE_POSTGRES = False
@@ -39,7 +39,7 @@ def data_dir() -> Iterator[Path]:
     try:
         yield path / "pg"
     finally:
-        pg_ctl = str(_find_bin_dir(None) / "pg_ctl") if HAVE_POSTGRES else "pg_ctl"
+        pg_ctl = str(find_bin_dir(None) / "pg_ctl") if HAVE_POSTGRES else "pg_ctl"
         user = "postgres" if os.geteuid() == 0 else None
         for pid_file in path.rglob("postmaster.pid"):  # safety net; the demo should have stopped it
             stop = [pg_ctl, "stop", "-m", "immediate", "-w", "-D", str(pid_file.parent)]

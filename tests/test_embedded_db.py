@@ -16,13 +16,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tracker.embedded_db import EmbeddedPostgres, _find_bin_dir, default_data_dir, server_settings
+from tracker.embedded_db import EmbeddedPostgres, default_data_dir, server_settings
 from tracker.errors import EmbeddedDatabaseError
+from tracker.postgres_install import find_bin_dir
 
 pytestmark = pytest.mark.timeout(120)
 
 try:
-    _find_bin_dir(None)
+    find_bin_dir(None)
     HAVE_POSTGRES = True
 except EmbeddedDatabaseError:
     HAVE_POSTGRES = False
@@ -39,7 +40,7 @@ def workdir() -> Iterator[Path]:
         yield path
     finally:
         # Safety net: never leave a server running, whatever a test did.
-        pg_ctl = str(_find_bin_dir(None) / "pg_ctl") if HAVE_POSTGRES else "pg_ctl"
+        pg_ctl = str(find_bin_dir(None) / "pg_ctl") if HAVE_POSTGRES else "pg_ctl"
         user = "postgres" if IS_ROOT else None
         for pid_file in path.rglob("postmaster.pid"):
             stop = [pg_ctl, "stop", "-m", "immediate", "-w", "-D", str(pid_file.parent)]
@@ -158,7 +159,7 @@ def test_missing_postgis_says_what_to_install(workdir: Path) -> None:
     fake_bin = workdir / "usr" / "lib" / "postgresql" / "15" / "bin"
     fake_bin.mkdir(parents=True)
     for tool in ("initdb", "pg_ctl", "postgres"):
-        (fake_bin / tool).symlink_to(_find_bin_dir(None) / tool)
+        (fake_bin / tool).symlink_to(find_bin_dir(None) / tool)
     with pytest.raises(EmbeddedDatabaseError, match=r"apt-get install -y postgresql-\d+-postgis-3"):
         EmbeddedPostgres(workdir / "pg", bin_dir=fake_bin).start()
 

@@ -17,9 +17,7 @@ import asyncio
 import logging
 import os
 import pwd
-import re
 import shlex
-import shutil
 import stat
 import subprocess
 import time
@@ -30,13 +28,12 @@ from types import TracebackType
 import asyncpg
 
 from tracker.errors import EmbeddedDatabaseError
+from tracker.postgres_install import check_postgis, command_output, find_bin_dir
 
 log = logging.getLogger("tracker.embedded_db")
 
 SUPERUSER = "tracker"
 PORT = 5432  # only names the socket file (.s.PGSQL.5432): no TCP port is opened
-_TOOLS = ("initdb", "pg_ctl", "postgres")
-_INSTALL = "apt-get install -y postgresql-15 postgresql-15-postgis-3"
 
 
 def server_settings(memory_bytes: int | None = None) -> dict[str, str]:
@@ -71,57 +68,6 @@ def default_data_dir() -> Path:
         return Path("/var/lib/tracker/postgres")
     xdg = os.environ.get("XDG_DATA_HOME")
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "tracker" / "postgres"
-
-
-def _output(*cmd: str) -> str:
-    """A helper command's stdout, or "" if it is missing or fails: the callers have fallbacks."""
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError:
-        return ""
-    return res.stdout.strip() if res.returncode == 0 else ""
-
-
-def _newest_first(bin_dir: Path) -> list[int]:
-    """Sort key for /usr/lib/postgresql/<version>/bin, so that 16 comes before 9.6."""
-    return [-int(n) for n in re.findall(r"\d+", bin_dir.parent.name)] or [0]
-
-
-def _find_bin_dir(explicit: Path | None) -> Path:
-    """The server binaries: the given folder, pg_config's, the newest Debian one, or PATH's."""
-    candidates = [explicit] if explicit is not None else []
-    if explicit is None:
-        if bindir := _output("pg_config", "--bindir"):
-            candidates.append(Path(bindir))
-        candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_newest_first)
-        if initdb := shutil.which("initdb"):
-            candidates.append(Path(initdb).resolve().parent)  # /usr/local/bin/initdb may be a link
-    for candidate in candidates:
-        if all(os.access(candidate / tool, os.X_OK) for tool in _TOOLS):
-            return candidate
-    where = f" in {explicit}" if explicit is not None else ""
-    raise EmbeddedDatabaseError(
-        f"PostgreSQL server binaries ({', '.join(_TOOLS)}) not found{where}; install them with: "
-        f"{_INSTALL} (or pass --database-url)"
-    )
-
-
-def _check_postgis(bin_dir: Path) -> None:
-    """Fail now, naming the package to install, rather than later at CREATE EXTENSION."""
-    found = re.search(r"\(PostgreSQL\) (\d+)", _output(str(bin_dir / "postgres"), "--version"))
-    major = found.group(1) if found else "15"
-    sharedir = _output(str(bin_dir / "pg_config"), "--sharedir")
-    sharedirs = [Path(sharedir)] if sharedir else []
-    parents = bin_dir.resolve().parents
-    if len(parents) > 3:  # Debian: /usr/lib/postgresql/15/bin -> /usr/share/postgresql/15
-        sharedirs.append(parents[3] / "share" / "postgresql" / major)
-    if not any((d / "extension" / "postgis.control").exists() for d in sharedirs):
-        looked = ", ".join(str(d / "extension") for d in sharedirs) or "(no share folder found)"
-        raise EmbeddedDatabaseError(
-            f"PostGIS is not installed for PostgreSQL {major} (no postgis.control in {looked}); "
-            f"install it with: apt-get install -y postgresql-{major}-postgis-3 "
-            "(or pass --database-url)"
-        )
 
 
 def _url(database: str, socket_dir: str, port: int) -> str:
@@ -168,8 +114,8 @@ class EmbeddedPostgres:
             return self.url
         began = time.monotonic()
         self.created = False
-        self._bin = _find_bin_dir(self.bin_dir)
-        _check_postgis(self._bin)
+        self._bin = find_bin_dir(self.bin_dir)
+        check_postgis(self._bin)
         self._pw = self._server_user()
         self._prepare_data_dir()
         if not (self.data_dir / "PG_VERSION").exists():
@@ -274,7 +220,7 @@ class EmbeddedPostgres:
                 )
 
     def _initdb(self) -> None:
-        has_c_utf8 = "c.utf8" in _output("locale", "-a").lower().replace("-", "")
+        has_c_utf8 = "c.utf8" in command_output("locale", "-a").lower().replace("-", "")
         log.info("creating a new PostgreSQL cluster in %s", self.data_dir)
         res = self._run(
             "initdb",

@@ -445,6 +445,8 @@ def test_bad_geojson_content_is_reported_at_the_entry(tmp_path: Path) -> None:
         },
     )
     (tmp_path / "broken.geojson").write_text('{"type": "Polygon",\n "coordinates": [}')
+    # A crs whose properties are not an object (used to escape the loader as an AttributeError).
+    geojson(tmp_path, "crs.geojson", {"type": "Polygon", "coordinates": [SQUARE], "crs": {"properties": 3}})
     write(
         tmp_path,
         "a.yaml",
@@ -453,6 +455,7 @@ def test_bad_geojson_content_is_reported_at_the_entry(tmp_path: Path) -> None:
           - {id: p, geojson: point.geojson}
           - {id: f, geojson: far.geojson}
           - {id: b, geojson: broken.geojson}
+          - {id: c, geojson: crs.geojson}
         """,
     )
     d = tmp_path
@@ -462,6 +465,8 @@ def test_bad_geojson_content_is_reported_at_the_entry(tmp_path: Path) -> None:
         f"{d}/a.yaml:3: fences[1].geojson: {d}/far.geojson: "
         "feature.geometry.coordinates[0]: point 2: lon 200 is outside -180..180",
         f"{d}/a.yaml:4: fences[2].geojson: {d}/broken.geojson: line 2: not valid JSON: Expecting value",
+        f"{d}/a.yaml:5: fences[3].geojson: {d}/crs.geojson: crs {{'properties': 3}} is not WGS84 lon/lat "
+        "(RFC 7946); reproject the file",
     )
 
 

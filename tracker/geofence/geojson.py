@@ -36,7 +36,8 @@ def read_features(content: bytes) -> tuple[bool, list[Feature]]:
         raise GeoJSONError("must be a GeoJSON object")
     crs = doc.get("crs")
     if crs is not None:
-        name = str((crs.get("properties") or {}).get("name", "")) if isinstance(crs, dict) else ""
+        properties = crs.get("properties") if isinstance(crs, dict) else None
+        name = str(properties.get("name", "")) if isinstance(properties, dict) else ""
         if not re.search(r"CRS84$|EPSG:*4326$", name):
             raise GeoJSONError(f"crs {name or crs!r} is not WGS84 lon/lat (RFC 7946); reproject the file")
     kind = doc.get("type")

@@ -320,6 +320,10 @@ ERRORS = {
             "(1-64 letters, digits or '_.:-', starting with a letter or digit)"
         ],
     ),
+    "circle not a mapping": (
+        "fences:\n  - {id: a, circle: 5}\n",
+        ["2: fences[0].circle: must be a mapping of keys to values, not 5"],
+    ),
     "missing geojson": (
         "fences:\n  - id: a\n    geojson: nowhere.geojson\n",
         ["3: fences[0].geojson: cannot read {dir}/nowhere.geojson: No such file or directory"],

@@ -9,20 +9,18 @@ checks across fields (one shape per fence, `dwell_s` only with `on: dwell`, ...)
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from tracker.geofence.yaml_marks import Loc
 from tracker.model import EVENT_TYPES
-
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+from tracker.parse import ID_PATTERN
 
 
 def is_id(value: str) -> bool:
     """True when `value` may name a fence or rule: 1-64 letters, digits or `_.:-`, first a letter or digit."""
-    return _ID_RE.fullmatch(value) is not None
+    return ID_PATTERN.fullmatch(value) is not None
 
 
 def _check_id(value: str) -> str:
@@ -62,7 +60,7 @@ PolygonSpec = Annotated[
 ]
 
 
-class _Circle(_Strict):  # named in messages: "must be a valid dictionary or instance of _Circle"
+class _Circle(_Strict):
     center: Point
     radius_m: float = Field(gt=0)
 
@@ -134,6 +132,8 @@ def problems(exc: ValidationError, prefix: Loc, model: type[BaseModel]) -> list[
             message = f"unknown key ({hint})"
         elif kind == "value_error":
             message = str(err["ctx"]["error"])
+        elif kind == "model_type":  # pydantic names the class: say what the YAML should hold instead
+            message = f"must be a mapping of keys to values, not {_yamlish(err['input'])}"
         else:
             message = message.replace(" after validation", "")
             for old, new in (

@@ -1,20 +1,18 @@
 """Test harness: a fresh PostGIS database per test session, real `tracker serve` processes on free ports,
-real Socket.IO and HTTP clients. Nothing here mocks the database or the server."""
+real Socket.IO and HTTP clients. Nothing here mocks the database or the server.
+
+Servers are started, waited for and stopped by `tracker.tools.server_process`, the harness the benchmarks
+use too; `Server` is its `ServerProcess`."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,10 @@ import asyncpg
 import httpx
 import pytest
 import socketio
+
+from tracker.tools.server_process import ServerProcess as Server
+from tracker.tools.server_process import free_port as free_port  # tests import it from here
+from tracker.tools.server_process import spawn_tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 # The shared folder beside the project (contract, real data): next to the checkout, else /work/shared.
@@ -32,12 +34,6 @@ SHARED = Path(
 REALDATA = SHARED / "realdata"
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
 BASE_PG = os.environ.get("TRACKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server_reachable(url: str) -> bool:
@@ -96,28 +92,6 @@ def database_url(pg_base: str) -> Iterator[str]:
     asyncio.run(drop_database(pg_base, url))
 
 
-@dataclass
-class Server:
-    """A `tracker serve` process on a free port."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 def start_server(
     database_url: str | None,
     tmp: Path,
@@ -126,36 +100,8 @@ def start_server(
     port: int | None = None,
 ) -> Server:
     """Start a server (on `port`, else a free one) and wait (bounded) until /readyz answers 200."""
-    port = port or free_port()
-    env = {
-        **os.environ,
-        "TRACKER_ADMIN_TOKEN": ADMIN_TOKEN,
-        "TRACKER_PORT": str(port),
-        "TRACKER_HOST": "127.0.0.1",
-        "TRACKER_GEOFENCES": str(tmp / "geofences"),
-        **(extra_env or {}),
-    }
-    if database_url:
-        env["TRACKER_DATABASE_URL"] = database_url
-    (tmp / "geofences").mkdir(parents=True, exist_ok=True)
-    log = tmp / f"server-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tracker", "serve", *args], env=env, stdout=out, stderr=out, cwd=ROOT
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log, env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
-        try:
-            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"server not ready within 60 s:\n{server.log_text()}")
+    settings = {"TRACKER_ADMIN_TOKEN": ADMIN_TOKEN, **(extra_env or {})}
+    return spawn_tracker(database_url, tmp, settings, args, port=port, cwd=ROOT).wait_ready()
 
 
 @pytest.fixture(scope="session")

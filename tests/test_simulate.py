@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import shapely
 
-from tracker.cli import _parser
 from tracker.geo import pairwise_distance_m
 from tracker.geofence.config import load_folder
 from tracker.geofence.detect import RuleSet, detect
 from tracker.model import Fix
 from tracker.stops import find_stops, stop_item
+from tracker.tools.cli import parser
 from tracker.tools.simulate import DEFAULT_COURIERS, DEFAULT_SEED, DEFAULT_VANS, FLEETS, simulate
 from tracker.tools.simulate.city import build_city, to_xy
 from tracker.tools.simulate.output import GPXTPX, write
@@ -176,7 +176,7 @@ def test_rewriting_a_folder_removes_stale_tracks_only(tmp_path: Path) -> None:
 
 
 def test_cli_defaults_are_the_simulators() -> None:
-    args = _parser().parse_args(["simulate"])
+    args = parser().parse_args(["simulate"])
     assert (args.out, args.seed, args.couriers, args.vans) == (
         Path("sample_tracks"),
         DEFAULT_SEED,

@@ -10,6 +10,7 @@ URL with the viewer's token is printed once the server answers.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tracker.cli import database, exit_on_signal, settings_of
 from tracker.errors import ConfigError
 from tracker.settings import Settings
 from tracker.tools.trackfile import TrackFile, read_track
@@ -144,6 +146,30 @@ def run(settings: Settings, url: str, tracks: Path, count: int, speed: float) ->
             )
         )
         asyncio.run(_serve(server, plan_file, base, viewer_token, settings, vehicles))
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """`tracker demo`: the demo on its own embedded cluster (unless a database is given), until stopped."""
+    from tracker.supervisor import raise_open_files_limit
+
+    settings = settings_of(args)
+    if args.devices < 1 or not args.speed > 0:
+        raise ConfigError("--devices must be at least 1 and --speed greater than 0")
+    if args.geofences is None and not settings.geofences.is_dir():  # run from elsewhere: the checkout's
+        settings = settings.model_copy(update={"geofences": ROOT / "geofences"})
+    tracks = args.tracks or next(
+        (p for p in (Path("sample_tracks"), ROOT / "sample_tracks") if p.is_dir()), Path("sample_tracks")
+    )
+    if settings.database_url is None and settings.data_dir is None:
+        # Its own cluster: the demo's devices and tokens never mix with those `tracker serve` keeps.
+        from tracker.embedded_db import default_data_dir
+
+        settings = settings.model_copy(update={"data_dir": default_data_dir().parent / "demo"})
+    raise_open_files_limit()
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    with database(settings) as url:
+        run(settings, url, tracks, args.devices, args.speed)
+    return 0
 
 
 async def _serve(

@@ -10,7 +10,6 @@ Then a backlog of messages waits for an offline device, which connects and takes
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -19,19 +18,20 @@ from typing import Any
 import httpx
 import socketio
 
-from tracker.tools.bench.base import (
+from tracker.tools.bench.procfs import proc_cpu_s, self_cpu_s
+from tracker.tools.bench.report import (
     DEFAULT_BASE_URL,
     BenchError,
-    _self_cpu_s,
-    _Server,
     machine_facts,
     percentile,
-    proc_cpu_s,
     progress,
-    scratch_database,
+    write_report,
 )
+from tracker.tools.bench.scratch import scratch_database
+from tracker.tools.bench.server import FLEET, register_devices, register_viewer, start_server
 
 DEVICE = "bench-device"
+VIEWER = "bench-dispatcher"
 WARMUP = 50
 TIMEOUT_S = 60.0
 
@@ -44,15 +44,15 @@ def bench_messages(database_url: str | None, count: int, backlog: int, out: str 
         scratch_database(database_url or DEFAULT_BASE_URL) as (db_url, info),
         tempfile.TemporaryDirectory() as tmp,
     ):
-        server = _Server.start(db_url, Path(tmp), {})
+        server = start_server(db_url, Path(tmp))
         try:
-            (device_token,) = server.register([DEVICE])
-            viewer_token = _viewer(server)
-            cpu_before, self_before = proc_cpu_s(server.pid), _self_cpu_s()
+            (device_token,) = asyncio.run(register_devices(server, [DEVICE]))
+            viewer_token = register_viewer(server, VIEWER, [FLEET])
+            cpu_before, self_before = proc_cpu_s(server.pid), self_cpu_s()
             wall = time.monotonic()
             figures = asyncio.run(_measure(server.url, device_token, viewer_token, count, backlog))
             wall = time.monotonic() - wall
-            cpu_after, self_after = proc_cpu_s(server.pid), _self_cpu_s()
+            cpu_after, self_after = proc_cpu_s(server.pid), self_cpu_s()
             server.check_alive()
             errors = server.log_error_lines()
         finally:
@@ -69,20 +69,7 @@ def bench_messages(database_url: str | None, count: int, backlog: int, out: str 
         },
         "server_error_lines": errors,
     }
-    text = json.dumps(report, indent=2)
-    if out:
-        Path(out).write_text(text + "\n")
-        progress(f"report written to {out}")
-    return text
-
-
-def _viewer(server: _Server) -> str:
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    with httpx.Client(base_url=server.url, timeout=10, headers=headers) as http:
-        r = http.post("/api/admin/viewers", json={"name": "bench-dispatcher", "fleets": ["bench"]})
-    if r.status_code != 201:
-        raise BenchError(f"registering the viewer failed: {r.status_code} {r.text:.300}")
-    return str(r.json()["token"])
+    return write_report(report, out)
 
 
 class _Device:

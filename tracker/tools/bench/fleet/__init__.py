@@ -17,79 +17,42 @@ down with the server and hides queueing. The open loop (`--rate` fixes/s per dev
 it as latency and unanswered events; `--closed-loop` measures capacity; `--overload` offers twice the
 measured capacity and then half of it, with devices that back off on `retry` like real phones.
 
-The pieces: `settings` (the run's checked settings), `servers` (the two servers, accounts, descriptor
-limit), `generators` (the Node processes and their line protocol), `runs` (one server under one mode's
-schedule), `figures` (tallies to figures, ratios, goals), `procs` (/proc CPU and RSS of a process tree),
-`bare` (the baseline server), `loadgen.mjs` (the generator).
+The pieces: `settings` (the run's checked settings), `servers` (the two servers), `generators` (the Node
+processes), `runs` (one server under one mode's schedule), `figures` (tallies to figures, ratios, goals),
+`bare` (the baseline server), `loadgen.mjs` (the generator); what every bench shares (accounts, the
+descriptor limit, /proc CPU and RSS of a process tree) is in `tracker.tools.bench`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from tracker.tools.bench.base import DEFAULT_BASE_URL, machine_facts, progress, scratch_database, server_env
 from tracker.tools.bench.fleet import figures
 from tracker.tools.bench.fleet.bare import gc_policy_name
 from tracker.tools.bench.fleet.generators import node_modules
 from tracker.tools.bench.fleet.runs import measure_server
-from tracker.tools.bench.fleet.servers import (
-    BareServer,
-    check_workers_flag,
-    error_samples,
-    raise_fd_limit,
-    register_devices,
-    register_viewer,
-    start_tracker,
-)
+from tracker.tools.bench.fleet.servers import VIEWER_NAME, check_workers_flag, start_bare, start_tracker
 from tracker.tools.bench.fleet.settings import FleetSettings, build_settings
+from tracker.tools.bench.report import DEFAULT_BASE_URL, machine_facts, write_report
+from tracker.tools.bench.scratch import scratch_database
+from tracker.tools.bench.server import FLEET, raise_fd_limit, register_devices, register_viewer
 
-__all__ = ["bench_fleet"]
+__all__ = ["bench_fleet", "build_settings"]
 
 
-def bench_fleet(
-    database_url: str | None,
-    mode: str,
-    devices: int | None,
-    rate: float,
-    seconds: float,
-    warmup: float,
-    batch: int,
-    workers: int | None,
-    server_settings: list[str],
-    servers: str,
-    generators: int,
-    out: str | None,
-    bare_gc: str = "apply",
-) -> str:
-    """Run the fleet benchmark; return its JSON report (also written to `out` when given)."""
-    settings = build_settings(
-        mode,
-        devices,
-        rate,
-        seconds,
-        warmup,
-        batch,
-        workers,
-        server_env(server_settings),
-        servers,
-        generators,
-        bare_gc,
-    )
+def bench_fleet(database_url: str | None, settings: FleetSettings, out: str | None) -> str:
+    """Run the fleet benchmark as `settings` (`build_settings` checks them) say; return its JSON report
+    (also written to `out` when given)."""
     node_modules()
     if settings.workers is not None and "tracker" in settings.servers:
         check_workers_flag()
     fd_limit = raise_fd_limit(settings.devices + 1024)
     report = run(database_url or DEFAULT_BASE_URL, settings, fd_limit)
-    text = json.dumps(report, indent=2)
-    if out:
-        Path(out).write_text(text + "\n")
-        progress(f"report written to {out}")
-    return text
+    return write_report(report, out)
 
 
 def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]:
@@ -104,7 +67,7 @@ def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]
                 try:
                     ids = [f"fleet-{i:05d}" for i in range(settings.devices)]
                     tokens = asyncio.run(register_devices(server, ids))
-                    viewer = register_viewer(server)
+                    viewer = register_viewer(server, VIEWER_NAME, [FLEET])
                     results["tracker"] = asyncio.run(
                         measure_server("tracker", server.url, server.pid, settings, tokens, viewer, db_url)
                     )
@@ -112,9 +75,9 @@ def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]
                 finally:
                     server.stop()
                 results["tracker"]["server_log_error_lines"] = server.log_error_lines()
-                results["tracker"]["server_log_error_samples"] = error_samples(server.log)
+                results["tracker"]["server_log_error_samples"] = server.log_error_samples()
         if "bare" in settings.servers:
-            bare = BareServer.launch(Path(tmp), settings.bare_gc)
+            bare = start_bare(Path(tmp), settings.bare_gc)
             try:
                 tokens = [f"bare-{i:05d}" for i in range(settings.devices)]
                 results["bare"] = asyncio.run(
@@ -124,7 +87,7 @@ def run(base_url: str, settings: FleetSettings, fd_limit: int) -> dict[str, Any]
             finally:
                 bare.stop()
             results["bare"]["server_log_error_lines"] = bare.log_error_lines()
-            results["bare"]["server_log_error_samples"] = error_samples(bare.log)
+            results["bare"]["server_log_error_samples"] = bare.log_error_samples()
     report: dict[str, Any] = {
         "machine": {**machine_facts(), "loadavg_at_start": loadavg, "fd_limit": fd_limit, **pg},
         "settings": {

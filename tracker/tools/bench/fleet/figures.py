@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tracker.tools.bench.base import CLK_TCK, _round, percentile
+from tracker.tools.bench.procfs import CLK_TCK
+from tracker.tools.bench.report import percentile, rounded
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,9 @@ def latency(values: list[float]) -> dict[str, Any]:
     ordered = sorted(values)
     return {
         "count": len(ordered),
-        "p50": _round(percentile(ordered, 50), 2),
-        "p99": _round(percentile(ordered, 99), 2),
-        "max": _round(ordered[-1] if ordered else None, 2),
+        "p50": rounded(percentile(ordered, 50), 2),
+        "p99": rounded(percentile(ordered, 99), 2),
+        "max": rounded(ordered[-1] if ordered else None, 2),
     }
 
 
@@ -71,19 +72,19 @@ def window(w: dict[str, Any], begin: Reading, end: Reading) -> dict[str, Any]:
         "measured_s": round(wall, 2),
         "offered_fixes_per_s": round(offered, 1),
         "acked_fixes_per_s": round(acked, 1),
-        "acked_of_offered": _round(acked / offered if offered else None),
+        "acked_of_offered": rounded(acked / offered if offered else None),
         "sent_events_per_s": round(events / wall, 1),
         "acked_events_per_s": round(w["acks"] / wall, 1),
         "ack_ms": latency(w["ack_ms"]),
         "retries": int(w["retries"]),
         "retry_answer_ms": latency(w["retry_ms"]),
-        "mean_retry_after_ms": _round(w["retry_after_ms_sum"] / w["retries"] if w["retries"] else None, 1),
+        "mean_retry_after_ms": rounded(w["retry_after_ms_sum"] / w["retries"] if w["retries"] else None, 1),
         "errors": int(w["errors"]),
         "rejected": int(w["rejected"]),
         "duplicates": int(w["duplicates"]),
         "sent_events": events,
         "sent_events_acked": acked_sent,
-        "answered_within_2s": _round(w["answered_within_2s"] / events if events else None, 4),
+        "answered_within_2s": rounded(w["answered_within_2s"] / events if events else None, 4),
         "unanswered_at_window_end": w["in_flight_at_end"],
         "unanswered_after_drain": int(w["unanswered"]),
         "disconnects": int(w["disconnects"]),
@@ -104,7 +105,7 @@ def window(w: dict[str, Any], begin: Reading, end: Reading) -> dict[str, Any]:
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
-    return _round(a / b) if a is not None and b else None
+    return rounded(a / b) if a is not None and b else None
 
 
 def get(figures: dict[str, Any] | None, *path: str) -> Any:

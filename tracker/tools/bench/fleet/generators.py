@@ -3,22 +3,22 @@
 Devices are split into contiguous shares, one per generator process (`--generators`), and the viewer
 (tracker runs only) has a process of its own, so that every process does one kind of work and its CPU,
 read from /proc at the window's ends like the server's, says what the load cost to generate. Each
-process reads its settings as the first stdin line and then one JSON command per line, answering each
-with one JSON line; `Generators` sends a command to all at once and merges their answers.
+process speaks the benches' line protocol (`tracker.tools.bench.line_protocol`); `Generators` sends a
+command to all at once and merges their answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tracker.tools.bench.base import FLEET, BenchError, _child_env
-from tracker.tools.bench.fleet.procs import cpu_s
+from tracker.tools.bench.line_protocol import WorkerProcess
+from tracker.tools.bench.procfs import cpu_s
+from tracker.tools.bench.report import BenchError
+from tracker.tools.bench.server import FLEET
 
 SCRIPT = Path(__file__).with_name("loadgen.mjs")
 ROOT = Path(__file__).resolve().parents[4]  # the checkout, with web/node_modules
@@ -56,71 +56,18 @@ def node_modules() -> Path:
     return folder
 
 
-class _Process:
-    """One Node generator process and its line protocol."""
-
-    def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
-        self.name = name
-        self.process = process
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @classmethod
-    async def start(cls, name: str, config: dict[str, Any]) -> _Process:
-        process = await asyncio.create_subprocess_exec(
-            "node",
-            str(SCRIPT),
-            str(node_modules()),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=_child_env(),
-            limit=2**28,
-        )
-        child = cls(name, process)
-        await child.write(config)
-        return child
-
-    async def write(self, obj: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(obj).encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def read(self, timeout: float) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        try:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
-        except TimeoutError:
-            raise BenchError(f"{self.name} did not answer within {timeout:.0f} s") from None
-        if not line:
-            code = await self.process.wait()
-            raise BenchError(f"{self.name} exited with {code} (its errors are above)")
-        answer: dict[str, Any] = json.loads(line)
-        if "error" in answer and len(answer) == 1:
-            raise BenchError(f"{self.name}: {answer['error']}")
-        return answer
-
-    async def command(self, cmd: str, timeout: float = 30, **args: Any) -> dict[str, Any]:
-        await self.write({"cmd": cmd, **args})
-        return await self.read(timeout)
-
-    async def close(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(Exception):
-                await self.write({"cmd": "quit"})
-                await asyncio.wait_for(self.process.wait(), 30)
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
+async def _start(name: str, config: dict[str, Any]) -> WorkerProcess:
+    """One Node generator process, `config` sent."""
+    argv = ["node", str(SCRIPT), str(node_modules())]
+    return await WorkerProcess.start(name, argv, config, line_limit=2**28, close_timeout=30)
 
 
 @dataclass
 class Generators:
     """The device generators and (for the tracker) the viewer's."""
 
-    devices: list[_Process]
-    viewer: _Process | None
+    devices: list[WorkerProcess]
+    viewer: WorkerProcess | None
 
     @classmethod
     async def start(
@@ -145,15 +92,15 @@ class Generators:
                 "connect_rate": connect_rate / processes,
                 "connect_concurrency": max(1, connect_concurrency // processes),
             }
-            devices.append(await _Process.start(f"device generator {k}", config))
+            devices.append(await _start(f"device generator {k}", config))
         viewer = None
         if viewer_token is not None:
             config = {"role": "viewer", "url": ws_url, "token": viewer_token, "fleet": FLEET}
-            viewer = await _Process.start("viewer generator", config)
+            viewer = await _start("viewer generator", config)
         return cls(devices, viewer)
 
     @property
-    def all(self) -> list[_Process]:
+    def all(self) -> list[WorkerProcess]:
         return self.devices + ([self.viewer] if self.viewer else [])
 
     def cpu_s(self) -> float:

@@ -23,11 +23,11 @@ from typing import Any
 
 import asyncpg
 
-from tracker.tools.bench.base import BenchError, machine_jiffies, progress
 from tracker.tools.bench.fleet import figures
 from tracker.tools.bench.fleet.generators import Generators
-from tracker.tools.bench.fleet.procs import cpu_s, tree_pids, tree_rss_bytes
 from tracker.tools.bench.fleet.settings import AFTER_FACTOR, OVERLOAD_FACTOR, FleetSettings
+from tracker.tools.bench.procfs import cpu_s, machine_jiffies, tree_pids, tree_rss_bytes
+from tracker.tools.bench.report import BenchError, progress
 
 DRAIN_S = 15.0
 SETTLE_S = 2.0  # after the last connection, before the RSS is read

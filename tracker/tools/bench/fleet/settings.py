@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracker.tools.bench.base import BenchError
 from tracker.tools.bench.fleet.bare import GC_MODES
+from tracker.tools.bench.report import BenchError
 
 MODES = ("open", "closed", "overload")
 SERVERS = ("tracker", "bare")

@@ -34,14 +34,12 @@ The pieces: `run` (the whole run and the report), `measure` (one feed: its page 
 
 from __future__ import annotations
 
-import json
 import shutil
-from pathlib import Path
 
-from tracker.tools.bench.base import DEFAULT_BASE_URL, BenchError, progress
-from tracker.tools.bench.map.run import _run
-from tracker.tools.bench.map.settings import FEEDS, _Settings
-from tracker.tools.bench.map.summary import _summary
+from tracker.tools.bench.map.run import run
+from tracker.tools.bench.map.settings import FEEDS, MapSettings
+from tracker.tools.bench.map.summary import print_summary
+from tracker.tools.bench.report import DEFAULT_BASE_URL, BenchError, write_report
 from tracker.tools.browser import require_playwright
 
 __all__ = ["bench_map", "parse_counts", "parse_feeds"]
@@ -72,13 +70,10 @@ def bench_map(
             "the redis feed starts a private redis-server, which is not on PATH: install it "
             "(apt-get install -y redis-server) or pass --feed server"
         )
-    settings = _Settings(counts, seconds, warmup, rate, screenshot, feeds)
-    report = _run(database_url or DEFAULT_BASE_URL, settings)
-    text = json.dumps(report, indent=2)
-    if out:
-        Path(out).write_text(text + "\n")
-        progress(f"report written to {out}")
-    _summary(report)
+    settings = MapSettings(counts, seconds, warmup, rate, screenshot, feeds)
+    report = run(database_url or DEFAULT_BASE_URL, settings)
+    text = write_report(report, out)
+    print_summary(report)
     return text
 
 

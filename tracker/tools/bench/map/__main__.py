@@ -3,13 +3,13 @@
 import asyncio
 import sys
 
-from tracker.tools.bench.map.feed import _feed_worker
-from tracker.tools.bench.map.load_generator import _worker
-from tracker.tools.bench.map.workers import _FEED_FLAG, _WORKER_FLAG
+from tracker.tools.bench.map.feed import feed_worker
+from tracker.tools.bench.map.load_generator import load_generator_worker
+from tracker.tools.bench.map.sources import FEED_FLAG, WORKER_FLAG
 
-if sys.argv[1:] == [_WORKER_FLAG]:
-    asyncio.run(_worker())
-elif sys.argv[1:] == [_FEED_FLAG]:
-    asyncio.run(_feed_worker())
+if sys.argv[1:] == [WORKER_FLAG]:
+    asyncio.run(load_generator_worker())
+elif sys.argv[1:] == [FEED_FLAG]:
+    asyncio.run(feed_worker())
 else:
     sys.exit("tracker.tools.bench.map is run by `tracker bench map`")

@@ -16,11 +16,12 @@ from typing import Any
 
 from tracker.rooms import ALL_ROOM  # where a viewer of all fleets watching the whole world is
 from tracker.settings import Settings
-from tracker.tools.bench.base import _round, _self_cpu_s, percentile
-from tracker.tools.bench.map.processes import _rss_mb
+from tracker.tools.bench.line_protocol import answer, stdin_reader
+from tracker.tools.bench.map.processes import rss_mb
 from tracker.tools.bench.map.redis_server import REDIS_READY_TIMEOUT_S
-from tracker.tools.bench.map.walk import FLEETS, _Walk, device_id
-from tracker.tools.bench.map.workers import _answer, _stdin_reader
+from tracker.tools.bench.map.walk import FLEETS, Walk, device_id
+from tracker.tools.bench.procfs import self_cpu_s
+from tracker.tools.bench.report import percentile, rounded
 
 # The redis feed: the server's own defaults, so that its events look like the broadcaster's.
 BROADCAST_INTERVAL_MS = int(Settings.model_fields["broadcast_interval_ms"].default)
@@ -71,7 +72,7 @@ class _Feed:
         n = int(config["devices"])
         self.period = 1.0 / float(config["rate"])
         self.interval = float(config["interval_ms"]) / 1000
-        self.walk = _Walk(n, config.get("seed", 1))
+        self.walk = Walk(n, config.get("seed", 1))
         self.ids = [device_id(i) for i in range(n)]
         self.fleets = [FLEETS[i % len(FLEETS)] for i in range(n)]
         self.last = [0.0] * n
@@ -181,9 +182,9 @@ class _Feed:
 
         def dist(values: list[float]) -> dict[str, Any]:
             return {
-                "p50": _round(percentile(values, 50)),
-                "p95": _round(percentile(values, 95)),
-                "max": _round(values[-1] if values else None),
+                "p50": rounded(percentile(values, 50)),
+                "p95": rounded(percentile(values, 95)),
+                "max": rounded(values[-1] if values else None),
             }
 
         return {
@@ -202,19 +203,19 @@ class _Feed:
                 "min": sizes[0] if sizes else None,
                 "max": sizes[-1] if sizes else None,
             },
-            "cpu_s": round(_self_cpu_s(), 3),
-            "rss_mb": _round(_rss_mb(), 1),
+            "cpu_s": round(self_cpu_s(), 3),
+            "rss_mb": rounded(rss_mb(), 1),
             "samples": list(self.samples),
         }
 
 
-async def _feed_worker() -> None:
+async def feed_worker() -> None:
     """Settings on the first stdin line, answered once Redis answers; then one command per line (place,
     send, stats, quit), each answered by one JSON line."""
     import redis.asyncio as aioredis
     import socketio
 
-    reader = await _stdin_reader()
+    reader = await stdin_reader()
     config = json.loads(await reader.readline())
     url = config["redis_url"]
     t0 = time.perf_counter()
@@ -240,14 +241,14 @@ async def _feed_worker() -> None:
     feed = _Feed(config, publish)
     failures = _ErrorCount(feed.note)
     log.addHandler(failures)
-    _answer(
+    answer(
         {
             "event": "ready",
             "channel": SIO_CHANNEL,
             "ready_s": round(time.perf_counter() - t0, 3),
             "devices": len(feed.ids),
             "interval_ms": config["interval_ms"],
-            "rss_mb": _round(_rss_mb(), 1),
+            "rss_mb": rounded(rss_mb(), 1),
         }
     )
     sender = asyncio.create_task(feed.run())
@@ -257,16 +258,16 @@ async def _feed_worker() -> None:
             if cmd["cmd"] == "place":
                 listening = await subscribers()
                 if not listening:
-                    _answer({"error": f"nobody subscribed to {SIO_CHANNEL!r} on {url}: is the server on it?"})
+                    answer({"error": f"nobody subscribed to {SIO_CHANNEL!r} on {url}: is the server on it?"})
                     continue
-                _answer({**await feed.place(), "subscribers": listening})
+                answer({**await feed.place(), "subscribers": listening})
             elif cmd["cmd"] == "send":
                 feed.set_active(int(cmd["active"]))
-                _answer({"ok": True, "active": feed.active})
+                answer({"ok": True, "active": feed.active})
             elif cmd["cmd"] == "stats":
                 feed.errors += failures.count
                 failures.count = 0
-                _answer(feed.stats(codec.bytes))
+                answer(feed.stats(codec.bytes))
             elif cmd["cmd"] == "quit":
                 break
     finally:
@@ -275,4 +276,4 @@ async def _feed_worker() -> None:
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
-    _answer({"event": "closed", "cpu_s": round(_self_cpu_s(), 3)})
+    answer({"event": "closed", "cpu_s": round(self_cpu_s(), 3)})

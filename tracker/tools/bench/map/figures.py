@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tracker.tools.bench.base import CLK_TCK, _metric_deltas, _round, _Snapshot, percentile
-from tracker.tools.bench.map.processes import _tree_delta
+from tracker.tools.bench.map.processes import cpu_by_kind
+from tracker.tools.bench.probe import Snapshot, ingest_metric_deltas
+from tracker.tools.bench.procfs import CLK_TCK
+from tracker.tools.bench.report import percentile, rounded
 
 FPS_GOAL = 30.0
 SCRIPT_MS_PER_UPDATE_GOAL = 16.0
@@ -16,10 +18,10 @@ _CDP_METRICS = ("ScriptDuration", "TaskDuration", "LayoutDuration", "RecalcStyle
 
 
 @dataclass
-class _Reading:
+class Reading:
     """One end of a measured window."""
 
-    probe: _Snapshot
+    probe: Snapshot
     browser: dict[int, tuple[str, float]]
     load: dict[str, Any]
     cdp: dict[str, float]
@@ -28,13 +30,13 @@ class _Reading:
     map_view: dict[str, Any] | None = None
 
 
-def _figures(
+def window_figures(
     label: str,
     feed: str,
     active: int,
     rate: float,
-    begin: _Reading,
-    end: _Reading,
+    begin: Reading,
+    end: Reading,
     frames: dict[str, Any],
     reset: bool,
     pg_kind: dict[int, str],
@@ -58,7 +60,7 @@ def _figures(
 
     def number(stats: dict[str, Any] | None, name: str) -> float | None:
         value = stats.get(name) if stats else None
-        return _round(float(value)) if isinstance(value, int | float) else None
+        return rounded(float(value)) if isinstance(value, int | float) else None
 
     updates, positions = count("updates"), count("positions")
     cdp = {
@@ -70,7 +72,7 @@ def _figures(
     task_ms = cdp.get("TaskDuration")
     load0, load1 = begin.load, end.load
 
-    browser = _tree_delta(begin.browser, end.browser)
+    browser = cpu_by_kind(begin.browser, end.browser)
     chromium = sum(v for k, v in browser.items() if k != "driver")
     cpu: dict[str, float | None] = {"server": _delta(begin.probe.server_cpu, end.probe.server_cpu)}
     if feed == "server":
@@ -81,7 +83,7 @@ def _figures(
     cpu |= {
         "postgres": _pg_delta(begin.probe, end.probe, pg_kind),
         "chromium": round(chromium, 3),
-        "playwright_driver": _round(browser.get("driver")),
+        "playwright_driver": rounded(browser.get("driver")),
         "bench": round(end.probe.self_cpu - begin.probe.self_cpu, 3),
     }
     machine: dict[str, float | None] = {"busy_cores": None, "steal_cores": None, "other_busy_cores": None}
@@ -95,7 +97,7 @@ def _figures(
         }
     server_metrics = {}
     if begin.probe.metrics and end.probe.metrics:
-        server_metrics = _metric_deltas(begin.probe.metrics, end.probe.metrics, wall)
+        server_metrics = ingest_metric_deltas(begin.probe.metrics, end.probe.metrics, wall)
         events = end.probe.metrics.get("tracker_positions_events_total", 0.0) - begin.probe.metrics.get(
             "tracker_positions_events_total", 0.0
         )
@@ -116,32 +118,32 @@ def _figures(
             "frame_gap_ms": _dist(gaps),
             "stats_available": end.stats is not None,
             "updates": updates,
-            "updates_per_s": _round(updates / page_s if updates is not None else None),
+            "updates_per_s": rounded(updates / page_s if updates is not None else None),
             "positions": positions,
-            "positions_per_s": _round(positions / page_s if positions is not None else None),
+            "positions_per_s": rounded(positions / page_s if positions is not None else None),
             "devices": end.stats.get("devices") if end.stats else None,
             "handler_ms": series("handlerMs"),
             "frame_ms": series("frameMs"),
             "draw_every_ms": number(end.stats, "drawEveryMs"),
             "draw_every_ms_at_start": number(begin.stats, "drawEveryMs"),
-            "js_heap_mb": _round(end.cdp.get("JSHeapUsedSize", 0) / 2**20 or None, 1),
+            "js_heap_mb": rounded(end.cdp.get("JSHeapUsedSize", 0) / 2**20 or None, 1),
             "map_view_at_end": end.map_view,
         },
         "script": {
-            "script_ms_per_s": _round(script_ms / wall if script_ms is not None else None),
-            "task_ms_per_s": _round(task_ms / wall if task_ms is not None else None),
-            "layout_ms_per_s": _round(cdp["LayoutDuration"] / wall if "LayoutDuration" in cdp else None),
-            "recalc_style_ms_per_s": _round(
+            "script_ms_per_s": rounded(script_ms / wall if script_ms is not None else None),
+            "task_ms_per_s": rounded(task_ms / wall if task_ms is not None else None),
+            "layout_ms_per_s": rounded(cdp["LayoutDuration"] / wall if "LayoutDuration" in cdp else None),
+            "recalc_style_ms_per_s": rounded(
                 cdp["RecalcStyleDuration"] / wall if "RecalcStyleDuration" in cdp else None
             ),
-            "script_ms_per_update": _round(
+            "script_ms_per_update": rounded(
                 script_ms / updates if script_ms is not None and updates else None
             ),
-            "task_ms_per_update": _round(task_ms / updates if task_ms is not None and updates else None),
+            "task_ms_per_update": rounded(task_ms / updates if task_ms is not None and updates else None),
         },
         **source,
         "cpu_s": {**cpu, "chromium_by_process_type": {k: round(v, 3) for k, v in sorted(browser.items())}},
-        "cpu_cores": {k: _round(v / wall if v is not None else None) for k, v in cpu.items()},
+        "cpu_cores": {k: rounded(v / wall if v is not None else None) for k, v in cpu.items()},
         "machine": machine,
         "server_metrics": server_metrics,
     }
@@ -208,7 +210,7 @@ def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(b - a, 3)
 
 
-def _pg_delta(begin: _Snapshot, end: _Snapshot, kinds: dict[int, str]) -> float | None:
+def _pg_delta(begin: Snapshot, end: Snapshot, kinds: dict[int, str]) -> float | None:
     """CPU s of this database's backends and the shared background processes of PostgreSQL."""
     deltas = [
         after - before
@@ -218,7 +220,7 @@ def _pg_delta(begin: _Snapshot, end: _Snapshot, kinds: dict[int, str]) -> float 
     return round(sum(deltas), 3) if deltas else None
 
 
-def _goals(loaded: dict[str, Any]) -> dict[str, Any]:
+def goals(loaded: dict[str, Any]) -> dict[str, Any]:
     fps = loaded["page"]["fps"]
     per_update = loaded["script"]["script_ms_per_update"]
     return {
@@ -232,19 +234,19 @@ def _goals(loaded: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ratios(loaded: dict[str, Any], idle: dict[str, Any]) -> dict[str, Any]:
+def ratios(loaded: dict[str, Any], idle: dict[str, Any]) -> dict[str, Any]:
     """Loaded over idle, same page, same devices shown."""
     return {
-        "fps": _ratio(loaded["page"]["fps"], idle["page"]["fps"]),
-        "script_ms_per_s": _ratio(loaded["script"]["script_ms_per_s"], idle["script"]["script_ms_per_s"]),
-        "task_ms_per_s": _ratio(loaded["script"]["task_ms_per_s"], idle["script"]["task_ms_per_s"]),
-        "chromium_cpu": _ratio(loaded["cpu_s"]["chromium"], idle["cpu_s"]["chromium"]),
-        "server_cpu": _ratio(loaded["cpu_s"]["server"], idle["cpu_s"]["server"]),
-        "machine_busy": _ratio(loaded["machine"]["busy_cores"], idle["machine"]["busy_cores"]),
+        "fps": ratio(loaded["page"]["fps"], idle["page"]["fps"]),
+        "script_ms_per_s": ratio(loaded["script"]["script_ms_per_s"], idle["script"]["script_ms_per_s"]),
+        "task_ms_per_s": ratio(loaded["script"]["task_ms_per_s"], idle["script"]["task_ms_per_s"]),
+        "chromium_cpu": ratio(loaded["cpu_s"]["chromium"], idle["cpu_s"]["chromium"]),
+        "server_cpu": ratio(loaded["cpu_s"]["server"], idle["cpu_s"]["server"]),
+        "machine_busy": ratio(loaded["machine"]["busy_cores"], idle["machine"]["busy_cores"]),
     }
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
@@ -252,7 +254,7 @@ def _dist(values: Sequence[float]) -> dict[str, Any]:
     ordered = sorted(values)
     return {
         "count": len(ordered),
-        "p50": _round(percentile(ordered, 50)),
-        "p95": _round(percentile(ordered, 95)),
-        "max": _round(ordered[-1] if ordered else None),
+        "p50": rounded(percentile(ordered, 50)),
+        "p95": rounded(percentile(ordered, 95)),
+        "max": rounded(ordered[-1] if ordered else None),
     }

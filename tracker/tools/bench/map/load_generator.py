@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracker.tools.bench.base import _round, _self_cpu_s, percentile
-from tracker.tools.bench.map.processes import _rss_mb
-from tracker.tools.bench.map.walk import _Walk
-from tracker.tools.bench.map.workers import _answer, _stdin_reader
+from tracker.tools.bench.line_protocol import answer, stdin_reader
+from tracker.tools.bench.map.processes import rss_mb
+from tracker.tools.bench.map.walk import Walk
+from tracker.tools.bench.procfs import self_cpu_s
+from tracker.tools.bench.report import percentile, rounded
 
 MAX_IN_FLIGHT_DEVICE = 2  # a device with this many unacked fixes skips its tick (counted)
 MAX_IN_FLIGHT = 500  # nor does any device send while this many fixes are unacked in all
@@ -48,7 +49,7 @@ class _Fleet:
         self.tokens: list[str] = config["tokens"]
         self.period = 1.0 / float(config["rate"])
         self.concurrency: int = config.get("connect_concurrency", 50)
-        self.walk = _Walk(len(self.tokens), config.get("seed", 1))
+        self.walk = Walk(len(self.tokens), config.get("seed", 1))
         self.clients: list[Any] = []
         self.in_flight = [0] * len(self.tokens)
         self.total_in_flight = 0
@@ -97,7 +98,7 @@ class _Fleet:
                     return client
             return None
 
-        t0, cpu0 = time.perf_counter(), _self_cpu_s()
+        t0, cpu0 = time.perf_counter(), self_cpu_s()
         self.clients = list(await asyncio.gather(*(one(t) for t in self.tokens)))
         wall = time.perf_counter() - t0
         latencies.sort()
@@ -110,10 +111,10 @@ class _Fleet:
             "failure_samples": sorted(set(failures))[:5],
             "connect_s": round(wall, 2),
             "connects_per_s": round(connected / wall, 1) if wall else None,
-            "connect_ms_p50": _round(percentile(latencies, 50)),
-            "connect_ms_p95": _round(percentile(latencies, 95)),
-            "connect_cpu_s": round(_self_cpu_s() - cpu0, 2),
-            "rss_mb": _round(_rss_mb(), 1),
+            "connect_ms_p50": rounded(percentile(latencies, 50)),
+            "connect_ms_p95": rounded(percentile(latencies, 95)),
+            "connect_cpu_s": round(self_cpu_s() - cpu0, 2),
+            "rss_mb": rounded(rss_mb(), 1),
             "concurrency": self.concurrency,
         }
 
@@ -214,11 +215,11 @@ class _Fleet:
             "in_flight": self.total_in_flight,
             "devices_stored": self.devices_stored,
             "connected": sum(1 for cl in self.clients if cl is not None and cl.connected),
-            "ack_ms_p50": _round(percentile(ack_ms, 50)),
-            "ack_ms_p95": _round(percentile(ack_ms, 95)),
-            "ack_ms_max": _round(ack_ms[-1] if ack_ms else None),
-            "cpu_s": round(_self_cpu_s(), 3),
-            "rss_mb": _round(_rss_mb(), 1),
+            "ack_ms_p50": rounded(percentile(ack_ms, 50)),
+            "ack_ms_p95": rounded(percentile(ack_ms, 95)),
+            "ack_ms_max": rounded(ack_ms[-1] if ack_ms else None),
+            "cpu_s": round(self_cpu_s(), 3),
+            "rss_mb": rounded(rss_mb(), 1),
             "samples": list(c.samples),
         }
 
@@ -228,10 +229,9 @@ class _Fleet:
             await self._http.close()
 
 
-async def _worker() -> None:
+async def load_generator_worker() -> None:
     """Settings on the first stdin line; then one command per line, each answered by one JSON line."""
-    reader = await _stdin_reader()
-    answer = _answer
+    reader = await stdin_reader()
     fleet = _Fleet(json.loads(await reader.readline()))
     answer(await fleet.connect())
     sender = asyncio.create_task(fleet.run())
@@ -249,4 +249,4 @@ async def _worker() -> None:
         sender.cancel()
         fleet.set_active(0)
         await fleet.close()
-    answer({"event": "closed", "cpu_s": round(_self_cpu_s(), 3)})
+    answer({"event": "closed", "cpu_s": round(self_cpu_s(), 3)})

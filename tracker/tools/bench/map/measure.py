@@ -1,4 +1,4 @@
-"""One feed's part of the run (`_Bench`): its source started, the viewer registered, the map opened in
+"""One feed's part of the run (`FeedBench`): its source started, the viewer registered, the map opened in
 Chromium on the feed's own server, then the windows: idle before the runs, and per device count a loaded
 window after a warm-up and an idle one after the pause."""
 
@@ -8,25 +8,27 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
-
-from tracker.tools.bench.base import BenchError, _Probe, _Server, proc_cpu_s, progress
+from tracker.private_redis import PrivateRedis
+from tracker.tools.bench.line_protocol import WorkerProcess
 from tracker.tools.bench.map.feed import BROADCAST_INTERVAL_MS
-from tracker.tools.bench.map.figures import _figures, _goals, _ratio, _ratios, _Reading
+from tracker.tools.bench.map.figures import Reading, goals, ratio, ratios, window_figures
 from tracker.tools.bench.map.page import (
-    _FRAME_COUNTER,
-    _FRAMES_READ,
-    _FRAMES_RESET,
-    _PAGE_STATE,
-    _STATS_RESET,
-    _Page,
+    FRAME_COUNTER,
+    FRAMES_READ,
+    FRAMES_RESET,
+    PAGE_STATE,
+    STATS_RESET,
+    MapPage,
 )
-from tracker.tools.bench.map.processes import _browser_cpu
-from tracker.tools.bench.map.redis_server import _Redis
-from tracker.tools.bench.map.settings import FEED_LABELS, KNOWN_SHARE, MIN_WARMUP_PERIODS, _Settings
-from tracker.tools.bench.map.sources import _register_devices, _start_feed, _start_load_generator
-from tracker.tools.bench.map.workers import _Child
+from tracker.tools.bench.map.processes import browser_cpu
+from tracker.tools.bench.map.settings import FEED_LABELS, KNOWN_SHARE, MIN_WARMUP_PERIODS, MapSettings
+from tracker.tools.bench.map.sources import register_fleet, start_feed, start_load_generator
+from tracker.tools.bench.probe import Probe
+from tracker.tools.bench.procfs import proc_cpu_s
+from tracker.tools.bench.report import BenchError, progress
+from tracker.tools.bench.server import register_viewer
 from tracker.tools.browser import VIEWPORT, launch_chromium
+from tracker.tools.server_process import ServerProcess
 
 LIVE_TIMEOUT_S = 60.0
 SETTLE_S = 1.0  # after the last ack of a pause, before an idle window
@@ -35,16 +37,16 @@ PRIME_TIMEOUT_S = 120.0
 PLACE_TIMEOUT_S = 30.0  # the page knows the placed devices within this (it takes ~1 s)
 
 
-class _Bench:
+class FeedBench:
     """One feed's part of the run: setup, the page opened on its own server, its windows."""
 
     def __init__(
         self,
-        server: _Server,
+        server: ServerProcess,
         db_url: str,
-        settings: _Settings,
+        settings: MapSettings,
         feed: str,
-        redis: _Redis | None,
+        redis: PrivateRedis | None,
         screenshot_here: bool,
     ) -> None:
         self.server = server
@@ -54,25 +56,25 @@ class _Bench:
         self.label = FEED_LABELS[feed]
         self.redis = redis
         self.screenshot_here = screenshot_here
-        self.probe = _Probe(db_url, server.pid, server.url)
-        self.source: _Child | None = None  # the load generator or the feed
-        self.view: _Page | None = None
+        self.probe = Probe(db_url, server.pid, server.url)
+        self.source: WorkerProcess | None = None  # the load generator or the feed
+        self.view: MapPage | None = None
         self.setup: dict[str, Any] = {}
 
     async def run(self) -> dict[str, Any]:
         n = max(self.s.counts)
         if self.feed == "server":
-            tokens, self.setup["registration"] = await _register_devices(self.server, n)
+            tokens, self.setup["registration"] = await register_fleet(self.server, n)
         viewer = await self._viewer()
         try:
             if self.feed == "server":
-                self.source, self.setup["connect"] = await _start_load_generator(
+                self.source, self.setup["connect"] = await start_load_generator(
                     self.server, tokens, self.s.rate
                 )
                 self.setup["priming"] = await self._prime(n)
             else:
                 assert self.redis is not None
-                self.source, self.setup["feed_start"] = await _start_feed(self.redis, n, self.s.rate)
+                self.source, self.setup["feed_start"] = await start_feed(self.redis, n, self.s.rate)
             await self.probe.open()
             try:
                 figures = await self._browse(viewer)
@@ -135,13 +137,7 @@ class _Bench:
         }
 
     async def _viewer(self) -> str:
-        headers = {"Authorization": f"Bearer {self.server.admin_token}"}
-        async with httpx.AsyncClient(base_url=self.server.url, headers=headers, timeout=30) as http:
-            name = f"bench-map-{self.feed}"
-            r = await http.post("/api/admin/viewers", json={"name": name, "fleets": "all"})
-        if r.status_code != 201:
-            raise BenchError(f"registering the viewer failed: {r.status_code} {r.text:.300}")
-        return str(r.json()["token"])
+        return await asyncio.to_thread(register_viewer, self.server, f"bench-map-{self.feed}", "all")
 
     async def _browse(self, viewer: str) -> dict[str, Any]:
         from playwright.async_api import async_playwright
@@ -151,11 +147,11 @@ class _Bench:
             try:
                 context = await browser.new_context(viewport=VIEWPORT)
                 page = await context.new_page()
-                view = self.view = _Page(page, await context.new_cdp_session(page), self.server.url)
+                view = self.view = MapPage(page, await context.new_cdp_session(page), self.server.url)
                 page.on("console", lambda m: view.error(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda e: view.error(f"page error: {e}"))
                 await context.route("**/*", view.route)
-                await page.add_init_script(_FRAME_COUNTER)
+                await page.add_init_script(FRAME_COUNTER)
                 await view.cdp.send("Performance.enable")
                 progress(f"{self.label}: opening the map in Chromium")
                 t0 = time.perf_counter()
@@ -187,7 +183,7 @@ class _Bench:
             )
         except Exception as exc:
             try:
-                seen = await self.view.page.evaluate(_PAGE_STATE)
+                seen = await self.view.page.evaluate(PAGE_STATE)
             except Exception as inner:
                 seen = {"error": str(inner)}
             raise BenchError(
@@ -225,11 +221,11 @@ class _Bench:
                     "devices": k,
                     "offered_positions_per_s": offered,
                     "received_positions_per_s": received,
-                    "received_share": _ratio(received, offered),
+                    "received_share": ratio(received, offered),
                     "loaded": loaded,
                     "idle": idle,
-                    "goals": _goals(loaded),
-                    "ratios_to_idle": _ratios(loaded, idle),
+                    "goals": goals(loaded),
+                    "ratios_to_idle": ratios(loaded, idle),
                 }
             )
         return {"idle_before": idle_before, "runs": runs}
@@ -273,12 +269,12 @@ class _Bench:
             await asyncio.sleep(BROADCAST_INTERVAL_MS / 1000)
         await asyncio.sleep(SETTLE_S)
 
-    async def _read(self) -> _Reading:
+    async def _read(self) -> Reading:
         assert self.source is not None and self.view is not None
         exclude = {self.server.pid, self.source.pid} | ({self.redis.pid} if self.redis else set())
-        return _Reading(
+        return Reading(
             probe=await self.probe.snapshot(),
-            browser=_browser_cpu(exclude),
+            browser=browser_cpu(exclude),
             load=await self.source.command("stats"),
             cdp=await self.view.metrics(),
             stats=await self.view.stats(),
@@ -291,13 +287,13 @@ class _Bench:
         page = self.view.page
         await self.probe.find_postgres()
         begin = await self._read()
-        reset = bool(await page.evaluate(_STATS_RESET))
-        await page.evaluate(_FRAMES_RESET)
+        reset = bool(await page.evaluate(STATS_RESET))
+        await page.evaluate(FRAMES_RESET)
         await asyncio.sleep(self.s.seconds)
-        frames = await page.evaluate(_FRAMES_READ)
+        frames = await page.evaluate(FRAMES_READ)
         end = await self._read()
         end.map_view = await self.view.map_view()
-        figures = _figures(
+        figures = window_figures(
             label, self.feed, active, self.s.rate, begin, end, frames, reset, self.probe.pg_kind
         )
         return figures

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tracker.tools.bench.base import _round
+from tracker.tools.bench.report import rounded
 
 if TYPE_CHECKING:
     from playwright.async_api import CDPSession, Page, Route
 
 # Counts frames with requestAnimationFrame from the first paint on; `__benchFrames.reset()` starts a window.
-_FRAME_COUNTER = """
+FRAME_COUNTER = """
 (() => {
   const s = { frames: 0, last: 0, gaps: [], t0: 0 };
   s.reset = () => { s.frames = 0; s.gaps = []; s.t0 = performance.now(); };
@@ -30,25 +30,25 @@ _FRAME_COUNTER = """
   window.__benchFrames = s;
 })();
 """
-_FRAMES_RESET = "() => { window.__benchFrames.reset(); return true; }"
-_FRAMES_READ = """() => { const s = window.__benchFrames;
+FRAMES_RESET = "() => { window.__benchFrames.reset(); return true; }"
+FRAMES_READ = """() => { const s = window.__benchFrames;
   return { frames: s.frames, gaps: s.gaps, elapsed: performance.now() - s.t0 }; }"""
 _STATS = """() => { const t = window.tracker;
   if (!t || typeof t.stats !== "function") return null;
   try { return t.stats(); } catch (e) { return { error: String(e) }; } }"""
-_STATS_RESET = """() => { const t = window.tracker;
+STATS_RESET = """() => { const t = window.tracker;
   if (!t || typeof t.resetStats !== "function") return false;
   try { t.resetStats(); return true; } catch (e) { return false; } }"""
 _MAP_VIEW = """() => { const m = window.tracker && window.tracker.map;
   if (!m || typeof m.getZoom !== "function") return null;
   try { const c = m.getCenter(); return { zoom: m.getZoom(), center: [c.lng, c.lat] }; }
   catch (e) { return null; } }"""
-_PAGE_STATE = """() => ({ state: document.body ? document.body.dataset.state || null : null,
+PAGE_STATE = """() => ({ state: document.body ? document.body.dataset.state || null : null,
   title: document.title, text: document.body ? document.body.innerText.slice(0, 300) : "" })"""
 
 
 @dataclass
-class _Page:
+class MapPage:
     page: Page
     cdp: CDPSession
     origin: str
@@ -82,7 +82,7 @@ class _Page:
         if not isinstance(value, dict):
             return None
         center = value.get("center") or [None, None]
-        return {"zoom": _round(value.get("zoom"), 2), "center": [_round(c, 4) for c in center]}
+        return {"zoom": rounded(value.get("zoom"), 2), "center": [rounded(c, 4) for c in center]}
 
     async def devices(self) -> int | None:
         stats = await self.stats()

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from tracker.errors import PrivateRedisError
 from tracker.private_redis import READY_TIMEOUT_S, PrivateRedis
-from tracker.tools.bench.base import BenchError, progress
+from tracker.tools.bench.report import BenchError, progress
 
 REDIS_READY_TIMEOUT_S = READY_TIMEOUT_S
-_Redis = PrivateRedis  # nobody else hears the feed, nor it them
 
 
 def start_redis(folder: Path) -> PrivateRedis:

@@ -1,44 +1,41 @@
 """The whole run: a scratch database, then per feed its own server (and private redis-server) measured by
-`_Bench`; the report's machine facts and the settings it states."""
+`FeedBench`; the report's machine facts and the settings it states."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
 import os
-import resource
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from tracker.rooms import ALL_ROOM  # where a viewer of all fleets watching the whole world is
-from tracker.tools.bench.base import BenchError, _Server, machine_facts, scratch_database
 from tracker.tools.bench.map.feed import BROADCAST_INTERVAL_MS, H3_RESOLUTION, VIEWER_NAMESPACE
 from tracker.tools.bench.map.figures import FPS_GOAL, SCRIPT_MS_PER_UPDATE_GOAL
 from tracker.tools.bench.map.load_generator import MAX_IN_FLIGHT, MAX_IN_FLIGHT_DEVICE
-from tracker.tools.bench.map.measure import _Bench
+from tracker.tools.bench.map.measure import FeedBench
 from tracker.tools.bench.map.redis_server import start_redis
-from tracker.tools.bench.map.settings import FEED_LABELS, KNOWN_SHARE, MIN_WARMUP_PERIODS, SECTIONS, _Settings
+from tracker.tools.bench.map.settings import (
+    FEED_LABELS,
+    KNOWN_SHARE,
+    MIN_WARMUP_PERIODS,
+    SECTIONS,
+    MapSettings,
+)
 from tracker.tools.bench.map.walk import FLEETS
+from tracker.tools.bench.report import machine_facts
+from tracker.tools.bench.scratch import scratch_database
+from tracker.tools.bench.server import raise_fd_limit, start_server
 from tracker.tools.browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
 
 
-def _raise_file_limit(devices: int) -> None:
-    """The server and the load generator (children, they inherit it) hold a socket per device."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = devices + 1000
-    if hard < needed:
-        raise BenchError(
-            f"{devices} devices need {needed} open files in the server and the load generator, but the "
-            f"limit is {hard} (ulimit -Hn); raise it or pass fewer --devices"
-        )
-    if soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _run(base_url: str, settings: _Settings) -> dict[str, Any]:
-    if "server" in settings.feeds:
-        _raise_file_limit(max(settings.counts))
+def run(base_url: str, settings: MapSettings) -> dict[str, Any]:
+    """Every feed of `settings` on its own server over one scratch database; the report."""
+    if (
+        "server" in settings.feeds
+    ):  # the server and the load generator (they inherit it) hold a socket per device
+        raise_fd_limit(max(settings.counts) + 1000)
     loadavg = list(os.getloadavg())
     sections: dict[str, Any] = {}
     chromium_version = redis_version = None
@@ -53,9 +50,9 @@ def _run(base_url: str, settings: _Settings) -> dict[str, Any]:
             redis = start_redis(folder) if feed == "redis" else None
             try:
                 env = {"TRACKER_REDIS_URL": redis.url} if redis else {}
-                server = _Server.start(db_url, folder, env)
+                server = start_server(db_url, folder, env)
                 try:
-                    figures = asyncio.run(_Bench(server, db_url, settings, feed, redis, last).run())
+                    figures = asyncio.run(FeedBench(server, db_url, settings, feed, redis, last).run())
                     server.check_alive()
                 finally:
                     server.stop()

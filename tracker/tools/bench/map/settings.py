@@ -1,4 +1,4 @@
-"""What one run measures (`_Settings`), the names of its feeds, and when a loaded window may start."""
+"""What one run measures (`MapSettings`), the names of its feeds, and when a loaded window may start."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ MIN_WARMUP_PERIODS = 3  # ... and the devices have sent at least this many fixes
 
 
 @dataclass
-class _Settings:
+class MapSettings:
     counts: list[int]
     seconds: float
     warmup: float

@@ -1,45 +1,44 @@
 """A feed's source of positions, before the page opens: for the server feed, devices registered through the
 admin API and the load generator that connects them; for the redis feed, the feed process on the private
-redis-server. Each returns the started worker with its figures for the report."""
+redis-server. Each returns the started worker with its figures for the report. Both workers are
+`python -m tracker.tools.bench.map` with a flag, speaking the benches' line protocol."""
 
 from __future__ import annotations
 
-import asyncio
+import sys
 import time
 from typing import Any
 
-import httpx
-
-from tracker.tools.bench.base import BenchError, _Server, proc_cpu_s, progress
+from tracker.private_redis import PrivateRedis
+from tracker.tools.bench.line_protocol import WorkerProcess
 from tracker.tools.bench.map.feed import BROADCAST_INTERVAL_MS
-from tracker.tools.bench.map.redis_server import REDIS_READY_TIMEOUT_S, _Redis
+from tracker.tools.bench.map.redis_server import REDIS_READY_TIMEOUT_S
 from tracker.tools.bench.map.walk import FLEETS, device_id
-from tracker.tools.bench.map.workers import _FEED_FLAG, _WORKER_FLAG, _Child
+from tracker.tools.bench.procfs import proc_cpu_s
+from tracker.tools.bench.report import BenchError, progress
+from tracker.tools.bench.server import register_devices
+from tracker.tools.server_process import ServerProcess
 
+WORKER_FLAG = "--worker"
+FEED_FLAG = "--feed-worker"
 REGISTER_CONCURRENCY = 20
 CONNECT_CONCURRENCY = 100
 
 
-async def _register_devices(server: _Server, n: int) -> tuple[list[str], dict[str, Any]]:
+async def start_worker(name: str, flag: str, config: dict[str, Any]) -> WorkerProcess:
+    """`python -m tracker.tools.bench.map FLAG` (the load generator or the feed), `config` sent."""
+    argv = [sys.executable, "-m", "tracker.tools.bench.map", flag]
+    return await WorkerProcess.start(name, argv, config, line_limit=2**24, close_timeout=60)
+
+
+async def register_fleet(server: ServerProcess, n: int) -> tuple[list[str], dict[str, Any]]:
     """`n` devices, spread over FLEETS, through the admin API with a few requests in flight; returns their
     tokens and the registration's figures."""
     progress(f"registering {n} devices ({REGISTER_CONCURRENCY} requests in flight)")
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    limit = asyncio.Semaphore(REGISTER_CONCURRENCY)
     cpu0, t0 = proc_cpu_s(server.pid), time.perf_counter()
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
-
-        async def one(i: int) -> str:
-            fleet = FLEETS[i % len(FLEETS)]
-            async with limit:
-                r = await http.post("/api/admin/devices", json={"id": device_id(i), "fleet": fleet})
-            if r.status_code != 201:
-                raise BenchError(f"registering device {i} failed: {r.status_code} {r.text:.300}")
-            return str(r.json()["token"])
-
-        tokens = list(await asyncio.gather(*(one(i) for i in range(n))))
+    ids, fleets = [device_id(i) for i in range(n)], [FLEETS[i % len(FLEETS)] for i in range(n)]
+    tokens = await register_devices(server, ids, fleets, REGISTER_CONCURRENCY)
     wall, cpu1 = time.perf_counter() - t0, proc_cpu_s(server.pid)
-    progress(f"registered {n} devices in {wall:.1f} s")
     return tokens, {
         "devices": n,
         "seconds": round(wall, 2),
@@ -49,9 +48,9 @@ async def _register_devices(server: _Server, n: int) -> tuple[list[str], dict[st
     }
 
 
-async def _start_load_generator(
-    server: _Server, tokens: list[str], rate: float
-) -> tuple[_Child, dict[str, Any]]:
+async def start_load_generator(
+    server: ServerProcess, tokens: list[str], rate: float
+) -> tuple[WorkerProcess, dict[str, Any]]:
     """The load generator with one device connection per token; returns it once they are connected, with the
     connection figures (closed again if none connects)."""
     n = len(tokens)
@@ -63,7 +62,7 @@ async def _start_load_generator(
         "connect_concurrency": CONNECT_CONCURRENCY,
         "seed": 20260302,
     }
-    source = await _Child.start("the load generator", _WORKER_FLAG, config)
+    source = await start_worker("the load generator", WORKER_FLAG, config)
     try:
         connect = await source.read(120 + n / 20)
         connect.pop("event", None)
@@ -79,7 +78,7 @@ async def _start_load_generator(
     return source, connect
 
 
-async def _start_feed(redis: _Redis, n: int, rate: float) -> tuple[_Child, dict[str, Any]]:
+async def start_feed(redis: PrivateRedis, n: int, rate: float) -> tuple[WorkerProcess, dict[str, Any]]:
     """The feed of `n` devices into `redis`; returns it once it reaches Redis, with its ready answer."""
     progress(f"starting the feed of {n} devices into {redis.url}")
     config = {
@@ -89,7 +88,7 @@ async def _start_feed(redis: _Redis, n: int, rate: float) -> tuple[_Child, dict[
         "interval_ms": BROADCAST_INTERVAL_MS,
         "seed": 20260303,
     }
-    source = await _Child.start("the feed", _FEED_FLAG, config)
+    source = await start_worker("the feed", FEED_FLAG, config)
     try:
         ready = await source.read(REDIS_READY_TIMEOUT_S + 30)
     except BaseException:

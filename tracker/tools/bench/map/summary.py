@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracker.tools.bench.base import progress
 from tracker.tools.bench.map.figures import FPS_GOAL, SCRIPT_MS_PER_UPDATE_GOAL
 from tracker.tools.bench.map.settings import FEEDS, SECTIONS
+from tracker.tools.bench.report import progress
 
 
-def _summary(report: dict[str, Any]) -> None:
+def print_summary(report: dict[str, Any]) -> None:
+    """The report's lines and its table of windows, on stderr."""
     rows = []
     for feed in FEEDS:
         section = report.get(SECTIONS[feed])

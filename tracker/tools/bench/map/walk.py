@@ -21,7 +21,7 @@ def device_id(i: int) -> str:
     return f"{fleet}-{i:05d}"
 
 
-class _Walk:
+class Walk:
     """Plausible movement around central Berlin: speed and heading drift, the edge turns devices back."""
 
     def __init__(self, n: int, seed: int) -> None:

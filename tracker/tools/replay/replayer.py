@@ -1,51 +1,28 @@
-"""Replaying track files as a device: fixes go to the `/device` namespace over Socket.IO as the recorded
-timing says, re-timed to now.
-
-Policy:
-- Re-timing: fix i of a track is due `(t_i - t_0) / speed` after the replay starts and carries that time
-  (at least 1 ms after the fix before it, so that compressing time never makes a duplicate). Each file
-  continues one second (of track time) after the previous one, each `loop` round after the last.
-  `backlog` starts the replay in the past, so that the first round's last fix is one second before now:
-  everything is due at once and goes as an offline phone uploads its backlog. `keep_times` sends the
-  recorded times instead (the server refuses what is too old for its retention, or in the future).
-- Sending: one batch in flight at a time, of every fix due (at most `batch`). A batch is done when its
-  ack arrives without `error`. An ack with `retry`, no ack within `ack_timeout`, or a lost connection
-  leave it pending: it is sent again, unchanged, before any newer fix, with exponential backoff (the
-  server counts what it already stored as duplicates). An ack with `error` and no `retry`, and the
-  `rejected` entries of an ack, are counted and never retried.
-- python-socketio reconnects by itself; a refused token (`unauthorized`) ends the replay with an error.
-- Messages from the server are acked by returning from the handler, counted once per message id and
-  handed to `on_message`.
-- Stopping is cancellation: the replayer stops sending, waits up to `DRAIN_S` for the ack in flight and
-  disconnects. No global state and no blocking calls, so many replayers can share one event loop.
-"""
+"""One device replaying tracks over Socket.IO: connection, sending one batch at a time, acks, retries
+with backoff, messages (policy: `tracker.tools.replay`)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import math
-import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import numpy as np
 import orjson
 import socketio
 
 from tracker.errors import InvalidInput, TrackerError, Unauthorized
-from tracker.tools.trackfile import IntArray, TrackFile, read_track
+from tracker.tools.replay.schedule import Schedule
+from tracker.tools.trackfile import TrackFile
 from tracker.validation import MAX_BATCH
 
 log = logging.getLogger("tracker.tools.replay")
 
 NAMESPACE = "/device"
-GAP_MS = 1000  # track time between the end of one file (or round) and the start of the next
 BACKLOG_LEAD_MS = 1000  # with `backlog`, the last fix is this long before now
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 15.0
@@ -82,69 +59,6 @@ class ReplayStats:
             f"{self.rejected} rejected; {self.retried} batches retried; {self.messages} messages; "
             f"{self.seconds:.1f} s"
         )
-
-
-class Schedule:
-    """Which fixes are due when, as ms after the replay's start (`start_ms`, set by the replayer)."""
-
-    def __init__(self, tracks: Sequence[TrackFile], speed: float, loop: bool, keep_times: bool) -> None:
-        gap = max(1, math.floor(GAP_MS / speed))
-        self.tracks = list(tracks)
-        self.due: list[IntArray] = []
-        base = 0
-        for track in self.tracks:
-            rel = np.floor((track.ts - track.ts[0]) / speed).astype(np.int64)
-            steps = np.arange(len(rel), dtype=np.int64)
-            rel = np.maximum.accumulate(rel - steps) + steps  # strictly increasing
-            self.due.append(rel + base)
-            base = int(self.due[-1][-1]) + gap
-        self.last = base - gap  # due time of a round's last fix
-        self.period = base  # one round, gap included
-        self.loop = loop
-        self.keep_times = keep_times
-        self.start_ms = 0
-        self._round = self._track = self._index = 0
-
-    @property
-    def total(self) -> int | None:
-        return None if self.loop else sum(len(t) for t in self.tracks)
-
-    def next_due_ms(self) -> int | None:
-        """Wall-clock ms at which the next fix falls due; None when every fix has been taken."""
-        if self._track >= len(self.tracks):
-            return None
-        return self.start_ms + self._round * self.period + int(self.due[self._track][self._index])
-
-    def take(self, now_ms: int, limit: int) -> list[dict[str, Any]]:
-        """Up to `limit` fix objects due at `now_ms`, in order."""
-        out: list[dict[str, Any]] = []
-        while len(out) < limit and self._track < len(self.tracks):
-            track, due, lo = self.tracks[self._track], self.due[self._track], self._index
-            offset = self.start_ms + self._round * self.period
-            hi = min(int(np.searchsorted(due, now_ms - offset, side="right")), lo + limit - len(out))
-            if hi <= lo:
-                break
-            times = track.ts[lo:hi] if self.keep_times else due[lo:hi] + offset
-            out += fix_objects(track, lo, hi, times.tolist())
-            self._index = hi
-            if hi == len(due):
-                self._track, self._index = self._track + 1, 0
-                if self._track == len(self.tracks) and self.loop:
-                    self._track, self._round = 0, self._round + 1
-        return out
-
-
-def fix_objects(track: TrackFile, lo: int, hi: int, times: list[int]) -> list[dict[str, Any]]:
-    """The device protocol's fix objects for points lo..hi of `track`, with the given times."""
-    fixes: list[dict[str, Any]] = [
-        {"ts": ts, "lat": lat, "lon": lon}
-        for ts, lat, lon in zip(times, track.lat[lo:hi].tolist(), track.lon[lo:hi].tolist(), strict=True)
-    ]
-    for name, column in track.optional.items():
-        for fix, value in zip(fixes, column[lo:hi].tolist(), strict=True):
-            if not math.isnan(value):
-                fix[name] = value
-    return fixes
 
 
 @dataclass
@@ -277,7 +191,7 @@ class Replayer:
             self._seen.add(key)
             self.stats.messages += 1
             message = data if isinstance(data, dict) else {"body": data}
-            log.info("message from %s: %s", message.get("from"), _text(message.get("body")))
+            log.info("message from %s: %s", message.get("from"), as_text(message.get("body")))
             if self._on_message is not None:
                 self._on_message(message)
         return {"ok": True}
@@ -406,82 +320,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _text(body: Any) -> str:
+def as_text(body: Any) -> str:
+    """A message body for people: itself when text, else its JSON."""
     return body if isinstance(body, str) else orjson.dumps(body).decode()
-
-
-# --- the CLI -----------------------------------------------------------------------------------------
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """`tracker replay`: 0 when every fix was stored, 1 when some were rejected, 128 + signal number
-    when stopped by SIGINT or SIGTERM. Bad files and refused tokens raise TrackerError (exit 1)."""
-    from tqdm import tqdm
-
-    quiet: bool = getattr(args, "quiet", False)
-    logging.basicConfig(format="tracker: %(message)s", level=logging.WARNING, stream=sys.stderr)
-    tracks = [read_track(path) for path in args.files]
-    if not quiet:
-        for track in tracks:
-            print(track.describe(), file=sys.stderr)
-    bar = tqdm(
-        total=None if getattr(args, "loop", False) else sum(len(t) for t in tracks),
-        unit="fix",
-        file=sys.stderr,
-        disable=quiet or not sys.stderr.isatty(),
-        dynamic_ncols=True,
-    )
-
-    def progress(stats: ReplayStats) -> None:
-        bar.update(stats.acked - bar.n)
-
-    def message(msg: dict[str, Any]) -> None:
-        bar.write(f"message from {msg.get('from')}: {_text(msg.get('body'))}", file=sys.stdout)
-
-    replayer = Replayer(
-        args.url,
-        args.token,
-        tracks,
-        speed=args.speed,
-        backlog=getattr(args, "backlog", False),
-        loop=getattr(args, "loop", False),
-        keep_times=getattr(args, "keep_times", False),
-        batch=getattr(args, "batch", MAX_BATCH),
-        on_progress=progress,
-        on_message=message,
-    )
-    try:
-        stopped_by = asyncio.run(_until_signal(replayer))
-    finally:
-        bar.close()
-    stats = replayer.stats
-    print(stats.summary() + (" (stopped)" if stopped_by else ""), flush=True)
-    if stopped_by:
-        return 128 + stopped_by
-    if stats.rejected:
-        print(f"tracker: {stats.rejected} fixes rejected; first: {'; '.join(stats.errors)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _until_signal(replayer: Replayer) -> int:
-    """Run the replayer; SIGINT or SIGTERM cancel it (a clean stop). Returns the signal number or 0."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(replayer.run())
-    received: list[int] = []
-
-    def stop(signum: int) -> None:
-        received.append(signum)
-        task.cancel()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop, signum)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not received:
-            raise
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    return received[0] if received else 0

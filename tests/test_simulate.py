@@ -26,14 +26,8 @@ from tracker.tools.cli import parser
 from tracker.tools.simulate import DEFAULT_COURIERS, DEFAULT_SEED, DEFAULT_VANS, FLEETS, simulate
 from tracker.tools.simulate.city import build_city, to_xy
 from tracker.tools.simulate.output import GPXTPX, write
-from tracker.tools.simulate.shift import (
-    GAP_RATE_PER_H,
-    GAP_S,
-    JUMP_ACCURACY_M,
-    JUMP_RATE,
-    MOVING_INTERVAL_S,
-    SimTrack,
-)
+from tracker.tools.simulate.recorder import GAP_RATE_PER_H, GAP_S, JUMP_ACCURACY_M, JUMP_RATE, SimTrack
+from tracker.tools.simulate.vehicles import MOVING_INTERVAL_S
 from tracker.trail import Trail
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,8 +1,9 @@
 """`tracker simulate`: synthetic courier and van shifts on a made-up street grid over central Berlin.
 
 Deterministic: the seed alone decides every byte written (numpy PCG64 generators: one for the city, one
-per vehicle). `city` builds the streets, `shift` moves the vehicles and records their fixes, `output`
-writes GPX/CSV/GeoJSON and the README. The committed `sample_tracks/` are this output for the defaults.
+per vehicle). `city` builds the streets, `vehicles` says what moves and how, `shift` plans each
+vehicle's shift, `recorder` drives it and records the fixes its phone would, `output` writes
+GPX/CSV/GeoJSON and the README. The committed `sample_tracks/` are this output for the defaults.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 from tracker.errors import InvalidInput
 from tracker.tools.simulate.city import build_city
 from tracker.tools.simulate.output import write
-from tracker.tools.simulate.shift import SimTrack, plan, simulate_vehicle
+from tracker.tools.simulate.recorder import SimTrack
+from tracker.tools.simulate.shift import simulate_vehicle
+from tracker.tools.simulate.vehicles import plan
 
 __all__ = ["DEFAULT_COURIERS", "DEFAULT_SEED", "DEFAULT_VANS", "FLEETS", "command", "run_cli", "simulate"]
 

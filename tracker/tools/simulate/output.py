@@ -18,28 +18,30 @@ from pathlib import Path
 
 import gpxpy.gpx
 
-from tracker.tools.simulate.shift import (
+from tracker.tools.simulate.recorder import (
     ACCURACY_PER_SIGMA,
-    BIKE,
-    COURIER_DUTY,
-    DAY_START,
     GAP_RATE_PER_H,
     GAP_S,
     JUMP_ACCURACY_M,
     JUMP_M,
     JUMP_RATE,
-    LONG_LOAD_MIN,
-    MOVING_INTERVAL_S,
     NOISE_TAU_S,
-    RETURN_STOP_MIN,
-    SCOOTER,
     SIGMA_M,
     STOP_INTERVAL_S,
     TUNNEL_MARGIN_M,
+    SimTrack,
+)
+from tracker.tools.simulate.vehicles import (
+    BIKE,
+    COURIER_DUTY,
+    DAY_START,
+    LONG_LOAD_MIN,
+    MOVING_INTERVAL_S,
+    RETURN_STOP_MIN,
+    SCOOTER,
     VAN,
     VAN_DUTY,
     Kind,
-    SimTrack,
 )
 
 log = logging.getLogger("tracker.tools.simulate")

@@ -82,11 +82,10 @@ async def test_the_server_acks_every_payload(server: Server) -> None:
 @given(st.text(max_size=40) | st.integers() | st.floats() | json_values)
 @settings(max_examples=500, deadline=None)
 def test_any_time_parameter_is_milliseconds_in_range_or_invalid_input(value: Any) -> None:
-    from tracker.parse import MAX_TIME_MS
-    from tracker.parse import time_ms as parse_time
+    from tracker.parse import MAX_TIME_MS, time_ms
 
     try:
-        ms = parse_time(value, "from")
+        ms = time_ms(value, "from")
     except InvalidInput:
         return
     assert 0 <= ms <= MAX_TIME_MS

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from tracker.errors import InvalidFix, InvalidInput
-from tracker.parse import check_id
-from tracker.parse import time_ms as parse_time
+from tracker.parse import check_id, time_ms
 from tracker.validation import parse_batch, parse_fix
 
 NOW = 1_795_000_000_000
@@ -79,9 +78,9 @@ def test_a_fix_must_be_an_object() -> None:
 
 
 def test_iso_times_with_an_offset_are_milliseconds() -> None:
-    assert parse_time("2026-11-26T10:00:00Z", "ts") == 1_795_687_200_000
-    assert parse_time("2026-11-26T11:00:00.250+01:00", "ts") == 1_795_687_200_250
-    assert parse_time("1795687200000", "from") == 1_795_687_200_000
+    assert time_ms("2026-11-26T10:00:00Z", "ts") == 1_795_687_200_000
+    assert time_ms("2026-11-26T11:00:00.250+01:00", "ts") == 1_795_687_200_250
+    assert time_ms("1795687200000", "from") == 1_795_687_200_000
     f = parse_fix(fix(ts="2026-11-26T10:00:00Z"), "d", "f", 1_795_687_200_000)
     assert f.ts == 1_795_687_200_000
 
@@ -128,7 +127,7 @@ def test_attrs_with_integers_beyond_64_bits_are_rejected() -> None:
 )
 def test_times_out_of_range_or_oddly_written_are_invalid_input(value: Any) -> None:
     with pytest.raises(InvalidInput, match="from"):
-        parse_time(value, "from")
+        time_ms(value, "from")
 
 
 def test_integers_beyond_any_float_are_not_finite() -> None:

@@ -32,8 +32,6 @@ _OPTIONAL: tuple[tuple[str, float, float], ...] = (
     ("battery", 0.0, 100.0),
 )
 
-parse_time = time_ms  # trackfile still imports it from here
-
 
 def parse_fix(raw: Any, device: str, fleet: str, now_ms: int, retention_days: int | None = None) -> Fix:
     """One fix object -> Fix, or InvalidFix naming the first field at fault.

@@ -30,13 +30,12 @@ import orjson
 from tracker.cli import database, exit_on_signal, settings_of
 from tracker.errors import ConfigError
 from tracker.settings import Settings
-from tracker.tools.trackfile import TrackFile, read_track
+from tracker.tools.simulate import FLEETS  # file-name prefix -> fleet
+from tracker.tools.trackfile import SUFFIXES, TrackFile, read_track
 
 log = logging.getLogger("tracker.tools.demo")
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout, with sample_tracks/ and geofences/
-SUFFIXES = (".gpx", ".csv", ".geojson", ".json", ".plt")
-FLEETS = {"courier": "couriers", "van": "vans"}  # file-name prefix -> fleet
 VIEWER = "demo-dispatcher"
 _GOLDEN = 0.6180339887498949
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracker.tools.bench.flags import check_range
 from tracker.tools.bench.fleet.bare import GC_MODES
 from tracker.tools.bench.report import BenchError
 
@@ -94,18 +95,13 @@ def build_settings(
     if mode not in MODES:
         raise BenchError(f"the mode must be one of {', '.join(MODES)}; got {mode!r}")
     n = DEFAULT_DEVICES[mode] if devices is None else devices
-    if not 1 <= n <= MAX_DEVICES:
-        raise BenchError(f"--devices must be between 1 and {MAX_DEVICES}; got {n}")
-    if not 0.001 <= rate <= 100:
-        raise BenchError(f"--rate must be between 0.001 and 100 fixes/s per device; got {rate:g}")
-    if not 1 <= seconds <= 600:
-        raise BenchError(f"--seconds must be between 1 and 600; got {seconds:g}")
-    if not 0 <= warmup <= 600:
-        raise BenchError(f"--warmup must be between 0 and 600; got {warmup:g}")
-    if not 1 <= batch <= 1000:
-        raise BenchError(f"--batch must be between 1 and 1000 fixes per event; got {batch}")
-    if workers is not None and not 1 <= workers <= 64:
-        raise BenchError(f"--workers must be between 1 and 64; got {workers}")
+    check_range("--devices", n, 1, MAX_DEVICES)
+    check_range("--rate", rate, 0.001, 100, " fixes/s per device")
+    check_range("--seconds", seconds, 1, 600)
+    check_range("--warmup", warmup, 0, 600)
+    check_range("--batch", batch, 1, 1000, " fixes per event")
+    if workers is not None:
+        check_range("--workers", workers, 1, 64)
     if not 1 <= generators <= 16 or generators > n:
         raise BenchError(f"--generators must be between 1 and min(16, devices); got {generators}")
     chosen = tuple(s for s in SERVERS if s in {p.strip() for p in servers.split(",") if p.strip()})

@@ -38,6 +38,7 @@ import numpy as np
 import pyproj
 import shapely
 
+from tracker.tools.bench.flags import check_range, int_list
 from tracker.tools.bench.geofences.answers import (
     BATCH,
     NAIVE_COVERS,
@@ -82,23 +83,14 @@ CHECK_SAMPLE = 20_000
 def bench_geofences(database_url: str | None, fences: str, points: int, out: str | None) -> tuple[str, bool]:
     """Run the benchmark; return its JSON report (also written to `out`) and whether all answers agree."""
     counts = parse_counts(fences)
-    if not 1_000 <= points <= 100_000_000:
-        raise BenchError(f"--points must be between 1000 and 100000000; got {points}")
+    check_range("--points", points, 1_000, 100_000_000)
     report = run(database_url or DEFAULT_BASE_URL, counts, points)
     return write_report(report, out), bool(report["agree"])
 
 
 def parse_counts(text: str) -> list[int]:
     """`"1000,10000"` -> [1000, 10000]; each count between 10 and 100,000."""
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise BenchError(
-            f"--fences must be comma-separated integers such as 1000,10000; got {text!r}"
-        ) from None
-    if not counts or any(not 10 <= c <= 100_000 for c in counts):
-        raise BenchError(f"--fences counts must be between 10 and 100000; got {text!r}")
-    return counts
+    return int_list("--fences", text, 10, 100_000, "1000,10000", "counts")
 
 
 def run(base_url: str, counts: Sequence[int], n_points: int) -> dict[str, Any]:

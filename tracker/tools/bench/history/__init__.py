@@ -33,6 +33,7 @@ import httpx
 import numpy as np
 
 from tracker.geofence.config import load_folder
+from tracker.tools.bench.flags import check_range
 from tracker.tools.bench.history.dataset import (
     BATCH,
     CITY,
@@ -55,10 +56,8 @@ __all__ = ["Settings", "bench_history"]
 
 def bench_history(database_url: str | None, settings: Settings, keep: bool, out: str | None) -> str:
     """Run the history benchmark; return its JSON report (also written to `out` when given)."""
-    if not 1 <= settings.devices <= 100_000:
-        raise BenchError(f"--devices must be between 1 and 100000; got {settings.devices}")
-    if not 2 <= settings.fixes_per_device <= 100_000:
-        raise BenchError(f"--fixes-per-device must be between 2 and 100000; got {settings.fixes_per_device}")
+    check_range("--devices", settings.devices, 1, 100_000)
+    check_range("--fixes-per-device", settings.fixes_per_device, 2, 100_000)
     if not settings.devices <= settings.live_devices <= 1_000_000:
         raise BenchError(
             f"--live-devices must be between --devices ({settings.devices}) and 1000000; "

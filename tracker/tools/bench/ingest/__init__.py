@@ -38,6 +38,7 @@ from typing import Any
 
 import asyncpg
 
+from tracker.tools.bench.flags import check_range, int_list
 from tracker.tools.bench.ingest.load import DRAIN_TIMEOUT_S, WORKER_FLAG
 from tracker.tools.bench.report import (
     DEFAULT_BASE_URL,
@@ -76,23 +77,15 @@ def bench_ingest(
     """
     sizes = parse_batches(batch)
     extra_env = server_env(server_settings)
-    if not 1 <= seconds <= 600:
-        raise BenchError(f"--seconds must be between 1 and 600; got {seconds:g}")
-    if not 1 <= devices <= 1000:
-        raise BenchError(f"--devices must be between 1 and 1000; got {devices}")
+    check_range("--seconds", seconds, 1, 600)
+    check_range("--devices", devices, 1, 1000)
     report = run_ingest(database_url or DEFAULT_BASE_URL, seconds, devices, sizes, extra_env, fence_stripes)
     return write_report(report, out)
 
 
 def parse_batches(text: str) -> list[int]:
     """`"1,50"` -> [1, 50]; each size between 1 and 1000 (the largest `fix` event)."""
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise BenchError(f"--batch must be comma-separated integers such as 1,50; got {text!r}") from None
-    if not sizes or any(not 1 <= s <= 1000 for s in sizes):
-        raise BenchError(f"--batch sizes must be between 1 and 1000; got {text!r}")
-    return sizes
+    return int_list("--batch", text, 1, 1000, "1,50", "sizes")
 
 
 def run_ingest(

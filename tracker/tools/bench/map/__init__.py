@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import shutil
 
+from tracker.tools.bench.flags import check_range, int_list
 from tracker.tools.bench.map.run import run
 from tracker.tools.bench.map.settings import FEEDS, MapSettings
 from tracker.tools.bench.map.summary import print_summary
@@ -58,12 +59,9 @@ def bench_map(
     """Run the map benchmark; return its JSON report (also written to `out` when given)."""
     counts = parse_counts(devices)
     feeds = parse_feeds(feed)
-    if not 1 <= seconds <= 600:
-        raise BenchError(f"--seconds must be between 1 and 600; got {seconds:g}")
-    if not 0 <= warmup <= 600:
-        raise BenchError(f"--warmup must be between 0 and 600; got {warmup:g}")
-    if not 0.01 <= rate <= 10:
-        raise BenchError(f"--rate must be between 0.01 and 10 fixes/s per device; got {rate:g}")
+    check_range("--seconds", seconds, 1, 600)
+    check_range("--warmup", warmup, 0, 600)
+    check_range("--rate", rate, 0.01, 10, " fixes/s per device")
     require_playwright()
     if "redis" in feeds and shutil.which("redis-server") is None:
         raise BenchError(
@@ -79,15 +77,7 @@ def bench_map(
 
 def parse_counts(text: str) -> list[int]:
     """`"1000,10000"` -> [1000, 10000]; each between 1 and 20000."""
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise BenchError(
-            f"--devices must be comma-separated integers such as 1000,10000; got {text!r}"
-        ) from None
-    if not counts or any(not 1 <= c <= 20_000 for c in counts):
-        raise BenchError(f"--devices counts must be between 1 and 20000; got {text!r}")
-    return counts
+    return int_list("--devices", text, 1, 20_000, "1000,10000", "counts")
 
 
 def parse_feeds(text: str) -> list[str]:

@@ -19,7 +19,7 @@ from tracker.settings import Settings
 from tracker.tools.bench.line_protocol import answer, stdin_reader
 from tracker.tools.bench.map.processes import rss_mb
 from tracker.tools.bench.map.redis_server import REDIS_READY_TIMEOUT_S
-from tracker.tools.bench.map.walk import FLEETS, Walk, device_id
+from tracker.tools.bench.map.walk import FLEETS, Active, Walk, device_id
 from tracker.tools.bench.procfs import self_cpu_s
 from tracker.tools.bench.report import percentile, rounded
 
@@ -79,8 +79,7 @@ class _Feed:
         self.placed = [False] * n
         self.devices_placed = 0
         self._emit = emit
-        self.active = 0
-        self._changed = asyncio.Event()
+        self.active = Active(n)
         self.events = self.positions = self.skipped = self.late_ticks = self.errors = 0
         self.lateness_ms: list[float] = []
         self.emit_ms: list[float] = []
@@ -139,27 +138,18 @@ class _Feed:
             await self.emit([self.entry(i, now) for i in range(first, min(n, first + size))])
         return {"ok": True, "seconds": round(time.perf_counter() - t0, 3), "events": self.events - events0}
 
-    def set_active(self, k: int) -> None:
-        self.active = max(0, min(k, len(self.ids)))
-        self._changed.set()
-
     async def run(self) -> None:
         """With k devices active: at each interval's end, device i moves when its slot i/k of the period
         passed since the last tick; a tick more than one interval late is counted and the schedule moves on,
         and devices more than one full round behind are skipped (counted)."""
-        while True:
-            k = self.active
-            if k == 0:
-                await self._changed.wait()
-                self._changed.clear()
-                continue
+        async for k in self.active.rounds():
             start = time.perf_counter()
             done = tick = 0
-            while not self._changed.is_set():
+            while not self.active.changed.is_set():
                 tick += 1
                 target = start + tick * self.interval
                 await asyncio.sleep(max(0.0, target - time.perf_counter()))
-                if self._changed.is_set():
+                if self.active.changed.is_set():
                     break
                 now = time.perf_counter()
                 late = now - target
@@ -174,7 +164,6 @@ class _Feed:
                 if due > done:
                     await self.emit([self.entry(c % k, now) for c in range(done, due)])
                     done = due
-            self._changed.clear()
 
     def stats(self, published_bytes: int) -> dict[str, Any]:
         lateness, emit_ms, sizes = sorted(self.lateness_ms), sorted(self.emit_ms), sorted(self.sizes)
@@ -188,7 +177,7 @@ class _Feed:
             }
 
         return {
-            "active": self.active,
+            "active": self.active.count,
             "events": self.events,
             "positions": self.positions,
             "bytes": published_bytes,
@@ -262,8 +251,8 @@ async def feed_worker() -> None:
                     continue
                 answer({**await feed.place(), "subscribers": listening})
             elif cmd["cmd"] == "send":
-                feed.set_active(int(cmd["active"]))
-                answer({"ok": True, "active": feed.active})
+                feed.active.set(int(cmd["active"]))
+                answer({"ok": True, "active": feed.active.count})
             elif cmd["cmd"] == "stats":
                 feed.errors += failures.count
                 failures.count = 0

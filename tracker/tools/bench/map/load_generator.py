@@ -12,7 +12,7 @@ from typing import Any
 
 from tracker.tools.bench.line_protocol import answer, stdin_reader
 from tracker.tools.bench.map.processes import rss_mb
-from tracker.tools.bench.map.walk import Walk
+from tracker.tools.bench.map.walk import Active, Walk
 from tracker.tools.bench.procfs import self_cpu_s
 from tracker.tools.bench.report import percentile, rounded
 
@@ -57,9 +57,8 @@ class _Fleet:
         self.devices_stored = 0
         self.last_sent = [0.0] * len(self.tokens)
         self.counters = _Counters()
-        self.active = 0
+        self.active = Active(len(self.tokens))
         self.unplaced_only = False
-        self._changed = asyncio.Event()
         self._http: Any = None
 
     async def connect(self) -> dict[str, Any]:
@@ -120,22 +119,16 @@ class _Fleet:
 
     def set_active(self, k: int, unplaced_only: bool = False) -> None:
         """Let the first k devices send (with `unplaced_only`, those without a stored fix yet)."""
-        self.active = max(0, min(k, len(self.clients)))
         self.unplaced_only = unplaced_only
-        self._changed.set()
+        self.active.set(k)
 
     async def run(self) -> None:
         """The sender: device i of the k active ones sends at i/k of each period."""
-        while True:
-            k = self.active
-            if k == 0:
-                await self._changed.wait()
-                self._changed.clear()
-                continue
+        async for k in self.active.rounds():
             start = time.perf_counter()
-            while not self._changed.is_set():
+            while not self.active.changed.is_set():
                 sent = 0
-                while sent < k and not self._changed.is_set():
+                while sent < k and not self.active.changed.is_set():
                     now = time.perf_counter()
                     due = min(k, int((now - start) / self.period * k) + 1)
                     while sent < due:
@@ -147,7 +140,6 @@ class _Fleet:
                     self.counters.late_cycles += 1
                     start = time.perf_counter()
                 await asyncio.sleep(max(0.0, start - time.perf_counter()))
-            self._changed.clear()
 
     async def _send(self, i: int, now: float) -> None:
         c = self.counters
@@ -240,7 +232,7 @@ async def load_generator_worker() -> None:
             cmd = json.loads(line)
             if cmd["cmd"] == "send":
                 fleet.set_active(int(cmd["active"]), bool(cmd.get("unplaced_only")))
-                answer({"ok": True, "active": fleet.active})
+                answer({"ok": True, "active": fleet.active.count})
             elif cmd["cmd"] == "stats":
                 answer(fleet.stats())
             elif cmd["cmd"] == "quit":

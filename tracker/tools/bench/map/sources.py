@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tracker.private_redis import PrivateRedis
@@ -25,10 +26,21 @@ REGISTER_CONCURRENCY = 20
 CONNECT_CONCURRENCY = 100
 
 
-async def start_worker(name: str, flag: str, config: dict[str, Any]) -> WorkerProcess:
-    """`python -m tracker.tools.bench.map FLAG` (the load generator or the feed), `config` sent."""
+async def start_worker(
+    name: str, flag: str, config: dict[str, Any], timeout: float, check: Callable[[dict[str, Any]], None]
+) -> tuple[WorkerProcess, dict[str, Any]]:
+    """`python -m tracker.tools.bench.map FLAG` (the load generator or the feed), `config` sent; returns it
+    with its first answer once `check` accepts that, else closes it again."""
     argv = [sys.executable, "-m", "tracker.tools.bench.map", flag]
-    return await WorkerProcess.start(name, argv, config, line_limit=2**24, close_timeout=60)
+    worker = await WorkerProcess.start(name, argv, config, line_limit=2**24, close_timeout=60)
+    try:
+        first = await worker.read(timeout)
+        first.pop("event", None)
+        check(first)
+    except BaseException:
+        await worker.close()
+        raise
+    return worker, first
 
 
 async def register_fleet(server: ServerProcess, n: int) -> tuple[list[str], dict[str, Any]]:
@@ -62,20 +74,16 @@ async def start_load_generator(
         "connect_concurrency": CONNECT_CONCURRENCY,
         "seed": 20260302,
     }
-    source = await start_worker("the load generator", WORKER_FLAG, config)
-    try:
-        connect = await source.read(120 + n / 20)
-        connect.pop("event", None)
+
+    def connected(connect: dict[str, Any]) -> None:
         progress(
             f"{connect['connected']} devices connected in {connect['connect_s']} s "
             f"({connect['failed']} failed), load generator {connect['rss_mb']} MB"
         )
         if not connect["connected"]:
             raise BenchError(f"no device could connect: {connect['failure_samples']}")
-    except BaseException:
-        await source.close()
-        raise
-    return source, connect
+
+    return await start_worker("the load generator", WORKER_FLAG, config, 120 + n / 20, connected)
 
 
 async def start_feed(redis: PrivateRedis, n: int, rate: float) -> tuple[WorkerProcess, dict[str, Any]]:
@@ -88,11 +96,4 @@ async def start_feed(redis: PrivateRedis, n: int, rate: float) -> tuple[WorkerPr
         "interval_ms": BROADCAST_INTERVAL_MS,
         "seed": 20260303,
     }
-    source = await start_worker("the feed", FEED_FLAG, config)
-    try:
-        ready = await source.read(REDIS_READY_TIMEOUT_S + 30)
-    except BaseException:
-        await source.close()
-        raise
-    ready.pop("event", None)
-    return source, ready
+    return await start_worker("the feed", FEED_FLAG, config, REDIS_READY_TIMEOUT_S + 30, lambda ready: None)

@@ -1,11 +1,13 @@
-"""The bench's devices: their ids and fleets, and how they move around central Berlin. The load generator
-and the feed walk them alike."""
+"""The bench's devices: their ids and fleets, how they move around central Berlin, and how many of them
+move now. The load generator and the feed walk them alike."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 FLEETS = ("couriers", "vans", "bikes", "trucks")
@@ -63,3 +65,26 @@ class Walk:
             "heading": round(heading, 1),
             "accuracy": 5.0,
         }
+
+
+class Active:
+    """How many of the first devices move now, as the bench's `send` command sets it: `rounds` waits while
+    none does and yields the count each time it changes; a round lasts until `changed` is set."""
+
+    def __init__(self, devices: int) -> None:
+        self.devices = devices
+        self.count = 0
+        self.changed = asyncio.Event()
+
+    def set(self, k: int) -> None:
+        self.count = max(0, min(k, self.devices))
+        self.changed.set()
+
+    async def rounds(self) -> AsyncIterator[int]:
+        while True:
+            if self.count == 0:
+                await self.changed.wait()
+                self.changed.clear()
+                continue
+            yield self.count
+            self.changed.clear()

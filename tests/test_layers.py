@@ -14,8 +14,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tracker"
 FOUNDATIONS = {"model", "errors", "settings", "geo", "parse", "logs", "metrics"}
 PROTOCOLS = {"protocols"}
 EDGES = {"sockets", "socket_gate", "api"}
-WIRING = {"app", "cli", "embedded_db", "postgres_install", "supervisor", "private_redis", "__main__", "__init__"}
-TOOLS = {"tools"}
+WIRING = {
+    "app",
+    "cli",
+    "embedded_db",
+    "postgres_install",
+    "supervisor",
+    "private_redis",
+    "__init__",
+}
+# `python -m tracker` is the command line, tools and all, like the `tracker` script.
+TOOLS = {"tools", "__main__"}
 ORDER = ["foundations", "core", "protocols", "edges", "wiring", "tools"]
 WEB_FRAMEWORKS = {"starlette", "socketio", "engineio", "uvicorn"}
 

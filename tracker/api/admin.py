@@ -39,9 +39,6 @@ async def add_device(request: Request) -> Response:
                 fleet: {type: string}
                 name: {type: [string, 'null']}
                 token: {type: string}
-      400: {$ref: '#/components/responses/BadRequest'}
-      401: {$ref: '#/components/responses/Unauthorized'}
-      403: {$ref: '#/components/responses/Forbidden'}
       409: {description: A device with this id exists.}
     """
     params.require_admin(request)
@@ -69,10 +66,7 @@ async def add_viewer(request: Request) -> Response:
             required: [name, fleets]
             properties:
               name: {type: string}
-              fleets:
-                oneOf:
-                  - {type: array, items: {$ref: '#/components/schemas/Id'}}
-                  - {type: string, enum: [all]}
+              fleets: {$ref: '#/components/schemas/Fleets'}
     responses:
       201:
         description: The new viewer and its token.
@@ -82,9 +76,6 @@ async def add_viewer(request: Request) -> Response:
               type: object
               required: [name, token]
               properties: {name: {type: string}, fleets: {}, token: {type: string}}
-      400: {$ref: '#/components/responses/BadRequest'}
-      401: {$ref: '#/components/responses/Unauthorized'}
-      403: {$ref: '#/components/responses/Forbidden'}
       409: {description: A viewer with this name exists.}
     """
     params.require_admin(request)

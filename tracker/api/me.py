@@ -24,10 +24,7 @@ async def me(request: Request) -> Response:
               required: [name, fleets]
               properties:
                 name: {type: string}
-                fleets:
-                  oneOf:
-                    - {type: array, items: {type: string}}
-                    - {type: string, enum: [all]}
+                fleets: {$ref: '#/components/schemas/Fleets'}
       401: {description: No token, or a token that is not a viewer's or the admin's.}
     """
     who = await params.viewer(request)

@@ -12,6 +12,7 @@ from starlette.schemas import SchemaGenerator
 
 from tracker import __version__
 from tracker.api.responses import JSONResponse
+from tracker.parse import ID_PATTERN
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
@@ -20,6 +21,18 @@ def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _page(key: str, item: str) -> dict[str, Any]:
+    """A page of `item` schemas under `key`, with the cursor of the next page (null on the last)."""
+    return {
+        "type": "object",
+        "required": [key, "next_cursor"],
+        "properties": {
+            key: {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
     }
 
 
@@ -128,7 +141,14 @@ COMPONENTS: dict[str, Any] = {
     },
     "schemas": {
         "Error": _ERROR,
-        "Id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
+        "Id": {"type": "string", "pattern": ID_PATTERN.pattern},
+        "Fleets": {
+            "description": "Fleet ids, or every fleet.",
+            "oneOf": [
+                {"type": "array", "items": {"$ref": "#/components/schemas/Id"}},
+                {"type": "string", "enum": ["all"]},
+            ],
+        },
         "DeviceList": {
             "type": "object",
             "required": ["devices"],
@@ -185,14 +205,7 @@ COMPONENTS: dict[str, Any] = {
                 "lon": {"type": "number"},
             },
         },
-        "EventPage": {
-            "type": "object",
-            "required": ["events", "next_cursor"],
-            "properties": {
-                "events": {"type": "array", "items": {"$ref": "#/components/schemas/GeofenceEvent"}},
-                "next_cursor": {"type": ["string", "null"]},
-            },
-        },
+        "EventPage": _page("events", "GeofenceEvent"),
         "Message": {
             "type": "object",
             "required": ["id", "device", "body", "from", "ts", "state", "attempts", "sent_ts", "acked_ts"],
@@ -208,14 +221,7 @@ COMPONENTS: dict[str, Any] = {
                 "acked_ts": {"type": ["integer", "null"]},
             },
         },
-        "MessagePage": {
-            "type": "object",
-            "required": ["messages", "next_cursor"],
-            "properties": {
-                "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
-                "next_cursor": {"type": ["string", "null"]},
-            },
-        },
+        "MessagePage": _page("messages", "Message"),
         "InsideList": {
             "type": "object",
             "required": ["devices"],
@@ -306,21 +312,24 @@ _generator = SchemaGenerator(
 
 
 # Every route below a device answers these the same way (a bad parameter, no token, a device of another
-# fleet, no such device), so their docstrings leave them out and the document adds them.
-DEVICE_PREFIX = "/api/devices/{id}/"
-_DEVICE_ERRORS = {
+# fleet, no such device), and every admin route the first three (not the admin token: 403); so their
+# docstrings leave them out and the document adds them.
+_ERRORS = {
     code: {"$ref": f"#/components/responses/{name}"}
     for code, name in ((400, "BadRequest"), (401, "Unauthorized"), (403, "Forbidden"), (404, "NotFound"))
 }
+SHARED_ERRORS = {"/api/devices/{id}/": (400, 401, 403, 404), "/api/admin/": (400, 401, 403)}
 
 
 def document(routes: list[BaseRoute]) -> dict[str, Any]:
     """The OpenAPI document of `routes`."""
     schema: dict[str, Any] = _generator.get_schema(routes)
     for path, operations in schema["paths"].items():
-        if path.startswith(DEVICE_PREFIX):
-            for operation in operations.values():
-                operation["responses"] = {**operation["responses"], **_DEVICE_ERRORS}
+        for prefix, codes in SHARED_ERRORS.items():
+            if path.startswith(prefix):
+                for operation in operations.values():
+                    shared = {code: _ERRORS[code] for code in codes}
+                    operation["responses"] = {**operation["responses"], **shared}
     return schema
 
 

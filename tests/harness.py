@@ -21,10 +21,10 @@ import httpx
 import pytest
 import socketio
 
-from tracker.tools.server_process import ServerProcess as Server
+from tracker.tools.server_process import ServerProcess, spawn_tracker
 from tracker.tools.server_process import free_port as free_port  # tests import it from here
-from tracker.tools.server_process import spawn_tracker
 
+Server = ServerProcess  # the tests' name for it
 ROOT = Path(__file__).resolve().parent.parent
 # The shared folder beside the project (contract, real data): next to the checkout, else /work/shared.
 SHARED = Path(

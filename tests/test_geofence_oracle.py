@@ -253,7 +253,7 @@ def test_oracle_state_machine_by_hand() -> None:
     fixes = [Fix(base + i * 1000, 47.0 + i / 1000, 8.0, s) for i, s in enumerate(speeds)]
     fence = OracleFence("f", ("t",), center_lonlat=(8.0, 47.0), radius_m=1.0)
     segs = [False, False, False, False, False, False, False, False, True, True]
-    rules = [
+    rules: list[dict[str, Any]] = [
         {"id": "in", "on": "enter", "fences": ["f"]},
         {"id": "out", "on": "exit", "fence_tags": ["t"]},
         {"id": "in3", "on": "enter", "fences": ["f"], "confirm_fixes": 3},

@@ -61,7 +61,7 @@ def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def get(server: Server, path: str, token: str = ADMIN_TOKEN, **query: Any) -> httpx.Response:
+async def get(server: Server, path: str, token: str = ADMIN_TOKEN, /, **query: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=server.url) as http:
         return await http.get(path, params=query, headers=auth(token))
 
@@ -230,7 +230,7 @@ async def test_hot_reload_keeps_last_good_rules(
         assert body["errors"] == [] and [r["id"] for r in body["rules"]] == ["yard-in"]
 
         async def state_dropped() -> bool:  # `depot` is gone, and its state with it (just after the swap)
-            return await db.fetch(state, inside) == []
+            return not await db.fetch(state, inside)
 
         await until(state_dropped)
         device, token = await add_device(server, uid("fleet"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -15,7 +16,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def http(server: Server) -> httpx.AsyncClient:
+async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url) as client:
         yield client
 

@@ -294,14 +294,14 @@ async def test_malformed_osmand_requests_are_400_naming_the_field(
     bad_lat = traccar_json(token, t, 1, 2, latitude="north")
     wrong_level = traccar_json(token, t, 1, 2)
     wrong_level["location"]["battery"]["level"] = 85
-    for body, error in [
+    for document, error in [
         (no_coords, "location.coords is required"),
         (bad_lat, "location.coords.latitude must be a number"),
         (traccar_json(token, t, 1, 200), "location.coords.longitude must be between -180 and 180"),
         (wrong_level, "location.battery.level must be between 0 and 1"),
         ({"device_id": token}, "location is required"),
     ]:
-        r = await http.post(OSMAND, json=body)
+        r = await http.post(OSMAND, json=document)
         assert r.status_code == 400 and error in r.json()["error"], r.text
     assert await positions(server, device) == []
     # In a batch the bad location is named by its index and the good ones are still stored.
@@ -576,13 +576,15 @@ def real_track() -> list[tuple[int, float, float, float | None]]:
     out: list[tuple[int, float, float, float | None]] = []
     for track in gpx.tracks:
         for segment in track.segments:
-            previous = None
+            previous: gpxpy.gpx.GPXTrackPoint | None = None
             for point in segment.points:
                 assert point.time is not None
                 speed = None
-                if previous is not None and point.time > previous.time:
+                if previous is not None and previous.time is not None and point.time > previous.time:
                     seconds = (point.time - previous.time).total_seconds()
-                    speed = point.distance_2d(previous) / seconds
+                    distance = point.distance_2d(previous)
+                    assert distance is not None
+                    speed = distance / seconds
                 out.append((int(point.time.timestamp() * 1000), point.latitude, point.longitude, speed))
                 previous = point
     shift = now_ms() - 60_000 - out[-1][0]

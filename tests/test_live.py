@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import h3
@@ -108,7 +109,7 @@ async def test_events_per_room_are_at_most_one_per_interval(server: Server, clie
     started = time.monotonic()
     for i in range(40):
         await d.call("fix", {"lat": 1.0 + i / 1000, "lon": 1.0, "ts": t + i})
-    events = []
+    events: list[Any] = []
     while not events or events[-1][-1]["ts"] != t + 39:
         events.append(await v.next("positions"))
     elapsed = time.monotonic() - started
@@ -141,7 +142,7 @@ async def test_a_viewer_never_sees_another_fleet(server: Server, clients: list[C
     await mine_d.call("fix", {"lat": 47.371, "lon": 8.541, "ts": t})
     await theirs_d.call("fix", {"lat": 47.372, "lon": 8.542, "ts": t + 1})
     await mine_d.call("fix", {"lat": 47.373, "lon": 8.543, "ts": t + 1})
-    seen = []
+    seen: list[dict[str, Any]] = []
     while not seen or seen[-1]["ts"] != t + 1:
         seen.extend(await v.next("positions"))
     assert {p["device"] for p in seen} == {my_device}
@@ -227,7 +228,7 @@ async def test_processes_sharing_redis_share_rooms(
     import redis.asyncio as aioredis
 
     try:
-        r = aioredis.from_url("redis://127.0.0.1:6379/0")
+        r = aioredis.from_url("redis://127.0.0.1:6379/0")  # type: ignore[no-untyped-call]
         await r.ping()
         await r.aclose()
     except OSError as exc:

@@ -29,6 +29,7 @@ def test_the_readme_names_every_cli_command() -> None:
 
     text = (ROOT / "README.md").read_text()
     commands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert commands is not None
     for name in commands:
         assert f"tracker {name}" in text, f"README does not mention 'tracker {name}'"
 

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tracker.admission import LoopLag, RateLimiter
+from tracker.admission import LoopLag
 from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster
 from tracker.geofence.engine import GeofenceEngine
@@ -86,22 +86,7 @@ class Core:
             else None
         )
         ingestor = Ingestor(
-            db,
-            index,
-            broadcaster,
-            metrics,
-            resolution=settings.h3_resolution,
-            queue_max=settings.ingest_queue_max,
-            batch_max=settings.ingest_batch_max,
-            writers=settings.ingest_writers,
-            limiter=RateLimiter(settings.device_rate, settings.device_burst),
-            lag=lag,
-            max_wait_s=settings.ingest_max_wait_ms / 1000,
-            inflight_max=settings.device_inflight_max,
-            retention_days=settings.retention_days,
-            engine=geofences,
-            notifier=notifier,
-            sync=sync,
+            settings, db, index, broadcaster, metrics, lag=lag, engine=geofences, notifier=notifier, sync=sync
         )
         core = cls(
             settings,

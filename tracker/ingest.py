@@ -38,6 +38,7 @@ from tracker.livesync import LiveSync
 from tracker.metrics import Metrics
 from tracker.model import Acceptance, Device, Fix, GeofenceEvent, WriteResult
 from tracker.notify import Notifier
+from tracker.settings import Settings
 from tracker.store import Database
 from tracker.store.fixes import days_of
 from tracker.store.geofences import write_batch
@@ -82,40 +83,28 @@ class Ingestor:
 
     def __init__(
         self,
+        settings: Settings,
         db: Database,
         index: LiveIndex,
         broadcaster: Broadcaster,
         metrics: Metrics,
         *,
-        resolution: int,
-        queue_max: int,
-        batch_max: int,
-        writers: int,
-        limiter: RateLimiter,
         lag: LoopLag,
-        max_wait_s: float,
-        inflight_max: int,
-        retention_days: int | None,
         engine: GeofenceEngine,
         notifier: Notifier,
         sync: LiveSync | None = None,
     ) -> None:
-        self._db = db
-        self._index = index
-        self._broadcaster = broadcaster
-        self._metrics = metrics
-        self._resolution = resolution
-        self._queue_max = queue_max
-        self._batch_max = batch_max
-        self._lanes = [_Lane() for _ in range(writers)]
-        self._limiter = limiter
-        self._lag = lag
-        self._max_wait_s = max_wait_s
-        self._inflight_max = inflight_max
-        self._retention_days = retention_days
-        self._engine = engine
-        self._notifier = notifier
-        self._sync = sync
+        """Bounds come from `settings` (`TRACKER_INGEST_*`, `TRACKER_DEVICE_*`, the H3 resolution and the
+        retention); the rest are the collaborators a stored batch is handed to."""
+        self._db, self._index, self._broadcaster, self._metrics = db, index, broadcaster, metrics
+        self._lag, self._engine, self._notifier, self._sync = lag, engine, notifier, sync
+        self._resolution = settings.h3_resolution
+        self._queue_max, self._batch_max = settings.ingest_queue_max, settings.ingest_batch_max
+        self._lanes = [_Lane() for _ in range(settings.ingest_writers)]
+        self._limiter = RateLimiter(settings.device_rate, settings.device_burst)
+        self._max_wait_s = settings.ingest_max_wait_ms / 1000
+        self._inflight_max = settings.device_inflight_max
+        self._retention_days = settings.retention_days
         self._queued = 0  # fixes waiting in all lanes
         metrics.queue_depth.set_function(lambda: self._queued)  # read when scraped, not set per event
         self._closing = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -11,93 +12,76 @@ _SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 class Metrics:
-    """Every metric the tracker exports, as attributes."""
+    """Every metric the tracker exports, as attributes; names and help texts are what a scrape shows."""
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.fixes_accepted = Counter("tracker_fixes_accepted", "Fixes stored (new)", registry=r)
-        self.fixes_duplicate = Counter(
-            "tracker_fixes_duplicate", "Fixes already stored (retries)", registry=r
-        )
-        self.fixes_rejected = Counter("tracker_fixes_rejected", "Fixes refused by validation", registry=r)
-        self.submissions_busy = Counter(
-            "tracker_submissions_busy",
-            "Fix events answered with retry (busy or storage down)",
-            ["reason"],
-            registry=r,
+        self.registry = CollectorRegistry()
+        count, gauge, seconds = self._counter, self._gauge, self._seconds
+
+        self.fixes_accepted = count("tracker_fixes_accepted", "Fixes stored (new)")
+        self.fixes_duplicate = count("tracker_fixes_duplicate", "Fixes already stored (retries)")
+        self.fixes_rejected = count("tracker_fixes_rejected", "Fixes refused by validation")
+        self.submissions_busy = count(
+            "tracker_submissions_busy", "Fix events answered with retry (busy or storage down)", ["reason"]
         )
         self.batch_size = Histogram(
             "tracker_ingest_batch_fixes",
             "Fixes per ingest transaction",
             buckets=_SIZE_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.commit_seconds = Histogram(
-            "tracker_ingest_commit_seconds",
-            "Time to write and commit one ingest batch",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.commit_seconds = seconds(
+            "tracker_ingest_commit_seconds", "Time to write and commit one ingest batch"
         )
-        self.ack_seconds = Histogram(
-            "tracker_ingest_ack_seconds",
-            "Time from receiving a fix event to its ack",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.loop_lag_seconds = Histogram(
+        self.ack_seconds = seconds("tracker_ingest_ack_seconds", "Time from receiving a fix event to its ack")
+        self.loop_lag_seconds = seconds(
             "tracker_loop_lag_seconds",
             "How late the event loop ran a timer, sampled every 50 ms (a stalled loop delays every answer)",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.queue_depth = Gauge(
-            "tracker_ingest_queue_fixes", "Fixes waiting for the ingest loop", registry=r
-        )
-        self.connected_devices = Gauge("tracker_connected_devices", "Open device connections", registry=r)
-        self.connected_viewers = Gauge("tracker_connected_viewers", "Open viewer connections", registry=r)
+        self.queue_depth = gauge("tracker_ingest_queue_fixes", "Fixes waiting for the ingest loop")
+        self.connected_devices = gauge("tracker_connected_devices", "Open device connections")
+        self.connected_viewers = gauge("tracker_connected_viewers", "Open viewer connections")
         # Which process answered: with several workers on one port, each scrape reaches one of them.
-        self.process_id = Gauge("tracker_process_id", "OS process id of the answering process", registry=r)
+        self.process_id = gauge("tracker_process_id", "OS process id of the answering process")
         self.process_id.set(os.getpid())
-        self.positions_events = Counter(
-            "tracker_positions_events", "positions events emitted to viewer rooms", registry=r
-        )
-        self.webhook_deliveries = Counter(
+        self.positions_events = count("tracker_positions_events", "positions events emitted to viewer rooms")
+
+        self.webhook_deliveries = count(
             "tracker_webhook_deliveries",
             "Webhook POSTs by outcome: delivered, retry (failed, will retry) or dead (failed, gave up)",
             ["result"],
-            registry=r,
         )
-        self.webhook_seconds = Histogram(
-            "tracker_webhook_delivery_seconds",
-            "Time of one webhook POST, whatever its outcome",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.webhook_seconds = seconds(
+            "tracker_webhook_delivery_seconds", "Time of one webhook POST, whatever its outcome"
         )
-        self.webhook_pending = Gauge(
-            "tracker_webhook_outbox_pending", "Outbox rows not yet delivered nor dead", registry=r
+        self.webhook_pending = gauge(
+            "tracker_webhook_outbox_pending", "Outbox rows not yet delivered nor dead"
         )
 
-        self.messages_stored = Counter("tracker_messages_stored", "Messages to devices stored", registry=r)
-        self.messages_delivered = Counter(
-            "tracker_messages_delivered", "Hand-overs of messages to device connections", registry=r
+        self.messages_stored = count("tracker_messages_stored", "Messages to devices stored")
+        self.messages_delivered = count(
+            "tracker_messages_delivered", "Hand-overs of messages to device connections"
         )
-        self.messages_acked = Counter("tracker_messages_acked", "Messages acked by their device", registry=r)
+        self.messages_acked = count("tracker_messages_acked", "Messages acked by their device")
 
-        self.geofences_loaded = Gauge("tracker_geofences_loaded", "Fences in force", registry=r)
-        self.geofence_errors = Gauge(
-            "tracker_geofence_file_errors",
-            "Problems in the geofence folder (rules in force kept)",
-            registry=r,
+        self.geofences_loaded = gauge("tracker_geofences_loaded", "Fences in force")
+        self.geofence_errors = gauge(
+            "tracker_geofence_file_errors", "Problems in the geofence folder (rules in force kept)"
         )
-        self.geofence_seconds = Histogram(
-            "tracker_geofence_evaluation_seconds",
-            "Time to evaluate one ingest batch against the fences",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.geofence_seconds = seconds(
+            "tracker_geofence_evaluation_seconds", "Time to evaluate one ingest batch against the fences"
         )
-        self.geofence_events = Counter(
-            "tracker_geofence_events", "Geofence events stored, by type", ["type"], registry=r
-        )
+        self.geofence_events = count("tracker_geofence_events", "Geofence events stored, by type", ["type"])
+
+    def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str) -> Gauge:
+        return Gauge(name, documentation, registry=self.registry)
+
+    def _seconds(self, name: str, documentation: str) -> Histogram:
+        """A latency histogram, with buckets from 1 ms to 10 s."""
+        return Histogram(name, documentation, buckets=_LATENCY_BUCKETS, registry=self.registry)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -60,21 +60,7 @@ async def area(request: Request) -> Response:
         description: The devices, by first_ts then id.
         content:
           application/json:
-            schema:
-              type: object
-              required: [devices]
-              properties:
-                devices:
-                  type: array
-                  items:
-                    type: object
-                    required: [id, fleet, first_ts, last_ts, fixes]
-                    properties:
-                      id: {type: string}
-                      fleet: {type: string}
-                      first_ts: {type: integer, description: ms of the device's first fix in the area}
-                      last_ts: {type: integer, description: ms of its last fix in the area}
-                      fixes: {type: integer, description: its fixes in the area and window}
+            schema: {$ref: '#/components/schemas/AreaVisitList'}
       400: {$ref: '#/components/responses/BadRequest'}
       401: {$ref: '#/components/responses/Unauthorized'}
       404: {$ref: '#/components/responses/NotFound'}
@@ -123,22 +109,7 @@ async def nearby(request: Request) -> Response:
         description: The devices, nearest first.
         content:
           application/json:
-            schema:
-              type: object
-              required: [devices]
-              properties:
-                devices:
-                  type: array
-                  items:
-                    type: object
-                    required: [id, fleet, lat, lon, ts, distance_m]
-                    properties:
-                      id: {type: string}
-                      fleet: {type: string}
-                      lat: {type: number}
-                      lon: {type: number}
-                      ts: {type: integer}
-                      distance_m: {type: number}
+            schema: {$ref: '#/components/schemas/NearbyList'}
       400: {$ref: '#/components/responses/BadRequest'}
       401: {$ref: '#/components/responses/Unauthorized'}
     """

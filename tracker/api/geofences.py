@@ -134,7 +134,7 @@ async def list_events(request: Request) -> Response:
       - {$ref: '#/components/parameters/From'}
       - {$ref: '#/components/parameters/To'}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000, default: 1000}}
-      - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string}}
+      - {$ref: '#/components/parameters/Cursor'}
     responses:
       200:
         description: Events, plus next_cursor (null on the last page).

@@ -188,22 +188,7 @@ async def stops(request: Request) -> Response:
         description: The stops, in time order.
         content:
           application/json:
-            schema:
-              type: object
-              required: [stops]
-              properties:
-                stops:
-                  type: array
-                  items:
-                    type: object
-                    required: [start_ts, end_ts, duration_s, lat, lon, fixes]
-                    properties:
-                      start_ts: {type: integer}
-                      end_ts: {type: integer}
-                      duration_s: {type: number}
-                      lat: {type: number}
-                      lon: {type: number}
-                      fixes: {type: integer}
+            schema: {$ref: '#/components/schemas/StopList'}
     """
     full, radius_m, min_duration_ms = await _report_input(request)
 
@@ -234,32 +219,7 @@ async def trips(request: Request) -> Response:
         description: The trips, in time order.
         content:
           application/json:
-            schema:
-              type: object
-              required: [trips]
-              properties:
-                trips:
-                  type: array
-                  items:
-                    type: object
-                    required:
-                      [start_ts, end_ts, duration_s, distance_m, start, end, max_speed, avg_speed, fixes]
-                    properties:
-                      start_ts: {type: integer}
-                      end_ts: {type: integer}
-                      duration_s: {type: number}
-                      distance_m: {type: number}
-                      start:
-                        type: object
-                        required: [lat, lon]
-                        properties: {lat: {type: number}, lon: {type: number}}
-                      end:
-                        type: object
-                        required: [lat, lon]
-                        properties: {lat: {type: number}, lon: {type: number}}
-                      max_speed: {type: ['number', 'null']}
-                      avg_speed: {type: ['number', 'null']}
-                      fixes: {type: integer}
+            schema: {$ref: '#/components/schemas/TripList'}
     """
     full, radius_m, min_duration_ms = await _report_input(request)
 

@@ -59,7 +59,7 @@ async def list_messages(request: Request) -> Response:
           (queued or sent); all when absent.
         schema: {type: string, enum: [queued, sent, acked, pending]}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000, default: 100}}
-      - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string}}
+      - {$ref: '#/components/parameters/Cursor'}
     responses:
       200:
         description: A page of messages and next_cursor (null on the last page).

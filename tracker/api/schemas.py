@@ -1,0 +1,279 @@
+"""The shared parts of `/openapi.json`: schemas, parameters and error responses that routes name by
+`$ref` in their docstrings, so a shape the API answers in several places is written once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tracker.parse import ID_PATTERN
+
+INTEGER = {"type": "integer"}
+NUMBER = {"type": "number"}
+STRING = {"type": "string"}
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+CURSOR_OR_NULL = {"type": ["string", "null"]}
+
+
+def ref(name: str, kind: str = "schemas") -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def record(required: list[str] | None = None, /, **properties: Any) -> dict[str, Any]:
+    """An object of `properties`; all of them required unless `required` names fewer."""
+    return {
+        "type": "object",
+        "required": list(properties) if required is None else required,
+        "properties": properties,
+    }
+
+
+def list_of(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    """An object with one array of `item` under `key`: how every list answer is wrapped."""
+    return record(**{key: {"type": "array", "items": item}})
+
+
+def page_of(key: str, item: str) -> dict[str, Any]:
+    """A page of `item` schemas under `key`, with the cursor of the next page (null on the last)."""
+    return record(**{key: {"type": "array", "items": ref(item)}, "next_cursor": CURSOR_OR_NULL})
+
+
+def features(properties_required: list[str], **more: Any) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection whose features' properties hold at least `properties_required`."""
+    feature = {
+        "type": "object",
+        "properties": {
+            "geometry": {"type": "object"},
+            "properties": {"type": "object", "required": properties_required},
+        },
+    }
+    return record(type={"const": "FeatureCollection"}, features={"type": "array", "items": feature}, **more)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref("Error")}}}
+
+
+def _time_param(name: str, default: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "description": f"Milliseconds since the epoch or ISO 8601 with an offset; default {default}.",
+        "schema": {"oneOf": [INTEGER, {"type": "string", "format": "date-time"}]},
+    }
+
+
+_POSITION = {
+    "type": "object",
+    "properties": {k: NUMBER_OR_NULL for k in ("lat", "lon", "ts", "speed", "heading")},
+}
+_LAT_LON = record(lat=NUMBER, lon=NUMBER)
+
+# The bodies of the ingest routes for ready-made tracking apps (tracker/api/ingest_http.py).
+_NUMBER_TEXT = {"type": ["number", "string"]}
+INGEST_SCHEMAS: dict[str, Any] = {
+    "OsmAndFields": {
+        "type": "object",
+        "description": "OsmAnd fields as Traccar Client sends them; other fields go to the attrs.",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "string", "description": "The device token (also accepted as `deviceid`)."},
+            "lat": {**_NUMBER_TEXT, "description": "Degrees, -90..90."},
+            "lon": {**_NUMBER_TEXT, "description": "Degrees, -180..180."},
+            "location": {"type": "string", "description": "`lat,lon`, instead of lat and lon."},
+            "timestamp": {
+                "type": "string",
+                "description": "Unix seconds, milliseconds (from 1e11 on) or ISO 8601 with an offset; "
+                "default: the server time.",
+            },
+            "speed": {**_NUMBER_TEXT, "description": "Knots (stored as m/s)."},
+            "bearing": {**_NUMBER_TEXT, "description": "Degrees, 0..360 (also accepted as `heading`)."},
+            "altitude": {**_NUMBER_TEXT, "description": "Metres."},
+            "accuracy": {**_NUMBER_TEXT, "description": "Metres."},
+            "batt": {**_NUMBER_TEXT, "description": "Battery, percent."},
+            "hdop": {**_NUMBER_TEXT, "description": "Kept in attrs."},
+            "charge": {"type": "string", "description": "true or false; kept in attrs."},
+        },
+    },
+    "TraccarClientJson": {
+        "type": "object",
+        "description": "Traccar Client 9+ (transistorsoft geolocation); `location` may be an array.",
+        "required": ["location", "device_id"],
+        "properties": {
+            "device_id": {"type": "string", "description": "The device token."},
+            "location": {
+                "type": "object",
+                "required": ["timestamp", "coords"],
+                "properties": {
+                    "timestamp": {"type": "string", "format": "date-time"},
+                    "coords": {
+                        "type": "object",
+                        "required": ["latitude", "longitude"],
+                        "properties": {
+                            "latitude": NUMBER,
+                            "longitude": NUMBER,
+                            "accuracy": {"type": "number", "description": "Metres; -1: unknown."},
+                            "speed": {"type": "number", "description": "m/s; -1: unknown."},
+                            "heading": {"type": "number", "description": "Degrees; -1: unknown."},
+                            "altitude": NUMBER,
+                        },
+                    },
+                    "battery": {
+                        "type": "object",
+                        "properties": {
+                            "level": {"type": "number", "description": "0..1; -1: unknown."},
+                            "is_charging": {"type": "boolean"},
+                        },
+                    },
+                    "is_moving": {"type": "boolean"},
+                    "odometer": NUMBER,
+                    "event": STRING,
+                    "activity": {"type": "object", "properties": {"type": STRING}},
+                    "extras": {"type": "object", "description": "Kept in attrs."},
+                },
+            },
+        },
+    },
+    "OwnTracksMessage": {
+        "type": "object",
+        "description": "An OwnTracks message; only `_type: location` is stored, as a fix.",
+        "required": ["_type"],
+        "properties": {
+            "_type": {"type": "string", "description": "location, transition, waypoint, lwt, card, ..."},
+            "lat": NUMBER,
+            "lon": NUMBER,
+            "tst": {"type": "integer", "description": "Unix seconds of the fix."},
+            "vel": {"type": "number", "description": "km/h (stored as m/s)."},
+            "cog": {"type": "number", "description": "Heading, degrees."},
+            "acc": {"type": "number", "description": "Metres."},
+            "alt": {"type": "number", "description": "Metres."},
+            "batt": {"type": "number", "description": "Percent."},
+        },
+        "additionalProperties": {"description": "tid, t, conn, bs, m, SSID, ...: kept in attrs."},
+    },
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": record(error=STRING),
+    "Id": {"type": "string", "pattern": ID_PATTERN.pattern},
+    "Fleets": {
+        "description": "Fleet ids, or every fleet.",
+        "oneOf": [{"type": "array", "items": ref("Id")}, {"type": "string", "enum": ["all"]}],
+    },
+    "DeviceList": list_of(
+        "devices",
+        record(
+            ["id", "fleet", "online", "last"],
+            id=STRING,
+            fleet=STRING,
+            name={"type": ["string", "null"]},
+            online={"type": "boolean"},
+            last={"oneOf": [_POSITION, {"type": "null"}]},
+        ),
+    ),
+    "PositionPage": features(["ts", "speed", "heading", "accuracy", "cell"], next_cursor=CURSOR_OR_NULL),
+    "GeofenceEvent": record(
+        id=STRING,
+        type={"enum": ["enter", "exit", "dwell", "speeding", "cross"]},
+        rule=STRING,
+        fence=STRING,
+        device=STRING,
+        fleet=STRING,
+        ts=INTEGER,
+        lat=NUMBER,
+        lon=NUMBER,
+    ),
+    "EventPage": page_of("events", "GeofenceEvent"),
+    "Message": record(
+        id=STRING,
+        device=STRING,
+        body={"description": "Any JSON value, as sent."},
+        **{"from": {"type": "string", "description": "The sender's viewer name."}},
+        ts={"type": "integer", "description": "When it was sent (stored), ms."},
+        state={"type": "string", "enum": ["queued", "sent", "acked"]},
+        attempts={"type": "integer", "description": "Hand-overs to the device so far."},
+        sent_ts={"type": ["integer", "null"]},
+        acked_ts={"type": ["integer", "null"]},
+    ),
+    "MessagePage": page_of("messages", "Message"),
+    "InsideList": list_of("devices", record(id=STRING, fleet=STRING, since_ts=INTEGER)),
+    "Geofences": features(
+        ["id", "name", "tags"],
+        rules={
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "on", "fences", "fleets", "confirm_fixes", "notify"],
+            },
+        },
+        errors={"type": "array", "items": STRING},
+    ),
+    "StopList": list_of(
+        "stops",
+        record(start_ts=INTEGER, end_ts=INTEGER, duration_s=NUMBER, lat=NUMBER, lon=NUMBER, fixes=INTEGER),
+    ),
+    "TripList": list_of(
+        "trips",
+        record(
+            start_ts=INTEGER,
+            end_ts=INTEGER,
+            duration_s=NUMBER,
+            distance_m=NUMBER,
+            start=_LAT_LON,
+            end=_LAT_LON,
+            max_speed=NUMBER_OR_NULL,
+            avg_speed=NUMBER_OR_NULL,
+            fixes=INTEGER,
+        ),
+    ),
+    "AreaVisitList": list_of(
+        "devices",
+        record(
+            id=STRING,
+            fleet=STRING,
+            first_ts={"type": "integer", "description": "ms of the device's first fix in the area"},
+            last_ts={"type": "integer", "description": "ms of its last fix in the area"},
+            fixes={"type": "integer", "description": "its fixes in the area and window"},
+        ),
+    ),
+    "NearbyList": list_of(
+        "devices", record(id=STRING, fleet=STRING, lat=NUMBER, lon=NUMBER, ts=INTEGER, distance_m=NUMBER)
+    ),
+    **INGEST_SCHEMAS,
+}
+
+COMPONENTS: dict[str, Any] = {
+    "securitySchemes": {
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "basic": {"type": "http", "scheme": "basic"},
+    },
+    "schemas": _SCHEMAS,
+    "parameters": {
+        "DeviceId": {"name": "id", "in": "path", "required": True, "schema": ref("Id")},
+        "From": _time_param("from", "24 hours before `to`"),
+        "To": _time_param("to", "now"),
+        "RadiusM": {
+            "name": "radius_m",
+            "in": "query",
+            "description": "A stop keeps within this geodesic distance (metres) of its first fix.",
+            "schema": {"type": "number", "minimum": 1, "maximum": 100000, "default": 50},
+        },
+        "MinDurationS": {
+            "name": "min_duration_s",
+            "in": "query",
+            "description": "A stop lasts at least this many seconds.",
+            "schema": {"type": "number", "minimum": 1, "maximum": 2592000, "default": 300},
+        },
+        "Cursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "next_cursor of the previous page",
+            "schema": STRING,
+        },
+    },
+    "responses": {
+        "BadRequest": _error("A parameter is invalid; the error names it."),
+        "Unauthorized": _error("No token, or an unknown one."),
+        "Forbidden": _error("The token does not grant this fleet or device."),
+        "NotFound": _error("No such resource."),
+    },
+}

@@ -72,8 +72,7 @@ async def positions(request: Request) -> Response:
     limit = params.integer(request, "limit", 1000, 1, 10_000)
     after = params.decode_cursor(request)
     rows = await positions_page(params.core(request).db, device.id, from_ms, to_ms, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    shown, next_cursor = params.page(rows, limit, lambda r: int(r["ts"]))
     features = [
         {
             "type": "Feature",
@@ -88,9 +87,8 @@ async def positions(request: Request) -> Response:
                 "cell": cell_hex(r["cell"]),
             },
         }
-        for r in rows
+        for r in shown
     ]
-    next_cursor = params.encode_cursor(rows[-1]["ts"]) if more else None
     return JSONResponse(
         {"type": "FeatureCollection", "features": features, "next_cursor": next_cursor},
         media_type="application/geo+json",

@@ -167,14 +167,8 @@ async def list_events(request: Request) -> Response:
         after_id=params.decode_cursor(request),
         limit=limit + 1,
     )
-    more = len(events) > limit
-    events = events[:limit]
-    return JSONResponse(
-        {
-            "events": [e.to_json() for e in events],
-            "next_cursor": params.encode_cursor(int(events[-1].id)) if more else None,
-        }
-    )
+    shown, next_cursor = params.page(events, limit, lambda e: int(e.id))
+    return JSONResponse({"events": [e.to_json() for e in shown], "next_cursor": next_cursor})
 
 
 routes = [

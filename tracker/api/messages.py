@@ -74,14 +74,8 @@ async def list_messages(request: Request) -> Response:
     limit = params.integer(request, "limit", 100, 1, 1000)
     before = params.decode_cursor(request)
     rows = await store.page(params.core(request).db, device.id, state, before, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return JSONResponse(
-        {
-            "messages": [m.to_json() for m in rows],
-            "next_cursor": params.encode_cursor(int(rows[-1].id)) if more else None,
-        }
-    )
+    messages, next_cursor = params.page(rows, limit, lambda m: int(m.id))
+    return JSONResponse({"messages": [m.to_json() for m in messages], "next_cursor": next_cursor})
 
 
 routes = [

@@ -6,7 +6,8 @@ import base64
 import binascii
 import math
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -16,6 +17,8 @@ from tracker.errors import Forbidden, InvalidInput, Unauthorized
 from tracker.model import Device, Viewer
 from tracker.parse import check_id, text_number, time_ms
 from tracker.store.database import DAY_MS
+
+T = TypeVar("T")
 
 
 def core(request: Request) -> Core:
@@ -123,6 +126,14 @@ def number(
 def encode_cursor(ts: int) -> str:
     """An opaque cursor that resumes after the fix at `ts`."""
     return base64.urlsafe_b64encode(f"t{ts}".encode()).decode().rstrip("=")
+
+
+def page(rows: Sequence[T], limit: int, position: Callable[[T], int]) -> tuple[Sequence[T], str | None]:
+    """The page in `rows`, which were fetched as `limit + 1` (the extra one only says another page
+    follows), and the cursor that resumes after it (None on the last page)."""
+    if len(rows) > limit:
+        return rows[:limit], encode_cursor(position(rows[limit - 1]))
+    return rows, None
 
 
 def decode_cursor(request: Request) -> int | None:

@@ -4,42 +4,13 @@ checks the report's shape, and that at a low rate every fix is acked with no ret
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ROOT
+from bench_command import run_bench
 
 DEVICES = 20
-
-
-def _bench(pg_base: str, tmp_path: Path, *flags: str) -> dict[str, Any]:
-    out = tmp_path / "report.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tracker",
-            "bench",
-            "fleet",
-            *flags,
-            "--database-url",
-            pg_base,
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report: dict[str, Any] = json.loads(proc.stdout)
-    assert report == json.loads(out.read_text())
-    return report
 
 
 def _served(result: dict[str, Any], devices: int) -> None:
@@ -52,9 +23,7 @@ def _served(result: dict[str, Any], devices: int) -> None:
 
 @pytest.mark.timeout(300)
 def test_bench_fleet_open_closed_and_overload(pg_base: str, tmp_path: Path) -> None:
-    report = _bench(
-        pg_base, tmp_path, "--devices", str(DEVICES), "--rate", "5", "--seconds", "2", "--warmup", "1"
-    )
+    report = run_bench("fleet", pg_base, tmp_path, devices=DEVICES, rate=5, seconds=2, warmup=1)
     assert report["settings"]["mode"] == "open" and report["settings"]["devices"] == DEVICES
     for name in ("tracker", "bare"):
         _served(report[name], DEVICES)
@@ -79,19 +48,7 @@ def test_bench_fleet_open_closed_and_overload(pg_base: str, tmp_path: Path) -> N
     assert report["goals"]["all_acked"]["met"] is True
     assert report["goals"]["ack_p99_ms"]["goal"] == 100
 
-    closed = _bench(
-        pg_base,
-        tmp_path,
-        "--closed-loop",
-        "--devices",
-        "10",
-        "--batch",
-        "5",
-        "--seconds",
-        "2",
-        "--warmup",
-        "1",
-    )
+    closed = run_bench("fleet", pg_base, tmp_path, closed_loop=True, devices=10, batch=5, seconds=2, warmup=1)
     for name in ("tracker", "bare"):
         _served(closed[name], 10)
         m = closed[name]["measure"]
@@ -99,18 +56,8 @@ def test_bench_fleet_open_closed_and_overload(pg_base: str, tmp_path: Path) -> N
     assert closed["tracker_vs_bare"]["acked_fixes_per_s"] > 0
     assert closed["goals"]["fixes_vs_bare"]["goal"] == 0.35
 
-    overload = _bench(
-        pg_base,
-        tmp_path,
-        "--overload",
-        "--devices",
-        "10",
-        "--seconds",
-        "2",
-        "--warmup",
-        "1",
-        "--servers",
-        "tracker",
+    overload = run_bench(
+        "fleet", pg_base, tmp_path, overload=True, devices=10, seconds=2, warmup=1, servers="tracker"
     )
     assert "bare" not in overload and "tracker_vs_bare" not in overload
     tracker = overload["tracker"]

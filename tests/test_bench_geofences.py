@@ -3,29 +3,15 @@ the test PostgreSQL server. It checks the report's shape and that every answer a
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from harness import ROOT
+from bench_command import run_bench
 
 from tracker.tools.bench.geofences import build_fences
 
 
 def test_bench_geofences_reports_agreeing_figures(pg_base: str, tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tracker", "bench", "geofences", "--fences", "50", "--points", "20000"]
-        + ["--database-url", pg_base, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    assert json.loads(out.read_text()) == report
+    report = run_bench("geofences", pg_base, tmp_path, timeout=60, fences=50, points=20000)
     assert report["agree"] is True
     assert report["machine"]["cpus"] >= 1
     assert report["machine"]["postgis"]

@@ -3,12 +3,10 @@ test PostgreSQL server. It checks the report's shape and that the figures are th
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from harness import REALDATA, ROOT
+from bench_command import run_bench
+from harness import REALDATA
 
 QUERIES = {
     "trail_24h",
@@ -21,19 +19,17 @@ QUERIES = {
 
 
 def test_bench_history_reports_positive_figures(pg_base: str, tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tracker", "bench", "history", "--devices", "20", "--fixes-per-device", "500"]
-        + ["--live-devices", "100", "--requests", "10", "--warmup", "2"]
-        + ["--database-url", pg_base, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    report = run_bench(
+        "history",
+        pg_base,
+        tmp_path,
         timeout=60,
+        devices=20,
+        fixes_per_device=500,
+        live_devices=100,
+        requests=10,
+        warmup=2,
     )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    assert json.loads(out.read_text()) == report
     assert report["machine"]["cpus"] >= 1 and report["machine"]["postgis"]
     load = report["load"]
     assert load["history_fixes"]["fixes"] == load["history_fixes"]["stored"] == 20 * 500

@@ -5,13 +5,10 @@ redis feed near its offered rate), not the speed."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT
+from bench_command import run_bench
 
 DEVICES = 200
 
@@ -34,19 +31,18 @@ def _page_fed(loaded: dict[str, Any]) -> None:
 
 
 def test_bench_map_measures_the_page_under_load(pg_base: str, tmp_path: Path) -> None:
-    out, shot = tmp_path / "report.json", tmp_path / "page.png"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tracker", "bench", "map", "--devices", str(DEVICES), "--seconds", "2"]
-        + ["--warmup", "4", "--feed", "server,redis"]
-        + ["--database-url", pg_base, "--out", str(out), "--screenshot", str(shot)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    shot = tmp_path / "page.png"
+    report = run_bench(
+        "map",
+        pg_base,
+        tmp_path,
         timeout=240,
+        devices=DEVICES,
+        seconds=2,
+        warmup=4,
+        feed="server,redis",
+        screenshot=shot,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert report == json.loads(out.read_text())
     assert shot.read_bytes().startswith(b"\x89PNG")
     assert report["settings"]["feeds"] == ["server", "redis"]
 

@@ -3,27 +3,13 @@ It checks the report's shape and that the figures are there and consistent, not 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from harness import ROOT
+from bench_command import run_bench
 
 
 def test_bench_messages_reports_latencies_and_an_ordered_backlog(pg_base: str, tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tracker", "bench", "messages", "--messages", "20", "--backlog", "300"]
-        + ["--database-url", pg_base, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert report == json.loads(out.read_text())
+    report = run_bench("messages", pg_base, tmp_path, messages=20, backlog=300)
     connected = report["connected"]
     for name in ("send_to_device", "send_ack", "baseline_fix_round_trip"):
         figures = connected[name]

@@ -17,28 +17,11 @@ async def add_device(request: Request) -> Response:
     security: [{bearer: []}]
     requestBody:
       required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [id, fleet]
-            properties:
-              id: {$ref: '#/components/schemas/Id'}
-              fleet: {$ref: '#/components/schemas/Id'}
-              name: {type: string}
+      content: {application/json: {schema: {$ref: '#/components/schemas/NewDevice'}}}
     responses:
       201:
         description: The new device and its token.
-        content:
-          application/json:
-            schema:
-              type: object
-              required: [id, fleet, token]
-              properties:
-                id: {type: string}
-                fleet: {type: string}
-                name: {type: [string, 'null']}
-                token: {type: string}
+        content: {application/json: {schema: {$ref: '#/components/schemas/DeviceToken'}}}
       409: {description: A device with this id exists.}
     """
     params.require_admin(request)
@@ -59,23 +42,11 @@ async def add_viewer(request: Request) -> Response:
     security: [{bearer: []}]
     requestBody:
       required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [name, fleets]
-            properties:
-              name: {type: string}
-              fleets: {$ref: '#/components/schemas/Fleets'}
+      content: {application/json: {schema: {$ref: '#/components/schemas/Viewer'}}}
     responses:
       201:
         description: The new viewer and its token.
-        content:
-          application/json:
-            schema:
-              type: object
-              required: [name, token]
-              properties: {name: {type: string}, fleets: {}, token: {type: string}}
+        content: {application/json: {schema: {$ref: '#/components/schemas/ViewerToken'}}}
       409: {description: A viewer with this name exists.}
     """
     params.require_admin(request)

@@ -58,9 +58,7 @@ async def area(request: Request) -> Response:
     responses:
       200:
         description: The devices, by first_ts then id.
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/AreaVisitList'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/AreaVisitList'}}}
       400: {$ref: '#/components/responses/BadRequest'}
       401: {$ref: '#/components/responses/Unauthorized'}
       404: {$ref: '#/components/responses/NotFound'}
@@ -107,9 +105,7 @@ async def nearby(request: Request) -> Response:
     responses:
       200:
         description: The devices, nearest first.
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/NearbyList'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/NearbyList'}}}
       400: {$ref: '#/components/responses/BadRequest'}
       401: {$ref: '#/components/responses/Unauthorized'}
     """

@@ -22,9 +22,7 @@ async def list_devices(request: Request) -> Response:
     responses:
       200:
         description: Every device the token may see, ordered by id.
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/DeviceList'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/DeviceList'}}}
       401: {$ref: '#/components/responses/Unauthorized'}
     """
     who = await params.viewer(request)
@@ -58,14 +56,12 @@ async def positions(request: Request) -> Response:
       - {$ref: '#/components/parameters/DeviceId'}
       - {$ref: '#/components/parameters/From'}
       - {$ref: '#/components/parameters/To'}
-      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000, default: 1000}}
+      - {$ref: '#/components/parameters/PageLimit'}
       - {$ref: '#/components/parameters/Cursor'}
     responses:
       200:
         description: A GeoJSON FeatureCollection of Points, plus next_cursor (null on the last page).
-        content:
-          application/geo+json:
-            schema: {$ref: '#/components/schemas/PositionPage'}
+        content: {application/geo+json: {schema: {$ref: '#/components/schemas/PositionPage'}}}
     """
     _, device = await params.viewer_and_device(request)
     from_ms, to_ms = params.window(request)

@@ -67,9 +67,7 @@ async def list_geofences(request: Request) -> Response:
     responses:
       200:
         description: A GeoJSON FeatureCollection with top-level `rules` and `errors`.
-        content:
-          application/geo+json:
-            schema: {$ref: '#/components/schemas/Geofences'}
+        content: {application/geo+json: {schema: {$ref: '#/components/schemas/Geofences'}}}
       401: {$ref: '#/components/responses/Unauthorized'}
     """
     who = await params.viewer(request)
@@ -99,9 +97,7 @@ async def inside(request: Request) -> Response:
     responses:
       200:
         description: The devices inside, earliest arrival first.
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/InsideList'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/InsideList'}}}
       400: {$ref: '#/components/responses/BadRequest'}
       401: {$ref: '#/components/responses/Unauthorized'}
       404: {$ref: '#/components/responses/NotFound'}
@@ -133,14 +129,12 @@ async def list_events(request: Request) -> Response:
       - {name: type, in: query, schema: {enum: [enter, exit, dwell, speeding, cross]}}
       - {$ref: '#/components/parameters/From'}
       - {$ref: '#/components/parameters/To'}
-      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 10000, default: 1000}}
+      - {$ref: '#/components/parameters/PageLimit'}
       - {$ref: '#/components/parameters/Cursor'}
     responses:
       200:
         description: Events, plus next_cursor (null on the last page).
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/EventPage'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/EventPage'}}}
       400: {$ref: '#/components/responses/BadRequest'}
       401: {$ref: '#/components/responses/Unauthorized'}
       403: {$ref: '#/components/responses/Forbidden'}

@@ -186,9 +186,7 @@ async def stops(request: Request) -> Response:
     responses:
       200:
         description: The stops, in time order.
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/StopList'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/StopList'}}}
     """
     full, radius_m, min_duration_ms = await _report_input(request)
 
@@ -217,9 +215,7 @@ async def trips(request: Request) -> Response:
     responses:
       200:
         description: The trips, in time order.
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/TripList'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/TripList'}}}
     """
     full, radius_m, min_duration_ms = await _report_input(request)
 

@@ -197,9 +197,7 @@ async def owntracks_post(request: Request) -> Response:
       400: {$ref: '#/components/responses/BadRequest'}
       401:
         description: 'No or unknown credentials; WWW-Authenticate: Basic realm="tracker".'
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/Error'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/Error'}}}
       413: {description: The body is larger than 4 MiB.}
       503: {description: 'Cannot take the fixes now; retry after Retry-After seconds.'}
     """

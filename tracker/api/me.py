@@ -17,14 +17,7 @@ async def me(request: Request) -> Response:
     responses:
       200:
         description: '`fleets` is a sorted list of fleet ids, or "all".'
-        content:
-          application/json:
-            schema:
-              type: object
-              required: [name, fleets]
-              properties:
-                name: {type: string}
-                fleets: {$ref: '#/components/schemas/Fleets'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/Viewer'}}}
       401: {description: No token, or a token that is not a viewer's or the admin's.}
     """
     who = await params.viewer(request)

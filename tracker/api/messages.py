@@ -24,19 +24,11 @@ async def send(request: Request) -> Response:
       - {$ref: '#/components/parameters/DeviceId'}
     requestBody:
       required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [body]
-            properties:
-              body: {description: 'Any JSON value, at most TRACKER_MESSAGE_BODY_MAX_BYTES (16 KiB) encoded.'}
+      content: {application/json: {schema: {$ref: '#/components/schemas/NewMessage'}}}
     responses:
       201:
         description: The stored message.
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/Message'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/Message'}}}
     """
     who, device = await params.viewer_and_device(request)
     body = await params.json_object(request)
@@ -63,9 +55,7 @@ async def list_messages(request: Request) -> Response:
     responses:
       200:
         description: A page of messages and next_cursor (null on the last page).
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/MessagePage'}
+        content: {application/json: {schema: {$ref: '#/components/schemas/MessagePage'}}}
     """
     _, device = await params.viewer_and_device(request)
     state = request.query_params.get("state") or None

@@ -159,6 +159,15 @@ _SCHEMAS: dict[str, Any] = {
         "description": "Fleet ids, or every fleet.",
         "oneOf": [{"type": "array", "items": ref("Id")}, {"type": "string", "enum": ["all"]}],
     },
+    "NewDevice": record(["id", "fleet"], id=ref("Id"), fleet=ref("Id"), name=STRING),
+    "DeviceToken": record(
+        ["id", "fleet", "token"], id=STRING, fleet=STRING, name={"type": ["string", "null"]}, token=STRING
+    ),
+    "Viewer": record(name=STRING, fleets=ref("Fleets")),
+    "ViewerToken": record(["name", "token"], name=STRING, fleets=ref("Fleets"), token=STRING),
+    "NewMessage": record(
+        body={"description": "Any JSON value, at most TRACKER_MESSAGE_BODY_MAX_BYTES (16 KiB) encoded."}
+    ),
     "DeviceList": list_of(
         "devices",
         record(
@@ -262,6 +271,11 @@ COMPONENTS: dict[str, Any] = {
             "in": "query",
             "description": "A stop lasts at least this many seconds.",
             "schema": {"type": "number", "minimum": 1, "maximum": 2592000, "default": 300},
+        },
+        "PageLimit": {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
         },
         "Cursor": {
             "name": "cursor",

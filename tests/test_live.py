@@ -15,18 +15,19 @@ from harness import (
     Server,
     add_device,
     add_viewer,
+    connected_device,
     device_client,
     now_ms,
     start_server,
     uid,
     viewer_client,
 )
+from viewers import subscribed_viewer
 
 
 async def test_snapshot_right_after_subscribe(server: Server, clients: list[Client]) -> None:
     fleet = uid("fleet")
-    device, token = await add_device(server, fleet)
-    d = await device_client(server, token, clients)
+    device, d = await connected_device(server, clients, fleet)
     t = now_ms()
     await d.call(
         "fix",
@@ -35,9 +36,7 @@ async def test_snapshot_right_after_subscribe(server: Server, clients: list[Clie
             {"lat": 48.2, "lon": 11.6, "ts": t - 5000},
         ],
     )
-    v = await viewer_client(server, await add_viewer(server, [fleet]), clients)
-    assert await v.call("subscribe", {"fleet": fleet}) == {"ok": True}
-    snapshot = await v.next("positions")
+    _, snapshot = await subscribed_viewer(server, clients, [fleet], {"fleet": fleet})
     assert snapshot == [
         {
             "device": device,
@@ -80,11 +79,9 @@ async def test_a_batch_is_coalesced_into_one_event_with_the_newest_position(
     server: Server, clients: list[Client]
 ) -> None:
     fleet = uid("fleet")
-    device, token = await add_device(server, fleet)
-    v = await viewer_client(server, await add_viewer(server, [fleet]), clients)
-    assert (await v.call("subscribe", {"device": device}))["ok"]
-    assert await v.next("positions") == []
-    d = await device_client(server, token, clients)
+    device, d = await connected_device(server, clients, fleet)
+    v, snapshot = await subscribed_viewer(server, clients, [fleet], {"device": device})
+    assert snapshot == []
     t = now_ms() - 60_000
     batch = [{"lat": 10 + i / 1000, "lon": 10.0, "ts": t + i * 1000} for i in range(50)]
     assert (await d.call("fix", batch))["accepted"] == 50
@@ -100,11 +97,8 @@ async def test_events_per_room_are_at_most_one_per_interval(server: Server, clie
     import time
 
     fleet = uid("fleet")
-    device, token = await add_device(server, fleet)
-    v = await viewer_client(server, await add_viewer(server, [fleet]), clients)
-    assert (await v.call("subscribe", {"fleet": fleet}))["ok"]
-    await v.next("positions")
-    d = await device_client(server, token, clients)
+    _, d = await connected_device(server, clients, fleet)
+    v, _ = await subscribed_viewer(server, clients, [fleet], {"fleet": fleet})
     t = now_ms() - 120_000
     started = time.monotonic()
     for i in range(40):
@@ -157,14 +151,10 @@ async def test_bbox_leaves_out_far_devices_and_unsubscribe_stops_events(
     server: Server, clients: list[Client]
 ) -> None:
     fleet = uid("fleet")
-    near, near_token = await add_device(server, fleet)
-    far, far_token = await add_device(server, fleet)
-    v = await viewer_client(server, await add_viewer(server, [fleet]), clients)
     box = [13.30, 52.45, 13.50, 52.55]  # Berlin
-    assert (await v.call("subscribe", {"bbox": box}))["ok"]
-    await v.next("positions")
-    n = await device_client(server, near_token, clients)
-    f = await device_client(server, far_token, clients)
+    v, _ = await subscribed_viewer(server, clients, [fleet], {"bbox": box})
+    near, n = await connected_device(server, clients, fleet)
+    far, f = await connected_device(server, clients, fleet)
     t = now_ms()
     await f.call("fix", {"lat": 48.14, "lon": 11.58, "ts": t})  # Munich
     await n.call("fix", {"lat": 52.50, "lon": 13.40, "ts": t})
@@ -181,16 +171,12 @@ async def test_bbox_leaves_out_far_devices_and_unsubscribe_stops_events(
 
 
 async def test_an_all_fleets_viewer_sees_every_fleet_in_a_box(server: Server, clients: list[Client]) -> None:
-    a, b = uid("fleet"), uid("fleet")
-    da, ta = await add_device(server, a)
-    db_, tb = await add_device(server, b)
-    v = await viewer_client(server, await add_viewer(server, "all"), clients)
-    box = [-74.05, 40.70, -73.95, 40.80]
-    assert (await v.call("subscribe", {"bbox": box}))["ok"]
-    await v.next("positions")
+    v, _ = await subscribed_viewer(server, clients, "all", {"bbox": [-74.05, 40.70, -73.95, 40.80]})
+    da, a = await connected_device(server, clients)
+    db_, b = await connected_device(server, clients)
     t = now_ms()
-    await (await device_client(server, ta, clients)).call("fix", {"lat": 40.75, "lon": -74.0, "ts": t})
-    await (await device_client(server, tb, clients)).call("fix", {"lat": 40.76, "lon": -74.0, "ts": t})
+    await a.call("fix", {"lat": 40.75, "lon": -74.0, "ts": t})
+    await b.call("fix", {"lat": 40.76, "lon": -74.0, "ts": t})
     seen: set[str] = set()
     while len(seen) < 2:
         seen |= {p["device"] for p in await v.next("positions")}
@@ -292,16 +278,12 @@ async def test_a_box_wider_than_half_the_world_covers_what_it_says(
     server: Server, clients: list[Client]
 ) -> None:
     fleet = uid("fleet")
-    inside, inside_token = await add_device(server, fleet)
-    outside, outside_token = await add_device(server, fleet)
-    v = await viewer_client(server, await add_viewer(server, [fleet]), clients)
-    assert (await v.call("subscribe", {"bbox": [-100, 0, 100, 10]}))["ok"]  # 200 degrees wide
-    await v.next("positions")
+    v, _ = await subscribed_viewer(server, clients, [fleet], {"bbox": [-100, 0, 100, 10]})  # 200 degrees wide
+    inside, i = await connected_device(server, clients, fleet)
+    _, o = await connected_device(server, clients, fleet)
     t = now_ms()
-    await (await device_client(server, outside_token, clients)).call(
-        "fix", {"lat": 5.0, "lon": 150.0, "ts": t}
-    )
-    await (await device_client(server, inside_token, clients)).call("fix", {"lat": 5.0, "lon": 90.0, "ts": t})
+    await o.call("fix", {"lat": 5.0, "lon": 150.0, "ts": t})
+    await i.call("fix", {"lat": 5.0, "lon": 90.0, "ts": t})
     got = await v.next("positions")
     assert [p["device"] for p in got] == [inside]
 
@@ -309,16 +291,12 @@ async def test_a_box_wider_than_half_the_world_covers_what_it_says(
 async def test_a_whole_world_box_still_holds_only_granted_fleets(
     server: Server, clients: list[Client]
 ) -> None:
-    mine, theirs = uid("fleet"), uid("fleet")
-    my_device, my_token = await add_device(server, mine)
-    _, their_token = await add_device(server, theirs)
-    v = await viewer_client(server, await add_viewer(server, [mine]), clients)
-    assert (await v.call("subscribe", {"bbox": [-180, -90, 180, 90]}))["ok"]
-    await v.next("positions")
+    mine = uid("fleet")
+    v, _ = await subscribed_viewer(server, clients, [mine], {"bbox": [-180, -90, 180, 90]})
+    my_device, my_d = await connected_device(server, clients, mine)
+    _, their_d = await connected_device(server, clients)
     t = now_ms()
-    await (await device_client(server, their_token, clients)).call(
-        "fix", {"lat": -33.9, "lon": 151.2, "ts": t}
-    )
-    await (await device_client(server, my_token, clients)).call("fix", {"lat": 64.1, "lon": -21.9, "ts": t})
+    await their_d.call("fix", {"lat": -33.9, "lon": 151.2, "ts": t})
+    await my_d.call("fix", {"lat": 64.1, "lon": -21.9, "ts": t})
     got = await v.next("positions")
     assert [(p["device"], p["fleet"]) for p in got] == [(my_device, mine)]

@@ -21,6 +21,7 @@ from harness import (
     uid,
     viewer_client,
 )
+from viewers import device_and_viewer
 
 
 class Silent:
@@ -122,9 +123,7 @@ async def test_messages_wait_for_an_offline_device_and_arrive_in_order(
 async def test_a_connected_device_gets_a_message_at_once_on_every_connection(
     server: Server, clients: list[Client]
 ) -> None:
-    fleet = uid("fleet")
-    device, token = await add_device(server, fleet)
-    viewer_token = await add_viewer(server, [fleet])
+    device, token, viewer_token = await device_and_viewer(server)
     phone = await device_client(server, token, clients)
     tablet = await device_client(server, token, clients)
     r = await _post(server, viewer_token, device, {"body": {"job": 7}})
@@ -139,9 +138,7 @@ async def test_a_connected_device_gets_a_message_at_once_on_every_connection(
 async def test_unacked_messages_come_again_in_order_on_reconnect(
     server: Server, clients: list[Client]
 ) -> None:
-    fleet = uid("fleet")
-    device, token = await add_device(server, fleet)
-    viewer_token = await add_viewer(server, [fleet])
+    device, token, viewer_token = await device_and_viewer(server)
     silent = await Silent().connect(server, token)
     try:
         first = (await _post(server, viewer_token, device, {"body": "one"})).json()["id"]
@@ -159,11 +156,9 @@ async def test_unacked_messages_come_again_in_order_on_reconnect(
 
 @pytest.mark.timeout(180)
 async def test_messages_survive_a_killed_server(database_url: str, tmp_path: Path) -> None:
-    fleet = uid("fleet")
     first = start_server(database_url, tmp_path / "a")
     try:
-        device, token = await add_device(first, fleet)
-        viewer_token = await add_viewer(first, [fleet])
+        device, token, viewer_token = await device_and_viewer(first)
         silent = await Silent().connect(first, token)
         handed = (await _post(first, viewer_token, device, {"body": "handed, never acked"})).json()["id"]
         assert (await silent.next())["id"] == handed
@@ -190,10 +185,9 @@ async def test_a_message_reaches_a_device_connected_to_another_process(
     a = start_server(database_url, tmp_path / "a")
     b = start_server(database_url, tmp_path / "b")
     try:
-        fleet = uid("fleet")
-        device, token = await add_device(a, fleet)
+        device, token, viewer_token = await device_and_viewer(a)
         d = await Client("/device").connect(b, token)
-        r = await _post(a, await add_viewer(a, [fleet]), device, {"body": "via the other process"})
+        r = await _post(a, viewer_token, device, {"body": "via the other process"})
         assert r.status_code == 201
         assert (await d.next("message"))["id"] == r.json()["id"]
         await d.close()
@@ -252,9 +246,7 @@ async def test_bad_send_payloads_are_refused_by_name(
 
 
 async def test_http_send_and_list_check_their_input(server: Server) -> None:
-    fleet = uid("fleet")
-    device, _ = await add_device(server, fleet)
-    token = await add_viewer(server, [fleet])
+    device, _, token = await device_and_viewer(server)
     for payload, needle in [({"text": "no body key"}, "body"), ({"body": "x" * 20_000}, "16384 bytes")]:
         r = await _post(server, token, device, payload)
         assert r.status_code == 400 and needle in r.json()["error"], r.text
@@ -269,9 +261,7 @@ async def test_http_send_and_list_check_their_input(server: Server) -> None:
 
 
 async def test_messages_page_newest_first(server: Server) -> None:
-    fleet = uid("fleet")
-    device, _ = await add_device(server, fleet)
-    token = await add_viewer(server, [fleet])
+    device, _, token = await device_and_viewer(server)
     ids = [(await _post(server, token, device, {"body": i})).json()["id"] for i in range(5)]
     seen: list[str] = []
     cursor = None
@@ -322,8 +312,7 @@ async def test_owntracks_gets_pending_messages_in_its_http_answer(server: Server
 
 async def test_viewers_of_the_fleet_see_each_step_of_a_message(server: Server, clients: list[Client]) -> None:
     fleet, other = uid("fleet"), uid("fleet")
-    device, token = await add_device(server, fleet)
-    viewer_token = await add_viewer(server, [fleet])
+    device, token, viewer_token = await device_and_viewer(server, fleet)
     watcher = await viewer_client(server, viewer_token, clients)
     assert (await watcher.call("subscribe", {"fleet": fleet}))["ok"]
     assert (await watcher.call("subscribe", {"device": device}))["ok"]  # both rooms: still one copy

@@ -23,7 +23,6 @@ from harness import (
     Client,
     Server,
     add_device,
-    add_viewer,
     create_database,
     drop_database,
     free_port,
@@ -32,9 +31,10 @@ from harness import (
     uid,
     viewer_client,
 )
+from viewers import device_and_viewer
 
 from tracker.errors import Unauthorized
-from tracker.tools.replay import Replayer, ServerUnreachable
+from tracker.tools.replay import Replayer, ReplayStats, ServerUnreachable
 from tracker.tools.trackfile import TrackFile, read_track
 
 TRACKS = REALDATA / "tracks"
@@ -50,13 +50,6 @@ pytestmark = pytest.mark.skipif(not TRACKS.is_dir(), reason=f"no real tracks at 
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-async def new_device(server: Server, fleet: str | None = None) -> tuple[str, str, str]:
-    """A device in `fleet` (a new one by default) and a viewer of that fleet: (device, token, viewer)."""
-    fleet = fleet or uid("fleet")
-    device, token = await add_device(server, fleet)
-    return device, token, await add_viewer(server, [fleet])
 
 
 async def stored(server: Server, viewer: str, device: str) -> list[dict[str, Any]]:
@@ -98,6 +91,23 @@ def retimed(track: TrackFile, speed: float) -> list[int]:
     return rel
 
 
+def assert_replayed(
+    features: list[dict[str, Any]], track: TrackFile, replayer: Replayer, speed: float
+) -> None:
+    """`features` are exactly `track` as `replayer` played it at `speed`, retimed from its start."""
+    assert_stored_as(features, track, [replayer.schedule.start_ms + r for r in retimed(track, speed)])
+
+
+async def replaying(
+    url: str, token: str, track: TrackFile, acks: int
+) -> tuple[Replayer, asyncio.Task[ReplayStats]]:
+    """A replay of `track` to `url` at 25x, running, once at least `acks` of its fixes are accepted."""
+    replayer = Replayer(url, token, [track], speed=25)
+    task = asyncio.create_task(replayer.run())
+    await wait_until(lambda: replayer.stats.accepted >= acks, "the first acks")
+    return replayer, task
+
+
 async def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> None:
     """Poll `condition` (a function, or a coroutine function) until it is true, for at most `timeout` s."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -133,7 +143,7 @@ async def test_backlog_stores_exactly_the_fixes_retimed_to_end_just_before_now(
     server: Server, path: Path, n: int
 ) -> None:
     track = read_track(path).head(n)
-    device, token, viewer = await new_device(server)
+    device, token, viewer = await device_and_viewer(server)
     before = now_ms()
     replayer = Replayer(server.url, token, [track], backlog=True)
     stats = await asyncio.wait_for(replayer.run(), DEADLINE_S)
@@ -148,7 +158,7 @@ async def test_backlog_stores_exactly_the_fixes_retimed_to_end_just_before_now(
 async def test_speed_plays_the_track_compressed_as_the_fixes_fall_due(server: Server) -> None:
     speed = 60.0
     track = read_track(PLT_LONG_1HZ).head(301)  # 300 s of track: 5 s at 60x
-    device, token, viewer = await new_device(server)
+    device, token, viewer = await device_and_viewer(server)
     before = now_ms()
     replayer = Replayer(server.url, token, [track], speed=speed)
     stats = await asyncio.wait_for(replayer.run(), DEADLINE_S)
@@ -162,7 +172,7 @@ async def test_speed_plays_the_track_compressed_as_the_fixes_fall_due(server: Se
 
 async def test_several_files_play_one_after_another_as_one_device(server: Server) -> None:
     first, second = read_track(PLT_1HZ).head(40), read_track(GPX).head(30)
-    device, token, viewer = await new_device(server)
+    device, token, viewer = await device_and_viewer(server)
     replayer = Replayer(server.url, token, [first, second], backlog=True)
     stats = await asyncio.wait_for(replayer.run(), DEADLINE_S)
     assert stats.accepted == 70
@@ -176,7 +186,7 @@ async def test_several_files_play_one_after_another_as_one_device(server: Server
 
 async def test_loop_continues_each_round_after_the_last_until_cancelled(server: Server) -> None:
     track = read_track(PLT_1HZ).head(10)  # 9 s of track
-    device, token, viewer = await new_device(server)
+    device, token, viewer = await device_and_viewer(server)
     replayer = Replayer(server.url, token, [track], speed=100, loop=True)
     task = asyncio.create_task(replayer.run())
     await wait_until(lambda: replayer.stats.accepted >= 25, "two and a half rounds")
@@ -210,7 +220,7 @@ async def test_a_refused_token_and_an_unreachable_server_are_clear_errors(server
 
 async def test_cli_replays_files_and_prints_a_summary(server: Server, tmp_path: Path) -> None:
     plt = plt_head(tmp_path, PLT_1HZ, 100)
-    device, token, viewer = await new_device(server)
+    device, token, viewer = await device_and_viewer(server)
     status, out, err = await cli(str(plt), str(GPX), "--url", server.url, f"--token={token}", "--backlog")
     assert status == 0, err
     assert re.fullmatch(
@@ -242,7 +252,7 @@ async def test_cli_reports_rejected_fixes_and_exits_1(server: Server, tmp_path: 
     future = now_ms() + 86_400_000  # a day ahead: the server refuses these with --keep-times
     path = tmp_path / "future.csv"
     path.write_text("ts,lat,lon\n" + "".join(f"{future + i * 1000},52.5,13.4\n" for i in range(3)))
-    device, token, viewer = await new_device(server)
+    device, token, viewer = await device_and_viewer(server)
     status, out, err = await cli(
         str(path), "--url", server.url, f"--token={token}", "--keep-times", "--backlog"
     )
@@ -253,7 +263,7 @@ async def test_cli_reports_rejected_fixes_and_exits_1(server: Server, tmp_path: 
 
 
 async def test_cli_stops_cleanly_on_sigterm(server: Server) -> None:
-    device, token, viewer = await new_device(server)
+    device, token, viewer = await device_and_viewer(server)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -349,11 +359,9 @@ class Relay:
 
 async def test_a_batch_whose_ack_is_lost_is_sent_again_and_stored_once(server: Server) -> None:
     track = read_track(PLT_1HZ).head(150)
-    device, token, viewer = await new_device(server)
+    device, token, viewer = await device_and_viewer(server)
     async with Relay(server) as relay:
-        replayer = Replayer(relay.url, token, [track], speed=25)
-        task = asyncio.create_task(replayer.run())
-        await wait_until(lambda: replayer.stats.accepted >= 20, "the first acks")
+        replayer, task = await replaying(relay.url, token, track, 20)
         relay.swallow = True
 
         async def stored_but_not_acked() -> bool:
@@ -367,8 +375,7 @@ async def test_a_batch_whose_ack_is_lost_is_sent_again_and_stored_once(server: S
     # The lost batch went again, unchanged: the server counted it as duplicates, and nothing else.
     assert lost >= 1 and stats.retried >= 1 and stats.duplicates == lost
     assert stats.accepted + stats.duplicates == len(track) and stats.rejected == 0
-    times = [replayer.schedule.start_ms + r for r in retimed(track, 25)]
-    assert_stored_as(await stored(server, viewer, device), track, times)
+    assert_replayed(await stored(server, viewer, device), track, replayer, 25)
 
 
 @pytest.fixture
@@ -384,11 +391,9 @@ async def test_replay_carries_on_through_a_server_killed_and_restarted(
     track = read_track(PLT_1HZ).head(200)  # 8 s at 25x
     first = await asyncio.to_thread(start_server, private_db, tmp_path / "a")
     try:
-        device, token, viewer = await new_device(first)
+        device, token, viewer = await device_and_viewer(first)
         async with Relay(first) as relay:
-            replayer = Replayer(relay.url, token, [track], speed=25)
-            task = asyncio.create_task(replayer.run())
-            await wait_until(lambda: replayer.stats.accepted >= 40, "the first acks")
+            replayer, task = await replaying(relay.url, token, track, 40)
             relay.target = None
             await asyncio.to_thread(first.stop, signal.SIGKILL)
             relay.cut()
@@ -404,8 +409,7 @@ async def test_replay_carries_on_through_a_server_killed_and_restarted(
         await asyncio.to_thread(first.stop)
     assert acked_before < len(track)  # the server died mid-replay
     assert stats.accepted + stats.duplicates == len(track) and stats.rejected == 0
-    times = [replayer.schedule.start_ms + r for r in retimed(track, 25)]
-    assert_stored_as(features, track, times)
+    assert_replayed(features, track, replayer, 25)
 
 
 async def test_a_rate_limited_batch_is_retried_with_backoff(private_db: str, tmp_path: Path) -> None:
@@ -413,15 +417,14 @@ async def test_a_rate_limited_batch_is_retried_with_backoff(private_db: str, tmp
     limited = await asyncio.to_thread(start_server, private_db, tmp_path, limits)
     try:
         track = read_track(PLT_LONG).head(1500)  # 1000 at once, the rest at 400/s
-        device, token, viewer = await new_device(limited)
+        device, token, viewer = await device_and_viewer(limited)
         replayer = Replayer(limited.url, token, [track], backlog=True, batch=500)
         stats = await asyncio.wait_for(replayer.run(), DEADLINE_S)
         features = await stored(limited, viewer, device)
     finally:
         await asyncio.to_thread(limited.stop)
     assert stats.retried >= 1 and stats.accepted == 1500 and stats.duplicates == 0 and stats.rejected == 0
-    times = [replayer.schedule.start_ms + r for r in retimed(track, 1.0)]
-    assert_stored_as(features, track, times)
+    assert_replayed(features, track, replayer, 1.0)
 
 
 # --- messages ----------------------------------------------------------------------------------------
@@ -431,7 +434,7 @@ async def test_a_message_to_the_device_is_acked_counted_and_handed_over(
     server: Server, clients: list[Client]
 ) -> None:
     fleet = uid("fleet")
-    device, token, viewer = await new_device(server, fleet)
+    device, token, viewer = await device_and_viewer(server, fleet)
     received: list[dict[str, Any]] = []
     replayer = Replayer(server.url, token, [read_track(PLT_1HZ)], speed=2, on_message=received.append)
     task = asyncio.create_task(replayer.run())
@@ -480,7 +483,7 @@ def _fleet(path: Path) -> str:
 @pytest.mark.parametrize("path", _sample_tracks(), ids=lambda p: p.name)
 async def test_every_sample_track_replays(server: Server, path: Path) -> None:
     track = read_track(path)
-    device, token, viewer = await new_device(server, _fleet(path))
+    device, token, viewer = await device_and_viewer(server, _fleet(path))
     replayer = Replayer(server.url, token, [track], backlog=True)
     stats = await asyncio.wait_for(replayer.run(), DEADLINE_S)
     assert stats.accepted == len(track) and stats.rejected == 0, stats.errors

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import socketio
@@ -22,6 +22,7 @@ from tracker.model import Device, Viewer
 from tracker.rooms import device_room
 from tracker.subscriptions import Subscription, plan_subscription
 
+T = TypeVar("T")
 log = logging.getLogger("tracker.sockets")
 
 DEVICE_NS = "/device"
@@ -55,6 +56,15 @@ def _token(auth: Any) -> str | None:
     return None
 
 
+async def _admitted(lookup: Awaitable[T]) -> T:
+    """Who the connect's token names; an unknown token refuses the connection (the client sees
+    `unauthorized`)."""
+    try:
+        return await lookup
+    except Unauthorized:
+        raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
+
+
 def _refusal(error: str, retry: bool) -> dict[str, Any]:
     """The ack of a fix event that stored nothing: `retry` says whether the same batch may succeed later."""
     return {"accepted": 0, "duplicates": 0, "rejected": [], "error": error, "retry": retry}
@@ -77,10 +87,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._devices: dict[str, Device] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        try:
-            device = await self._core().auth.device(_token(auth))
-        except Unauthorized:
-            raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
+        device = await _admitted(self._core().auth.device(_token(auth)))
         self._devices[sid] = device
         await self.enter_room(sid, device_room(device.id))
         core = self._core()
@@ -135,10 +142,7 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._viewers: dict[str, Viewer] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        try:
-            viewer = await self._core().auth.viewer(_token(auth))
-        except Unauthorized:
-            raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
+        viewer = await _admitted(self._core().auth.viewer(_token(auth)))
         self._viewers[sid] = viewer
         self._metrics.connected_viewers.inc()
         log.info("viewer connected viewer=%s", viewer.name)

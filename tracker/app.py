@@ -35,8 +35,13 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
-def create_app(settings: Settings, database_url: str | None = None) -> Any:
-    """The ASGI app of the tracker, on `database_url` (default: the settings' URL)."""
+def create_app(settings: Settings, database_url: str | None = None, *, manage_gc: bool = True) -> Any:
+    """The ASGI app of the tracker, on `database_url` (default: the settings' URL).
+
+    With `manage_gc` (the default, as `tracker serve` runs it) the lifespan applies the server's
+    process-wide garbage-collector policy (`tracker.gc_policy`: thresholds, freezes, a periodic full
+    collection); `manage_gc=False` leaves the collector as it is, for an app that shares its process
+    with other code, such as the in-process tests."""
     url = database_url or settings.database_url
     if not url:
         raise ConfigError("no database URL: pass --database-url or set TRACKER_DATABASE_URL")
@@ -59,13 +64,16 @@ def create_app(settings: Settings, database_url: str | None = None) -> Any:
         )
         # Last in start-up, so that the first freeze keeps everything the core has loaded out of the
         # collector's walks.
-        gc = GcPolicy(settings.gc_freeze_interval_s, settings.gc_full_interval_s)
-        gc.apply()
-        gc_task = asyncio.create_task(gc.run(), name="gc")
+        gc_task = None
+        if manage_gc:
+            gc = GcPolicy(settings.gc_freeze_interval_s, settings.gc_full_interval_s)
+            gc.apply()
+            gc_task = asyncio.create_task(gc.run(), name="gc")
         try:
             yield
         finally:
-            gc_task.cancel()
+            if gc_task is not None:
+                gc_task.cancel()
             await holder["core"].stop()
 
     http = Starlette(routes=api.routes(), exception_handlers=api.exception_handlers, lifespan=lifespan)

@@ -7,6 +7,7 @@ use too; `Server` is its `ServerProcess`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import tempfile
@@ -113,6 +114,14 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture
+async def server_http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the session's server, for tests that also use the process (a Socket.IO client,
+    its log); tests that need HTTP only take `app_http` (in_process.py)."""
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        yield client
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to the session's database, to check what the server stored."""
     conn = await asyncpg.connect(database_url)
@@ -125,10 +134,24 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-async def add_device(server: Server, fleet: str, device: str | None = None) -> tuple[str, str]:
-    """Register a device through the admin API; return (id, token)."""
-    device = device or uid("dev")
+@contextlib.asynccontextmanager
+async def http_client(server: Server | httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `server`: the client itself when given one (the in-process app's `app_http`), else a
+    new one on the server process's URL, closed on leaving."""
+    if isinstance(server, httpx.AsyncClient):
+        yield server
+        return
     async with httpx.AsyncClient(base_url=server.url) as http:
+        yield http
+
+
+async def add_device(
+    server: Server | httpx.AsyncClient, fleet: str, device: str | None = None
+) -> tuple[str, str]:
+    """Register a device through the admin API of `server` (a process, or a client of one); return
+    (id, token)."""
+    device = device or uid("dev")
+    async with http_client(server) as http:
         r = await http.post(
             "/api/admin/devices",
             json={"id": device, "fleet": fleet},
@@ -138,9 +161,12 @@ async def add_device(server: Server, fleet: str, device: str | None = None) -> t
     return device, r.json()["token"]
 
 
-async def add_viewer(server: Server, fleets: list[str] | str, name: str | None = None) -> str:
-    """Register a viewer (named `name`, else a unique name) through the admin API; return its token."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
+async def add_viewer(
+    server: Server | httpx.AsyncClient, fleets: list[str] | str, name: str | None = None
+) -> str:
+    """Register a viewer (named `name`, else a unique name) through the admin API of `server` (a process,
+    or a client of one); return its token."""
+    async with http_client(server) as http:
         r = await http.post(
             "/api/admin/viewers",
             json={"name": name or uid("viewer"), "fleets": fleets},

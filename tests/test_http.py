@@ -1,9 +1,12 @@
-"""End to end over HTTP: devices, positions with cursor paging, admin, health, metrics, OpenAPI."""
+"""Over HTTP: devices, positions with cursor paging, admin, health, metrics, OpenAPI.
+
+Most tests call the in-process app (tests/in_process.py) and feed it fixes over HTTP; the two that need a
+device connected over Socket.IO (`online`, the connected-devices gauge) call the server process."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -16,40 +19,54 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        yield client
+def http(app_http: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The in-process app: what these tests ask of the server is HTTP only."""
+    return app_http
+
+
+async def send_fixes(http: httpx.AsyncClient, token: str, fixes: list[dict[str, Any]]) -> None:
+    """Send `fixes` ({lat, lon, ts, accuracy?}) in one request, as Traccar Client sends a backlog (a JSON
+    batch to the OsmAnd endpoint), and check it is answered 200: committed."""
+    locations = [
+        {
+            "timestamp": f["ts"],
+            "coords": {"latitude": f["lat"], "longitude": f["lon"], "accuracy": f.get("accuracy")},
+        }
+        for f in fixes
+    ]
+    r = await http.post("/api/ingest/osmand", json={"location": locations, "device_id": token})
+    assert r.status_code == 200, r.text
 
 
 async def test_devices_lists_only_granted_fleets(
-    server: Server, http: httpx.AsyncClient, clients: list[Client]
+    server: Server, server_http: httpx.AsyncClient, clients: list[Client]
 ) -> None:
     mine, theirs = uid("fleet"), uid("fleet")
     my_device, token = await add_device(server, mine)
     their_device, _ = await add_device(server, theirs)
     await (await device_client(server, token, clients)).call("fix", {"lat": 1.0, "lon": 2.0, "ts": now_ms()})
     viewer = await add_viewer(server, [mine])
-    r = await http.get("/api/devices", headers=bearer(viewer))
+    r = await server_http.get("/api/devices", headers=bearer(viewer))
     assert r.status_code == 200
     devices = r.json()["devices"]
     assert [d["id"] for d in devices] == [my_device]
     assert devices[0]["online"] is True and devices[0]["last"]["lat"] == 1.0
-    everyone = (await http.get("/api/devices", headers=bearer(ADMIN_TOKEN))).json()["devices"]
+    everyone = (await server_http.get("/api/devices", headers=bearer(ADMIN_TOKEN))).json()["devices"]
     assert {my_device, their_device} <= {d["id"] for d in everyone}
     idle = [d for d in everyone if d["id"] == their_device][0]
     assert idle["online"] is False and idle["last"] is None
 
 
-async def test_positions_page_through_a_window_with_a_cursor(
-    server: Server, http: httpx.AsyncClient, clients: list[Client]
-) -> None:
+async def test_positions_page_through_a_window_with_a_cursor(http: httpx.AsyncClient) -> None:
     fleet = uid("fleet")
-    device, token = await add_device(server, fleet)
-    d = await device_client(server, token, clients)
+    device, token = await add_device(http, fleet)
     t = now_ms() - 3_600_000
-    batch = [{"lat": 40 + i / 100, "lon": -3.7, "ts": t + i * 1000, "accuracy": 5} for i in range(25)]
-    assert (await d.call("fix", batch))["accepted"] == 25
-    viewer = await add_viewer(server, [fleet])
+    await send_fixes(
+        http,
+        token,
+        [{"lat": 40 + i / 100, "lon": -3.7, "ts": t + i * 1000, "accuracy": 5} for i in range(25)],
+    )
+    viewer = await add_viewer(http, [fleet])
     got: list[int] = []
     cursor = None
     pages = 0
@@ -74,17 +91,17 @@ async def test_positions_page_through_a_window_with_a_cursor(
     ).json()["features"][0]
     assert first["geometry"] == {"type": "Point", "coordinates": [-3.7, 40.0]}
     assert first["properties"]["accuracy"] == 5 and len(first["properties"]["cell"]) == 15
+    r = await http.get(f"/api/devices/{device}/positions", params={"from": t}, headers=bearer(viewer))
+    assert len(r.json()["features"]) == 25  # every fix sent was stored
 
 
-async def test_positions_default_window_is_the_last_24_hours(
-    server: Server, http: httpx.AsyncClient, clients: list[Client]
-) -> None:
-    fleet = uid("fleet")
-    device, token = await add_device(server, fleet)
-    d = await device_client(server, token, clients)
+async def test_positions_default_window_is_the_last_24_hours(http: httpx.AsyncClient) -> None:
+    device, token = await add_device(http, uid("fleet"))
     t = now_ms()
-    await d.call(
-        "fix", [{"lat": 1.0, "lon": 1.0, "ts": t - 25 * 3_600_000}, {"lat": 1.0, "lon": 1.0, "ts": t - 1000}]
+    await send_fixes(
+        http,
+        token,
+        [{"lat": 1.0, "lon": 1.0, "ts": t - 25 * 3_600_000}, {"lat": 1.0, "lon": 1.0, "ts": t - 1000}],
     )
     r = await http.get(f"/api/devices/{device}/positions", headers=bearer(ADMIN_TOKEN))
     assert [f["properties"]["ts"] for f in r.json()["features"]] == [t - 1000]
@@ -103,18 +120,18 @@ async def test_positions_default_window_is_the_last_24_hours(
     ],
 )
 async def test_bad_parameters_are_400_naming_the_parameter(
-    server: Server, http: httpx.AsyncClient, query: dict[str, str], words: str
+    http: httpx.AsyncClient, query: dict[str, str], words: str
 ) -> None:
-    device, _ = await add_device(server, uid("fleet"))
+    device, _ = await add_device(http, uid("fleet"))
     r = await http.get(f"/api/devices/{device}/positions", params=query, headers=bearer(ADMIN_TOKEN))
     assert r.status_code == 400
     assert words in r.json()["error"]
 
 
-async def test_scoping_and_auth_statuses(server: Server, http: httpx.AsyncClient) -> None:
+async def test_scoping_and_auth_statuses(http: httpx.AsyncClient) -> None:
     mine, theirs = uid("fleet"), uid("fleet")
-    their_device, _ = await add_device(server, theirs)
-    viewer = await add_viewer(server, [mine])
+    their_device, _ = await add_device(http, theirs)
+    viewer = await add_viewer(http, [mine])
     assert (await http.get("/api/devices")).status_code == 401
     assert (await http.get("/api/devices", headers={"Authorization": "Basic abc"})).status_code == 401
     assert (await http.get("/api/devices", headers=bearer("wrong-token"))).status_code == 401
@@ -128,10 +145,8 @@ async def test_scoping_and_auth_statuses(server: Server, http: httpx.AsyncClient
     assert r.status_code == 404 and "error" in r.json()
 
 
-async def test_admin_endpoints_need_the_admin_token_and_check_bodies(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    viewer = await add_viewer(server, [uid("fleet")])
+async def test_admin_endpoints_need_the_admin_token_and_check_bodies(http: httpx.AsyncClient) -> None:
+    viewer = await add_viewer(http, [uid("fleet")])
     body = {"id": uid("dev"), "fleet": "f"}
     assert (await http.post("/api/admin/devices", json=body)).status_code == 401
     assert (await http.post("/api/admin/devices", json=body, headers=bearer(viewer))).status_code == 403
@@ -156,21 +171,21 @@ async def test_admin_endpoints_need_the_admin_token_and_check_bodies(
     assert r.status_code == 400 and "name" in r.json()["error"]
 
 
-async def test_tokens_are_stored_hashed(server: Server, db: asyncpg.Connection) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_tokens_are_stored_hashed(http: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    device, token = await add_device(http, uid("fleet"))
     stored = await db.fetchval("SELECT token_hash FROM devices WHERE id = $1", device)
     assert token.encode() not in bytes(stored) and len(stored) == 32
 
 
 async def test_health_readiness_and_metrics(
-    server: Server, http: httpx.AsyncClient, clients: list[Client]
+    server: Server, server_http: httpx.AsyncClient, clients: list[Client]
 ) -> None:
-    assert (await http.get("/healthz")).json() == {"ok": True}
-    assert (await http.get("/readyz")).status_code == 200
+    assert (await server_http.get("/healthz")).json() == {"ok": True}
+    assert (await server_http.get("/readyz")).status_code == 200
     _, token = await add_device(server, uid("fleet"))
     d = await device_client(server, token, clients)
     await d.call("fix", [{"lat": 1, "lon": 1, "ts": now_ms()}, {"lat": 100, "lon": 1, "ts": now_ms()}])
-    text = (await http.get("/metrics")).text
+    text = (await server_http.get("/metrics")).text
     values = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in text.splitlines()
@@ -184,7 +199,7 @@ async def test_health_readiness_and_metrics(
     assert "tracker_ingest_queue_fixes" in values and "tracker_positions_events_total" in values
 
 
-async def test_openapi_documents_every_route(server: Server, http: httpx.AsyncClient) -> None:
+async def test_openapi_documents_every_route(http: httpx.AsyncClient) -> None:
     from starlette.routing import Route
 
     from tracker.api import routes

@@ -1,6 +1,9 @@
-"""HTTP ingest for ready-made tracking apps, end to end: requests shaped as Traccar Client (classic query
-and POST, the JSON of version 9+), OsmAnd and OwnTracks (HTTP mode) send them, against a real server
-and PostGIS; units converted, bad tokens and bodies refused, viewers and fences served as for Socket.IO.
+"""HTTP ingest for ready-made tracking apps: requests shaped as Traccar Client (classic query and POST,
+the JSON of version 9+), OsmAnd and OwnTracks (HTTP mode) send them, against real PostGIS; units
+converted, bad tokens and bodies refused, viewers and fences served as for Socket.IO.
+
+The requests alone go to the in-process app (`http`); a server process serves the tests that also read
+its log, connect a Socket.IO viewer, or need settings of their own (a one-fix queue, a fence).
 
 Shapes are copied from the apps' sources and docs: Traccar Client Android `ProtocolFormatter.kt`
 (query fields, POST with an empty body), Traccar Client 9 `preferences.dart` locationTemplate and
@@ -27,6 +30,7 @@ from harness import (
     Server,
     add_device,
     add_viewer,
+    http_client,
     now_ms,
     start_server,
     uid,
@@ -43,9 +47,9 @@ def basic(password: str, user: str = "jjolie") -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-async def positions(server: Server, device: str, **query: Any) -> list[dict[str, Any]]:
+async def positions(server: Server | httpx.AsyncClient, device: str, **query: Any) -> list[dict[str, Any]]:
     """The stored fixes of `device`, oldest first, as flat dicts."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with http_client(server) as http:
         r = await http.get(
             f"/api/devices/{device}/positions",
             params=query,
@@ -113,18 +117,18 @@ def owntracks_location(ts_s: int, lat: float, lon: float, **extra: Any) -> dict[
 
 
 @pytest.fixture
-async def http(server: Server) -> Any:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        yield client
+def http(app_http: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The in-process app (tests/in_process.py): these tests need HTTP only, not the server process."""
+    return app_http
 
 
 # --- OsmAnd / Traccar Client ----------------------------------------------------------------------
 
 
 async def test_traccar_client_classic_post_stores_the_fix_with_knots_as_m_s(
-    server: Server, http: httpx.AsyncClient, db: asyncpg.Connection
+    http: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    device, token = await add_device(server, uid("fleet"))
+    device, token = await add_device(http, uid("fleet"))
     ts_s = now_ms() // 1000 - 60
     # Traccar Client (Android, up to 8.x) POSTs its fields in the query string with an empty body.
     query = (
@@ -134,7 +138,7 @@ async def test_traccar_client_classic_post_stores_the_fix_with_knots_as_m_s(
     r = await http.post(f"{OSMAND}?{query}")
     assert r.status_code == 200, r.text
     assert r.content == b""
-    (p,) = await positions(server, device)
+    (p,) = await positions(http, device)
     assert (p["lat"], p["lon"], p["ts"]) == (46.2044, 6.1432, ts_s * 1000)
     assert p["speed"] == pytest.approx(10 * KNOT, rel=1e-6)  # 5.14444 m/s
     assert p["heading"] == pytest.approx(92.5)
@@ -142,8 +146,8 @@ async def test_traccar_client_classic_post_stores_the_fix_with_knots_as_m_s(
     assert await attrs(db, device) == [{"mock": True, "hdop": 1.2, "alarm": "sos"}]
 
 
-async def test_osmand_get_form_post_and_every_timestamp_form(server: Server, http: httpx.AsyncClient) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_osmand_get_form_post_and_every_timestamp_form(http: httpx.AsyncClient) -> None:
+    device, token = await add_device(http, uid("fleet"))
     base = now_ms() // 1000 * 1000 - 600_000
     iso = datetime.fromtimestamp((base + 3000) / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     # GET with unix seconds; GET with milliseconds and `location=lat,lon` (OsmAnd's own app style);
@@ -162,7 +166,7 @@ async def test_osmand_get_form_post_and_every_timestamp_form(server: Server, htt
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert r.status_code == 200, r.text
-    got = await positions(server, device)
+    got = await positions(http, device)
     assert [(p["ts"], p["lat"], p["lon"]) for p in got] == [
         (base, 1.5, 2.5),
         (base + 1500, 1.6, 2.6),
@@ -172,27 +176,23 @@ async def test_osmand_get_form_post_and_every_timestamp_form(server: Server, htt
     assert got[2]["heading"] == 10
 
 
-async def test_osmand_without_timestamp_takes_the_server_time(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_osmand_without_timestamp_takes_the_server_time(http: httpx.AsyncClient) -> None:
+    device, token = await add_device(http, uid("fleet"))
     before = now_ms()
     r = await http.get(OSMAND, params={"id": token, "lat": "10", "lon": "20"})
     after = now_ms()
     assert r.status_code == 200, r.text
-    (p,) = await positions(server, device)
+    (p,) = await positions(http, device)
     assert before <= p["ts"] <= after
 
 
-async def test_traccar_client_json_body_and_batches(
-    server: Server, http: httpx.AsyncClient, db: asyncpg.Connection
-) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_traccar_client_json_body_and_batches(http: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    device, token = await add_device(http, uid("fleet"))
     t = now_ms() - 60_000
     r = await http.post(OSMAND, json=traccar_json(token, t, 48.8566, 2.3522))
     assert r.status_code == 200, r.text
     assert r.content == b""
-    (p,) = await positions(server, device)
+    (p,) = await positions(http, device)
     assert (p["lat"], p["lon"], p["ts"]) == (48.8566, 2.3522, t)
     assert p["speed"] == pytest.approx(3.5)  # m/s in this shape, not knots
     assert p["heading"] == pytest.approx(271.3) and p["accuracy"] == pytest.approx(4.9)
@@ -216,13 +216,13 @@ async def test_traccar_client_json_body_and_batches(
     bodies = [traccar_json(token, t + 9000 + i * 1000, 48.87, 2.36) for i in range(2)]
     r = await http.post(OSMAND, json=bodies)
     assert r.status_code == 200, r.text
-    got = await positions(server, device)
+    got = await positions(http, device)
     assert [p["ts"] for p in got] == [t, t + 1000, t + 2000, t + 3000, t + 4000, t + 9000, t + 10000]
     assert got[1]["speed"] is None and got[1]["heading"] is None
 
 
-async def test_wrong_or_missing_tokens_are_401(server: Server, http: httpx.AsyncClient) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_wrong_or_missing_tokens_are_401(http: httpx.AsyncClient) -> None:
+    device, token = await add_device(http, uid("fleet"))
     ts_s = now_ms() // 1000
     for query in [
         {"id": "not-a-token", "lat": "1", "lon": "2", "timestamp": str(ts_s)},
@@ -238,31 +238,31 @@ async def test_wrong_or_missing_tokens_are_401(server: Server, http: httpx.Async
     del body["device_id"]
     r = await http.post(OSMAND, json=body)
     assert r.status_code == 401 and "device_id" in r.json()["error"]
-    assert await positions(server, device) == []
+    assert await positions(http, device) == []
 
 
 async def test_device_tokens_in_query_strings_stay_out_of_the_server_log(
-    server: Server, http: httpx.AsyncClient
+    server: Server, server_http: httpx.AsyncClient
 ) -> None:
     """The OsmAnd protocol puts the token in the URL: neither an accepted nor a refused one is logged."""
     device, token = await add_device(server, uid("fleet"))
     ts_s = now_ms() // 1000
-    r = await http.get(OSMAND, params={"id": token, "lat": "1", "lon": "2", "timestamp": str(ts_s)})
+    r = await server_http.get(OSMAND, params={"id": token, "lat": "1", "lon": "2", "timestamp": str(ts_s)})
     assert r.status_code == 200
-    r = await http.get(OSMAND, params={"id": token, "lat": "100", "lon": "2", "timestamp": str(ts_s + 1)})
+    r = await server_http.get(
+        OSMAND, params={"id": token, "lat": "100", "lon": "2", "timestamp": str(ts_s + 1)}
+    )
     assert r.status_code == 400
     wrong = token[::-1]
-    assert (await http.get(OSMAND, params={"id": wrong, "lat": "1", "lon": "2"})).status_code == 401
+    assert (await server_http.get(OSMAND, params={"id": wrong, "lat": "1", "lon": "2"})).status_code == 401
     assert len(await positions(server, device)) == 1  # the log has caught up with these requests
     log = server.log_text()
     assert "device connected" in log or "started" in log  # the server does log
     assert token not in log and wrong not in log
 
 
-async def test_malformed_osmand_requests_are_400_naming_the_field(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_malformed_osmand_requests_are_400_naming_the_field(http: httpx.AsyncClient) -> None:
+    device, token = await add_device(http, uid("fleet"))
     ts_s = str(now_ms() // 1000 - 5)
     cases: list[tuple[dict[str, str], str]] = [
         ({"lat": "abc", "lon": "2", "timestamp": ts_s}, "lat must be a number"),
@@ -303,18 +303,18 @@ async def test_malformed_osmand_requests_are_400_naming_the_field(
     ]:
         r = await http.post(OSMAND, json=document)
         assert r.status_code == 400 and error in r.json()["error"], r.text
-    assert await positions(server, device) == []
+    assert await positions(http, device) == []
     # In a batch the bad location is named by its index and the good ones are still stored.
     good, bad = traccar_json(token, t, 1, 2)["location"], traccar_json(token, t + 1, 95, 2)["location"]
     r = await http.post(OSMAND, json={"location": [good, bad], "device_id": token})
     assert r.status_code == 200, r.text
-    assert [p["ts"] for p in await positions(server, device)] == [t]
+    assert [p["ts"] for p in await positions(http, device)] == [t]
     r = await http.post(OSMAND, json={"location": [bad, bad], "device_id": token})
     assert r.status_code == 400 and "location[0]: location.coords.latitude must be" in r.json()["error"]
 
 
-async def test_a_duplicate_is_200_and_stored_once(server: Server, http: httpx.AsyncClient) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_a_duplicate_is_200_and_stored_once(http: httpx.AsyncClient) -> None:
+    device, token = await add_device(http, uid("fleet"))
     ts_s = now_ms() // 1000 - 30
     query = {"id": token, "lat": "3.1", "lon": "4.2", "timestamp": str(ts_s), "speed": "2"}
     for _ in range(2):  # the app resends when it did not see the answer
@@ -323,7 +323,7 @@ async def test_a_duplicate_is_200_and_stored_once(server: Server, http: httpx.As
     body = owntracks_location(ts_s, 3.1, 4.2)
     r = await http.post(OWNTRACKS, json=body, headers=basic(token))
     assert r.status_code == 200 and r.json() == []
-    got = await positions(server, device)
+    got = await positions(http, device)
     assert [(p["ts"], p["lat"]) for p in got] == [(ts_s * 1000, 3.1)]
 
 
@@ -331,9 +331,9 @@ async def test_a_duplicate_is_200_and_stored_once(server: Server, http: httpx.As
 
 
 async def test_owntracks_location_is_stored_with_km_h_as_m_s(
-    server: Server, http: httpx.AsyncClient, db: asyncpg.Connection
+    http: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    device, token = await add_device(server, uid("fleet"))
+    device, token = await add_device(http, uid("fleet"))
     ts_s = now_ms() // 1000 - 120
     r = await http.post(
         OWNTRACKS,
@@ -342,7 +342,7 @@ async def test_owntracks_location_is_stored_with_km_h_as_m_s(
     )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/json") and r.json() == []
-    (p,) = await positions(server, device)
+    (p,) = await positions(http, device)
     assert (p["lat"], p["lon"], p["ts"]) == (51.5072, -0.1276, ts_s * 1000)
     assert p["speed"] == pytest.approx(10.0)  # 36 km/h
     assert (p["heading"], p["accuracy"], p["altitude"], p["battery"]) == (178, 12, 212, 77)
@@ -361,8 +361,8 @@ async def test_owntracks_location_is_stored_with_km_h_as_m_s(
     ]
 
 
-async def test_owntracks_other_messages_are_200_and_ignored(server: Server, http: httpx.AsyncClient) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_owntracks_other_messages_are_200_and_ignored(http: httpx.AsyncClient) -> None:
+    device, token = await add_device(http, uid("fleet"))
     ts_s = now_ms() // 1000 - 100
     others: list[dict[str, Any]] = [
         {"_type": "lwt", "tst": ts_s},
@@ -391,7 +391,7 @@ async def test_owntracks_other_messages_are_200_and_ignored(server: Server, http
     # A zero-length body (the app deleting a friend) is ignored too.
     r = await http.post(OWNTRACKS, content=b"", headers=basic(token))
     assert r.status_code == 200 and r.json() == []
-    assert await positions(server, device) == []
+    assert await positions(http, device) == []
     # In an array, only the locations are stored.
     r = await http.post(
         OWNTRACKS,
@@ -399,13 +399,11 @@ async def test_owntracks_other_messages_are_200_and_ignored(server: Server, http
         headers=basic(token),
     )
     assert r.status_code == 200 and r.json() == []
-    assert [p["ts"] for p in await positions(server, device)] == [ts_s * 1000, ts_s * 1000 + 5000]
+    assert [p["ts"] for p in await positions(http, device)] == [ts_s * 1000, ts_s * 1000 + 5000]
 
 
-async def test_owntracks_wrong_credentials_are_401_with_a_basic_challenge(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_owntracks_wrong_credentials_are_401_with_a_basic_challenge(http: httpx.AsyncClient) -> None:
+    device, token = await add_device(http, uid("fleet"))
     body = owntracks_location(now_ms() // 1000, 1.0, 2.0)
     for headers in [
         {},
@@ -419,16 +417,14 @@ async def test_owntracks_wrong_credentials_are_401_with_a_basic_challenge(
         assert r.status_code == 401, (headers, r.text)
         assert r.headers["www-authenticate"] == 'Basic realm="tracker"'
         assert "password" in r.json()["error"]
-    assert await positions(server, device) == []
+    assert await positions(http, device) == []
     # Any user name will do: the token alone names the device.
     r = await http.post(OWNTRACKS, json=body, headers=basic(token, user="someone-else"))
     assert r.status_code == 200
 
 
-async def test_malformed_owntracks_bodies_are_400_naming_the_field(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    device, token = await add_device(server, uid("fleet"))
+async def test_malformed_owntracks_bodies_are_400_naming_the_field(http: httpx.AsyncClient) -> None:
+    device, token = await add_device(http, uid("fleet"))
     ts_s = now_ms() // 1000 - 10
     no_tst = owntracks_location(ts_s, 1.0, 2.0)
     del no_tst["tst"]
@@ -455,14 +451,14 @@ async def test_malformed_owntracks_bodies_are_400_naming_the_field(
         OWNTRACKS, json=[{**owntracks_location(ts_s, 1.0, 2.0), "lat": 95}, no_tst], headers=basic(token)
     )
     assert r.status_code == 400 and r.json()["error"].startswith("message[0]: lat must be between")
-    assert await positions(server, device) == []
+    assert await positions(http, device) == []
 
 
 # --- the same core path as Socket.IO -------------------------------------------------------------
 
 
 async def test_a_subscribed_viewer_receives_http_ingested_fixes(
-    server: Server, http: httpx.AsyncClient, clients: list[Client]
+    server: Server, server_http: httpx.AsyncClient, clients: list[Client]
 ) -> None:
     fleet = uid("fleet")
     osmand_device, osmand_token = await add_device(server, fleet)
@@ -471,12 +467,12 @@ async def test_a_subscribed_viewer_receives_http_ingested_fixes(
     assert await viewer.call("subscribe", {"fleet": fleet}) == {"ok": True}
     assert await viewer.next("positions") == []
     ts_s = now_ms() // 1000
-    r = await http.get(
+    r = await server_http.get(
         OSMAND,
         params={"id": osmand_token, "lat": "40.0", "lon": "-3.7", "timestamp": str(ts_s), "speed": "20"},
     )
     assert r.status_code == 200, r.text
-    r = await http.post(
+    r = await server_http.post(
         OWNTRACKS, json=owntracks_location(ts_s, 40.1, -3.8, vel=72), headers=basic(owntracks_token)
     )
     assert r.status_code == 200, r.text
@@ -592,14 +588,12 @@ def real_track() -> list[tuple[int, float, float, float | None]]:
     return [(ts + shift, lat, lon, speed) for ts, lat, lon, speed in out]
 
 
-async def test_a_real_track_through_each_app_format_is_stored_as_sent(
-    server: Server, http: httpx.AsyncClient
-) -> None:
+async def test_a_real_track_through_each_app_format_is_stored_as_sent(http: httpx.AsyncClient) -> None:
     track = real_track()
     assert len(track) == 296
     fleet = uid("fleet")
     (osmand, osmand_token), (json_device, json_token), (ot, ot_token) = [
-        await add_device(server, fleet) for _ in range(3)
+        await add_device(http, fleet) for _ in range(3)
     ]
     # Classic OsmAnd: one GET per fix (concurrently, as a buffered app flushes), speed in knots.
     limit = asyncio.Semaphore(16)
@@ -627,7 +621,7 @@ async def test_a_real_track_through_each_app_format_is_stored_as_sent(
     assert r.status_code == 200, r.text
     window = {"from": track[0][0], "to": track[-1][0] + 1}  # `to` is exclusive
     for device in (osmand, json_device, ot):
-        got = await positions(server, device, **window)
+        got = await positions(http, device, **window)
         assert [(p["ts"], p["lat"], p["lon"]) for p in got] == [(ts, lat, lon) for ts, lat, lon, _ in track]
         for p, (_, _, _, speed) in zip(got, track, strict=True):
             if speed is None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from aiohttp import web
 from harness import (
     ADMIN_TOKEN,
@@ -66,93 +68,98 @@ async def get(server: Server, path: str, token: str = ADMIN_TOKEN, /, **query: A
         return await http.get(path, params=query, headers=auth(token))
 
 
-async def test_events_reach_viewers_device_and_http(
-    database_url: str, tmp_path: Path, db: asyncpg.Connection, clients: list[Client]
-) -> None:
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+    """Not the session's server: one of the test's own, with RULES in its fence folder (`tmp_path`), so
+    the test may rewrite the rules."""
     write_rules(tmp_path)
-    server = start_server(database_url, tmp_path)
-    try:
-        fleet, other_fleet = uid("fleet"), uid("fleet")
-        device, token = await add_device(server, fleet)
-        viewer = await viewer_client(server, await add_viewer(server, [fleet]), clients)
-        outsider_token = await add_viewer(server, [other_fleet])
-        outsider = await viewer_client(server, outsider_token, clients)
-        assert (await viewer.call("subscribe", {"fleet": fleet}))["ok"]
-        assert (await outsider.call("subscribe", {"fleet": other_fleet}))["ok"]
-        d = await device_client(server, token, clients)
-        t = now_ms() - 10_000
-        ack = await d.call("fix", [{**OUT, "ts": t}, {**IN, "ts": t + 1000}])
-        assert ack["accepted"] == 2
-        # The ack means the event is stored: read it from another connection right away.
-        rows = await db.fetch("SELECT type, rule_id, fence_id, ts FROM events WHERE device_id = $1", device)
-        assert [tuple(r) for r in rows] == [("enter", "arrive", "depot", t + 1000)]
-        event = await viewer.next("geofence")
-        assert event == {
-            "id": event["id"],
-            "type": "enter",
-            "rule": "arrive",
-            "fence": "depot",
-            "device": device,
-            "fleet": fleet,
-            "ts": t + 1000,
-            "lat": IN["lat"],
-            "lon": IN["lon"],
-        }
-        inside = (await get(server, "/api/geofences/depot/inside")).json()["devices"]
-        assert {"id": device, "fleet": fleet, "since_ts": t + 1000} in inside
-        assert (await get(server, "/api/geofences/depot/inside", outsider_token)).json() == {"devices": []}
-        assert d.pending("alert") == []  # `arrive` notifies viewers only
+    s = start_server(database_url, tmp_path)
+    yield s
+    s.stop()
 
-        assert (await d.call("fix", {**OUT, "ts": t + 2000}))["accepted"] == 1
-        leave = await viewer.next("geofence")
-        assert (leave["type"], leave["rule"], leave["ts"]) == ("exit", "leave", t + 2000)
-        alert = await d.next("alert")
-        assert alert == leave
-        assert device not in [
-            x["id"] for x in (await get(server, "/api/geofences/depot/inside")).json()["devices"]
-        ]
 
-        # A device-only rule: an alert, nothing to viewers.
-        assert (await d.call("fix", {"lat": 52.50, "lon": 13.45, "ts": t + 3000}))["accepted"] == 1
-        hub = await d.next("alert")
-        assert (hub["type"], hub["fence"]) == ("enter", "hub")
+async def test_events_reach_viewers_device_and_http(
+    server: Server, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    fleet, other_fleet = uid("fleet"), uid("fleet")
+    device, token = await add_device(server, fleet)
+    viewer = await viewer_client(server, await add_viewer(server, [fleet]), clients)
+    outsider_token = await add_viewer(server, [other_fleet])
+    outsider = await viewer_client(server, outsider_token, clients)
+    assert (await viewer.call("subscribe", {"fleet": fleet}))["ok"]
+    assert (await outsider.call("subscribe", {"fleet": other_fleet}))["ok"]
+    d = await device_client(server, token, clients)
+    t = now_ms() - 10_000
+    ack = await d.call("fix", [{**OUT, "ts": t}, {**IN, "ts": t + 1000}])
+    assert ack["accepted"] == 2
+    # The ack means the event is stored: read it from another connection right away.
+    rows = await db.fetch("SELECT type, rule_id, fence_id, ts FROM events WHERE device_id = $1", device)
+    assert [tuple(r) for r in rows] == [("enter", "arrive", "depot", t + 1000)]
+    event = await viewer.next("geofence")
+    assert event == {
+        "id": event["id"],
+        "type": "enter",
+        "rule": "arrive",
+        "fence": "depot",
+        "device": device,
+        "fleet": fleet,
+        "ts": t + 1000,
+        "lat": IN["lat"],
+        "lon": IN["lon"],
+    }
+    inside = (await get(server, "/api/geofences/depot/inside")).json()["devices"]
+    assert {"id": device, "fleet": fleet, "since_ts": t + 1000} in inside
+    assert (await get(server, "/api/geofences/depot/inside", outsider_token)).json() == {"devices": []}
+    assert d.pending("alert") == []  # `arrive` notifies viewers only
 
-        r = await get(server, "/api/events", device=device, **{"from": t - 1, "to": t + 10_000})
-        body = r.json()
-        assert [(e["type"], e["rule"], e["ts"]) for e in body["events"]] == [
-            ("enter", "arrive", t + 1000),
-            ("exit", "leave", t + 2000),
-            ("enter", "hub-visit", t + 3000),
-        ]
-        assert body["next_cursor"] is None
-        assert body["events"][0]["id"] == event["id"]
-        # Paging, and filters.
-        page = (await get(server, "/api/events", device=device, limit=2, **{"from": t - 1})).json()
-        assert len(page["events"]) == 2 and page["next_cursor"]
-        rest = (
-            await get(server, "/api/events", device=device, cursor=page["next_cursor"], **{"from": t - 1})
-        ).json()
-        assert [e["rule"] for e in rest["events"]] == ["hub-visit"] and rest["next_cursor"] is None
-        only = (await get(server, "/api/events", device=device, type="exit", **{"from": t - 1})).json()
-        assert [e["type"] for e in only["events"]] == ["exit"]
-        by_fence = (await get(server, "/api/events", fence="hub", **{"from": t - 1})).json()
-        assert [e["device"] for e in by_fence["events"]] == [device]
-        # Scoping: another fleet's viewer sees none of it, and may not name the device.
-        assert (await get(server, "/api/events", outsider_token, **{"from": t - 1})).json()["events"] == []
-        r = await get(server, "/api/events", outsider_token, device=device)
-        assert r.status_code == 403 and device in r.json()["error"]
-        assert outsider.pending("geofence") == []
-        for query, field in [
-            ({"type": "teleport"}, "type"),
-            ({"limit": "0"}, "limit"),
-            ({"cursor": "x"}, "cursor"),
-        ]:
-            r = await get(server, "/api/events", **query)
-            assert r.status_code == 400 and field in r.json()["error"], r.text
-        r = await get(server, "/api/geofences/nowhere/inside")
-        assert r.status_code == 404 and "nowhere" in r.json()["error"]
-    finally:
-        server.stop()
+    assert (await d.call("fix", {**OUT, "ts": t + 2000}))["accepted"] == 1
+    leave = await viewer.next("geofence")
+    assert (leave["type"], leave["rule"], leave["ts"]) == ("exit", "leave", t + 2000)
+    alert = await d.next("alert")
+    assert alert == leave
+    assert device not in [
+        x["id"] for x in (await get(server, "/api/geofences/depot/inside")).json()["devices"]
+    ]
+
+    # A device-only rule: an alert, nothing to viewers.
+    assert (await d.call("fix", {"lat": 52.50, "lon": 13.45, "ts": t + 3000}))["accepted"] == 1
+    hub = await d.next("alert")
+    assert (hub["type"], hub["fence"]) == ("enter", "hub")
+
+    r = await get(server, "/api/events", device=device, **{"from": t - 1, "to": t + 10_000})
+    body = r.json()
+    assert [(e["type"], e["rule"], e["ts"]) for e in body["events"]] == [
+        ("enter", "arrive", t + 1000),
+        ("exit", "leave", t + 2000),
+        ("enter", "hub-visit", t + 3000),
+    ]
+    assert body["next_cursor"] is None
+    assert body["events"][0]["id"] == event["id"]
+    # Paging, and filters.
+    page = (await get(server, "/api/events", device=device, limit=2, **{"from": t - 1})).json()
+    assert len(page["events"]) == 2 and page["next_cursor"]
+    rest = (
+        await get(server, "/api/events", device=device, cursor=page["next_cursor"], **{"from": t - 1})
+    ).json()
+    assert [e["rule"] for e in rest["events"]] == ["hub-visit"] and rest["next_cursor"] is None
+    only = (await get(server, "/api/events", device=device, type="exit", **{"from": t - 1})).json()
+    assert [e["type"] for e in only["events"]] == ["exit"]
+    by_fence = (await get(server, "/api/events", fence="hub", **{"from": t - 1})).json()
+    assert [e["device"] for e in by_fence["events"]] == [device]
+    # Scoping: another fleet's viewer sees none of it, and may not name the device.
+    assert (await get(server, "/api/events", outsider_token, **{"from": t - 1})).json()["events"] == []
+    r = await get(server, "/api/events", outsider_token, device=device)
+    assert r.status_code == 403 and device in r.json()["error"]
+    assert outsider.pending("geofence") == []
+    for query, field in [
+        ({"type": "teleport"}, "type"),
+        ({"limit": "0"}, "limit"),
+        ({"cursor": "x"}, "cursor"),
+    ]:
+        r = await get(server, "/api/events", **query)
+        assert r.status_code == 400 and field in r.json()["error"], r.text
+    r = await get(server, "/api/geofences/nowhere/inside")
+    assert r.status_code == 404 and "nowhere" in r.json()["error"]
 
 
 async def test_state_survives_a_restart(database_url: str, tmp_path: Path, clients: list[Client]) -> None:
@@ -183,64 +190,59 @@ async def test_state_survives_a_restart(database_url: str, tmp_path: Path, clien
 
 
 async def test_hot_reload_keeps_last_good_rules(
-    database_url: str, tmp_path: Path, db: asyncpg.Connection, clients: list[Client]
+    server: Server, tmp_path: Path, db: asyncpg.Connection, clients: list[Client]
 ) -> None:
-    write_rules(tmp_path)
-    server = start_server(database_url, tmp_path)
-    try:
-        inside, inside_token = await add_device(server, uid("fleet"))
-        d = await device_client(server, inside_token, clients)
-        assert (await d.call("fix", {**IN, "ts": now_ms() - 5000}))["accepted"] == 1
-        state = "SELECT rule_id, fence_id FROM fence_state WHERE device_id = $1 ORDER BY 1, 2"
-        assert [tuple(r) for r in await db.fetch(state, inside)] == [
-            ("", "depot"),
-            ("arrive", "depot"),
-            ("leave", "depot"),
-        ]
-        initial = (await get(server, "/api/geofences")).json()
-        assert [f["properties"]["id"] for f in initial["features"]] == ["depot", "hub"]
-        assert initial["features"][1]["properties"]["circle"] == {"center": [13.45, 52.5], "radius_m": 150}
-        assert [r["id"] for r in initial["rules"]] == ["arrive", "leave", "hub-visit"]
-        assert initial["errors"] == []
+    inside, inside_token = await add_device(server, uid("fleet"))
+    d = await device_client(server, inside_token, clients)
+    assert (await d.call("fix", {**IN, "ts": now_ms() - 5000}))["accepted"] == 1
+    state = "SELECT rule_id, fence_id FROM fence_state WHERE device_id = $1 ORDER BY 1, 2"
+    assert [tuple(r) for r in await db.fetch(state, inside)] == [
+        ("", "depot"),
+        ("arrive", "depot"),
+        ("leave", "depot"),
+    ]
+    initial = (await get(server, "/api/geofences")).json()
+    assert [f["properties"]["id"] for f in initial["features"]] == ["depot", "hub"]
+    assert initial["features"][1]["properties"]["circle"] == {"center": [13.45, 52.5], "radius_m": 150}
+    assert [r["id"] for r in initial["rules"]] == ["arrive", "leave", "hub-visit"]
+    assert initial["errors"] == []
 
-        # A broken file: the rules in force stay, the error names file and line.
-        write_rules(tmp_path, RULES.replace("radius_m: 150", "radius_m: -3"))
+    # A broken file: the rules in force stay, the error names file and line.
+    write_rules(tmp_path, RULES.replace("radius_m: 150", "radius_m: -3"))
 
-        async def errors() -> list[str]:
-            return list((await get(server, "/api/geofences")).json()["errors"])
+    async def errors() -> list[str]:
+        return list((await get(server, "/api/geofences")).json()["errors"])
 
-        errs = await until(errors)
-        assert len(errs) == 1 and "rules.yaml:8:" in errs[0] and "radius_m" in errs[0], errs
-        assert [f["properties"]["id"] for f in (await get(server, "/api/geofences")).json()["features"]] == [
-            "depot",
-            "hub",
-        ]
-        # Fixed, with a new fence and without `hub`: the new set is in force and the error gone.
-        write_rules(
-            tmp_path,
-            "fences:\n  - id: yard\n    polygon: [[13.40, 52.52], [13.41, 52.52], [13.41, 52.53]]\n"
-            "rules:\n  - {id: yard-in, on: enter, fences: [yard]}\n",
-        )
+    errs = await until(errors)
+    assert len(errs) == 1 and "rules.yaml:8:" in errs[0] and "radius_m" in errs[0], errs
+    assert [f["properties"]["id"] for f in (await get(server, "/api/geofences")).json()["features"]] == [
+        "depot",
+        "hub",
+    ]
+    # Fixed, with a new fence and without `hub`: the new set is in force and the error gone.
+    write_rules(
+        tmp_path,
+        "fences:\n  - id: yard\n    polygon: [[13.40, 52.52], [13.41, 52.52], [13.41, 52.53]]\n"
+        "rules:\n  - {id: yard-in, on: enter, fences: [yard]}\n",
+    )
 
-        async def reloaded() -> dict[str, Any] | None:
-            body: dict[str, Any] = (await get(server, "/api/geofences")).json()
-            return body if [f["properties"]["id"] for f in body["features"]] == ["yard"] else None
+    async def reloaded() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await get(server, "/api/geofences")).json()
+        return body if [f["properties"]["id"] for f in body["features"]] == ["yard"] else None
 
-        body = await until(reloaded)
-        assert body["errors"] == [] and [r["id"] for r in body["rules"]] == ["yard-in"]
+    body = await until(reloaded)
+    assert body["errors"] == [] and [r["id"] for r in body["rules"]] == ["yard-in"]
 
-        async def state_dropped() -> bool:  # `depot` is gone, and its state with it (just after the swap)
-            return not await db.fetch(state, inside)
+    async def state_dropped() -> bool:  # `depot` is gone, and its state with it (just after the swap)
+        return not await db.fetch(state, inside)
 
-        await until(state_dropped)
-        device, token = await add_device(server, uid("fleet"))
-        d = await device_client(server, token, clients)
-        t = now_ms() - 1000
-        assert (await d.call("fix", {"lat": 52.521, "lon": 13.405, "ts": t}))["accepted"] == 1
-        events = (await get(server, "/api/events", device=device, **{"from": t - 1})).json()["events"]
-        assert [(e["rule"], e["fence"]) for e in events] == [("yard-in", "yard")]
-    finally:
-        server.stop()
+    await until(state_dropped)
+    device, token = await add_device(server, uid("fleet"))
+    d = await device_client(server, token, clients)
+    t = now_ms() - 1000
+    assert (await d.call("fix", {"lat": 52.521, "lon": 13.405, "ts": t}))["accepted"] == 1
+    events = (await get(server, "/api/events", device=device, **{"from": t - 1})).json()["events"]
+    assert [(e["rule"], e["fence"]) for e in events] == [("yard-in", "yard")]
 
 
 async def test_webhook_retried_until_delivered_and_signed(

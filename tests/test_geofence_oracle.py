@@ -84,6 +84,11 @@ def _square(lat: float, lon: float, dlat: float = 0.0002, dlon: float = 0.0003) 
     ]
 
 
+def _spot(fence: str, lat: float, lon: float, radius_m: float) -> dict[str, Any]:
+    """A circle fence tagged `spot`, as the YAML writes it (centre as [lon, lat])."""
+    return {"id": fence, "tags": ["spot"], "circle": {"center": [lon, lat], "radius_m": radius_m}}
+
+
 def scenario(fleet: str, other_fleet: str) -> dict[str, Any]:
     """The fence YAML. Circles sit on fixes of the tracks (so they are entered and left); the two small
     squares (~22 m) sit on the midpoint of a ~200-280 m step of a sparse copy (munich-015 step 45,
@@ -93,26 +98,10 @@ def scenario(fleet: str, other_fleet: str) -> dict[str, Any]:
         "fences": [
             *({"id": k, "geojson": v} for k, v in GEOJSON.items()),
             # Zurich: where the google track stays for hours (dwell); Munich, Beijing: points on the tracks.
-            {
-                "id": "zurich-stay",
-                "tags": ["spot"],
-                "circle": {"center": [8.5488743, 47.3776657], "radius_m": 200},
-            },
-            {
-                "id": "munich-spot",
-                "tags": ["spot"],
-                "circle": {"center": [11.536765548739641, 48.15216514582384], "radius_m": 150},
-            },
-            {
-                "id": "beijing-spot-000",
-                "tags": ["spot"],
-                "circle": {"center": [116.315958, 39.991188], "radius_m": 250},
-            },
-            {
-                "id": "beijing-spot-003",
-                "tags": ["spot"],
-                "circle": {"center": [116.195169, 39.906271], "radius_m": 300},
-            },
+            _spot("zurich-stay", 47.3776657, 8.5488743, 200),
+            _spot("munich-spot", 48.15216514582384, 11.536765548739641, 150),
+            _spot("beijing-spot-000", 39.991188, 116.315958, 250),
+            _spot("beijing-spot-003", 39.906271, 116.195169, 300),
             {"id": "munich-gap", "tags": ["gap"], "polygon": _square(48.128135839990414, 11.524683156769786)},
             {"id": "beijing-gap", "tags": ["gap"], "polygon": _square(40.0076445, 116.319031)},
         ],

@@ -269,3 +269,16 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any
             return got
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def own_server(
+    database_url: str | None, tmp: Path, extra_env: dict[str, str] | None = None, *args: str
+) -> Iterator[Server]:
+    """A server of the test's own, started like `start_server`; stopped on leaving, also when the test
+    fails (stopping it earlier, say with SIGKILL, is fine: stopping again does nothing)."""
+    s = start_server(database_url, tmp, extra_env, *args)
+    try:
+        yield s
+    finally:
+        s.stop()

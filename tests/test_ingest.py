@@ -17,6 +17,7 @@ from harness import (
     connected_device,
     device_client,
     now_ms,
+    own_server,
     refusal,
     start_server,
     uid,
@@ -195,10 +196,8 @@ async def test_a_malformed_event_gets_an_error_ack(server: Server, clients: list
 async def test_a_full_queue_answers_retry_and_stores_nothing(
     database_url: str, db: asyncpg.Connection, tmp_path: Path, clients: list[Client]
 ) -> None:
-    small = start_server(database_url, tmp_path, {"TRACKER_INGEST_QUEUE_MAX": "5"})
-    try:
-        device, token = await add_device(small, uid("fleet"))
-        d = await device_client(small, token, clients)
+    with own_server(database_url, tmp_path, {"TRACKER_INGEST_QUEUE_MAX": "5"}) as small:
+        device, d = await connected_device(small, clients)
         t = now_ms()
         batch = [{"lat": 1.0, "lon": 1.0, "ts": t - i} for i in range(10)]
         ack = await d.call("fix", batch)
@@ -207,20 +206,18 @@ async def test_a_full_queue_answers_retry_and_stores_nothing(
         assert await stored(db, device) == []
         # A batch that fits is taken.
         assert (await d.call("fix", batch[:5]))["accepted"] == 5
-    finally:
-        small.stop()
 
 
 async def test_an_acked_fix_survives_a_crash_right_after(
     database_url: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    crashing = start_server(database_url, tmp_path)
-    device, token = await add_device(crashing, uid("fleet"))
-    d = await Client("/device").connect(crashing, token)
-    t = now_ms()
-    acks = [await d.call("fix", {"lat": 2.0, "lon": 2.0 + i / 1000, "ts": t + i}) for i in range(20)]
-    crashing.stop(signal.SIGKILL)
-    await d.sio.disconnect()
+    with own_server(database_url, tmp_path) as crashing:
+        device, token = await add_device(crashing, uid("fleet"))
+        d = await Client("/device").connect(crashing, token)
+        t = now_ms()
+        acks = [await d.call("fix", {"lat": 2.0, "lon": 2.0 + i / 1000, "ts": t + i}) for i in range(20)]
+        crashing.stop(signal.SIGKILL)
+        await d.sio.disconnect()
     assert sum(a["accepted"] for a in acks) == 20
     assert len(await stored(db, device)) == 20
 
@@ -266,15 +263,11 @@ async def test_a_write_that_fails_answers_retry_and_stores_nothing(
 async def test_a_device_over_its_rate_is_told_to_retry_and_others_are_not(
     database_url: str, db: asyncpg.Connection, tmp_path: Path, clients: list[Client]
 ) -> None:
-    limited = start_server(
-        database_url, tmp_path, {"TRACKER_DEVICE_RATE": "1", "TRACKER_DEVICE_BURST": "1000"}
-    )
-    try:
+    limits = {"TRACKER_DEVICE_RATE": "1", "TRACKER_DEVICE_BURST": "1000"}
+    with own_server(database_url, tmp_path, limits) as limited:
         fleet = uid("fleet")
-        greedy, greedy_token = await add_device(limited, fleet)
-        _, polite_token = await add_device(limited, fleet)
-        g = await device_client(limited, greedy_token, clients)
-        p = await device_client(limited, polite_token, clients)
+        greedy, g = await connected_device(limited, clients, fleet)
+        _, p = await connected_device(limited, clients, fleet)
         t = now_ms() - 10_000_000
         first = [{"lat": 1.0, "lon": 1.0, "ts": t + i} for i in range(1000)]
         assert (await g.call("fix", first))["accepted"] == 1000
@@ -282,8 +275,6 @@ async def test_a_device_over_its_rate_is_told_to_retry_and_others_are_not(
         assert ack["accepted"] == 0 and ack["retry"] is True and "rate limit" in ack["error"]
         assert (await p.call("fix", {"lat": 1.0, "lon": 1.0, "ts": t}))["accepted"] == 1
         assert len(await stored(db, greedy)) == 1000
-    finally:
-        limited.stop()
 
 
 async def test_a_device_on_long_polling_is_served_too(

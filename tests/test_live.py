@@ -25,6 +25,11 @@ from harness import (
 from viewers import subscribed_viewer
 
 
+async def next_devices(viewer: Client) -> list[str]:
+    """The devices in `viewer`'s next positions event, in its order."""
+    return [p["device"] for p in await viewer.next("positions")]
+
+
 async def test_snapshot_right_after_subscribe(server: Server, clients: list[Client]) -> None:
     fleet = uid("fleet")
     device, d = await connected_device(server, clients, fleet)
@@ -71,8 +76,7 @@ async def test_positions_stream_to_fleet_and_device_rooms(server: Server, client
         for p in await by_fleet.next("positions"):
             seen[p["device"]] = p["ts"]
     assert seen == {device: t, other: t}
-    got = await by_device.next("positions")
-    assert [p["device"] for p in got] == [device]
+    assert await next_devices(by_device) == [device]
 
 
 async def test_a_batch_is_coalesced_into_one_event_with_the_newest_position(
@@ -144,7 +148,7 @@ async def test_a_viewer_never_sees_another_fleet(server: Server, clients: list[C
     # A later subscriber's snapshot of the box holds only its own fleet too.
     late = await viewer_client(server, await add_viewer(server, [mine]), clients)
     assert (await late.call("subscribe", {"bbox": box}))["ok"]
-    assert [p["device"] for p in await late.next("positions")] == [my_device]
+    assert await next_devices(late) == [my_device]
 
 
 async def test_bbox_leaves_out_far_devices_and_unsubscribe_stops_events(
@@ -158,16 +162,14 @@ async def test_bbox_leaves_out_far_devices_and_unsubscribe_stops_events(
     t = now_ms()
     await f.call("fix", {"lat": 48.14, "lon": 11.58, "ts": t})  # Munich
     await n.call("fix", {"lat": 52.50, "lon": 13.40, "ts": t})
-    got = await v.next("positions")
-    assert [p["device"] for p in got] == [near]
+    assert await next_devices(v) == [near]
     assert await v.call("unsubscribe", {"bbox": box}) == {"ok": True}
     # After unsubscribing, a device-room subscription still works and the box's events stop.
     assert (await v.call("subscribe", {"device": far}))["ok"]
-    assert [p["device"] for p in await v.next("positions")] == [far]
+    assert await next_devices(v) == [far]
     await n.call("fix", {"lat": 52.51, "lon": 13.41, "ts": t + 1})
     await f.call("fix", {"lat": 48.15, "lon": 11.59, "ts": t + 1})
-    got = await v.next("positions")
-    assert [p["device"] for p in got] == [far]
+    assert await next_devices(v) == [far]
 
 
 async def test_an_all_fleets_viewer_sees_every_fleet_in_a_box(server: Server, clients: list[Client]) -> None:
@@ -284,8 +286,7 @@ async def test_a_box_wider_than_half_the_world_covers_what_it_says(
     t = now_ms()
     await o.call("fix", {"lat": 5.0, "lon": 150.0, "ts": t})
     await i.call("fix", {"lat": 5.0, "lon": 90.0, "ts": t})
-    got = await v.next("positions")
-    assert [p["device"] for p in got] == [inside]
+    assert await next_devices(v) == [inside]
 
 
 async def test_a_whole_world_box_still_holds_only_granted_fleets(

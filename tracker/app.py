@@ -21,6 +21,7 @@ from tracker.core import Core
 from tracker.errors import ConfigError, TrackerError
 from tracker.gc_policy import GcPolicy
 from tracker.metrics import Metrics
+from tracker.sessions import DEVICE, VIEWER
 from tracker.settings import Settings
 from tracker.socket_gate import AdmissionGate
 from tracker.sockets import DeviceNamespace, DeviceRooms, ViewerNamespace, ViewerRooms, build_server
@@ -59,8 +60,10 @@ def create_app(settings: Settings, database_url: str | None = None, *, manage_gc
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         shared = settings.redis_url is not None
         devices = DeviceRooms(sio, shared)
+        viewers = ViewerRooms(sio, shared)
+        cut = {DEVICE: devices.disconnect, VIEWER: viewers.disconnect}
         holder["core"] = app.state.core = await Core.start(
-            settings, url, ViewerRooms(sio, shared), metrics, devices, devices
+            settings, url, viewers, metrics, devices, devices, cut
         )
         # Last in start-up, so that the first freeze keeps everything the core has loaded out of the
         # collector's walks.

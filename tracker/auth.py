@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from typing import Any
 
 from tracker.errors import Forbidden, InvalidInput, NotFound, Unauthorized
@@ -21,6 +22,7 @@ from tracker.store import Database, accounts
 log = logging.getLogger("tracker.auth")
 
 ADMIN = Viewer(name="admin", fleets=None)
+MAX_EXPIRY_S = 10 * 365 * 86400
 
 
 def new_token() -> str:
@@ -69,7 +71,10 @@ class Authenticator:
         found = await accounts.viewer_by_token_hash(self._db, digest)
         if found is None or not hmac.compare_digest(found[1], digest):
             raise Unauthorized("unknown viewer token")
-        return found[0]
+        viewer = found[0]
+        if viewer.expires_ts is not None and viewer.expires_ts <= time.time() * 1000:
+            raise Unauthorized(f"viewer token of {viewer.name!r} has expired; ask for a new one")
+        return viewer
 
     async def visible_device(self, viewer: Viewer, device_id: str) -> Device:
         """The device `device_id` if `viewer` may see it; NotFound or Forbidden otherwise (coroutine)."""
@@ -94,17 +99,46 @@ class Authenticator:
         return device, token
 
     async def add_viewer(
-        self, name: Any, fleets: frozenset[str] | None, replace: bool = False
+        self,
+        name: Any,
+        fleets: frozenset[str] | None,
+        replace: bool = False,
+        expires_s: float | None = None,
     ) -> tuple[Viewer, str]:
-        """Register a viewer of `fleets` (None: all; `replace`: or re-key an existing one); return it
-        with its token (coroutine)."""
+        """Register a viewer of `fleets` (None: all; `replace`: or re-key an existing one), whose token
+        expires after `expires_s` (None: never); return it with its token (coroutine)."""
         if not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.isprintable():
             raise InvalidInput("name must be 1-100 printable characters")
+        if expires_s is not None and not 0 < expires_s <= MAX_EXPIRY_S:
+            raise InvalidInput(
+                f"expires_s must be above 0 and at most {MAX_EXPIRY_S} (10 years); got {expires_s}"
+            )
         viewer = Viewer(
             name,
             frozenset(check_id(f, "fleets[]") for f in fleets) if fleets is not None else None,
+            round((time.time() + expires_s) * 1000) if expires_s is not None else None,
         )
         token = new_token()
         await accounts.insert_viewer(self._db, viewer, hash_token(token), replace)
-        log.info("viewer added viewer=%s fleets=%s", viewer.name, viewer.fleets or "all")
+        log.info(
+            "viewer added viewer=%s fleets=%s expires_ts=%s",
+            viewer.name,
+            viewer.fleets or "all",
+            viewer.expires_ts,
+        )
         return viewer, token
+
+    async def revoke_device(self, device_id: Any) -> None:
+        """Revoke the device's token: refused from now on, its connections cut on every process
+        (coroutine). NotFound when there is no such device."""
+        device_id = check_id(device_id, "id")
+        if not await accounts.revoke_device(self._db, device_id):
+            raise NotFound(f"device {device_id!r} not found")
+        log.info("device token revoked device=%s", device_id)
+
+    async def revoke_viewer(self, name: Any) -> None:
+        """Revoke the viewer's token, like `revoke_device` (coroutine). NotFound when there is no such
+        viewer."""
+        if not isinstance(name, str) or not await accounts.revoke_viewer(self._db, name):
+            raise NotFound(f"viewer {name!r:.100} not found")
+        log.info("viewer token revoked viewer=%s", name)

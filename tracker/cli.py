@@ -1,7 +1,7 @@
-"""The server's commands: serve, device add, viewer add, geofences check. They only build settings and
-call the core; domain errors become a one-line message and exit status 1 here (`guarded`) and nowhere
-else. The `tracker` console script (`tracker.tools.cli`) builds on this parser and adds the tools'
-commands; nothing here imports a tool."""
+"""The server's commands: serve, device add|revoke, viewer add|revoke, geofences check. They only build
+settings and call the core; domain errors become a one-line message and exit status 1 here (`guarded`)
+and nowhere else. The `tracker` console script (`tracker.tools.cli`) builds on this parser and adds the
+tools' commands; nothing here imports a tool."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def add_serve(sub: Any) -> None:
 
 
 def add_accounts(sub: Any) -> None:
-    """`device add` and `viewer add`."""
+    """`device add|revoke` and `viewer add|revoke`."""
     device = sub.add_parser("device", help="manage devices").add_subparsers(dest="action", required=True)
     add_device = device.add_parser("add", help="register a device and print its token")
     add_device.add_argument("id")
@@ -63,6 +63,11 @@ def add_accounts(sub: Any) -> None:
         "--replace", action="store_true", help="re-key an existing device (its old token stops working)"
     )
     db_flags(add_device)
+    revoke_device = device.add_parser(
+        "revoke", help="revoke a device's token (refused at once; its sockets cut within 2 s)"
+    )
+    revoke_device.add_argument("id")
+    db_flags(revoke_device)
 
     viewer = sub.add_parser("viewer", help="manage viewers").add_subparsers(dest="action", required=True)
     add_viewer = viewer.add_parser("add", help="register a viewer and print its token")
@@ -73,7 +78,15 @@ def add_accounts(sub: Any) -> None:
     add_viewer.add_argument(
         "--replace", action="store_true", help="re-key an existing viewer (its old token stops working)"
     )
+    add_viewer.add_argument(
+        "--expires-in", help="the token expires after this: 30d, 12h, 90m, 3600 (seconds)"
+    )
     db_flags(add_viewer)
+    revoke_viewer = viewer.add_parser(
+        "revoke", help="revoke a viewer's token (refused at once; its sockets cut within 2 s)"
+    )
+    revoke_viewer.add_argument("name")
+    db_flags(revoke_viewer)
 
 
 def add_geofences(sub: Any) -> None:
@@ -124,18 +137,27 @@ def exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-async def _add(settings: Settings, url: str, args: argparse.Namespace) -> str:
+async def _account(url: str, args: argparse.Namespace) -> str:
+    """`device add|revoke`, `viewer add|revoke`: what to print (a new token, or what was revoked)."""
     from tracker.auth import Authenticator
+    from tracker.parse import duration_s
     from tracker.store import Database
 
+    expires_s = duration_s(args.expires_in, "--expires-in") if getattr(args, "expires_in", None) else None
     db = await Database.connect(url, min_size=1, max_size=1)
     try:
         auth = Authenticator(db, None)
+        if (args.command, args.action) == ("device", "revoke"):
+            await auth.revoke_device(args.id)
+            return f"device {args.id} revoked"
+        if (args.command, args.action) == ("viewer", "revoke"):
+            await auth.revoke_viewer(args.name)
+            return f"viewer {args.name} revoked"
         if args.command == "device":
             _, token = await auth.add_device(args.id, args.fleet, args.name, replace=args.replace)
         else:
             fleets = None if args.all else frozenset(args.fleets)
-            _, token = await auth.add_viewer(args.name, fleets, replace=args.replace)
+            _, token = await auth.add_viewer(args.name, fleets, replace=args.replace, expires_s=expires_s)
         return token
     finally:
         await db.close()
@@ -184,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         _serve(settings)
     else:
         with database(settings) as url:
-            print(asyncio.run(_add(settings, url, args)))
+            print(asyncio.run(_account(url, args)))
     return 0
 
 

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tracker.admission import LoopLag
@@ -24,10 +25,14 @@ from tracker.metrics import Metrics
 from tracker.model import Head
 from tracker.notify import Notifier
 from tracker.rooms import Transport
+from tracker.sessions import Disconnect, Sessions
 from tracker.settings import Settings
 from tracker.store import Database
+from tracker.store import messages as messages_store
+from tracker.store.accounts import TOKENS_CHANNEL
 from tracker.store.database import DAY_MS
 from tracker.store.fixes import latest_positions
+from tracker.store.listener import Listener
 from tracker.webhooks import WebhookWorker
 
 log = logging.getLogger("tracker.core")
@@ -48,6 +53,7 @@ class Core:
     notifier: Notifier
     webhooks: WebhookWorker
     messages: Messenger
+    sessions: Sessions
     online: Counter[str] = field(default_factory=Counter)  # device id -> open connections here
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -60,8 +66,10 @@ class Core:
         metrics: Metrics,
         devices: Transport,
         link: DeviceLink,
+        cut: Mapping[str, Disconnect],
     ) -> Core:
-        """Connect and migrate, seed the live index, start the loops (coroutine)."""
+        """Connect and migrate, seed the live index, start the loops (coroutine). `cut` disconnects one
+        connection of the device or viewer namespace (`tracker.sessions`)."""
         db = await Database.connect(database_url)
         index = LiveIndex(settings.h3_resolution)
         latest = await latest_positions(db)
@@ -100,6 +108,12 @@ class Core:
             notifier,
             webhooks,
             Messenger(db, link, transport, metrics, settings.message_body_max_bytes),
+            Sessions(db, cut),
+        )
+        listener = Listener(
+            db,
+            {messages_store.CHANNEL: core.messages.notified, TOKENS_CHANNEL: core.sessions.notified},
+            core._catch_up,
         )
         core._tasks = [
             asyncio.create_task(ingestor.run(), name="ingest"),
@@ -109,7 +123,7 @@ class Core:
             asyncio.create_task(core._retention(), name="retention"),
             asyncio.create_task(notifier.run(), name="notify"),
             asyncio.create_task(webhooks.run(), name="webhooks"),
-            asyncio.create_task(core.messages.run(), name="messages"),
+            asyncio.create_task(listener.run(), name="notifications"),
             asyncio.create_task(core.messages.record_acks(), name="message-acks"),
             asyncio.create_task(watch(settings.geofences, geofences.reload), name="geofence-watch"),
         ]
@@ -129,8 +143,14 @@ class Core:
         await self.broadcaster.flush()
         await self.notifier.flush()
         await self.messages.close()
+        await self.sessions.close()
         await self.webhooks.close()
         await self.db.close()
+
+    def _catch_up(self) -> None:
+        """The listener (re)connected: what was announced meanwhile went unheard."""
+        self.messages.catch_up()
+        self.sessions.catch_up()
 
     async def _retention(self) -> None:
         """With TRACKER_RETENTION_DAYS, drop expired partitions now and then every hour."""

@@ -131,29 +131,14 @@ class Messenger:
             await self._status(device.id, device.fleet, [m.id for m in taken], "acked", now)
         return taken
 
-    async def run(self) -> None:
-        """Listen for messages stored by any process and pump the devices held here (coroutine)."""
-        delay = 1.0
-        while True:
-            try:
-                async with self._db.pool.acquire() as conn:
-                    lost = asyncio.Event()
-                    conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                    await conn.add_listener(store.CHANNEL, self._notified)
-                    try:
-                        delay = 1.0
-                        for device_id in list(self._marks):  # catch up on what came while not listening
-                            self._spawn(device_id)
-                        await lost.wait()
-                        log.warning("message listener connection lost; reconnecting")
-                    finally:
-                        if not conn.is_closed():  # the pool refuses a connection that still listens
-                            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                                await conn.remove_listener(store.CHANNEL, self._notified)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("message listener failed (%s); retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    def notified(self, device_id: str) -> None:
+        """A message for `device_id` was stored, by any process (NOTIFY): pump it if it is held here."""
+        self._spawn(device_id)
+
+    def catch_up(self) -> None:
+        """Pump every device held here: notifications may have been lost while nobody listened."""
+        for device_id in list(self._marks):
+            self._spawn(device_id)
 
     async def record_acks(self) -> None:
         """Record the acks that came in, a batch at a time, until cancelled (coroutine)."""
@@ -199,10 +184,6 @@ class Messenger:
             fleet = fleets.get(device_id)
             if fleet is not None:
                 await self._status(device_id, fleet, [str(n) for n in sorted(numbers)], "acked", now)
-
-    def _notified(self, _conn: object, _pid: int, _channel: str, device_id: str) -> None:
-        if device_id in self._marks:
-            self._spawn(device_id)
 
     def _spawn(self, device_id: str) -> None:
         if device_id not in self._marks:

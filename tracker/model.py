@@ -66,10 +66,12 @@ class Device:
 
 @dataclass(slots=True, frozen=True)
 class Viewer:
-    """Who reads: a named viewer token granting some fleets, or all of them (`fleets` is None)."""
+    """Who reads: a named viewer token granting some fleets, or all of them (`fleets` is None), until
+    `expires_ts` (ms since the epoch; None: no expiry)."""
 
     name: str
     fleets: frozenset[str] | None = field(default=None)
+    expires_ts: int | None = None
 
     def grants(self, fleet: str) -> bool:
         """True when this viewer may see `fleet`."""

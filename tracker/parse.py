@@ -133,6 +133,20 @@ def _time_ms(value: Any, name: str, error: type[InvalidInput]) -> int:
     return int(value)
 
 
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_s(value: str, name: str) -> float:
+    """Seconds from a duration such as `30d`, `12h`, `90m`, `45s` or `3600` (seconds)."""
+    match = _DURATION.match(value.strip().lower())
+    if match is None:
+        raise InvalidInput(
+            f"{name} must be a duration such as 30d, 12h, 90m or 3600 (seconds); got {value!r:.40}"
+        )
+    return float(match[1]) * _UNIT_S[match[2]]
+
+
 def parse_bbox(value: Any, name: str = "bbox") -> Box:
     """[west, south, east, north] in degrees; west > east crosses the antimeridian."""
     if not isinstance(value, list | tuple) or len(value) != 4:

@@ -14,12 +14,14 @@ from typing import Any, TypeVar
 import orjson
 import socketio
 
+from tracker.auth import ADMIN
 from tracker.core import Core
 from tracker.errors import Busy, Forbidden, InvalidInput, NotFound, Unauthorized
 from tracker.messages import parse_send
 from tracker.metrics import Metrics
 from tracker.model import Device, Viewer
 from tracker.rooms import device_room
+from tracker.sessions import DEVICE, VIEWER
 from tracker.subscriptions import Subscription, plan_subscription
 
 T = TypeVar("T")
@@ -87,8 +89,10 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._devices: dict[str, Device] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        device = await _admitted(self._core().auth.device(_token(auth)))
+        token = _token(auth)
+        device = await _admitted(self._core().auth.device(token))
         self._devices[sid] = device
+        self._core().sessions.opened(DEVICE, device.id, sid, str(token))
         await self.enter_room(sid, device_room(device.id))
         core = self._core()
         if core.settings.redis_url:  # processes share devices: another one may have moved this one on
@@ -104,6 +108,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         device = self._devices.pop(sid, None)
         if device is None:
             return
+        self._core().sessions.closed(sid)
         self._core().messages.detach(device.id, sid)
         online = self._core().online
         online[device.id] -= 1
@@ -142,13 +147,17 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._viewers: dict[str, Viewer] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        viewer = await _admitted(self._core().auth.viewer(_token(auth)))
+        token = _token(auth)
+        viewer = await _admitted(self._core().auth.viewer(token))
         self._viewers[sid] = viewer
+        if viewer is not ADMIN:  # the admin token comes from the settings: nothing to revoke
+            self._core().sessions.opened(VIEWER, viewer.name, sid, str(token), viewer.expires_ts)
         self._metrics.connected_viewers.inc()
         log.info("viewer connected viewer=%s", viewer.name)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         if self._viewers.pop(sid, None) is not None:
+            self._core().sessions.closed(sid)
             self._metrics.connected_viewers.dec()
 
     async def _plan(self, sid: str, data: Any, leaving: bool) -> Subscription | dict[str, Any]:
@@ -221,6 +230,10 @@ class ViewerRooms:
     async def emit(self, event: str, data: Any, room: str | list[str]) -> None:
         await self._sio.emit(event, data, to=room, namespace=VIEWER_NS)
 
+    async def disconnect(self, conn: str) -> None:
+        """Close one viewer connection (its token was revoked or expired)."""
+        await self._sio.disconnect(conn, namespace=VIEWER_NS)
+
 
 class DeviceRooms:
     """The notifier's way to devices: each device's connections share the room `device:<id>`."""
@@ -234,6 +247,10 @@ class DeviceRooms:
 
     async def emit(self, event: str, data: Any, room: str | list[str]) -> None:
         await self._sio.emit(event, data, to=room, namespace=DEVICE_NS)
+
+    async def disconnect(self, conn: str) -> None:
+        """Close one device connection (its token was revoked or re-keyed)."""
+        await self._sio.disconnect(conn, namespace=DEVICE_NS)
 
     async def deliver(
         self, conn: str, payload: dict[str, Any], on_ack: Callable[..., Awaitable[None]]

@@ -42,7 +42,7 @@ async def add_viewer(request: Request) -> Response:
     security: [{bearer: []}]
     requestBody:
       required: true
-      content: {application/json: {schema: {$ref: '#/components/schemas/Viewer'}}}
+      content: {application/json: {schema: {$ref: '#/components/schemas/NewViewer'}}}
     responses:
       201:
         description: The new viewer and its token.
@@ -58,12 +58,63 @@ async def add_viewer(request: Request) -> Response:
         granted = frozenset(fleets)
     else:
         raise InvalidInput('fleets must be a non-empty list of fleet ids or "all"')
-    viewer, token = await params.core(request).auth.add_viewer(body.get("name"), granted)
+    expires_s = body.get("expires_s")
+    if expires_s is not None and (not isinstance(expires_s, int | float) or isinstance(expires_s, bool)):
+        raise InvalidInput(f"expires_s must be a number of seconds; got {expires_s!r:.40}")
+    viewer, token = await params.core(request).auth.add_viewer(body.get("name"), granted, expires_s=expires_s)
     shown = sorted(viewer.fleets) if viewer.fleets is not None else "all"
-    return JSONResponse({"name": viewer.name, "fleets": shown, "token": token}, status_code=201)
+    return JSONResponse(
+        {"name": viewer.name, "fleets": shown, "token": token, "expires_ts": viewer.expires_ts},
+        status_code=201,
+    )
+
+
+async def revoke_device(request: Request) -> Response:
+    """
+    summary: Revoke a device's token
+    description: >-
+      The token stops working at once: HTTP requests and new connections with it are refused, and its
+      open sockets on every process are disconnected within 2 s. `tracker device add ID --replace`
+      (or registering the device again with the CLI) gives it a new token.
+    security: [{bearer: []}]
+    parameters:
+      - {$ref: '#/components/parameters/DeviceId'}
+    responses:
+      200:
+        description: Revoked.
+        content: {application/json: {schema: {$ref: '#/components/schemas/DeviceRevoked'}}}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    params.require_admin(request)
+    device_id = request.path_params["id"]
+    await params.core(request).auth.revoke_device(device_id)
+    return JSONResponse({"id": device_id, "revoked": True})
+
+
+async def revoke_viewer(request: Request) -> Response:
+    """
+    summary: Revoke a viewer's token
+    description: >-
+      As for a device: refused at once, its open sockets on every process disconnected within 2 s.
+      `tracker viewer add NAME ... --replace` gives the viewer a new token.
+    security: [{bearer: []}]
+    parameters:
+      - {name: name, in: path, required: true, schema: {type: string}}
+    responses:
+      200:
+        description: Revoked.
+        content: {application/json: {schema: {$ref: '#/components/schemas/ViewerRevoked'}}}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    params.require_admin(request)
+    name = request.path_params["name"]
+    await params.core(request).auth.revoke_viewer(name)
+    return JSONResponse({"name": name, "revoked": True})
 
 
 routes = [
     Route("/api/admin/devices", add_device, methods=["POST"]),
+    Route("/api/admin/devices/{id}/token", revoke_device, methods=["DELETE"]),
     Route("/api/admin/viewers", add_viewer, methods=["POST"]),
+    Route("/api/admin/viewers/{name}", revoke_viewer, methods=["DELETE"]),
 ]

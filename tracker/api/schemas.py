@@ -164,7 +164,21 @@ _SCHEMAS: dict[str, Any] = {
         ["id", "fleet", "token"], id=STRING, fleet=STRING, name={"type": ["string", "null"]}, token=STRING
     ),
     "Viewer": record(name=STRING, fleets=ref("Fleets")),
-    "ViewerToken": record(["name", "token"], name=STRING, fleets=ref("Fleets"), token=STRING),
+    "NewViewer": record(
+        ["name", "fleets"],
+        name=STRING,
+        fleets=ref("Fleets"),
+        expires_s={"type": "number", "exclusiveMinimum": 0, "description": "The token expires after this."},
+    ),
+    "ViewerToken": record(
+        ["name", "token"],
+        name=STRING,
+        fleets=ref("Fleets"),
+        token=STRING,
+        expires_ts={"type": ["integer", "null"], "description": "When the token expires (ms); null: never."},
+    ),
+    "DeviceRevoked": record(id=STRING, revoked={"const": True}),
+    "ViewerRevoked": record(name=STRING, revoked={"const": True}),
     "NewMessage": record(
         body={"description": "Any JSON value, at most TRACKER_MESSAGE_BODY_MAX_BYTES (16 KiB) encoded."}
     ),

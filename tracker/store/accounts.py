@@ -1,4 +1,8 @@
-"""Devices and viewers in PostGIS. Tokens are never stored, only their SHA-256 hashes (see `tracker.auth`)."""
+"""Devices and viewers in PostGIS. Tokens are never stored, only their SHA-256 hashes (see `tracker.auth`).
+
+A revoked token's hash is NULL. Every statement that revokes or re-keys a token also announces it on
+`TOKENS_CHANNEL` ('device:<id>' or 'viewer:<name>'), in the same transaction, so that every process
+cuts the connections the old token opened (`tracker.sessions`)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,16 @@ import asyncpg
 from tracker.errors import Conflict
 from tracker.model import Device, Viewer
 from tracker.store.database import Database
+
+TOKENS_CHANNEL = "tracker_tokens"
+
+
+def _announced(statement: str, kind: str, key: str) -> str:
+    """`statement`, then a NOTIFY on `TOKENS_CHANNEL` for each row it changed; the count of those rows."""
+    return (
+        f"WITH changed AS ({statement} RETURNING {key}) "
+        f"SELECT count(pg_notify('{TOKENS_CHANNEL}', '{kind}:' || {key})) FROM changed"
+    )
 
 
 async def insert_device(db: Database, device: Device, token_hash: bytes, replace: bool = False) -> None:
@@ -18,34 +32,32 @@ async def insert_device(db: Database, device: Device, token_hash: bytes, replace
         if replace
         else ""
     )
-    try:
-        await db.pool.execute(
-            "INSERT INTO devices (id, fleet, name, token_hash) VALUES ($1, $2, $3, $4)" + upsert,
-            device.id,
-            device.fleet,
-            device.name,
-            token_hash,
+    insert = "INSERT INTO devices (id, fleet, name, token_hash) VALUES ($1, $2, $3, $4)" + upsert
+    if replace:  # the old token, if any, opened connections that must be cut
+        insert = (
+            f"WITH d AS ({insert} RETURNING id) SELECT pg_notify('{TOKENS_CHANNEL}', 'device:' || id) FROM d"
         )
+    try:
+        await db.pool.execute(insert, device.id, device.fleet, device.name, token_hash)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"device {device.id!r} already exists") from None
 
 
 async def insert_viewer(db: Database, viewer: Viewer, token_hash: bytes, replace: bool = False) -> None:
-    """Register `viewer`; Conflict when its name is taken, unless `replace` gives it the new fleets and
-    token (coroutine)."""
+    """Register `viewer`; Conflict when its name is taken, unless `replace` gives it the new fleets,
+    expiry and token (coroutine)."""
     fleets = sorted(viewer.fleets) if viewer.fleets is not None else None
     upsert = (
-        " ON CONFLICT (name) DO UPDATE SET fleets = EXCLUDED.fleets, token_hash = EXCLUDED.token_hash"
+        " ON CONFLICT (name) DO UPDATE SET fleets = EXCLUDED.fleets, token_hash = EXCLUDED.token_hash,"
+        " expires_ts = EXCLUDED.expires_ts"
         if replace
         else ""
     )
+    insert = "INSERT INTO viewers (name, fleets, token_hash, expires_ts) VALUES ($1, $2, $3, $4)" + upsert
+    if replace:
+        insert = _announced(insert, "viewer", "name")
     try:
-        await db.pool.execute(
-            "INSERT INTO viewers (name, fleets, token_hash) VALUES ($1, $2, $3)" + upsert,
-            viewer.name,
-            fleets,
-            token_hash,
-        )
+        await db.pool.execute(insert, viewer.name, fleets, token_hash, viewer.expires_ts)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"viewer {viewer.name!r} already exists") from None
 
@@ -59,14 +71,44 @@ async def device_by_token_hash(db: Database, token_hash: bytes) -> tuple[Device,
 
 
 async def viewer_by_token_hash(db: Database, token_hash: bytes) -> tuple[Viewer, bytes] | None:
-    """The viewer whose token hashes to `token_hash`, with the stored hash (coroutine)."""
+    """The viewer whose token hashes to `token_hash`, with the stored hash, expired or not (coroutine)."""
     row = await db.pool.fetchrow(
-        "SELECT name, fleets, token_hash FROM viewers WHERE token_hash = $1", token_hash
+        "SELECT name, fleets, token_hash, expires_ts FROM viewers WHERE token_hash = $1", token_hash
     )
     if row is None:
         return None
     fleets = frozenset(row[1]) if row[1] is not None else None
-    return Viewer(row[0], fleets), bytes(row[2])
+    return Viewer(row[0], fleets, row[3]), bytes(row[2])
+
+
+async def revoke_device(db: Database, device_id: str) -> bool:
+    """Revoke the device's token; False when there is no such device (coroutine)."""
+    found = await db.pool.fetchval(
+        _announced("UPDATE devices SET token_hash = NULL WHERE id = $1", "device", "id"), device_id
+    )
+    return bool(found)
+
+
+async def revoke_viewer(db: Database, name: str) -> bool:
+    """Revoke the viewer's token; False when there is no such viewer (coroutine)."""
+    found = await db.pool.fetchval(
+        _announced("UPDATE viewers SET token_hash = NULL WHERE name = $1", "viewer", "name"), name
+    )
+    return bool(found)
+
+
+async def device_token_hashes(db: Database, device_ids: list[str]) -> dict[str, bytes | None]:
+    """The stored token hash of each of these devices (None: revoked; missing: no such device)."""
+    rows = await db.pool.fetch("SELECT id, token_hash FROM devices WHERE id = ANY($1::text[])", device_ids)
+    return {r[0]: bytes(r[1]) if r[1] is not None else None for r in rows}
+
+
+async def viewer_token_hashes(db: Database, names: list[str]) -> dict[str, tuple[bytes | None, int | None]]:
+    """The stored token hash and expiry of each of these viewers (hash None: revoked) (coroutine)."""
+    rows = await db.pool.fetch(
+        "SELECT name, token_hash, expires_ts FROM viewers WHERE name = ANY($1::text[])", names
+    )
+    return {r[0]: (bytes(r[1]) if r[1] is not None else None, r[2]) for r in rows}
 
 
 async def get_device(db: Database, device_id: str) -> Device | None:

@@ -282,3 +282,11 @@ def own_server(
         yield s
     finally:
         s.stop()
+
+
+def write_rules(tmp: Path, text: str, name: str = "rules.yaml") -> None:
+    """Write fence YAML `text` as `name` into `tmp/geofences`, the folder a server started on `tmp` reads
+    (and hot-reloads)."""
+    folder = tmp / "geofences"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)

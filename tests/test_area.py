@@ -19,8 +19,9 @@ from harness import (
     add_viewer,
     device_client,
     now_ms,
-    start_server,
+    own_server,
     uid,
+    write_rules,
 )
 from pyproj import Geod
 
@@ -155,10 +156,8 @@ fences:
 async def test_area_of_a_polygon_and_a_circle_fence(
     database_url: str, tmp_path: Path, clients: list[Client]
 ) -> None:
-    (tmp_path / "geofences").mkdir()
-    (tmp_path / "geofences" / "fences.yaml").write_text(FENCES)
-    server = start_server(database_url, tmp_path)
-    try:
+    write_rules(tmp_path, FENCES, "fences.yaml")
+    with own_server(database_url, tmp_path) as server:
         fleet = uid("fleet")
         inner, inner_token = await add_device(server, fleet, uid("inner"))
         edge, edge_token = await add_device(server, fleet, uid("edge"))
@@ -195,8 +194,6 @@ async def test_area_of_a_polygon_and_a_circle_fence(
         assert r.status_code == 404 and "nowhere" in r.json()["error"]
         r = await get(server, "/api/area", viewer, fence="yard", bbox=BBOX)
         assert r.status_code == 400 and "bbox" in r.json()["error"] and "fence" in r.json()["error"]
-    finally:
-        server.stop()
 
 
 async def test_nearby_lists_live_devices_nearest_first_with_geodesic_distances(

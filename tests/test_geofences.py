@@ -19,13 +19,16 @@ from harness import (
     Server,
     add_device,
     add_viewer,
+    connected_device,
     device_client,
     free_port,
     now_ms,
+    own_server,
     start_server,
     uid,
     until,
     viewer_client,
+    write_rules,
 )
 
 RULES = """
@@ -53,12 +56,6 @@ IN = {"lat": 52.525, "lon": 13.405}
 OUT = {"lat": 52.50, "lon": 13.30}
 
 
-def write_rules(tmp: Path, text: str = RULES, name: str = "rules.yaml") -> None:
-    folder = tmp / "geofences"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text(text)
-
-
 def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -72,10 +69,9 @@ async def get(server: Server, path: str, token: str = ADMIN_TOKEN, /, **query: A
 def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
     """Not the session's server: one of the test's own, with RULES in its fence folder (`tmp_path`), so
     the test may rewrite the rules."""
-    write_rules(tmp_path)
-    s = start_server(database_url, tmp_path)
-    yield s
-    s.stop()
+    write_rules(tmp_path, RULES)
+    with own_server(database_url, tmp_path) as s:
+        yield s
 
 
 async def test_events_reach_viewers_device_and_http(
@@ -163,19 +159,14 @@ async def test_events_reach_viewers_device_and_http(
 
 
 async def test_state_survives_a_restart(database_url: str, tmp_path: Path, clients: list[Client]) -> None:
-    write_rules(tmp_path)
-    server = start_server(database_url, tmp_path)
-    fleet = uid("fleet")
-    try:
-        device, token = await add_device(server, fleet)
+    write_rules(tmp_path, RULES)
+    with own_server(database_url, tmp_path) as server:
+        device, token = await add_device(server, uid("fleet"))
         d = await device_client(server, token, clients)
         t = now_ms() - 10_000
         assert (await d.call("fix", {**IN, "ts": t}))["accepted"] == 1
         await d.close()
-    finally:
-        server.stop()
-    server = start_server(database_url, tmp_path)
-    try:
+    with own_server(database_url, tmp_path) as server:
         d = await device_client(server, token, clients)
         # Still inside after the restart: no second enter; then the exit fires exactly once.
         assert (await d.call("fix", [{**IN, "ts": t + 1000}, {**OUT, "ts": t + 2000}]))["accepted"] == 2
@@ -185,15 +176,12 @@ async def test_state_survives_a_restart(database_url: str, tmp_path: Path, clien
         assert (await d.call("fix", {**IN, "ts": t + 1500}))["accepted"] == 1
         again = (await get(server, "/api/events", device=device, **{"from": t - 1})).json()["events"]
         assert len(again) == 2
-    finally:
-        server.stop()
 
 
 async def test_hot_reload_keeps_last_good_rules(
     server: Server, tmp_path: Path, db: asyncpg.Connection, clients: list[Client]
 ) -> None:
-    inside, inside_token = await add_device(server, uid("fleet"))
-    d = await device_client(server, inside_token, clients)
+    inside, d = await connected_device(server, clients)
     assert (await d.call("fix", {**IN, "ts": now_ms() - 5000}))["accepted"] == 1
     state = "SELECT rule_id, fence_id FROM fence_state WHERE device_id = $1 ORDER BY 1, 2"
     assert [tuple(r) for r in await db.fetch(state, inside)] == [
@@ -237,8 +225,7 @@ async def test_hot_reload_keeps_last_good_rules(
         return not await db.fetch(state, inside)
 
     await until(state_dropped)
-    device, token = await add_device(server, uid("fleet"))
-    d = await device_client(server, token, clients)
+    device, d = await connected_device(server, clients)
     t = now_ms() - 1000
     assert (await d.call("fix", {"lat": 52.521, "lon": 13.405, "ts": t}))["accepted"] == 1
     events = (await get(server, "/api/events", device=device, **{"from": t - 1})).json()["events"]
@@ -271,8 +258,7 @@ async def test_webhook_retried_until_delivered_and_signed(
         database_url, tmp_path, {"TRACKER_WEBHOOK_SECRET": secret, "TRACKER_WEBHOOK_BACKOFF_S": "0.05"}
     )
     try:
-        device, token = await add_device(server, uid("fleet"))
-        d = await device_client(server, token, clients)
+        device, d = await connected_device(server, clients)
         t = now_ms() - 1000
         assert (await d.call("fix", {**IN, "ts": t}))["accepted"] == 1
 
@@ -311,11 +297,12 @@ async def test_a_device_moving_to_another_process_keeps_its_fence_state(
     """With several processes (Redis), a reconnect may land elsewhere: that process takes the device's
     state from PostGIS, so the exit still fires and the enter does not fire twice."""
     env = {"TRACKER_REDIS_URL": "redis://127.0.0.1:6379/0"}
-    write_rules(tmp_path / "a")
-    write_rules(tmp_path / "b")
-    a = start_server(database_url, tmp_path / "a", env)
-    b = start_server(database_url, tmp_path / "b", env)
-    try:
+    for folder in ("a", "b"):
+        write_rules(tmp_path / folder, RULES)
+    with (
+        own_server(database_url, tmp_path / "a", env) as a,
+        own_server(database_url, tmp_path / "b", env) as b,
+    ):
         device, token = await add_device(a, uid("fleet"))
         t = now_ms() - 10_000
         # B sees the device first (outside), so it holds a stale view of it.
@@ -333,6 +320,3 @@ async def test_a_device_moving_to_another_process_keeps_its_fence_state(
             ("enter", "arrive", t + 1000),
             ("exit", "leave", t + 3000),
         ]
-    finally:
-        a.stop()
-        b.stop()

@@ -23,9 +23,11 @@ from harness import (
     device_client,
     free_port,
     now_ms,
+    own_server,
     start_server,
     uid,
     until,
+    write_rules,
 )
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -51,11 +53,9 @@ OUTSIDE = {"lat": 52.50, "lon": 13.30}
 def map_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of this module's own, with a fence to enter."""
     tmp = tmp_path_factory.mktemp("map")
-    (tmp / "geofences").mkdir()
-    (tmp / "geofences" / "yard.yaml").write_text(RULES)
-    s = start_server(database_url, tmp)
-    yield s
-    s.stop()
+    write_rules(tmp, RULES, "yard.yaml")
+    with own_server(database_url, tmp) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")
@@ -360,16 +360,13 @@ async def test_page_headers_assets_and_a_missing_build(
         assert (await http.get("/assets/nothing.js")).status_code == 404
     lan_tiles = "http://tiles.lan:8080/{z}/{x}/{y}.png"
     env = {"TRACKER_WEB_DIR": str(tmp_path / "nowhere"), "TRACKER_MAP_TILES": lan_tiles}
-    bare = start_server(database_url, tmp_path, env)
-    try:
+    with own_server(database_url, tmp_path, env) as bare:
         r = httpx.get(bare.url + "/")
-        assert r.status_code == 503
-        assert "npm --prefix web ci" in r.text and str(tmp_path / "nowhere") in r.text
-        # A tile server on plain http is allowed by the page's CSP (https ones always are).
-        csp = r.headers["content-security-policy"]
-        assert "img-src 'self' data: blob: https: http://tiles.lan:8080;" in csp
-    finally:
-        bare.stop()
+    assert r.status_code == 503
+    assert "npm --prefix web ci" in r.text and str(tmp_path / "nowhere") in r.text
+    # A tile server on plain http is allowed by the page's CSP (https ones always are).
+    csp = r.headers["content-security-policy"]
+    assert "img-src 'self' data: blob: https: http://tiles.lan:8080;" in csp
 
 
 async def test_the_fleet_selector_narrows_the_map_to_one_fleet_and_back(
@@ -410,8 +407,8 @@ async def test_an_unreachable_map_style_falls_back_to_a_plain_background(
     tabs: Callable[[Server], Awaitable[MapPage]],
     clients: list[Client],
 ) -> None:
-    server = start_server(database_url, tmp_path, {"TRACKER_MAP_STYLE": "https://tiles.invalid/style.json"})
-    try:
+    style = {"TRACKER_MAP_STYLE": "https://tiles.invalid/style.json"}
+    with own_server(database_url, tmp_path, style) as server:
         fleet = uid("fleet")
         device, token = await add_device(server, fleet)
         tab = await tabs(server)
@@ -419,8 +416,6 @@ async def test_an_unreachable_map_style_falls_back_to_a_plain_background(
         await fix(await device_client(server, token, clients), now_ms(), lat=52.52, lon=13.4, heading=10.0)
         await until(lambda: _drawn(tab, {device}))
         assert any("tiles.invalid/style.json" in u for u in tab.blocked)
-    finally:
-        server.stop()
 
 
 async def test_a_viewer_of_all_fleets_keeps_every_fleet_to_choose_from(

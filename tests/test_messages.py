@@ -17,7 +17,7 @@ from harness import (
     add_device,
     add_viewer,
     device_client,
-    start_server,
+    own_server,
     uid,
     viewer_client,
 )
@@ -155,45 +155,35 @@ async def test_unacked_messages_come_again_in_order_on_reconnect(
 
 
 @pytest.mark.timeout(180)
-async def test_messages_survive_a_killed_server(database_url: str, tmp_path: Path) -> None:
-    first = start_server(database_url, tmp_path / "a")
-    try:
+async def test_messages_survive_a_killed_server(
+    database_url: str, tmp_path: Path, clients: list[Client]
+) -> None:
+    with own_server(database_url, tmp_path / "a") as first:
         device, token, viewer_token = await device_and_viewer(first)
         silent = await Silent().connect(first, token)
         handed = (await _post(first, viewer_token, device, {"body": "handed, never acked"})).json()["id"]
         assert (await silent.next())["id"] == handed
         await silent.sio.disconnect()
         queued = (await _post(first, viewer_token, device, {"body": "queued"})).json()["id"]
-    finally:
         first.stop(signal.SIGKILL)
-    second = start_server(database_url, tmp_path / "b")
-    d = await Client("/device").connect(second, token)
-    try:
+    with own_server(database_url, tmp_path / "b") as second:
+        d = await device_client(second, token, clients)
         got = [await d.next("message") for _ in range(2)]
         assert [(m["id"], m["body"]) for m in got] == [(handed, "handed, never acked"), (queued, "queued")]
         rows = await _until_acked(second, viewer_token, device, 2)
         assert {m["id"]: m["state"] for m in rows} == {handed: "acked", queued: "acked"}
-    finally:
-        await d.close()
-        second.stop()
 
 
 @pytest.mark.timeout(180)
 async def test_a_message_reaches_a_device_connected_to_another_process(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, clients: list[Client]
 ) -> None:
-    a = start_server(database_url, tmp_path / "a")
-    b = start_server(database_url, tmp_path / "b")
-    try:
+    with own_server(database_url, tmp_path / "a") as a, own_server(database_url, tmp_path / "b") as b:
         device, token, viewer_token = await device_and_viewer(a)
-        d = await Client("/device").connect(b, token)
+        d = await device_client(b, token, clients)
         r = await _post(a, viewer_token, device, {"body": "via the other process"})
         assert r.status_code == 201
         assert (await d.next("message"))["id"] == r.json()["id"]
-        await d.close()
-    finally:
-        a.stop()
-        b.stop()
 
 
 async def test_a_viewer_sends_only_to_devices_of_its_fleets(server: Server, clients: list[Client]) -> None:

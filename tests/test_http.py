@@ -227,3 +227,14 @@ async def test_openapi_documents_every_route(http: httpx.AsyncClient) -> None:
         for name in re.findall(r"[?&]([a-z_]+)", query or ""):
             assert name in names, f"{method} {path}: parameter {name} of the contract is not documented"
     assert ("/api/devices/{id}/trips", "GET") in documented  # named after /stops without its own GET
+
+
+async def test_the_app_leaves_the_socket_io_clients_of_its_process_their_json(
+    http: httpx.AsyncClient,
+) -> None:
+    """The app's Socket.IO server encodes with orjson through a packet class of its own, so a Python
+    client in the same process still sends NaN and integers beyond 64 bits (test_ingest's clients do)."""
+    from socketio.packet import EVENT, Packet
+
+    encoded = Packet(EVENT, ["fix", {"lat": float("nan"), "big": 10**30}], namespace="/device").encode()
+    assert "NaN" in encoded and str(10**30) in encoded

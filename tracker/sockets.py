@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 import socketio
+from socketio.packet import Packet
 
 from tracker.auth import ADMIN
 from tracker.core import Core
@@ -50,6 +51,15 @@ class _Json:
             return orjson.loads(s)
         except orjson.JSONDecodeError:
             return json.loads(s)
+
+
+class _Packet(Packet):  # type: ignore[misc]
+    """Socket.IO packets encoded by `_Json`. The server gets this class (`serializer=`), not `json=`,
+    which python-socketio would set on its shared `Packet` (and Engine.IO's), turning every Socket.IO
+    client in the process to orjson: a Python client beside an app in the same process (the in-process
+    tests) could no longer send NaN or integers beyond 64 bits."""
+
+    json = _Json
 
 
 def _token(auth: Any) -> str | None:
@@ -211,7 +221,7 @@ def build_server(redis_url: str | None, cors_origins: str) -> socketio.AsyncServ
     return socketio.AsyncServer(
         async_mode="asgi",
         client_manager=manager,
-        json=_Json,
+        serializer=_Packet,
         cors_allowed_origins=origins,
         max_http_buffer_size=MAX_MESSAGE_BYTES,
     )

@@ -26,6 +26,7 @@ from tracker.tools.server_process import ServerProcess, spawn_tracker
 from tracker.tools.server_process import free_port as free_port  # tests import it from here
 
 Server = ServerProcess  # the tests' name for it
+UNLIMITED_FAILURES = 10**9
 ROOT = Path(__file__).resolve().parent.parent
 # The shared folder beside the project (contract, real data): next to the checkout, else /work/shared.
 SHARED = Path(
@@ -100,8 +101,14 @@ def start_server(
     *args: str,
     port: int | None = None,
 ) -> Server:
-    """Start a server (on `port`, else a free one) and wait (bounded) until /readyz answers 200."""
-    settings = {"TRACKER_ADMIN_TOKEN": ADMIN_TOKEN, **(extra_env or {})}
+    """Start a server (on `port`, else a free one) and wait (bounded) until /readyz answers 200. Every
+    test connects from 127.0.0.1 and many present bad tokens on purpose, so the failures one address may
+    make before it is slowed are out of reach (test_refusals.py tests the slowing on servers of its own)."""
+    settings = {
+        "TRACKER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "TRACKER_AUTH_FAILURE_BURST": str(UNLIMITED_FAILURES),
+        **(extra_env or {}),
+    }
     return spawn_tracker(database_url, tmp, settings, args, port=port, cwd=ROOT).wait_ready()
 
 
@@ -242,13 +249,16 @@ async def viewer_client(server: Server, token: str, clients: list[Client]) -> Cl
     return c
 
 
-async def refusal(server: Server, namespace: str, auth: Any) -> Any:
-    """Connect with `auth` and return the `connect_error` data the server answered with."""
+async def refusal(server: Server, namespace: str, auth: Any, wait_s: float = 1) -> Any:
+    """Connect with `auth` and return the `connect_error` data the server answered (within `wait_s`, the
+    client's own default, for the namespace's answer; 10 s for the error event)."""
     sio = socketio.AsyncClient(reconnection=False)
     errors: asyncio.Queue[Any] = asyncio.Queue()
     sio.on("connect_error", errors.put_nowait, namespace=namespace)
     try:
-        await sio.connect(server.url, namespaces=[namespace], auth=auth, transports=["websocket"])
+        await sio.connect(
+            server.url, namespaces=[namespace], auth=auth, transports=["websocket"], wait_timeout=wait_s
+        )
     except socketio.exceptions.ConnectionError:
         pass
     finally:

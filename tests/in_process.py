@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import ADMIN_TOKEN
+from harness import ADMIN_TOKEN, UNLIMITED_FAILURES
 
 from tracker.app import create_app
 from tracker.settings import load_settings
@@ -74,7 +74,12 @@ async def app_http(
     /readyz answers 200."""
     rules = tmp_path_factory.mktemp("app") / "geofences"
     rules.mkdir()
-    settings = load_settings(admin_token=ADMIN_TOKEN, geofences=rules, loop_lag_max_ms=LOOP_LAG_MAX_MS)
+    settings = load_settings(
+        admin_token=ADMIN_TOKEN,
+        geofences=rules,
+        loop_lag_max_ms=LOOP_LAG_MAX_MS,
+        auth_failure_burst=UNLIMITED_FAILURES,
+    )
     app = create_app(settings, database_url, manage_gc=False)
     async with (
         lifespan(app),

@@ -12,11 +12,13 @@ import hmac
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from tracker.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from tracker.errors import Forbidden, InvalidInput, NotFound, TrackerError, Unauthorized
 from tracker.model import Device, Viewer
 from tracker.parse import check_id
+from tracker.refusals import Refusals
 from tracker.store import Database, accounts
 
 log = logging.getLogger("tracker.auth")
@@ -38,12 +40,24 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-class Authenticator:
-    """Turns tokens into devices and viewers, and registers new ones."""
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a token came from, for the refusal log and metrics: the edge (`device socket`, `viewer
+    socket`, `http`), the client's address, and what was asked (a path), if known."""
 
-    def __init__(self, db: Database, admin_token: str | None) -> None:
+    edge: str
+    address: str | None = None
+    asked: str = ""
+
+
+class Authenticator:
+    """Turns tokens into devices and viewers, and registers new ones. With `refusals`, every refused
+    token is counted and logged, and an address that keeps failing is slowed (`tracker.refusals`)."""
+
+    def __init__(self, db: Database, admin_token: str | None, refusals: Refusals | None = None) -> None:
         self._db = db
         self._admin_hash = hash_token(admin_token) if admin_token else None
+        self._refusals = refusals
 
     def is_admin(self, token: str | None) -> bool:
         """True when `token` is the admin token (constant-time)."""
@@ -51,30 +65,52 @@ class Authenticator:
             return False
         return hmac.compare_digest(hash_token(token), self._admin_hash)
 
-    async def device(self, token: str | None) -> Device:
-        """The device this token belongs to; Unauthorized otherwise (coroutine)."""
-        if not token or not isinstance(token, str):
-            raise Unauthorized("a device token is required")
-        digest = hash_token(token)
-        found = await accounts.device_by_token_hash(self._db, digest)
-        if found is None or not hmac.compare_digest(found[1], digest):
-            raise Unauthorized("unknown device token")
-        return found[0]
+    async def admin(self, token: str, origin: Origin | None = None) -> None:
+        """Forbidden unless `token` is the admin token (a refusal like any other) (coroutine)."""
+        if self._admin_hash is None:
+            raise Forbidden("the admin API is disabled: set TRACKER_ADMIN_TOKEN on the server")
+        if not self.is_admin(token):
+            raise await self._refused(Forbidden("this endpoint needs the admin token"), "not_admin", origin)
 
-    async def viewer(self, token: str | None) -> Viewer:
+    async def device(self, token: str | None, origin: Origin | None = None) -> Device:
+        """The device this token belongs to; Unauthorized otherwise (coroutine)."""
+        try:
+            if not token or not isinstance(token, str):
+                raise Unauthorized("a device token is required", "missing")
+            digest = hash_token(token)
+            found = await accounts.device_by_token_hash(self._db, digest)
+            if found is None or not hmac.compare_digest(found[1], digest):
+                raise Unauthorized("unknown device token (revoked, re-keyed or never issued)")
+            return found[0]
+        except Unauthorized as exc:
+            raise await self._refused(exc, exc.reason, origin) from None
+
+    async def viewer(self, token: str | None, origin: Origin | None = None) -> Viewer:
         """The viewer (or admin) this token belongs to; Unauthorized otherwise (coroutine)."""
-        if not token or not isinstance(token, str):
-            raise Unauthorized("a viewer token is required")
-        if self.is_admin(token):
-            return ADMIN
-        digest = hash_token(token)
-        found = await accounts.viewer_by_token_hash(self._db, digest)
-        if found is None or not hmac.compare_digest(found[1], digest):
-            raise Unauthorized("unknown viewer token")
-        viewer = found[0]
-        if viewer.expires_ts is not None and viewer.expires_ts <= time.time() * 1000:
-            raise Unauthorized(f"viewer token of {viewer.name!r} has expired; ask for a new one")
-        return viewer
+        try:
+            if not token or not isinstance(token, str):
+                raise Unauthorized(
+                    "a viewer token is required (HTTP: 'Authorization: Bearer <token>')", "missing"
+                )
+            if self.is_admin(token):
+                return ADMIN
+            digest = hash_token(token)
+            found = await accounts.viewer_by_token_hash(self._db, digest)
+            if found is None or not hmac.compare_digest(found[1], digest):
+                raise Unauthorized("unknown viewer token (revoked, re-keyed or never issued)")
+            viewer = found[0]
+            if viewer.expires_ts is not None and viewer.expires_ts <= time.time() * 1000:
+                raise Unauthorized(
+                    f"viewer token of {viewer.name!r} has expired; ask for a new one", "expired"
+                )
+            return viewer
+        except Unauthorized as exc:
+            raise await self._refused(exc, exc.reason, origin) from None
+
+    async def _refused(self, exc: TrackerError, reason: str, origin: Origin | None) -> TrackerError:
+        if self._refusals is None or origin is None:
+            return exc
+        return await self._refusals.refuse(exc, reason, origin.edge, origin.address, origin.asked)
 
     async def visible_device(self, viewer: Viewer, device_id: str) -> Device:
         """The device `device_id` if `viewer` may see it; NotFound or Forbidden otherwise (coroutine)."""

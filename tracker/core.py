@@ -24,6 +24,7 @@ from tracker.messages import DeviceLink, Messenger
 from tracker.metrics import Metrics
 from tracker.model import Head
 from tracker.notify import Notifier
+from tracker.refusals import Refusals
 from tracker.rooms import Transport
 from tracker.sessions import Disconnect, Sessions
 from tracker.settings import Settings
@@ -99,7 +100,11 @@ class Core:
         core = cls(
             settings,
             db,
-            Authenticator(db, settings.admin_token),
+            Authenticator(
+                db,
+                settings.admin_token,
+                Refusals(metrics, settings.auth_failure_burst, settings.auth_failure_refill_s),
+            ),
             index,
             ingestor,
             broadcaster,

@@ -25,11 +25,25 @@ class InvalidFix(InvalidInput):
 
 
 class Unauthorized(TrackerError, PermissionError):
-    """No token, or a token that matches nothing."""
+    """No token, or a token that matches nothing; `reason` is a short label for the metrics
+    (missing, unknown, expired, ...)."""
+
+    def __init__(self, message: str, reason: str = "unknown") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TooManyFailures(Unauthorized):
+    """This address has failed to authenticate too often lately; it may try again after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, "throttled")
+        self.retry_after_s = retry_after_s
 
 
 class Forbidden(TrackerError, PermissionError):
-    """A valid token that does not grant the fleet or device asked for."""
+    """A valid token that does not grant the fleet or device asked for (or not the admin token where the
+    admin token is needed)."""
 
 
 class NotFound(TrackerError, LookupError):

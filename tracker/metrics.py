@@ -44,6 +44,11 @@ class Metrics:
         # Which process answered: with several workers on one port, each scrape reaches one of them.
         self.process_id = gauge("tracker_process_id", "OS process id of the answering process")
         self.process_id.set(os.getpid())
+        self.auth_refusals = count(
+            "tracker_auth_refusals",
+            "Refused authentications by edge and reason (missing, unknown, expired, not_admin, throttled)",
+            ["edge", "reason"],
+        )
         self.positions_events = count("tracker_positions_events", "positions events emitted to viewer rooms")
 
         self.webhook_deliveries = count(

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     limit_concurrency: int | None = Field(None, ge=1)
     geofences: Path = Path("geofences")
     admin_token: str | None = None
+    # Failed authentications one client address may make before its failures are answered slowly
+    # (tracker/refusals.py), and the seconds in which it earns one more.
+    auth_failure_burst: int = Field(20, ge=1)
+    auth_failure_refill_s: float = Field(5.0, gt=0, le=3600)
     h3_resolution: int = Field(9, ge=0, le=15)
     broadcast_interval_ms: int = Field(100, ge=5, le=60_000)
     retention_days: int | None = Field(None, ge=1)

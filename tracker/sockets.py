@@ -15,9 +15,9 @@ import orjson
 import socketio
 from socketio.packet import Packet
 
-from tracker.auth import ADMIN
+from tracker.auth import ADMIN, Origin
 from tracker.core import Core
-from tracker.errors import Busy, Forbidden, InvalidInput, NotFound, Unauthorized
+from tracker.errors import Busy, Forbidden, InvalidInput, NotFound, TooManyFailures, Unauthorized
 from tracker.messages import parse_send
 from tracker.metrics import Metrics
 from tracker.model import Device, Viewer
@@ -68,11 +68,19 @@ def _token(auth: Any) -> str | None:
     return None
 
 
+def _origin(edge: str, environ: dict[str, Any]) -> Origin:
+    """Where a connect came from: the ASGI scope's client (python-socketio's REMOTE_ADDR is a constant)."""
+    client = environ.get("asgi.scope", {}).get("client")
+    return Origin(edge, client[0] if client else None)
+
+
 async def _admitted(lookup: Awaitable[T]) -> T:
     """Who the connect's token names; an unknown token refuses the connection (the client sees
-    `unauthorized`)."""
+    `unauthorized`; an address that keeps failing, `too many failed attempts`)."""
     try:
         return await lookup
+    except TooManyFailures:
+        raise socketio.exceptions.ConnectionRefusedError("too many failed attempts") from None
     except Unauthorized:
         raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
 
@@ -100,7 +108,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = _token(auth)
-        device = await _admitted(self._core().auth.device(token))
+        device = await _admitted(self._core().auth.device(token, _origin("device socket", environ)))
         self._devices[sid] = device
         self._core().sessions.opened(DEVICE, device.id, sid, str(token))
         await self.enter_room(sid, device_room(device.id))
@@ -158,7 +166,7 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = _token(auth)
-        viewer = await _admitted(self._core().auth.viewer(token))
+        viewer = await _admitted(self._core().auth.viewer(token, _origin("viewer socket", environ)))
         self._viewers[sid] = viewer
         if viewer is not ADMIN:  # the admin token comes from the settings: nothing to revoke
             self._core().sessions.opened(VIEWER, viewer.name, sid, str(token), viewer.expires_ts)

@@ -4,6 +4,7 @@ and map domain errors to statuses here and only here."""
 from __future__ import annotations
 
 import logging
+import math
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,6 +31,7 @@ from tracker.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    TooManyFailures,
     TrackerError,
     Unauthorized,
 )
@@ -38,6 +40,7 @@ log = logging.getLogger("tracker.api")
 
 _STATUS: list[tuple[type[TrackerError], int]] = [
     (InvalidInput, 400),
+    (TooManyFailures, 429),
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),
@@ -68,6 +71,8 @@ async def tracker_error(request: Request, exc: Exception) -> Response:
     for kind, status in _STATUS:
         if isinstance(exc, kind):
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            if isinstance(exc, TooManyFailures):
+                headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
             return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
     log.error("unmapped tracker error on %s: %s", request.url.path, exc)
     return JSONResponse({"error": str(exc)}, status_code=500)

@@ -24,7 +24,7 @@ async def add_device(request: Request) -> Response:
         content: {application/json: {schema: {$ref: '#/components/schemas/DeviceToken'}}}
       409: {description: A device with this id exists.}
     """
-    params.require_admin(request)
+    await params.require_admin(request)
     body = await params.json_object(request)
     name = body.get("name")
     if name is not None and not isinstance(name, str):
@@ -49,7 +49,7 @@ async def add_viewer(request: Request) -> Response:
         content: {application/json: {schema: {$ref: '#/components/schemas/ViewerToken'}}}
       409: {description: A viewer with this name exists.}
     """
-    params.require_admin(request)
+    await params.require_admin(request)
     body = await params.json_object(request)
     fleets = body.get("fleets")
     if fleets == "all":
@@ -85,7 +85,7 @@ async def revoke_device(request: Request) -> Response:
         content: {application/json: {schema: {$ref: '#/components/schemas/DeviceRevoked'}}}
       404: {$ref: '#/components/responses/NotFound'}
     """
-    params.require_admin(request)
+    await params.require_admin(request)
     device_id = request.path_params["id"]
     await params.core(request).auth.revoke_device(device_id)
     return JSONResponse({"id": device_id, "revoked": True})
@@ -106,7 +106,7 @@ async def revoke_viewer(request: Request) -> Response:
         content: {application/json: {schema: {$ref: '#/components/schemas/ViewerRevoked'}}}
       404: {$ref: '#/components/responses/NotFound'}
     """
-    params.require_admin(request)
+    await params.require_admin(request)
     name = request.path_params["name"]
     await params.core(request).auth.revoke_viewer(name)
     return JSONResponse({"name": name, "revoked": True})

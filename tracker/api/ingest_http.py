@@ -23,7 +23,7 @@ from starlette.routing import Route
 from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.core import Core
-from tracker.errors import Busy, InvalidInput, Unauthorized
+from tracker.errors import Busy, InvalidInput, TooManyFailures, Unauthorized
 from tracker.model import Device
 from tracker.protocols import osmand, owntracks
 from tracker.protocols.request import AppRequest
@@ -59,14 +59,17 @@ def _busy(exc: Busy) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": str(wait)})
 
 
-async def _device(core: Core, app: AppRequest) -> Device:
-    """The device whose token the request carries; Unauthorized naming where the app puts it (coroutine)."""
-    if not app.token:
-        raise Unauthorized(f"{app.token_field} must be the device token; got none")
+async def _device(request: Request, app: AppRequest) -> Device:
+    """The device whose token the request carries; Unauthorized naming where the app puts it, or
+    TooManyFailures (429) for an address that keeps failing (coroutine)."""
     try:
-        return await core.auth.device(app.token)
-    except Unauthorized:
-        raise Unauthorized(f"{app.token_field} is not a known device token") from None
+        return await params.core(request).auth.device(app.token, params.origin(request))
+    except TooManyFailures:
+        raise
+    except Unauthorized as exc:
+        if exc.reason == "missing":
+            raise Unauthorized(f"{app.token_field} must be the device token; got none", exc.reason) from None
+        raise Unauthorized(f"{app.token_field} is not a known device token", exc.reason) from None
 
 
 async def _store(core: Core, device: Device, app: AppRequest) -> None:
@@ -92,7 +95,7 @@ async def _osmand(request: Request, body: bytes) -> Response:
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     query = dict(request.query_params.multi_items())
     app = osmand.decode(body, content_type, query, int(time.time() * 1000))
-    device = await _device(core, app)
+    device = await _device(request, app)
     try:
         await _store(core, device, app)
     except Busy as exc:
@@ -204,7 +207,9 @@ async def owntracks_post(request: Request) -> Response:
     core = params.core(request)
     password = owntracks.basic_password(request.headers.get("authorization", ""))
     try:
-        device = await _device(core, AppRequest(password, owntracks.TOKEN_FIELD))
+        device = await _device(request, AppRequest(password, owntracks.TOKEN_FIELD))
+    except TooManyFailures:
+        raise
     except Unauthorized as exc:
         return JSONResponse(
             {"error": f"{exc} (OwnTracks: set the password to the device token)"},

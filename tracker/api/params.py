@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 import orjson
 from starlette.requests import Request
 
+from tracker.auth import Origin
 from tracker.core import Core
-from tracker.errors import Forbidden, InvalidInput, Unauthorized
+from tracker.errors import InvalidInput, Unauthorized
 from tracker.model import Device, Viewer
 from tracker.parse import check_id, text_number, time_ms
 from tracker.store.database import DAY_MS
@@ -27,28 +28,30 @@ def core(request: Request) -> Core:
     return c
 
 
-def bearer(request: Request) -> str:
-    """The Bearer token of the request; Unauthorized without one."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("send the token as 'Authorization: Bearer <token>'")
-    return token.strip()
+def bearer(request: Request) -> str | None:
+    """The Bearer token of the request, if it carries one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def origin(request: Request) -> Origin:
+    """Where the request came from, for refusals."""
+    return Origin(
+        "http", request.client.host if request.client else None, f"{request.method} {request.url.path}"
+    )
 
 
 async def viewer(request: Request) -> Viewer:
     """The viewer (or admin) whose token the request carries (coroutine)."""
-    return await core(request).auth.viewer(bearer(request))
+    return await core(request).auth.viewer(bearer(request), origin(request))
 
 
-def require_admin(request: Request) -> None:
-    """Unauthorized without a token; Forbidden with one that is not the admin token."""
+async def require_admin(request: Request) -> None:
+    """Unauthorized without a token; Forbidden with one that is not the admin token (coroutine)."""
     token = bearer(request)
-    c = core(request)
-    if c.settings.admin_token is None:
-        raise Forbidden("the admin API is disabled: set TRACKER_ADMIN_TOKEN on the server")
-    if not c.auth.is_admin(token):
-        raise Forbidden("this endpoint needs the admin token")
+    if token is None:
+        raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'", "missing")
+    await core(request).auth.admin(token, origin(request))
 
 
 async def viewer_and_device(request: Request) -> tuple[Viewer, Device]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 from collections.abc import Sequence
 
@@ -44,6 +46,9 @@ class Metrics:
         # Which process answered: with several workers on one port, each scrape reaches one of them.
         self.process_id = gauge("tracker_process_id", "OS process id of the answering process")
         self.process_id.set(os.getpid())
+        # Counted when scraped: a number that only grows under steady load is a leak (`tracker bench soak`).
+        self.asyncio_tasks = gauge("tracker_asyncio_tasks", "asyncio tasks of the process's event loop")
+        self.asyncio_tasks.set_function(_asyncio_tasks)
         self.auth_refusals = count(
             "tracker_auth_refusals",
             "Refused authentications by edge and reason (missing, unknown, expired, not_admin, throttled)",
@@ -91,3 +96,11 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
+
+
+def _asyncio_tasks() -> float:
+    """Tasks not yet done of the event loop running in this thread (a scrape runs in it); NaN outside one."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return math.nan

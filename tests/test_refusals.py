@@ -58,11 +58,11 @@ async def test_refusals_are_logged_counted_and_slowed(database_url: str, tmp_pat
             metrics = (await http.get("/metrics")).text
         assert refusals(metrics, "http", "missing") == 1
         assert refusals(metrics, "http", "unknown") == 1
-        assert refusals(metrics, "device socket", "unknown") == 1
+        assert refusals(metrics, "/device", "unknown") == 1
         assert refusals(metrics, "http", "throttled") == 2
-        assert refusals(metrics, "viewer socket", "throttled") == 1
+        assert refusals(metrics, "/viewer", "throttled") == 1
         log = server.log_text()
         assert "refused http GET /api/devices from 127.0.0.1: unknown" in log
-        assert "refused device socket from 127.0.0.1: unknown" in log
+        assert "refused /device from 127.0.0.1: unknown" in log
         assert "too many failed attempts" in log
         assert secret not in log and ADMIN_TOKEN not in log

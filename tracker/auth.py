@@ -42,8 +42,8 @@ def hash_token(token: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where a token came from, for the refusal log and metrics: the edge (`device socket`, `viewer
-    socket`, `http`), the client's address, and what was asked (a path), if known."""
+    """Where a token came from, for the refusal log and metrics: the edge (the namespace `/device` or
+    `/viewer`, or `http`), the client's address, and what was asked (a path), if known."""
 
     edge: str
     address: str | None = None
@@ -124,13 +124,13 @@ class Authenticator:
         return device
 
     async def add_device(
-        self, device_id: Any, fleet: Any, name: str | None = None, replace: bool = False
+        self, device_id: Any, fleet: Any, name: str | None = None, *, actor: str, replace: bool = False
     ) -> tuple[Device, str]:
-        """Register a device (`replace`: or re-key an existing one); return it with its token, shown
-        this once only (coroutine)."""
+        """Register a device (`replace`: or re-key an existing one) as `actor` (for the audit trail:
+        'admin', 'cli:<user>'); return it with its token, shown this once only (coroutine)."""
         device = Device(check_id(device_id, "id"), check_id(fleet, "fleet"), name)
         token = new_token()
-        await accounts.insert_device(self._db, device, hash_token(token), replace)
+        await accounts.insert_device(self._db, device, hash_token(token), actor=actor, replace=replace)
         log.info("device added device=%s fleet=%s", device.id, device.fleet)
         return device, token
 
@@ -138,6 +138,8 @@ class Authenticator:
         self,
         name: Any,
         fleets: frozenset[str] | None,
+        *,
+        actor: str,
         replace: bool = False,
         expires_s: float | None = None,
     ) -> tuple[Viewer, str]:
@@ -155,7 +157,7 @@ class Authenticator:
             round((time.time() + expires_s) * 1000) if expires_s is not None else None,
         )
         token = new_token()
-        await accounts.insert_viewer(self._db, viewer, hash_token(token), replace)
+        await accounts.insert_viewer(self._db, viewer, hash_token(token), actor=actor, replace=replace)
         log.info(
             "viewer added viewer=%s fleets=%s expires_ts=%s",
             viewer.name,
@@ -164,17 +166,17 @@ class Authenticator:
         )
         return viewer, token
 
-    async def revoke_device(self, device_id: Any) -> None:
-        """Revoke the device's token: refused from now on, its connections cut on every process
-        (coroutine). NotFound when there is no such device."""
+    async def revoke_device(self, device_id: Any, *, actor: str) -> None:
+        """Revoke the device's token as `actor`: refused from now on, its connections cut on every
+        process (coroutine). NotFound when there is no such device."""
         device_id = check_id(device_id, "id")
-        if not await accounts.revoke_device(self._db, device_id):
+        if not await accounts.revoke_device(self._db, device_id, actor=actor):
             raise NotFound(f"device {device_id!r} not found")
         log.info("device token revoked device=%s", device_id)
 
-    async def revoke_viewer(self, name: Any) -> None:
-        """Revoke the viewer's token, like `revoke_device` (coroutine). NotFound when there is no such
-        viewer."""
-        if not isinstance(name, str) or not await accounts.revoke_viewer(self._db, name):
+    async def revoke_viewer(self, name: Any, *, actor: str) -> None:
+        """Revoke the viewer's token as `actor`, like `revoke_device` (coroutine). NotFound when there is
+        no such viewer."""
+        if not isinstance(name, str) or not await accounts.revoke_viewer(self._db, name, actor=actor):
             raise NotFound(f"viewer {name!r:.100} not found")
         log.info("viewer token revoked viewer=%s", name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -144,20 +145,25 @@ async def _account(url: str, args: argparse.Namespace) -> str:
     from tracker.store import Database
 
     expires_s = duration_s(args.expires_in, "--expires-in") if getattr(args, "expires_in", None) else None
+    actor = f"cli:{getpass.getuser()}"  # the audit trail's name for whoever ran the command
     db = await Database.connect(url, min_size=1, max_size=1)
     try:
         auth = Authenticator(db, None)
         if (args.command, args.action) == ("device", "revoke"):
-            await auth.revoke_device(args.id)
+            await auth.revoke_device(args.id, actor=actor)
             return f"device {args.id} revoked"
         if (args.command, args.action) == ("viewer", "revoke"):
-            await auth.revoke_viewer(args.name)
+            await auth.revoke_viewer(args.name, actor=actor)
             return f"viewer {args.name} revoked"
         if args.command == "device":
-            _, token = await auth.add_device(args.id, args.fleet, args.name, replace=args.replace)
+            _, token = await auth.add_device(
+                args.id, args.fleet, args.name, actor=actor, replace=args.replace
+            )
         else:
             fleets = None if args.all else frozenset(args.fleets)
-            _, token = await auth.add_viewer(args.name, fleets, replace=args.replace, expires_s=expires_s)
+            _, token = await auth.add_viewer(
+                args.name, fleets, actor=actor, replace=args.replace, expires_s=expires_s
+            )
         return token
     finally:
         await db.close()

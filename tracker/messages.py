@@ -33,7 +33,7 @@ from tracker.metrics import Metrics
 from tracker.model import Device, Message, Viewer
 from tracker.parse import check_id
 from tracker.rooms import Transport, event_rooms
-from tracker.store import Database
+from tracker.store import Database, audit
 from tracker.store import messages as store
 
 log = logging.getLogger("tracker.messages")
@@ -100,6 +100,11 @@ class Messenger:
         log.info("message %s stored device=%s from=%s", message.id, device.id, viewer.name)
         await self._status(device.id, device.fleet, [message.id], "queued", message.ts)
         self._spawn(device.id)  # NOTIFY reaches other processes; this one need not wait for it
+        # Last, so that nothing waits between `queued` and the pump: the trail says who wrote to whom and
+        # how much, not what (the body stays in `messages`).
+        await audit.record(
+            self._db.pool, viewer.name, "message.send", device.id, {"message": message.id, "bytes": len(text)}
+        )
         return message
 
     def attach(self, device: Device, conn: str) -> None:

@@ -235,3 +235,25 @@ class Head:
     ts: int
     lat: float
     lon: float
+
+
+@dataclass(slots=True, frozen=True)
+class AuditEntry:
+    """One line of the audit trail: `actor` did `action` to `target` at `ts` (ms)."""
+
+    id: str
+    ts: int
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "detail": self.detail,
+        }

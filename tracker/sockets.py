@@ -108,7 +108,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = _token(auth)
-        device = await _admitted(self._core().auth.device(token, _origin("device socket", environ)))
+        device = await _admitted(self._core().auth.device(token, _origin(DEVICE_NS, environ)))
         self._devices[sid] = device
         self._core().sessions.opened(DEVICE, device.id, sid, str(token))
         await self.enter_room(sid, device_room(device.id))
@@ -166,7 +166,7 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = _token(auth)
-        viewer = await _admitted(self._core().auth.viewer(token, _origin("viewer socket", environ)))
+        viewer = await _admitted(self._core().auth.viewer(token, _origin(VIEWER_NS, environ)))
         self._viewers[sid] = viewer
         if viewer is not ADMIN:  # the admin token comes from the settings: nothing to revoke
             self._core().sessions.opened(VIEWER, viewer.name, sid, str(token), viewer.expires_ts)

@@ -8,7 +8,9 @@ from starlette.routing import Route
 
 from tracker.api import params
 from tracker.api.responses import JSONResponse
+from tracker.auth import ADMIN
 from tracker.errors import InvalidInput
+from tracker.store import audit
 
 
 async def add_device(request: Request) -> Response:
@@ -29,7 +31,9 @@ async def add_device(request: Request) -> Response:
     name = body.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidInput("name must be a string")
-    device, token = await params.core(request).auth.add_device(body.get("id"), body.get("fleet"), name)
+    device, token = await params.core(request).auth.add_device(
+        body.get("id"), body.get("fleet"), name, actor=ADMIN.name
+    )
     return JSONResponse(
         {"id": device.id, "fleet": device.fleet, "name": device.name, "token": token},
         status_code=201,
@@ -61,7 +65,9 @@ async def add_viewer(request: Request) -> Response:
     expires_s = body.get("expires_s")
     if expires_s is not None and (not isinstance(expires_s, int | float) or isinstance(expires_s, bool)):
         raise InvalidInput(f"expires_s must be a number of seconds; got {expires_s!r:.40}")
-    viewer, token = await params.core(request).auth.add_viewer(body.get("name"), granted, expires_s=expires_s)
+    viewer, token = await params.core(request).auth.add_viewer(
+        body.get("name"), granted, actor=ADMIN.name, expires_s=expires_s
+    )
     shown = sorted(viewer.fleets) if viewer.fleets is not None else "all"
     return JSONResponse(
         {"name": viewer.name, "fleets": shown, "token": token, "expires_ts": viewer.expires_ts},
@@ -87,7 +93,7 @@ async def revoke_device(request: Request) -> Response:
     """
     await params.require_admin(request)
     device_id = request.path_params["id"]
-    await params.core(request).auth.revoke_device(device_id)
+    await params.core(request).auth.revoke_device(device_id, actor=ADMIN.name)
     return JSONResponse({"id": device_id, "revoked": True})
 
 
@@ -108,11 +114,71 @@ async def revoke_viewer(request: Request) -> Response:
     """
     await params.require_admin(request)
     name = request.path_params["name"]
-    await params.core(request).auth.revoke_viewer(name)
+    await params.core(request).auth.revoke_viewer(name, actor=ADMIN.name)
     return JSONResponse({"name": name, "revoked": True})
 
 
+AUDIT_ACTIONS = (
+    "device.add",
+    "device.rekey",
+    "device.revoke",
+    "device.erase",
+    "device.export",
+    "viewer.add",
+    "viewer.rekey",
+    "viewer.revoke",
+    "message.send",
+)
+
+
+async def audit_trail(request: Request) -> Response:
+    """
+    summary: The audit trail, oldest first, a page at a time
+    description: >-
+      Who did what, when: devices and viewers added, re-keyed and revoked, messages sent (by whom, to
+      which device, how large; not the body), devices erased and exported. `actor` is `admin` (the admin
+      token), `cli:<os user>` (the command line) or a viewer's name. Never holds a token.
+    security: [{bearer: []}]
+    parameters:
+      - {name: actor, in: query, schema: {type: string}}
+      - name: action
+        in: query
+        description: One action or several, comma-separated.
+        schema: {type: string, example: 'device.revoke,viewer.revoke'}
+      - {name: target, in: query, description: A device id or viewer name, schema: {type: string}}
+      - {$ref: '#/components/parameters/From'}
+      - {$ref: '#/components/parameters/To'}
+      - {$ref: '#/components/parameters/PageLimit'}
+      - {$ref: '#/components/parameters/Cursor'}
+    responses:
+      200:
+        description: Entries, plus next_cursor (null on the last page).
+        content: {application/json: {schema: {$ref: '#/components/schemas/AuditPage'}}}
+    """
+    await params.require_admin(request)
+    query = request.query_params
+    actions = [a for a in query.get("action", "").split(",") if a] or None
+    unknown = sorted(set(actions or ()) - set(AUDIT_ACTIONS))
+    if unknown:
+        raise InvalidInput(f"action must be among {', '.join(AUDIT_ACTIONS)}; got {', '.join(unknown):.80}")
+    from_ms, to_ms = params.window(request)
+    limit = params.integer(request, "limit", 1000, 1, 10_000)
+    found = await audit.entries(
+        params.core(request).db,
+        actor=query.get("actor") or None,
+        actions=actions,
+        target=query.get("target") or None,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        after_id=params.decode_cursor(request),
+        limit=limit + 1,
+    )
+    shown, next_cursor = params.page(found, limit, lambda e: int(e.id))
+    return JSONResponse({"entries": [e.to_json() for e in shown], "next_cursor": next_cursor})
+
+
 routes = [
+    Route("/api/admin/audit", audit_trail, methods=["GET"]),
     Route("/api/admin/devices", add_device, methods=["POST"]),
     Route("/api/admin/devices/{id}/token", revoke_device, methods=["DELETE"]),
     Route("/api/admin/viewers", add_viewer, methods=["POST"]),

@@ -177,6 +177,18 @@ _SCHEMAS: dict[str, Any] = {
         token=STRING,
         expires_ts={"type": ["integer", "null"], "description": "When the token expires (ms); null: never."},
     ),
+    "AuditEntry": record(
+        id=STRING,
+        ts=INTEGER,
+        actor=STRING,
+        action=STRING,
+        target=STRING,
+        detail={
+            "type": "object",
+            "description": "What else the action changed (fleet, name, message id, ...).",
+        },
+    ),
+    "AuditPage": page_of("entries", "AuditEntry"),
     "DeviceRevoked": record(id=STRING, revoked={"const": True}),
     "ViewerRevoked": record(name=STRING, revoked={"const": True}),
     "NewMessage": record(

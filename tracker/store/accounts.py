@@ -10,6 +10,7 @@ import asyncpg
 
 from tracker.errors import Conflict
 from tracker.model import Device, Viewer
+from tracker.store import audit
 from tracker.store.database import Database
 
 TOKENS_CHANNEL = "tracker_tokens"
@@ -23,29 +24,34 @@ def _announced(statement: str, kind: str, key: str) -> str:
     )
 
 
-async def insert_device(db: Database, device: Device, token_hash: bytes, replace: bool = False) -> None:
-    """Register `device`; Conflict when its id is taken, unless `replace` gives it the new fleet, name
-    and token (the old token stops working) (coroutine)."""
+async def insert_device(
+    db: Database, device: Device, token_hash: bytes, *, actor: str, replace: bool = False
+) -> None:
+    """Register `device` (audited as `actor`'s); Conflict when its id is taken, unless `replace` gives it
+    the new fleet, name and token (the old token stops working) (coroutine)."""
     upsert = (
-        " ON CONFLICT (id) DO UPDATE SET fleet = EXCLUDED.fleet, name = EXCLUDED.name, "
-        "token_hash = EXCLUDED.token_hash"
+        " ON CONFLICT (id) DO UPDATE SET fleet = EXCLUDED.fleet, name = EXCLUDED.name,"
+        " token_hash = EXCLUDED.token_hash"
         if replace
         else ""
     )
     insert = "INSERT INTO devices (id, fleet, name, token_hash) VALUES ($1, $2, $3, $4)" + upsert
     if replace:  # the old token, if any, opened connections that must be cut
-        insert = (
-            f"WITH d AS ({insert} RETURNING id) SELECT pg_notify('{TOKENS_CHANNEL}', 'device:' || id) FROM d"
-        )
+        insert = _announced(insert, "device", "id")
+    detail = {"fleet": device.fleet, "name": device.name}
     try:
-        await db.pool.execute(insert, device.id, device.fleet, device.name, token_hash)
+        async with db.pool.acquire() as conn, conn.transaction():
+            await conn.execute(insert, device.id, device.fleet, device.name, token_hash)
+            await audit.record(conn, actor, "device.rekey" if replace else "device.add", device.id, detail)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"device {device.id!r} already exists") from None
 
 
-async def insert_viewer(db: Database, viewer: Viewer, token_hash: bytes, replace: bool = False) -> None:
-    """Register `viewer`; Conflict when its name is taken, unless `replace` gives it the new fleets,
-    expiry and token (coroutine)."""
+async def insert_viewer(
+    db: Database, viewer: Viewer, token_hash: bytes, *, actor: str, replace: bool = False
+) -> None:
+    """Register `viewer` (audited as `actor`'s); Conflict when its name is taken, unless `replace` gives it
+    the new fleets, expiry and token (coroutine)."""
     fleets = sorted(viewer.fleets) if viewer.fleets is not None else None
     upsert = (
         " ON CONFLICT (name) DO UPDATE SET fleets = EXCLUDED.fleets, token_hash = EXCLUDED.token_hash,"
@@ -56,8 +62,11 @@ async def insert_viewer(db: Database, viewer: Viewer, token_hash: bytes, replace
     insert = "INSERT INTO viewers (name, fleets, token_hash, expires_ts) VALUES ($1, $2, $3, $4)" + upsert
     if replace:
         insert = _announced(insert, "viewer", "name")
+    detail = {"fleets": fleets if fleets is not None else "all", "expires_ts": viewer.expires_ts}
     try:
-        await db.pool.execute(insert, viewer.name, fleets, token_hash, viewer.expires_ts)
+        async with db.pool.acquire() as conn, conn.transaction():
+            await conn.execute(insert, viewer.name, fleets, token_hash, viewer.expires_ts)
+            await audit.record(conn, actor, "viewer.rekey" if replace else "viewer.add", viewer.name, detail)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"viewer {viewer.name!r} already exists") from None
 
@@ -81,20 +90,25 @@ async def viewer_by_token_hash(db: Database, token_hash: bytes) -> tuple[Viewer,
     return Viewer(row[0], fleets, row[3]), bytes(row[2])
 
 
-async def revoke_device(db: Database, device_id: str) -> bool:
-    """Revoke the device's token; False when there is no such device (coroutine)."""
-    found = await db.pool.fetchval(
-        _announced("UPDATE devices SET token_hash = NULL WHERE id = $1", "device", "id"), device_id
-    )
-    return bool(found)
+async def revoke_device(db: Database, device_id: str, *, actor: str) -> bool:
+    """Revoke the device's token (audited); False when there is no such device (coroutine)."""
+    revoke = _announced("UPDATE devices SET token_hash = NULL WHERE id = $1", "device", "id")
+    return await _audited(db, revoke, device_id, actor, "device.revoke")
 
 
-async def revoke_viewer(db: Database, name: str) -> bool:
-    """Revoke the viewer's token; False when there is no such viewer (coroutine)."""
-    found = await db.pool.fetchval(
-        _announced("UPDATE viewers SET token_hash = NULL WHERE name = $1", "viewer", "name"), name
-    )
-    return bool(found)
+async def revoke_viewer(db: Database, name: str, *, actor: str) -> bool:
+    """Revoke the viewer's token (audited); False when there is no such viewer (coroutine)."""
+    revoke = _announced("UPDATE viewers SET token_hash = NULL WHERE name = $1", "viewer", "name")
+    return await _audited(db, revoke, name, actor, "viewer.revoke")
+
+
+async def _audited(db: Database, statement: str, target: str, actor: str, action: str) -> bool:
+    """Run `statement` (which counts the rows it changed) on `target`, and audit it when it changed one."""
+    async with db.pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval(statement, target):
+            return False
+        await audit.record(conn, actor, action, target)
+        return True
 
 
 async def device_token_hashes(db: Database, device_ids: list[str]) -> dict[str, bytes | None]:

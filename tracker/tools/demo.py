@@ -105,8 +105,8 @@ async def _register(url: str, vehicles: Sequence[Vehicle]) -> tuple[dict[str, st
         auth = Authenticator(db, None)
         tokens = {}
         for v in vehicles:
-            _, tokens[v.id] = await auth.add_device(v.id, v.fleet, v.id, replace=True)
-        _, viewer = await auth.add_viewer(VIEWER, None, replace=True)
+            _, tokens[v.id] = await auth.add_device(v.id, v.fleet, v.id, actor="demo", replace=True)
+        _, viewer = await auth.add_viewer(VIEWER, None, actor="demo", replace=True)
         return tokens, viewer
     finally:
         await db.close()

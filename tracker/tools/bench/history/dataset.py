@@ -165,14 +165,16 @@ async def load_history(db_url: str, plan: Plan) -> dict[str, Any]:
         for start in range(0, len(ids), 500):
             await asyncio.gather(
                 *(
-                    accounts.insert_device(db, Device(d, plan.fleet(i), None), b)
+                    accounts.insert_device(db, Device(d, plan.fleet(i), None), b, actor="bench")
                     for i, d, b in (
                         (i, ids[i], hash_token(new_token())) for i in range(start, min(start + 500, len(ids)))
                     )
                 )
             )
         token = new_token()
-        await accounts.insert_viewer(db, Viewer("bench-dispatcher", frozenset(FLEETS)), hash_token(token))
+        await accounts.insert_viewer(
+            db, Viewer("bench-dispatcher", frozenset(FLEETS)), hash_token(token), actor="bench"
+        )
         register_s = time.perf_counter() - t0
         progress(f"registered {len(ids)} devices in {register_s:.1f} s")
         rng = np.random.default_rng(SEED)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from tracker.admission import LoopLag
 from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster
+from tracker.erasure import Eraser
 from tracker.geofence.engine import GeofenceEngine
 from tracker.geofence.watch import watch
 from tracker.index import LiveIndex
@@ -32,6 +33,7 @@ from tracker.store import Database
 from tracker.store import messages as messages_store
 from tracker.store.accounts import TOKENS_CHANNEL
 from tracker.store.database import DAY_MS
+from tracker.store.erasure import ERASED_CHANNEL
 from tracker.store.fixes import latest_positions
 from tracker.store.listener import Listener
 from tracker.webhooks import WebhookWorker
@@ -55,6 +57,7 @@ class Core:
     webhooks: WebhookWorker
     messages: Messenger
     sessions: Sessions
+    erasure: Eraser
     online: Counter[str] = field(default_factory=Counter)  # device id -> open connections here
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -114,10 +117,15 @@ class Core:
             webhooks,
             Messenger(db, link, transport, metrics, settings.message_body_max_bytes),
             Sessions(db, cut),
+            Eraser(db, index, geofences, straggler_wait_s=2 * settings.ingest_max_wait_ms / 1000 + 1),
         )
         listener = Listener(
             db,
-            {messages_store.CHANNEL: core.messages.notified, TOKENS_CHANNEL: core.sessions.notified},
+            {
+                messages_store.CHANNEL: core.messages.notified,
+                TOKENS_CHANNEL: core.sessions.notified,
+                ERASED_CHANNEL: core.erasure.forget,
+            },
             core._catch_up,
         )
         core._tasks = [
@@ -134,6 +142,7 @@ class Core:
         ]
         if sync is not None:
             core._tasks.append(asyncio.create_task(sync.run(), name="livesync"))
+        await core.erasure.resume()
         log.info("tracker core started; %d devices in the live index", len(index))
         return core
 
@@ -149,6 +158,7 @@ class Core:
         await self.notifier.flush()
         await self.messages.close()
         await self.sessions.close()
+        await self.erasure.close()
         await self.webhooks.close()
         await self.db.close()
 

@@ -91,6 +91,24 @@ class LiveIndex:
             self._by_fleet.setdefault(position.fleet, set()).add(device)
         self._latest[device] = position
 
+    def forget(self, device: str) -> None:
+        """Drop `device` (it was erased)."""
+        position = self._latest.pop(device, None)
+        if position is None:
+            return
+        members = self._by_fleet.get(position.fleet)
+        if members is not None:
+            members.discard(device)
+            if not members:
+                del self._by_fleet[position.fleet]
+        cell = self._cell_of.pop(device, None)
+        if cell is not None:
+            members = self._by_cell.get(cell)
+            if members is not None:
+                members.discard(device)
+                if not members:
+                    del self._by_cell[cell]
+
     def get(self, device: str) -> Position | None:
         """The newest position of `device`, if any."""
         return self._latest.get(device)

@@ -257,3 +257,25 @@ class AuditEntry:
             "target": self.target,
             "detail": self.detail,
         }
+
+
+@dataclass(slots=True, frozen=True)
+class Erasure:
+    """A device's erasure: who asked, when it started and finished (None while running), and how many
+    rows of each kind it deleted."""
+
+    device: str
+    actor: str
+    started_ts: int
+    finished_ts: int | None
+    deleted: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "state": "erasing" if self.finished_ts is None else "done",
+            "actor": self.actor,
+            "started_ts": self.started_ts,
+            "finished_ts": self.finished_ts,
+            "deleted": self.deleted,
+        }

@@ -189,6 +189,17 @@ _SCHEMAS: dict[str, Any] = {
         },
     ),
     "AuditPage": page_of("entries", "AuditEntry"),
+    "Erasure": record(
+        device=STRING,
+        state={"enum": ["erasing", "done"]},
+        actor=STRING,
+        started_ts=INTEGER,
+        finished_ts={"type": ["integer", "null"]},
+        deleted={
+            "type": "object",
+            "description": "Rows deleted, by kind (fixes, events, fence_states, messages).",
+        },
+    ),
     "DeviceRevoked": record(id=STRING, revoked={"const": True}),
     "ViewerRevoked": record(name=STRING, revoked={"const": True}),
     "NewMessage": record(

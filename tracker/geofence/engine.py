@@ -124,6 +124,11 @@ class GeofenceEngine:
         for event in detection.events:
             self._metrics.geofence_events.labels(event.type).inc()
 
+    def forget(self, device: str) -> None:
+        """Drop the device's fence state and newest fix (it was erased)."""
+        self.states.pop(device, None)
+        self.heads.pop(device, None)
+
     def webhooks(self, rule_id: str) -> tuple[str, ...]:
         """The webhook URLs of a rule in force."""
         rule = self.rules.by_id.get(rule_id)

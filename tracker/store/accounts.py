@@ -16,7 +16,7 @@ from tracker.store.database import Database
 TOKENS_CHANNEL = "tracker_tokens"
 
 
-def _announced(statement: str, kind: str, key: str) -> str:
+def announced(statement: str, kind: str, key: str) -> str:
     """`statement`, then a NOTIFY on `TOKENS_CHANNEL` for each row it changed; the count of those rows."""
     return (
         f"WITH changed AS ({statement} RETURNING {key}) "
@@ -37,7 +37,7 @@ async def insert_device(
     )
     insert = "INSERT INTO devices (id, fleet, name, token_hash) VALUES ($1, $2, $3, $4)" + upsert
     if replace:  # the old token, if any, opened connections that must be cut
-        insert = _announced(insert, "device", "id")
+        insert = announced(insert, "device", "id")
     detail = {"fleet": device.fleet, "name": device.name}
     try:
         async with db.pool.acquire() as conn, conn.transaction():
@@ -61,7 +61,7 @@ async def insert_viewer(
     )
     insert = "INSERT INTO viewers (name, fleets, token_hash, expires_ts) VALUES ($1, $2, $3, $4)" + upsert
     if replace:
-        insert = _announced(insert, "viewer", "name")
+        insert = announced(insert, "viewer", "name")
     detail = {"fleets": fleets if fleets is not None else "all", "expires_ts": viewer.expires_ts}
     try:
         async with db.pool.acquire() as conn, conn.transaction():
@@ -92,13 +92,13 @@ async def viewer_by_token_hash(db: Database, token_hash: bytes) -> tuple[Viewer,
 
 async def revoke_device(db: Database, device_id: str, *, actor: str) -> bool:
     """Revoke the device's token (audited); False when there is no such device (coroutine)."""
-    revoke = _announced("UPDATE devices SET token_hash = NULL WHERE id = $1", "device", "id")
+    revoke = announced("UPDATE devices SET token_hash = NULL WHERE id = $1", "device", "id")
     return await _audited(db, revoke, device_id, actor, "device.revoke")
 
 
 async def revoke_viewer(db: Database, name: str, *, actor: str) -> bool:
     """Revoke the viewer's token (audited); False when there is no such viewer (coroutine)."""
-    revoke = _announced("UPDATE viewers SET token_hash = NULL WHERE name = $1", "viewer", "name")
+    revoke = announced("UPDATE viewers SET token_hash = NULL WHERE name = $1", "viewer", "name")
     return await _audited(db, revoke, name, actor, "viewer.revoke")
 
 

@@ -58,6 +58,7 @@ class Core:
     messages: Messenger
     sessions: Sessions
     erasure: Eraser
+    sync: LiveSync | None = None
     online: Counter[str] = field(default_factory=Counter)  # device id -> open connections here
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -118,6 +119,7 @@ class Core:
             Messenger(db, link, transport, metrics, settings.message_body_max_bytes),
             Sessions(db, cut),
             Eraser(db, index, geofences, straggler_wait_s=2 * settings.ingest_max_wait_ms / 1000 + 1),
+            sync,
         )
         listener = Listener(
             db,
@@ -161,6 +163,20 @@ class Core:
         await self.erasure.close()
         await self.webhooks.close()
         await self.db.close()
+
+    async def readiness(self) -> tuple[list[str], list[str]]:
+        """What keeps this process from taking fixes (problems), and what works only in part (degraded)
+        (coroutine; for /readyz)."""
+        problems: list[str] = []
+        degraded: list[str] = []
+        problem = await self.db.write_problem()
+        if problem is not None:
+            problems.append(problem)
+        elif self.ingestor.storage_error is not None:
+            problems.append(f"storing fixes fails: {self.ingestor.storage_error}")
+        if self.sync is not None and not await self.sync.ping():
+            degraded.append("redis does not answer: positions reach the viewers of this process only")
+        return problems, degraded
 
     def _catch_up(self) -> None:
         """The listener (re)connected: what was announced meanwhile went unheard."""

@@ -105,6 +105,7 @@ class Ingestor:
         self._max_wait_s = settings.ingest_max_wait_ms / 1000
         self._inflight_max = settings.device_inflight_max
         self._retention_days = settings.retention_days
+        self.storage_error: str | None = None  # why the last write failed, until one succeeds
         self._queued = 0  # fixes waiting in all lanes
         metrics.queue_depth.set_function(lambda: self._queued)  # read when scraped, not set per event
         self._closing = False
@@ -270,10 +271,13 @@ class Ingestor:
         try:
             new, events = await self._write(lane, fixes, detection)
         except Exception as exc:
-            log.error("storing %d fixes failed: %s", len(fixes), exc)
+            why = storage_failure(exc)
+            log.error("storing %d fixes failed (%s): %s", len(fixes), why, exc)
             self._metrics.submissions_busy.labels("storage").inc(len(batch))
-            _fail(batch, Busy("storage unavailable; retry"))
+            self.storage_error = why
+            _fail(batch, Busy(f"storage unavailable ({why}); nothing of this batch was stored; retry", 2.0))
             return
+        self.storage_error = None
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         self._metrics.batch_size.observe(len(fixes))
         accepted_total = 0
@@ -292,6 +296,24 @@ class Ingestor:
         self._broadcaster.publish(moved)
         if self._sync is not None:
             self._sync.offer(moved)
+
+
+def storage_failure(exc: BaseException) -> str:
+    """What went wrong with a write, in an operator's words."""
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return "the database is read-only"
+    if isinstance(exc, asyncpg.DiskFullError):
+        return "the database's disk is full"
+    if isinstance(exc, asyncpg.InsufficientResourcesError):
+        return f"the database is out of resources: {exc}"
+    lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError)
+    if isinstance(exc, lost):
+        return "the connection to the database was lost"
+    if isinstance(exc, asyncpg.CannotConnectNowError):
+        return "the database is starting or shutting down"
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"the database refused the write: {exc.__class__.__name__}"
+    return f"internal error: {exc.__class__.__name__}"
 
 
 def _take_new(fixes: Sequence[Fix], new: set[tuple[str, int]]) -> int:

@@ -37,6 +37,13 @@ class LiveSync:
         self._origin = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._pending: dict[str, Position] = {}
 
+    async def ping(self, timeout: float = 1.0) -> bool:
+        """True when Redis answers within `timeout` seconds (coroutine)."""
+        try:
+            return bool(await asyncio.wait_for(self._redis.ping(), timeout))
+        except (OSError, TimeoutError, aioredis.RedisError):
+            return False
+
     def offer(self, positions: Iterable[Position]) -> None:
         """Queue moved positions for the next publish (newest per device wins)."""
         for p in positions:

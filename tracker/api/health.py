@@ -21,14 +21,24 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """
-    summary: 200 only while PostGIS answers
+    summary: 200 only while fixes can be stored; says what is degraded
+    description: >-
+      503 while the database does not answer, is read-only, or refused the last write (until one
+      succeeds), with the reasons in `problems`. `degraded` names what works only in part, such as Redis
+      between several processes: positions still reach the viewers of the same process.
     responses:
-      200: {description: The database answers; the server can take fixes.}
-      503: {description: The database does not answer.}
+      200:
+        description: Fixes can be stored.
+        content: {application/json: {schema: {$ref: '#/components/schemas/Readiness'}}}
+      503:
+        description: Fixes cannot be stored now; `error` and `problems` say why.
+        content: {application/json: {schema: {$ref: '#/components/schemas/Readiness'}}}
     """
-    if await params.core(request).db.ping():
-        return JSONResponse({"ok": True})
-    return JSONResponse({"ok": False, "error": "the database does not answer"}, status_code=503)
+    problems, degraded = await params.core(request).readiness()
+    if not problems:
+        return JSONResponse({"ok": True, "degraded": degraded})
+    body = {"ok": False, "error": "; ".join(problems), "problems": problems, "degraded": degraded}
+    return JSONResponse(body, status_code=503)
 
 
 async def metrics(request: Request) -> Response:

@@ -200,6 +200,13 @@ _SCHEMAS: dict[str, Any] = {
             "description": "Rows deleted, by kind (fixes, events, fence_states, messages).",
         },
     ),
+    "Readiness": record(
+        ["ok", "degraded"],
+        ok={"type": "boolean"},
+        error=STRING,
+        problems={"type": "array", "items": STRING},
+        degraded={"type": "array", "items": STRING},
+    ),
     "DeviceRevoked": record(id=STRING, revoked={"const": True}),
     "ViewerRevoked": record(name=STRING, revoked={"const": True}),
     "NewMessage": record(

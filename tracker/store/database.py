@@ -23,12 +23,6 @@ _MIGRATION_LOCK = 7_214_001
 _PARTITION_LOCK = 7_214_002
 
 # Each pooled connection stages fixes here before one INSERT ... ON CONFLICT moves them into `fixes`.
-_STAGE_SQL = """
-CREATE TEMP TABLE IF NOT EXISTS fix_stage (
-    device_id text, ts_ms bigint, lon float8, lat float8, speed real, heading real,
-    accuracy real, altitude real, battery real, attrs jsonb, cell bigint
-) ON COMMIT DELETE ROWS
-"""
 
 
 _PARTITIONS_SQL = (
@@ -48,7 +42,7 @@ class Database:
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> Database:
         """Open a pool on `url`, apply pending migrations and load the partition list (coroutine)."""
         try:
-            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection)
+            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
         except (OSError, asyncpg.PostgresError) as exc:
             raise ConfigError(f"cannot connect to the database at {_redact(url)}: {exc}") from exc
         db = cls(pool)
@@ -62,15 +56,21 @@ class Database:
         """Close every pooled connection (coroutine)."""
         await self.pool.close()
 
-    async def ping(self, timeout: float = 2.0) -> bool:
-        """True when PostgreSQL answers a trivial query within `timeout` seconds (coroutine)."""
-        try:
-            async with self.pool.acquire(timeout=timeout) as conn:
-                await conn.fetchval("SELECT 1", timeout=timeout)
-            return True
-        except Exception:  # any failure means "not ready"; the reason is logged, not raised
-            log.warning("database ping failed", exc_info=True)
-            return False
+    async def write_problem(self, timeout: float = 2.0) -> str | None:
+        """Why fixes cannot be written now, as far as a trivial query tells (it does not answer, or it is
+        read-only: a replica, or `default_transaction_read_only`); None when it could (coroutine). A
+        pooled connection the server closed is replaced by the pool: one more try tells that apart."""
+        for attempt in (1, 2):
+            try:
+                async with self.pool.acquire(timeout=timeout) as conn:
+                    read_only = await conn.fetchval(
+                        "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
+                        timeout=timeout,
+                    )
+                return "the database is read-only" if read_only else None
+            except Exception:  # any failure means "not ready"; the reason is logged, not raised
+                log.warning("database ping failed (try %d)", attempt, exc_info=True)
+        return "the database does not answer"
 
     async def ensure_partitions(self, days: set[int]) -> None:
         """Create the partitions of `fixes` that `days` (days since the epoch) need (coroutine).
@@ -114,10 +114,6 @@ class Database:
             self._partitions.forget(name)
             log.info("retention: dropped partition %s", name)
         return names
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.execute(_STAGE_SQL)
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:

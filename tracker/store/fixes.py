@@ -52,6 +52,14 @@ ON CONFLICT (device_id, ts) DO NOTHING
 RETURNING_KEYS = _RETURNING
 _INSERT_ARRAYS = INSERT_FROM_ARRAYS + _RETURNING + "\n"
 
+# Each connection's staging table for COPY (ON COMMIT DELETE ROWS: empty outside a write).
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS fix_stage (
+    device_id text, ts_ms bigint, lon float8, lat float8, speed real, heading real,
+    accuracy real, altitude real, battery real, attrs jsonb, cell bigint
+) ON COMMIT DELETE ROWS
+"""
+
 _MOVE_STAGED = f"""
 INSERT INTO fixes ({_COLUMNS})
 SELECT device_id, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
@@ -104,6 +112,9 @@ async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[Fix]) -> set[tup
         rows = await conn.fetch(_INSERT_ARRAYS, *fix_columns(records))
     else:
         async with conn.transaction():
+            # Made here rather than when the pool connects: a read-only database refuses it, and the
+            # connection must still work once the database takes writes again.
+            await conn.execute(_STAGE)
             await conn.copy_records_to_table("fix_stage", records=records, columns=_STAGE_COLUMNS)
             rows = await conn.fetch(_MOVE_STAGED)
     return {(r[0], r[1]) for r in rows}

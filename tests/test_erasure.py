@@ -55,7 +55,7 @@ async def test_export_then_erase_a_device(
         _, other = await connected_device(server, clients, fleet)
         viewer = await add_viewer(server, [fleet])
         t = now_ms() - 10_000
-        fixes = [{"lat": 47.0 + i / 100, "lon": 8.0, "ts": t + i} for i in range(30)]
+        fixes: list[dict[str, Any]] = [{"lat": 47.0 + i / 100, "lon": 8.0, "ts": t + i} for i in range(30)]
         fixes.append({"lat": 47.35, "lon": 8.55, "ts": t + 100, "attrs": {"driver": "Ana"}})  # into the yard
         assert (await d.call("fix", fixes))["accepted"] == 31
         assert (await other.call("fix", {"lat": 47.35, "lon": 8.55, "ts": t}))["accepted"] == 1

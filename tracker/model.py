@@ -279,3 +279,15 @@ class Erasure:
             "finished_ts": self.finished_ts,
             "deleted": self.deleted,
         }
+
+
+@dataclass(slots=True, frozen=True)
+class Window:
+    """One page of a time window: records with from <= ts < to, after the previous page's last one
+    (`after`: its ts or id, None on the first page), at most `limit`. Stores fetch one more, which only
+    tells that another page follows."""
+
+    from_ms: int
+    to_ms: int
+    after: int | None
+    limit: int

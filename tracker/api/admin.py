@@ -161,19 +161,15 @@ async def audit_trail(request: Request) -> Response:
     unknown = sorted(set(actions or ()) - set(AUDIT_ACTIONS))
     if unknown:
         raise InvalidInput(f"action must be among {', '.join(AUDIT_ACTIONS)}; got {', '.join(unknown):.80}")
-    from_ms, to_ms = params.window(request)
-    limit = params.integer(request, "limit", 1000, 1, 10_000)
+    window = params.page_window(request)
     found = await audit.entries(
         params.core(request).db,
         actor=query.get("actor") or None,
         actions=actions,
         target=query.get("target") or None,
-        from_ms=from_ms,
-        to_ms=to_ms,
-        after_id=params.decode_cursor(request),
-        limit=limit + 1,
+        window=window,
     )
-    shown, next_cursor = params.page(found, limit, lambda e: int(e.id))
+    shown, next_cursor = params.page(found, window.limit, lambda e: int(e.id))
     return JSONResponse({"entries": [e.to_json() for e in shown], "next_cursor": next_cursor})
 
 

@@ -64,11 +64,9 @@ async def positions(request: Request) -> Response:
         content: {application/geo+json: {schema: {$ref: '#/components/schemas/PositionPage'}}}
     """
     _, device = await params.viewer_and_device(request)
-    from_ms, to_ms = params.window(request)
-    limit = params.integer(request, "limit", 1000, 1, 10_000)
-    after = params.decode_cursor(request)
-    rows = await positions_page(params.core(request).db, device.id, from_ms, to_ms, after, limit + 1)
-    shown, next_cursor = params.page(rows, limit, lambda r: int(r["ts"]))
+    window = params.page_window(request)
+    rows = await positions_page(params.core(request).db, device.id, window)
+    shown, next_cursor = params.page(rows, window.limit, lambda r: int(r["ts"]))
     features = [
         {
             "type": "Feature",

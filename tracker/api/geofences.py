@@ -147,8 +147,7 @@ async def list_events(request: Request) -> Response:
     kind = request.query_params.get("type") or None
     if kind is not None and kind not in EVENT_TYPES:
         raise InvalidInput(f"type must be one of {', '.join(EVENT_TYPES)}; got {kind!r:.40}")
-    from_ms, to_ms = params.window(request)
-    limit = params.integer(request, "limit", 1000, 1, 10_000)
+    window = params.page_window(request)
     events = await events_page(
         params.core(request).db,
         fleets=sorted(who.fleets) if who.fleets is not None else None,
@@ -156,12 +155,9 @@ async def list_events(request: Request) -> Response:
         fence=_optional_id(request, "fence"),
         rule=_optional_id(request, "rule"),
         type=kind,
-        from_ms=from_ms,
-        to_ms=to_ms,
-        after_id=params.decode_cursor(request),
-        limit=limit + 1,
+        window=window,
     )
-    shown, next_cursor = params.page(events, limit, lambda e: int(e.id))
+    shown, next_cursor = params.page(events, window.limit, lambda e: int(e.id))
     return JSONResponse({"events": [e.to_json() for e in shown], "next_cursor": next_cursor})
 
 

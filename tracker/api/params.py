@@ -15,7 +15,7 @@ from starlette.requests import Request
 from tracker.auth import Origin
 from tracker.core import Core
 from tracker.errors import InvalidInput, Unauthorized
-from tracker.model import Device, Viewer
+from tracker.model import Device, Viewer, Window
 from tracker.parse import check_id, text_number, time_ms
 from tracker.store.database import DAY_MS
 
@@ -88,6 +88,13 @@ def window(request: Request) -> tuple[int, int]:
     if from_ms > to_ms:
         raise InvalidInput("from must not be later than to")
     return from_ms, to_ms
+
+
+def page_window(request: Request, default_limit: int = 1000, max_limit: int = 10_000) -> Window:
+    """The page a request asks for: `from`/`to` (see `window`), `limit` and `cursor`."""
+    from_ms, to_ms = window(request)
+    limit = integer(request, "limit", default_limit, 1, max_limit)
+    return Window(from_ms, to_ms, decode_cursor(request), limit)
 
 
 def integer(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from tracker.model import AuditEntry
+from tracker.model import AuditEntry, Window
 from tracker.store.database import Database
 
 
@@ -38,12 +38,10 @@ async def entries(
     actor: str | None,
     actions: Sequence[str] | None,
     target: str | None,
-    from_ms: int,
-    to_ms: int,
-    after_id: int | None,
-    limit: int,
+    window: Window,
 ) -> list[AuditEntry]:
-    """Entries matching every given filter, from <= ts < to, with id > after, oldest first (coroutine)."""
+    """Up to `window.limit` + 1 entries matching every given filter in the window (`after`: an id),
+    oldest first (coroutine)."""
     rows = await db.pool.fetch(
         """
         SELECT id, ts, actor, action, target, detail::text FROM audit
@@ -52,12 +50,12 @@ async def entries(
           AND ($6::text IS NULL OR target = $6)
         ORDER BY id LIMIT $7
         """,
-        from_ms,
-        to_ms,
-        after_id or 0,
+        window.from_ms,
+        window.to_ms,
+        window.after or 0,
         actor,
         list(actions) if actions is not None else None,
         target,
-        limit,
+        window.limit + 1,
     )
     return [AuditEntry(str(r[0]), r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]

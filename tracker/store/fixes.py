@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 
 from tracker.geo import cell_hex
-from tracker.model import Fix, Position
+from tracker.model import Fix, Position, Window
 from tracker.store.database import DAY_MS, Database, ms_to_datetime
 
 _STAGE_COLUMNS = (
@@ -141,11 +141,9 @@ async def latest_positions(db: Database) -> list[tuple[Position, int]]:
     ]
 
 
-async def positions_page(
-    db: Database, device: str, from_ms: int, to_ms: int, after_ms: int | None, limit: int
-) -> list[dict[str, Any]]:
-    """Up to `limit` fixes of `device` with from <= ts < to and ts > after, oldest first (coroutine)."""
-    lower = max(from_ms, after_ms + 1) if after_ms is not None else from_ms
+async def positions_page(db: Database, device: str, window: Window) -> list[dict[str, Any]]:
+    """Up to `window.limit` + 1 fixes of `device` in the window (`after`: a ts), oldest first (coroutine)."""
+    lower = max(window.from_ms, window.after + 1) if window.after is not None else window.from_ms
     async with db.pool.acquire() as conn:
         rows = await conn.fetch(
             """
@@ -156,8 +154,8 @@ async def positions_page(
             """,
             device,
             ms_to_datetime(lower),
-            ms_to_datetime(to_ms),
-            limit,
+            ms_to_datetime(window.to_ms),
+            window.limit + 1,
         )
     keys = ("ts", "lon", "lat", "speed", "heading", "accuracy", "altitude", "battery", "cell")
     return [dict(zip(keys, r, strict=True)) for r in rows]

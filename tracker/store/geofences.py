@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from tracker.geofence.detect import Detection
-from tracker.model import FenceState, Fix, GeofenceEvent, Head, StateKey
+from tracker.model import FenceState, Fix, GeofenceEvent, Head, StateKey, Window
 from tracker.store.database import Database
 from tracker.store.fixes import (
     COPY_MIN_FIXES,
@@ -267,12 +267,10 @@ async def events_page(
     fence: str | None,
     rule: str | None,
     type: str | None,
-    from_ms: int,
-    to_ms: int,
-    after_id: int | None,
-    limit: int,
+    window: Window,
 ) -> list[GeofenceEvent]:
-    """Stored events matching every given filter, from <= ts < to, with id > after, oldest first (coroutine).
+    """Up to `window.limit` + 1 stored events matching every given filter in the window (`after`: an id),
+    oldest first (coroutine).
 
     "Oldest first" is storage order (the id), which is fix-time order for each device.
     """
@@ -286,15 +284,15 @@ async def events_page(
               AND ($7::text IS NULL OR rule_id = $7) AND ($8::text IS NULL OR type = $8)
             ORDER BY id LIMIT $9
             """,
-            from_ms,
-            to_ms,
-            after_id or 0,
+            window.from_ms,
+            window.to_ms,
+            window.after or 0,
             list(fleets) if fleets is not None else None,
             device,
             fence,
             rule,
             type,
-            limit,
+            window.limit + 1,
         )
     return [
         GeofenceEvent(

@@ -19,7 +19,7 @@ import numpy as np
 
 from tracker.api.history import MAX_TRAIL_FIXES
 from tracker.api.params import encode_cursor
-from tracker.model import Fence
+from tracker.model import Fence, Window
 from tracker.parse import Box
 from tracker.store import history
 from tracker.store.area import visits_in_bbox, visits_in_fence
@@ -116,7 +116,7 @@ def kinds_of(plan: Plan, fences: dict[str, Fence]) -> list[Kind]:
         return f"/api/devices/{s.device}/positions", query
 
     async def positions_store(db: Database, s: Sample) -> object:
-        return await positions_page(db, s.device, s.from_ms, s.to_ms, s.after_ms, PAGE_LIMIT + 1)
+        return await positions_page(db, s.device, Window(s.from_ms, s.to_ms, s.after_ms, PAGE_LIMIT))
 
     def box_text(s: Sample) -> str:
         assert s.box is not None

@@ -128,6 +128,8 @@ class Authenticator:
     ) -> tuple[Device, str]:
         """Register a device (`replace`: or re-key an existing one) as `actor` (for the audit trail:
         'admin', 'cli:<user>'); return it with its token, shown this once only (coroutine)."""
+        if name is not None and "\x00" in name:  # PostgreSQL text cannot hold it
+            raise InvalidInput("name must not hold a NUL character (\\u0000)")
         device = Device(check_id(device_id, "id"), check_id(fleet, "fleet"), name)
         token = new_token()
         await accounts.insert_device(self._db, device, hash_token(token), actor=actor, replace=replace)

@@ -5,7 +5,9 @@ The one harness of the tests and the benchmarks: both start the real `tracker se
 started, found ready and stopped is written once. Policy: stdout and stderr go to a log file beside the
 run; a server is ready when an HTTP path answers 200 (`/readyz` for the tracker), polled until a
 deadline; one that exits first or never answers is stopped and raises `ServerProcessError` ending with
-its log's last lines. Stopping is a signal (SIGTERM), then SIGKILL after STOP_TIMEOUT_S.
+its log's last lines. Stopping is a signal (SIGTERM), then SIGKILL after STOP_TIMEOUT_S. An error in the
+log is a JSON line (the tracker's format) at level error or critical or carrying a traceback, or any other
+line that says ERROR or Traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 
 from tracker.errors import TrackerError
 
@@ -114,26 +117,51 @@ class ServerProcess:
         except OSError:
             return "(no server log)"
 
-    def log_error_lines(self) -> int:
-        """How many lines of the log are ERROR lines or start a traceback."""
-        return len(self._error_lines())
+    def log_size(self) -> int:
+        """How many bytes the log holds now: a mark for `log_error_samples(since=...)`."""
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
 
-    def log_error_samples(self, limit: int = 5) -> list[str]:
+    def log_error_lines(self, since: int = 0) -> int:
+        """How many lines of the log (from byte `since` on) are errors or start a traceback."""
+        return len(self._error_lines(since))
+
+    def log_error_samples(self, limit: int = 5, since: int = 0) -> list[str]:
         """Up to `limit` distinct lines (their first 300 characters) of those `log_error_lines` counts."""
         found: list[str] = []
-        for line in self._error_lines():
+        for line in self._error_lines(since):
             if line[:300] not in found:
                 found.append(line[:300])
                 if len(found) == limit:
                     break
         return found
 
-    def _error_lines(self) -> list[str]:
+    def _error_lines(self, since: int) -> list[str]:
         try:
-            text = self.log_text()
+            with self.log.open("rb") as f:
+                f.seek(since)
+                text = f.read().decode(errors="replace")
         except OSError:
             return []
-        return [line for line in text.splitlines() if "ERROR" in line or "Traceback" in line]
+        return [line for line in text.splitlines() if _is_error(line)]
+
+
+_ERROR_LEVELS = frozenset({"error", "critical"})
+
+
+def _is_error(line: str) -> bool:
+    """True for a log line that reports an error: by its level and traceback when it is one of the
+    tracker's JSON lines, else by the words ERROR or Traceback."""
+    if line.startswith("{"):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and "level" in record:
+            return record["level"] in _ERROR_LEVELS or "exc" in record
+    return "ERROR" in line or "Traceback" in line
 
 
 def spawn_tracker(

@@ -9,7 +9,7 @@ import math
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match, Route
 
 from tracker.api import (
     admin,
@@ -81,11 +81,27 @@ async def tracker_error(request: Request, exc: Exception) -> Response:
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 as JSON errors."""
+    """Starlette's own 404/405 as JSON errors, with Starlette's headers; a 405 names in `Allow` every
+    method the path takes (RFC 9110)."""
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return JSONResponse(
-        {"error": f"{request.method} {request.url.path}: {exc.detail}"}, status_code=exc.status_code
+        {"error": f"{request.method} {request.url.path}: {exc.detail}"},
+        status_code=exc.status_code,
+        headers=headers,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods of every route of the request's path. Starlette's own `Allow` names only those of the
+    first route that matched, where a path's GET and POST are two routes."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is Match.PARTIAL:
+            methods |= route.methods
+    return sorted(methods)
 
 
 async def server_error(request: Request, exc: Exception) -> Response:

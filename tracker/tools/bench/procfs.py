@@ -1,5 +1,5 @@
-"""What /proc and getrusage say about processes: CPU seconds, resident memory, process trees, and the
-whole machine's busy and stolen CPU.
+"""What /proc and getrusage say about processes: CPU seconds, resident memory, open descriptors,
+process trees, and the whole machine's busy and stolen CPU.
 
 Policy: a process that is gone, or a file that cannot be read, gives None (or counts nothing in a sum),
 never an error: benches read these while processes come and go. CPU is utime + stime; a process tree is
@@ -104,3 +104,16 @@ def rss_bytes(pid: int | str = "self") -> int | None:
 def tree_rss_bytes(root: int) -> int:
     """Resident memory of `root` and its descendants, summed."""
     return sum(rss_bytes(pid) or 0 for pid in tree_pids(root))
+
+
+def open_fds(pid: int) -> int | None:
+    """Open file descriptors of one process (entries of /proc/<pid>/fd), None when it cannot be read."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def tree_open_fds(root: int) -> int:
+    """Open file descriptors of `root` and its descendants, summed."""
+    return sum(open_fds(pid) or 0 for pid in tree_pids(root))

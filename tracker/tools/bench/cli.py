@@ -12,7 +12,7 @@ from typing import Any
 
 
 def add_bench(sub: Any) -> None:
-    """`tracker bench ingest | geofences | messages | history | map | fleet`."""
+    """`tracker bench ingest | geofences | messages | history | map | fleet | storm | soak`."""
 
     def bench_flags(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument(
@@ -113,6 +113,66 @@ def add_bench(sub: Any) -> None:
         "periodic freeze (policy), or CPython's (default)",
     )
 
+    _add_storm(bench, bench_flags)
+    _add_soak(bench, bench_flags)
+
+
+def _server_setting(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a tracker setting for this run, as TRACKER_NAME (repeat)",
+    )
+
+
+def _add_storm(bench: Any, bench_flags: Any) -> None:
+    storm = bench.add_parser(
+        "storm",
+        help="N connected devices through a SIGTERM and a kill -9 restart: recovery, lost fixes (JSON)",
+    )
+    bench_flags(storm)
+    storm.add_argument("--devices", type=int, default=10_000, help="devices, one socket each (default 10000)")
+    storm.add_argument("--interval", type=float, default=5.0, help="seconds between a device's fixes (5)")
+    storm.add_argument("--warmup", type=float, default=20.0, help="seconds of load before the first restart")
+    storm.add_argument(
+        "--settle", type=float, default=20.0, help="seconds of load after a recovery before memory is read"
+    )
+    storm.add_argument(
+        "--recovery-timeout", type=float, default=180.0, help="seconds a restart may take to recover (180)"
+    )
+    storm.add_argument(
+        "--cross-every", type=int, default=6, help="fixes between a device's fence crossings (0: no fence)"
+    )
+    storm.add_argument("--restarts", default="sigterm,kill", help="sigterm, kill or both, in the order given")
+    storm.add_argument("--generators", type=int, default=1, help="Node processes for the devices (default 1)")
+    _server_setting(storm)
+
+
+def _add_soak(bench: Any, bench_flags: Any) -> None:
+    soak = bench.add_parser(
+        "soak",
+        help="N devices and viewers for minutes, with churn: RSS, fds, tasks, ack p99 per minute (JSON)",
+    )
+    bench_flags(soak)
+    soak.add_argument("--devices", type=int, default=10_000, help="devices, one socket each (default 10000)")
+    soak.add_argument("--minutes", type=float, default=30.0, help="minutes of load (default 30)")
+    soak.add_argument("--interval", type=float, default=10.0, help="seconds between a device's fixes (10)")
+    soak.add_argument("--viewers", type=int, default=20, help="viewers, each subscribed to a fleet (20)")
+    soak.add_argument("--fleets", type=int, default=5, help="fleets the devices are spread over (5)")
+    soak.add_argument(
+        "--churn", type=float, default=1.0, help="percent of the devices that reconnect each minute (1)"
+    )
+    soak.add_argument(
+        "--warmup-minutes",
+        type=float,
+        help="minutes before the baseline of RSS growth (default min(5, minutes/6); at least one sample)",
+    )
+    soak.add_argument("--sample-s", type=float, default=60.0, help="seconds between samples (default 60)")
+    soak.add_argument("--generators", type=int, default=1, help="Node processes for the devices (default 1)")
+    _server_setting(soak)
+
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the bench `args.action`, print its report; the exit status."""
@@ -166,6 +226,41 @@ def _report(args: argparse.Namespace) -> str:
             args.bare_gc,
         )
         return bench_fleet(args.database_url, settings, args.out)
+    if args.action == "storm":
+        from tracker.tools.bench.server import server_env
+        from tracker.tools.bench.storm import bench_storm
+        from tracker.tools.bench.storm import build_settings as storm_settings
+
+        storm = storm_settings(
+            args.devices,
+            args.interval,
+            args.warmup,
+            args.settle,
+            args.recovery_timeout,
+            args.cross_every,
+            args.restarts,
+            server_env(args.server_setting),
+            args.generators,
+        )
+        return bench_storm(args.database_url, storm, args.out)
+    if args.action == "soak":
+        from tracker.tools.bench.server import server_env
+        from tracker.tools.bench.soak import bench_soak
+        from tracker.tools.bench.soak import build_settings as soak_settings
+
+        soak = soak_settings(
+            args.devices,
+            args.minutes,
+            args.interval,
+            args.viewers,
+            args.fleets,
+            args.churn,
+            args.warmup_minutes,
+            args.sample_s,
+            server_env(args.server_setting),
+            args.generators,
+        )
+        return bench_soak(args.database_url, soak, args.out)
     if args.action == "history":
         from tracker.tools.bench.history import Settings, bench_history
 

@@ -19,8 +19,9 @@ measured capacity and then half of it, with devices that back off on `retry` lik
 
 The pieces: `settings` (the run's checked settings), `servers` (the two servers), `generators` (the Node
 processes), `runs` (one server under one mode's schedule), `figures` (tallies to figures, ratios, goals),
-`bare` (the baseline server), `loadgen.mjs` (the generator); what every bench shares (accounts, the
-descriptor limit, /proc CPU and RSS of a process tree) is in `tracker.tools.bench`.
+`bare` (the baseline server), `loadgen.mjs` (the generator: its commands; `windows.mjs`, `device.mjs`,
+`viewers.mjs`), which `tracker bench storm` and `soak` also drive; what every bench shares (accounts,
+the descriptor limit, /proc CPU and RSS of a process tree) is in `tracker.tools.bench`.
 """
 
 from __future__ import annotations

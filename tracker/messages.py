@@ -187,7 +187,11 @@ class Messenger:
             by_device.setdefault(device_id, []).append(number)
         for device_id, numbers in by_device.items():
             fleet = fleets.get(device_id)
-            if fleet is not None:
+            if fleet is None:
+                continue
+            # A device may ack before the round that handed the message over has announced `sent`:
+            # that round holds the device's lock until it has, so viewers see sent, then acked.
+            async with self._locks.get(device_id) or contextlib.nullcontext():
                 await self._status(device_id, fleet, [str(n) for n in sorted(numbers)], "acked", now)
 
     def _spawn(self, device_id: str) -> None:

@@ -40,6 +40,7 @@ from tracker.model import Acceptance, Device, Fix, GeofenceEvent, WriteResult
 from tracker.notify import Notifier
 from tracker.settings import Settings
 from tracker.store import Database
+from tracker.store.database import write_failure
 from tracker.store.fixes import days_of
 from tracker.store.geofences import write_batch
 from tracker.validation import parse_batch
@@ -271,7 +272,7 @@ class Ingestor:
         try:
             new, events = await self._write(lane, fixes, detection)
         except Exception as exc:
-            why = storage_failure(exc)
+            why = write_failure(exc)
             log.error("storing %d fixes failed (%s): %s", len(fixes), why, exc)
             self._metrics.submissions_busy.labels("storage").inc(len(batch))
             self.storage_error = why
@@ -296,24 +297,6 @@ class Ingestor:
         self._broadcaster.publish(moved)
         if self._sync is not None:
             self._sync.offer(moved)
-
-
-def storage_failure(exc: BaseException) -> str:
-    """What went wrong with a write, in an operator's words."""
-    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
-        return "the database is read-only"
-    if isinstance(exc, asyncpg.DiskFullError):
-        return "the database's disk is full"
-    if isinstance(exc, asyncpg.InsufficientResourcesError):
-        return f"the database is out of resources: {exc}"
-    lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError)
-    if isinstance(exc, lost):
-        return "the connection to the database was lost"
-    if isinstance(exc, asyncpg.CannotConnectNowError):
-        return "the database is starting or shutting down"
-    if isinstance(exc, asyncpg.PostgresError):
-        return f"the database refused the write: {exc.__class__.__name__}"
-    return f"internal error: {exc.__class__.__name__}"
 
 
 def _take_new(fixes: Sequence[Fix], new: set[tuple[str, int]]) -> int:

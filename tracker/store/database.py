@@ -156,3 +156,21 @@ def _redact(url: str) -> str:
 def ms_to_datetime(ms: int) -> datetime:
     """Milliseconds since the epoch as an aware datetime, for query parameters."""
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+def write_failure(exc: BaseException) -> str:
+    """What went wrong with a write, in an operator's words."""
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return "the database is read-only"
+    if isinstance(exc, asyncpg.DiskFullError):
+        return "the database's disk is full"
+    if isinstance(exc, asyncpg.InsufficientResourcesError):
+        return f"the database is out of resources: {exc}"
+    lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError)
+    if isinstance(exc, lost):
+        return "the connection to the database was lost"
+    if isinstance(exc, asyncpg.CannotConnectNowError):
+        return "the database is starting or shutting down"
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"the database refused the write: {exc.__class__.__name__}"
+    return f"internal error: {exc.__class__.__name__}"

@@ -63,7 +63,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, manage_gc
         viewers = ViewerRooms(sio, shared)
         cut = {DEVICE: devices.disconnect, VIEWER: viewers.disconnect}
         holder["core"] = app.state.core = await Core.start(
-            settings, url, viewers, metrics, devices, devices, cut
+            settings, url, viewers, metrics, devices, devices, cut, viewers.here() if shared else None
         )
         # Last in start-up, so that the first freeze keeps everything the core has loaded out of the
         # collector's walks.

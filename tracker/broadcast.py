@@ -44,6 +44,11 @@ class Broadcaster:
             await self._transport.emit("positions", [p.to_json() for p in by_device.values()], room)
             self._metrics.positions_events.inc()
 
+    async def now(self, positions: Iterable[Position]) -> None:
+        """Emit these positions at once, without waiting for the interval (coroutine)."""
+        self.publish(positions)
+        await self.flush()
+
     async def run(self) -> None:
         """Flush every interval until cancelled (coroutine); a failed flush is logged, not fatal."""
         loop = asyncio.get_running_loop()

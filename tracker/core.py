@@ -72,9 +72,12 @@ class Core:
         devices: Transport,
         link: DeviceLink,
         cut: Mapping[str, Disconnect],
+        here: Transport | None = None,
     ) -> Core:
         """Connect and migrate, seed the live index, start the loops (coroutine). `cut` disconnects one
-        connection of the device or viewer namespace (`tracker.sessions`)."""
+        connection of the device or viewer namespace (`tracker.sessions`). `here` reaches the viewers of
+        this process only: with Redis, the moves another process resends after an outage, which these
+        viewers missed, are emitted to them (each process does so for its own viewers)."""
         db = await Database.connect(database_url)
         index = LiveIndex(settings.h3_resolution)
         latest = await latest_positions(db)
@@ -93,11 +96,15 @@ class Core:
         notifier = Notifier(transport, devices, lambda rule: geofences.rules.by_id.get(rule), webhooks.wake)
         broadcaster = Broadcaster(transport, settings.broadcast_interval_ms, metrics)
         lag = LoopLag(settings.loop_lag_max_ms / 1000, metrics.loop_lag_seconds.observe)
-        sync = (
-            LiveSync(settings.redis_url, index, settings.broadcast_interval_ms)
-            if settings.redis_url
-            else None
-        )
+        sync = None
+        if settings.redis_url:
+            late = Broadcaster(here, settings.broadcast_interval_ms, metrics) if here is not None else None
+            sync = LiveSync(
+                settings.redis_url,
+                index,
+                settings.broadcast_interval_ms,
+                on_catch_up=late.now if late is not None else None,
+            )
         ingestor = Ingestor(
             settings, db, index, broadcaster, metrics, lag=lag, engine=geofences, notifier=notifier, sync=sync
         )
@@ -174,8 +181,11 @@ class Core:
             problems.append(problem)
         elif self.ingestor.storage_error is not None:
             problems.append(f"storing fixes fails: {self.ingestor.storage_error}")
-        if self.sync is not None and not await self.sync.ping():
-            degraded.append("redis does not answer: positions reach the viewers of this process only")
+        if self.sync is not None:
+            if not await self.sync.ping():
+                degraded.append("redis does not answer: positions reach the viewers of this process only")
+            elif not self.sync.link.up:
+                degraded.append("redis answers again; live positions are not shared yet (reconnecting)")
         return problems, degraded
 
     def _catch_up(self) -> None:

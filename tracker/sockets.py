@@ -239,15 +239,21 @@ def build_server(redis_url: str | None, cors_origins: str) -> socketio.AsyncServ
 class ViewerRooms:
     """The broadcaster's transport: the `/viewer` namespace's rooms."""
 
-    def __init__(self, sio: socketio.AsyncServer, shared: bool) -> None:
+    def __init__(self, sio: socketio.AsyncServer, shared: bool, *, here_only: bool = False) -> None:
         self._sio = sio
         self._shared = shared  # with Redis, listeners may be in another process
+        self._here_only = here_only
+
+    def here(self) -> ViewerRooms:
+        """The same rooms, but emits reach this process's viewers only (not through Redis): for moves that
+        only this process missed (`tracker.livesync`'s catch-up)."""
+        return ViewerRooms(self._sio, shared=False, here_only=True)
 
     def listening(self, room: str) -> bool:
         return self._shared or bool(self._sio.manager.rooms.get(VIEWER_NS, {}).get(room))
 
     async def emit(self, event: str, data: Any, room: str | list[str]) -> None:
-        await self._sio.emit(event, data, to=room, namespace=VIEWER_NS)
+        await self._sio.emit(event, data, to=room, namespace=VIEWER_NS, ignore_queue=self._here_only)
 
     async def disconnect(self, conn: str) -> None:
         """Close one viewer connection (its token was revoked or expired)."""

@@ -3,7 +3,8 @@
 Policy: `tracker serve --workers N` (N > 1) with no Redis URL starts one, so that its workers share Socket.IO
 rooms and their live indexes with nothing for the user to set up. It listens on a Unix socket in a fresh
 folder of mode 0700 (no TCP port: nothing else on the machine can reach it, and it can clash with no other
-Redis), or on a free loopback port when asked (`tcp=True`, for tools). It keeps nothing on disk (no RDB
+Redis), or on a loopback port when asked (`tcp=True`, a free one, or `port=`: a server started again where
+clients look for the one that stopped, as the Redis outage test does). It keeps nothing on disk (no RDB
 snapshots, no AOF): what passes through it is live traffic, and PostGIS holds everything durable. It runs in
 a session of its own, so a Ctrl-C in the terminal reaches the workers but not it; the owner stops it after
 them, with `stop()` or by leaving the `with` block, and on Linux it gets SIGTERM if its owner dies first.
@@ -62,11 +63,11 @@ def _free_port() -> int:
 class PrivateRedis:
     """One `redis-server` of our own. `start()` returns its URL (`unix://...` or `redis://127.0.0.1:<port>`)."""
 
-    def __init__(self, folder: Path | None = None, *, tcp: bool = False) -> None:
+    def __init__(self, folder: Path | None = None, *, tcp: bool = False, port: int | None = None) -> None:
         self._given = folder  # where its log (and socket) go; None: a temporary folder, removed on stop
-        self._tcp = tcp
+        self._tcp = tcp or port is not None
         self.folder: Path | None = None
-        self.port: int | None = None
+        self.port: int | None = port  # with tcp and no port, a free one is chosen at start
         self.url = ""
         self.version: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -94,7 +95,7 @@ class PrivateRedis:
         args = [exe, "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no"]
         args += ["--loglevel", "warning", "--client-output-buffer-limit", _PUBSUB_BUFFER]
         if self._tcp:
-            self.port = _free_port()
+            self.port = self.port or _free_port()
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
             self.url = f"redis://127.0.0.1:{self.port}/0"
             client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)

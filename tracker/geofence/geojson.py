@@ -32,6 +32,8 @@ def read_features(content: bytes) -> tuple[bool, list[Feature]]:
         raise GeoJSONError(f"line {exc.lineno}: not valid JSON: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
         raise GeoJSONError("not UTF-8 text") from exc
+    except RecursionError:
+        raise GeoJSONError("nested too deeply to be GeoJSON") from None
     if not isinstance(doc, dict):
         raise GeoJSONError("must be a GeoJSON object")
     crs = doc.get("crs")

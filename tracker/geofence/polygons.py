@@ -25,15 +25,21 @@ def position_problem(point: Any) -> str | None:
     if not isinstance(point, list | tuple) or len(point) < 2:
         return "must be [lon, lat]"
     lon, lat = point[0], point[1]
-    if not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (lon, lat)
-    ):
+    if not all(_finite(v) for v in (lon, lat)):
         return "must be [lon, lat] with finite numbers"
     if not -180 <= lon <= 180:
-        return f"lon {lon} is outside -180..180"
+        return f"lon {lon!r:.30} is outside -180..180"
     if not -90 <= lat <= 90:
-        return f"lat {lat} is outside -90..90"
+        return f"lat {lat!r:.30} is outside -90..90"
     return None
+
+
+def _finite(value: Any) -> bool:
+    """A finite number: an int (never converted, since one beyond a float's range would overflow) or a
+    finite float; not a boolean."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def ring_problem(points: Sequence[Any]) -> tuple[int | None, str] | None:

@@ -96,6 +96,14 @@ def parse_file(path: Path) -> FileResult:
     return _FileParser(path, text, deps).run()
 
 
+def _is_http_url(text: str) -> bool:
+    try:
+        url = urlsplit(text)
+    except ValueError:  # a malformed URL, such as an unclosed IPv6 bracket (http://[::1)
+        return False
+    return url.scheme in ("http", "https") and bool(url.hostname)
+
+
 def duplicate_ids(entries: Sequence[Entry], drafts: Sequence[Draft]) -> list[str]:
     """Errors for repeated fence ids (entry and feature ids share one namespace) and rule ids."""
     errors: list[str] = []
@@ -229,6 +237,9 @@ class _FileParser:
         self, spec: FenceSpec, loc: Loc, tags: tuple[str, ...], at: tuple[str, str], source: str
     ) -> Entry | None:
         assert spec.geojson is not None
+        if "\x00" in spec.geojson:
+            self._fail(loc, "must be a file path; it holds a NUL character")
+            return None
         path = Path(spec.geojson)
         path = path if path.is_absolute() else self.path.parent / path
         try:
@@ -277,8 +288,7 @@ class _FileParser:
         for j, target in enumerate(spec.notify):
             if target in ("viewers", "device"):
                 continue
-            url = urlsplit(target)
-            if url.scheme not in ("http", "https") or not url.hostname:
+            if not _is_http_url(target):
                 self._fail((*loc, "notify", j), f"must be viewers, device or an http(s) URL, not {target!r}")
         if len(self.errors) > before:
             return None

@@ -109,7 +109,7 @@ def _yamlish(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return repr(value)
+    return f"{value!r:.60}"
 
 
 def problems(exc: ValidationError, prefix: Loc, model: type[BaseModel]) -> list[tuple[Loc, str]]:

@@ -16,10 +16,27 @@ import yaml
 from tracker.errors import ConfigError
 
 Loc: TypeAlias = tuple[str | int, ...]
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans, so that a rule's `on:` key stays the string "on", not True."""
+    """SafeLoader with YAML 1.2 booleans, so that a rule's `on:` key stays the string "on", not True; a
+    value its tag cannot read (`!!int x`, `2026-02-30`) is a YAML error at its node, where PyYAML lets
+    Python's ValueError, KeyError and the like through."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except _UNREADABLE as exc:
+            kind = node.tag.rpartition(":")[2] or node.tag
+            if isinstance(node, yaml.ScalarNode):
+                shown = f"{node.value!r:.60}"
+            else:
+                shown = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+            detail = f" ({exc})" if type(exc) is ValueError else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown} is not a valid {kind}{detail}", node.start_mark
+            ) from exc
 
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -33,7 +50,8 @@ _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False
 def read_document(path: str, text: str) -> tuple[yaml.Node | None, Any]:
     """(root node, Python value) of the one YAML document in `text`; (None, None) for an empty one.
 
-    Raises ConfigError as `file:line: YAML syntax error: ...` (or `file:1: YAML error: ...`).
+    Raises ConfigError as `file:line: YAML syntax error: ...` (or `file:1: YAML error: ...`, or
+    `file:line: YAML nested too deeply` past Python's recursion limit).
     """
     loader = None
     try:
@@ -50,6 +68,9 @@ def read_document(path: str, text: str) -> tuple[yaml.Node | None, Any]:
         raise ConfigError(f"{path}:{line}: YAML syntax error: {detail}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}:1: YAML error: {exc}") from exc
+    except RecursionError:
+        line = int(loader.get_mark().line) + 1 if loader is not None else 1
+        raise ConfigError(f"{path}:{line}: YAML nested too deeply") from None
     finally:
         if loader is not None:
             loader.dispose()

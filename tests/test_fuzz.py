@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from harness import Server, add_device, now_ms, uid
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tracker.errors import InvalidInput
-from tracker.validation import parse_batch
+from tracker.validation import REAL_MAX, nul_at, parse_batch
 
 NOW = 1_795_000_000_000
 
@@ -40,6 +40,9 @@ payloads = fixes | st.lists(fixes | json_values, max_size=8) | json_values
 
 @given(payloads)
 @settings(max_examples=600, deadline=None)
+# PostgreSQL refused these (`real` columns, jsonb), and the device was told to retry them for good.
+@example({"lat": 52.5, "lon": 13.4, "ts": NOW, "altitude": 1e300})
+@example({"lat": 52.5, "lon": 13.4, "ts": NOW, "attrs": {"note": "a\x00b"}})
 def test_any_payload_is_parsed_or_refused_with_invalid_input(payload: Any) -> None:
     try:
         good, rejected = parse_batch(payload, "d", "f", NOW)
@@ -48,8 +51,11 @@ def test_any_payload_is_parsed_or_refused_with_invalid_input(payload: Any) -> No
     count = 1 if isinstance(payload, dict) else len(payload)
     assert len(good) + len(rejected) == count
     assert all(isinstance(r["error"], str) and r["error"] for r in rejected)
-    for f in good:
+    for f in good:  # what validation keeps, PostgreSQL can store
         assert -90 <= f.lat <= 90 and -180 <= f.lon <= 180
+        optional = (f.speed, f.heading, f.accuracy, f.altitude, f.battery)
+        assert all(v is None or abs(v) <= REAL_MAX for v in optional)
+        assert f.attrs is None or nul_at(f.attrs, "attrs") is None
 
 
 @pytest.mark.timeout(300)

@@ -3,12 +3,11 @@
 Policy: every problem is reported with the field it concerns, and one bad fix never spoils the batch it
 came in. Unknown fields are ignored, `null` counts as absent for optional fields, numbers must be finite
 (booleans are not numbers; `tracker.parse`). Times arrive as integer milliseconds or ISO 8601 strings
-with an offset.
+with an offset. `attrs` must be JSON that PostgreSQL keeps: no integer beyond 64 bits, no NUL character.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -23,12 +22,14 @@ MIN_TS = 946_684_800_000  # 2000-01-01T00:00:00Z
 _DAY_MS = 86_400_000
 MAX_AHEAD_MS = 5 * 60 * 1000
 
-# Optional numeric fields and their inclusive bounds.
+# Optional numeric fields and their inclusive bounds; PostgreSQL keeps them as `real`, so none may be
+# larger than a 32-bit float.
+REAL_MAX = 3.4028234663852886e38
 _OPTIONAL: tuple[tuple[str, float, float], ...] = (
-    ("speed", 0.0, math.inf),
+    ("speed", 0.0, REAL_MAX),
     ("heading", 0.0, 360.0),
-    ("accuracy", 0.0, math.inf),
-    ("altitude", -math.inf, math.inf),
+    ("accuracy", 0.0, REAL_MAX),
+    ("altitude", -REAL_MAX, REAL_MAX),
     ("battery", 0.0, 100.0),
 )
 
@@ -66,8 +67,10 @@ def parse_fix(raw: Any, device: str, fleet: str, now_ms: int, retention_days: in
         if value is None:
             continue
         f = json_number(value, name, InvalidFix)
+        if abs(f) > REAL_MAX:
+            raise InvalidFix(f"{name} must be within ±{REAL_MAX:g}, kept as a 32-bit float; got {f:g}")
         if not low <= f <= high:
-            bounds = f">= {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
+            bounds = f">= {low:g}" if high == REAL_MAX else f"between {low:g} and {high:g}"
             raise InvalidFix(f"{name} must be {bounds}; got {f:g}")
         setattr(fix, name, f)
     attrs = raw.get("attrs")
@@ -75,13 +78,35 @@ def parse_fix(raw: Any, device: str, fleet: str, now_ms: int, retention_days: in
         if not isinstance(attrs, dict):
             raise InvalidFix(f"attrs must be a JSON object; got {type(attrs).__name__}")
         try:
-            size = len(orjson.dumps(attrs))
+            encoded = orjson.dumps(attrs)
         except TypeError as exc:  # integers beyond 64 bits, which JSON columns and clients can't keep
             raise InvalidFix(f"attrs is not storable JSON: {exc}") from None
+        size = len(encoded)
         if size > MAX_ATTRS_BYTES:
             raise InvalidFix(f"attrs must be at most {MAX_ATTRS_BYTES} bytes as JSON; got {size}")
+        if b"\\u0000" in encoded and (where := nul_at(attrs, "attrs")):
+            shown = where.replace("\x00", "\\u0000")
+            raise InvalidFix(f"{shown:.80} holds a NUL character (\\u0000), which cannot be stored")
         fix.attrs = attrs
     return fix
+
+
+def nul_at(value: Any, path: str) -> str | None:
+    """Where below `path` (`attrs.a[2]`) the first key or string of JSON `value` holds a NUL character,
+    which PostgreSQL keeps in neither text nor jsonb; None when none does."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        children = [(f"{path}.{key}", item) for key, item in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        return None
+    for where, item in children:
+        found = where if "\x00" in where else nul_at(item, where)
+        if found:
+            return found
+    return None
 
 
 def parse_batch(

@@ -10,7 +10,6 @@ app is a JSON array of OwnTracks objects: the way back to the device in HTTP mod
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +33,7 @@ def basic_password(authorization: str) -> str | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         return None
     _user, colon, password = decoded.partition(":")
     return password if colon and password else None

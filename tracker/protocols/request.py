@@ -2,7 +2,8 @@
 
 Policy, as the apps behave: a value an app marks as unknown (a negative speed, heading or accuracy:
 CoreLocation and Android use -1; an empty form field) is left out, never refused; fields the contract
-does not know are kept in the fix's `attrs`, in the app's order, up to the size the contract allows.
+does not know are kept in the fix's `attrs`, in the app's order, up to the size the contract allows
+(a field that PostgreSQL cannot keep, one with a NUL character, is left out too).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import orjson
 
 from tracker.errors import InvalidFix
 from tracker.parse import NUMBER_TEXT, seconds_or_ms, text_number
-from tracker.validation import MAX_ATTRS_BYTES, MIN_TS
+from tracker.validation import MAX_ATTRS_BYTES, MIN_TS, nul_at
 
 log = logging.getLogger("tracker.protocols")
 
@@ -96,15 +97,19 @@ def form_value(text: str) -> Any:
 
 def bounded(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
     """`attrs` without the entries that would take it past MAX_ATTRS_BYTES as JSON (in order, so the
-    fields an app sends first are kept), or None when empty."""
+    fields an app sends first are kept) and those PostgreSQL cannot keep (a NUL character), or None when
+    empty."""
     kept: dict[str, Any] = {}
     for key, value in attrs.items():
         kept[key] = value
         try:
-            size = len(orjson.dumps(kept))
-        except TypeError:  # integers beyond 64 bits
-            size = MAX_ATTRS_BYTES + 1
-        if size > MAX_ATTRS_BYTES:
+            encoded: bytes | None = orjson.dumps(kept)
+        except TypeError:  # integers beyond 64 bits, nesting deeper than orjson writes
+            encoded = None
+        if encoded is None or len(encoded) > MAX_ATTRS_BYTES:
             del kept[key]
             log.debug("attrs field %r dropped: attrs would exceed %d bytes", key, MAX_ATTRS_BYTES)
+        elif b"\\u0000" in encoded and ("\x00" in key or nul_at(value, key)):
+            del kept[key]
+            log.debug("attrs field %r dropped: it holds a NUL character", key)
     return kept or None

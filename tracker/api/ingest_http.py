@@ -153,7 +153,7 @@ async def osmand_post(request: Request) -> Response:
           schema:
             oneOf:
               - {$ref: '#/components/schemas/TraccarClientJson'}
-              - {type: array, items: {$ref: '#/components/schemas/TraccarClientJson'}}
+              - {type: array, items: {$ref: '#/components/schemas/TraccarClientJson'}, minItems: 1}
     responses:
       200: {description: 'Stored (or already stored: a retry is safe). Empty body, as Traccar answers.'}
       400: {$ref: '#/components/responses/BadRequest'}

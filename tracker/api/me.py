@@ -14,6 +14,7 @@ from tracker.api.responses import JSONResponse
 async def me(request: Request) -> Response:
     """
     summary: The viewer this token belongs to, and the fleets it grants
+    security: [{bearer: []}]
     responses:
       200:
         description: '`fleets` is a sorted list of fleet ids, or "all".'

@@ -106,6 +106,8 @@ async def asset(request: Request) -> Response:
     """
     summary: A file of the built map (script, style sheet, MapLibre's worker), by its content-hashed name
     description: Cached for good (the name changes with the content); gzip-encoded when the client accepts it.
+    parameters:
+      - {name: name, in: path, required: true, schema: {type: string}}
     responses:
       200: {description: The file.}
       404: {description: No such file in this build.}

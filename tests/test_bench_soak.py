@@ -31,6 +31,7 @@ def test_bench_soak_samples_the_server_while_devices_churn(pg_base: str, tmp_pat
         viewers=VIEWERS,
         fleets=2,
         churn=50,
+        server_setting="GC_FULL_INTERVAL_S=10",
     )
     assert report["settings"]["samples"] == 3 and report["settings"]["warmup_samples"] == 1
     assert report["connect"]["connected"] == DEVICES
@@ -49,6 +50,7 @@ def test_bench_soak_samples_the_server_while_devices_churn(pg_base: str, tmp_pat
         assert r["ack_ms"]["p50"] <= r["ack_ms"]["p99"] <= r["ack_ms"]["max"]
         assert r["unanswered"] == 0 and r["errors"] == 0
         assert r["server_cpu_cores"] > 0 and r["loadgen_cpu_cores"] > 0
+        assert r["generator_connected"] <= DEVICES and r["generator_stuck"] == 0
     assert sum(r["viewer_events_per_s"] for r in rows) > 0
     summary = report["summary"]
     assert summary["churned"] > 0 and summary["unanswered"] == 0
@@ -67,6 +69,9 @@ def test_bench_soak_samples_the_server_while_devices_churn(pg_base: str, tmp_pat
     assert all(isinstance(g["met"], bool) for g in summary["goals"].values())
     assert report["drain"]["in_flight"] == 0 and report["drain"]["queued"] == 0
     assert report["server_log_error_lines"] == 0
+    # the server's log is read before its folder goes: a full collection every 10 s shows in it
+    assert summary["server_full_collections"] == len(report["server_full_collections"]) >= 1
+    assert "full garbage collection" in report["server_full_collections"][0]
 
 
 def test_bench_soak_flags_are_checked() -> None:

@@ -70,6 +70,7 @@ def test_bench_storm_recovers_every_device_and_loses_no_acked_fix(pg_base: str, 
     assert events["events"] > 0 and events["duplicated_keys"] == 0
     assert report["drain"]["in_flight"] == 0 and report["drain"]["queued"] == 0
     assert [s["log_error_lines"] for s in report["servers"]] == [0, 0, 0]
+    assert [s["exit_code"] for s in report["servers"]] == [143, -9, 143]
 
 
 def test_bench_storm_flags_are_checked() -> None:

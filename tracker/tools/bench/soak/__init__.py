@@ -11,6 +11,13 @@ of that sample and the CPU of the server, PostgreSQL and the generators. The rep
 end of the warm-up to the end (goal <= 5 %), descriptors and tasks first vs last (no leak), ack p99 per
 sample (steady: the worst at most twice the median).
 
+Reading RSS under churn. The server's GC policy (`tracker.gc_policy`) freezes every 5 s whatever is
+alive or not yet swept, so the cyclic garbage of closed connections stays until its full collection
+every TRACKER_GC_FULL_INTERVAL_S (600 s): RSS rises with reconnects between two full collections (about
+32 KB per reconnect, measured with 300-2,000 devices) and levels after one. The report lists the full
+collections the server logged; a run shorter than the interval sees none, and its RSS growth is then
+mostly that garbage (`--server-setting GC_FULL_INTERVAL_S=60` shows the difference).
+
 The pieces: `settings` (the checked flags), `samples` (rows and the summary); the generator, its phones
 and viewers are the fleet bench's (`tracker.tools.bench.fleet.generators`), the server's vitals
 `tracker.tools.bench.vitals`.
@@ -19,6 +26,7 @@ and viewers are the fleet bench's (`tracker.tools.bench.fleet.generators`), the 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -55,38 +63,36 @@ def run(base_url: str, settings: SoakSettings, fd_limit: int) -> dict[str, Any]:
     """The whole run on a scratch database of `base_url`; the report."""
     loadavg = list(os.getloadavg())
     fleets = [f"soak-{k}" for k in range(settings.fleets)]
-    with (
-        tempfile.TemporaryDirectory(prefix="tracker-bench-soak-") as tmp,
-        scratch_database(base_url) as (
-            db_url,
-            pg,
-        ),
-    ):
-        server = start_server(db_url, Path(tmp), settings.server_env)
-        try:
-            ids = [f"soak-{i:05d}" for i in range(settings.devices)]
-            of = [fleets[i % settings.fleets] for i in range(settings.devices)]
-            tokens = asyncio.run(register_devices(server, ids, of))
-            watchers = [
-                (
-                    register_viewer(server, f"soak-viewer-{j:03d}", [fleets[j % settings.fleets]]),
-                    fleets[j % settings.fleets],
-                )
-                for j in range(settings.viewers)
-            ]
-            result = asyncio.run(_soak(server, settings, tokens, watchers, db_url))
-            server.check_alive()
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="tracker-bench-soak-") as tmp:
+        with scratch_database(base_url) as (db_url, pg):
+            server = start_server(db_url, Path(tmp), settings.server_env)
+            try:
+                ids = [f"soak-{i:05d}" for i in range(settings.devices)]
+                of = [fleets[i % settings.fleets] for i in range(settings.devices)]
+                tokens = asyncio.run(register_devices(server, ids, of))
+                watchers = [
+                    (register_viewer(server, f"soak-viewer-{j:03d}", [fleet]), fleet)
+                    for j, fleet in ((j, fleets[j % settings.fleets]) for j in range(settings.viewers))
+                ]
+                result = asyncio.run(_soak(server, settings, tokens, watchers, db_url))
+                server.check_alive()
+            finally:
+                server.stop()
+        # read while the log is there
+        collections = full_collections(server)
+        errors = {
+            "server_log_error_lines": server.log_error_lines(),
+            "server_log_error_samples": server.log_error_samples(),
+        }
     rows = result.pop("rows")
     return {
         "machine": {**machine_facts(), "loadavg_at_start": loadavg, "fd_limit": fd_limit, **pg},
         "settings": settings.as_report(),
         **result,
-        "summary": samples.summary(rows, settings),
+        "summary": {**samples.summary(rows, settings), "server_full_collections": len(collections)},
         "samples": rows,
-        "server_log_error_lines": server.log_error_lines(),
-        "server_log_error_samples": server.log_error_samples(),
+        "server_full_collections": collections,
+        **errors,
     }
 
 
@@ -137,15 +143,18 @@ async def _soak(
         )
         await gens.mark("s1")
         begin, started = read(), time.perf_counter()
-        late: tuple[int, Vitals, Reading, Reading] | None = None  # the sample whose window is taken next
+        late: tuple[int, Vitals, dict[str, Any], Reading, Reading] | None = (
+            None  # the sample whose window is taken next
+        )
         for k in range(1, settings.samples + 1):
             await asyncio.sleep(max(0.0, started + k * settings.sample_s - time.perf_counter()))
             await gens.mark(f"s{k + 1}" if k < settings.samples else "drain")
             end = read()
             vitals = await read_vitals(server.pid, server.url)
+            seen = await gens.backlog()
             if late is not None:
                 rows.append(await _taken(gens, *late, settings))
-            late = (k, vitals, begin, end)
+            late = (k, vitals, seen, begin, end)
             backends = await backend_pids(db_url)
             begin = read()
             _say(k, settings.samples, vitals, rows[-1] if rows else None)
@@ -168,6 +177,21 @@ async def _soak(
     }
 
 
+def full_collections(server: ServerProcess) -> list[str]:
+    """The server's full garbage collections, as its log tells them (time and message). Between two,
+    the cyclic garbage of closed connections stays frozen (`tracker.gc_policy`), so RSS grows with
+    churn until the next one: a run shorter than TRACKER_GC_FULL_INTERVAL_S (600 s) sees none."""
+    found = []
+    for line in server.log_text().splitlines():
+        if "full garbage collection" in line:
+            try:
+                entry = json.loads(line)
+                found.append(f"{entry.get('ts')} {entry.get('msg', entry.get('message'))}")
+            except ValueError:
+                found.append(line[:200])
+    return found
+
+
 def _viewers(answer: dict[str, Any] | None) -> dict[str, Any] | None:
     if answer is None:
         return None
@@ -179,10 +203,20 @@ def _viewers(answer: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 async def _taken(
-    gens: Generators, k: int, vitals: Vitals, begin: Reading, end: Reading, settings: SoakSettings
+    gens: Generators,
+    k: int,
+    vitals: Vitals,
+    seen: dict[str, Any],
+    begin: Reading,
+    end: Reading,
+    settings: SoakSettings,
 ) -> dict[str, Any]:
     window = await gens.take(f"s{k}")
-    return samples.row(k, k * settings.sample_s, vitals, window, begin, end)
+    figures = samples.row(k, k * settings.sample_s, vitals, window, begin, end)
+    figures.update(generator_connected=seen["connected"], generator_stuck=seen["stuck"])
+    if seen["stuck"]:
+        figures["generator_stuck_stages"] = seen["stuck_stages"]
+    return figures
 
 
 def _say(k: int, of: int, vitals: Vitals, previous: dict[str, Any] | None) -> None:

@@ -63,33 +63,37 @@ def run(base_url: str, settings: StormSettings, fd_limit: int) -> dict[str, Any]
     """The whole run on a scratch database of `base_url`; the report."""
     loadavg = list(os.getloadavg())
     ids = [f"{DEVICE_PREFIX}{i:05d}" for i in range(settings.devices)]
-    with (
-        tempfile.TemporaryDirectory(prefix="tracker-bench-storm-") as tmp,
-        scratch_database(base_url) as (
-            db_url,
-            pg,
-        ),
-    ):
-        folder = Path(tmp)
-        if settings.cross_every:
-            write_fence(folder / "geofences")
-        servers = [start_server(db_url, folder, settings.server_env)]
-        try:
-            tokens = asyncio.run(register_devices(servers[0], ids))
-            result = asyncio.run(_storm(servers, settings, tokens, ids))
-            servers[-1].check_alive()
-        finally:
-            for server in servers:
-                server.stop()
-        progress(f"looking up {len(result['rows'])} acked fixes in PostGIS")
-        acked = asyncio.run(check_acked(db_url, result.pop("rows"), DEVICE_PREFIX + "%"))
-        events = asyncio.run(check_events(db_url, list(result["clock"].started_ms.items())))
+    with tempfile.TemporaryDirectory(prefix="tracker-bench-storm-") as tmp:
+        with scratch_database(base_url) as (db_url, pg):
+            folder = Path(tmp)
+            if settings.cross_every:
+                write_fence(folder / "geofences")
+            servers = [start_server(db_url, folder, settings.server_env)]
+            try:
+                tokens = asyncio.run(register_devices(servers[0], ids))
+                result = asyncio.run(_storm(servers, settings, tokens, ids))
+                servers[-1].check_alive()
+            finally:
+                for server in servers:
+                    server.stop()
+            progress(f"looking up {len(result['rows'])} acked fixes in PostGIS")
+            acked = asyncio.run(check_acked(db_url, result.pop("rows"), DEVICE_PREFIX + "%"))
+            events = asyncio.run(check_events(db_url, list(result["clock"].started_ms.items())))
+        # read while the logs are there
+        result["servers"] = [
+            {
+                "pid": s.pid,
+                "exit_code": s.process.returncode,
+                "log_error_lines": s.log_error_lines(),
+                "log_error_samples": s.log_error_samples(3),
+            }
+            for s in servers
+        ]
     return _report(
         settings,
         result,
         acked,
         events,
-        servers,
         {**machine_facts(), "loadavg_at_start": loadavg, "fd_limit": fd_limit, **pg},
     )
 
@@ -179,7 +183,6 @@ def _report(
     result: dict[str, Any],
     acked: dict[str, Any],
     events: dict[str, Any],
-    servers: list[ServerProcess],
     machine: dict[str, Any],
 ) -> dict[str, Any]:
     clock: Clock = result["clock"]
@@ -214,10 +217,7 @@ def _report(
         "acked_fixes": acked,
         "fence_events": events,
         "devices_connected_at_end": result["connected_at_end"],
-        "servers": [
-            {"pid": s.pid, "exit_code": s.process.returncode, "log_error_lines": s.log_error_lines()}
-            for s in servers
-        ],
+        "servers": result["servers"],
         "generator_notes": result["notes"],
         "goals_met": all(g["met"] for r in restarts.values() for g in r["goals"].values())
         and acked["missing_acked_fixes"] == 0

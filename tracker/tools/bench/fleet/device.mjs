@@ -60,6 +60,18 @@ export class Device {
     this.epochSerial = 0; // the socket open when the last `epoch` came
     this.reconnectedMs = null; // after the epoch: the first namespace connection on a newer socket
     this.recoveredMs = null; // after the epoch: the first ack on a newer socket
+    this.stage = "new"; // where the connection is: opening, sent namespace connect, connected, ...
+    this.stageAt = 0;
+  }
+
+  setStage(name) {
+    this.stage = name;
+    this.stageAt = performance.now();
+  }
+
+  // not connected for `ms` in the same stage, after having been connected: a connection that hangs
+  stuckFor(ms, now) {
+    return this.everConnected && !this.connected && now - this.stageAt > ms;
   }
 
   fix() {
@@ -187,6 +199,7 @@ export class Device {
 
   open() {
     this.attempts += 1;
+    this.setStage("opening");
     const serial = ++this.serial;
     const ws = new this.WebSocket(S.cfg.url, { perMessageDeflate: false, handshakeTimeout: 30000 });
     this.ws = ws;
@@ -224,11 +237,15 @@ export class Device {
       }
       return;
     }
-    if (c0 === 0x30) this.ws.send(`40/device,${JSON.stringify({ token: this.token })}`);
+    if (c0 === 0x30) {
+      this.setStage("sent namespace connect");
+      this.ws.send(`40/device,${JSON.stringify({ token: this.token })}`);
+    } else note(`unexpected frame: ${buf.toString().slice(0, 100)}`);
   }
 
   onConnected() {
     this.everConnected = true;
+    this.setStage("connected");
     if (this.done) {
       this.connected = true;
       S.cur.reconnects += 1;
@@ -251,6 +268,7 @@ export class Device {
 
   onClose(code) {
     this.ws = null;
+    this.setStage("waiting to reconnect");
     if (this.connected) {
       this.connected = false;
       S.cur.disconnects += 1;

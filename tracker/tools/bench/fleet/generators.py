@@ -182,10 +182,15 @@ class Generators:
         answers = await asyncio.gather(*(p.command("in_flight") for p in self.devices))
         return sum(int(a["in_flight"]) for a in answers)
 
-    async def backlog(self) -> dict[str, int]:
-        """Events in flight, fixes the devices hold unsent, and devices connected, over the processes."""
+    async def backlog(self) -> dict[str, Any]:
+        """Events in flight, fixes the devices hold unsent, devices connected, and devices stuck (once
+        connected, now 10 s in one stage of reconnecting; `stuck_stages` says where), over the processes."""
         answers = await asyncio.gather(*(p.command("in_flight") for p in self.devices))
-        return {key: sum(int(a[key]) for a in answers) for key in ("in_flight", "queued", "connected")}
+        merged: dict[str, Any] = {
+            key: sum(int(a[key]) for a in answers) for key in ("in_flight", "queued", "connected", "stuck")
+        }
+        merged["stuck_stages"] = sorted({s for a in answers for s in a["stuck_stages"]})
+        return merged
 
     async def drain(self, timeout: float) -> dict[str, Any]:
         """Phones in `drain` mode: wait up to `timeout` s until they hold nothing unacked; how long it

@@ -22,6 +22,7 @@ const require = createRequire(join(process.argv[2], "loadgen-anchor.js"));
 const WebSocket = require("ws");
 
 const LATE_MS = 100; // an open-loop send this late on its schedule counts as late (a saturated generator)
+const STUCK_MS = 10000; // a device not connected for this long in one stage of its connection is stuck
 
 let devices = [];
 let scheduler = null;
@@ -153,7 +154,16 @@ async function handle(cmd) {
     answer({ first_index: S.cfg.first_index, acked: devices.map((d) => d.acked), marks: devices.map((d) => d.marks) });
   } else if (cmd.cmd === "in_flight") {
     const queued = devices.reduce((n, d) => n + d.queue.length, 0);
-    answer({ in_flight: S.inFlight, queued, connected: devices.filter((d) => d.connected).length });
+    const now = performance.now();
+    const stuck = devices.filter((d) => d.stuckFor(STUCK_MS, now));
+    const stages = stuck.slice(0, 5).map((d) => `${d.stage} (socket ${d.ws ? d.ws.readyState : "none"})`);
+    answer({
+      in_flight: S.inFlight,
+      queued,
+      connected: devices.filter((d) => d.connected).length,
+      stuck: stuck.length,
+      stuck_stages: stages,
+    });
   } else if (cmd.cmd === "report") {
     answer({
       windows: S.windows.map((w) => w.summary()),

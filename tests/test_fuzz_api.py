@@ -244,3 +244,9 @@ def test_a_method_a_path_does_not_take_is_answered_with_the_methods_it_does(api:
     r = httpx.put(api.server.url + "/api/ingest/osmand")
     assert r.status_code == 405
     assert r.headers["allow"] == "GET, HEAD, POST"
+
+
+def test_the_server_logged_no_error_for_anything_this_module_sent(api: Api) -> None:
+    """Last in the module: also what the server logged between requests (each case checks only the lines
+    logged while it was answered)."""
+    assert not api.server.log_error_samples()

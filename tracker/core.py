@@ -157,8 +157,10 @@ class Core:
 
     async def stop(self) -> None:
         """Drain the ingest queue, flush the last positions, close the pool (coroutine)."""
+        started = time.monotonic()
         self.ingestor.close()
         await self._tasks[0]
+        drained = time.monotonic()
         for task in self._tasks[1:]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -170,6 +172,11 @@ class Core:
         await self.erasure.close()
         await self.webhooks.close()
         await self.db.close()
+        log.info(
+            "tracker core stopped in %.1f s (ingest drained in %.1f s)",
+            time.monotonic() - started,
+            drained - started,
+        )
 
     async def readiness(self) -> tuple[list[str], list[str]]:
         """What keeps this process from taking fixes (problems), and what works only in part (degraded)

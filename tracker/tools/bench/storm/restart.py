@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tracker.tools.bench.fleet.figures import latency
@@ -34,6 +36,8 @@ from tracker.tools.server_process import ServerProcess
 POLL_S = 0.25
 RECOVERY_POLL_S = 0.5
 SIGNALS = {"sigterm": signal.SIGTERM, "kill": signal.SIGKILL}
+SHUTDOWN_LOGGERS = {"uvicorn.error", "tracker.core", "tracker.gc", "tracker.supervisor"}
+MAX_SHUTDOWN_STEPS = 20
 
 
 @dataclass
@@ -111,6 +115,7 @@ async def restart(
     await clock.mark(kind)
     await gens.epoch()
     started = time.perf_counter()
+    signalled_at = time.time()
     progress(f"{kind}: signalling server pid {server.pid}")
     await asyncio.to_thread(server.stop, SIGNALS[kind])
     exited_s = time.perf_counter() - started
@@ -154,8 +159,24 @@ async def restart(
         ),
         "old_server_log_error_lines": server.log_error_lines(),
         "old_server_log_error_samples": server.log_error_samples(3),
+        "old_server_shutdown": shutdown_steps(server, signalled_at),
     }
     return new, figures
+
+
+def shutdown_steps(server: ServerProcess, signalled_at: float) -> list[str]:
+    """What the old server logged about its shutdown, each line prefixed with its seconds after the
+    signal: where the time between signal and exit went."""
+    steps = []
+    for line in server.log_text().splitlines():
+        try:
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["ts"]).timestamp() - signalled_at
+        except (ValueError, KeyError, TypeError):
+            continue
+        if at >= 0 and entry.get("logger") in SHUTDOWN_LOGGERS:
+            steps.append(f"{at:.2f} s: {entry.get('msg', '')}"[:200])
+    return steps[:MAX_SHUTDOWN_STEPS]
 
 
 def respawn(server: ServerProcess, number: int) -> ServerProcess:

@@ -141,15 +141,6 @@ async def test_the_shortest_wait_named_grows_while_the_loop_stays_late_and_comes
         probe.cancel()
 
 
-def test_the_full_pass_comes_early_when_frozen_objects_grow() -> None:
-    policy = GcPolicy(full_interval_s=600.0, full_growth=0.03)
-    assert policy.full_due(600.0, 1_000_000, 1_000_000)  # its interval is up
-    assert not policy.full_due(300.0, 1_000_000, 1_020_000)  # 2 % more: not yet
-    assert policy.full_due(300.0, 1_000_000, 1_040_000)  # 4 % more: now
-    assert not policy.full_due(30.0, 1_000_000, 1_500_000)  # but never twice within a minute
-    assert not GcPolicy(full_interval_s=0).full_due(10_000.0, 1, 10**9)  # 0: never
-
-
 def test_the_gc_policy_freezes_survivors_and_the_full_pass_frees_their_cycles() -> None:
     thresholds = gc.get_threshold()
     try:

@@ -69,7 +69,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, manage_gc
         # collector's walks.
         gc_task = None
         if manage_gc:
-            gc = GcPolicy(settings.gc_freeze_interval_s, settings.gc_full_interval_s, settings.gc_full_growth)
+            gc = GcPolicy(settings.gc_freeze_interval_s, settings.gc_full_interval_s)
             gc.apply()
             gc_task = asyncio.create_task(gc.run(), name="gc")
         try:

@@ -15,11 +15,7 @@ So, after start-up (after one full collection) and then every `freeze_interval_s
   garbage of a busy loop is swept in few, short passes.
 Whatever was frozen, live or cyclic garbage not yet swept, is out of reach until the permanent
 generation is thawed: every `full_interval_s` it is, and everything is collected once (one pause
-that grows with the heap, logged with its length) and frozen again. A connection's objects are frozen
-while it lives, so every reconnect leaves its cycles in the permanent generation (about 32 KB each,
-measured by `tracker bench soak`): the full pass also comes early, at most once a `MIN_FULL_SPACING_S`,
-once the frozen objects have grown by `full_growth` since the last one, so memory under connection
-churn stays within that fraction of the heap instead of growing for ten minutes.
+that grows with the heap, logged with its length) and frozen again.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ log = logging.getLogger("tracker.gc")
 THRESHOLD0 = 100_000  # net allocations between young collections (CPython's default: 700)
 THRESHOLD1 = 50  # young collections between generation-1 collections
 THRESHOLD2 = 1_000  # generation-1 collections between full ones (CPython adds its 25 % rule)
-MIN_FULL_SPACING_S = 60.0  # the shortest time between two full passes brought forward by growth
 
 
 @dataclass(frozen=True)
@@ -44,7 +39,6 @@ class GcPolicy:
 
     freeze_interval_s: float = 5.0
     full_interval_s: float = 600.0
-    full_growth: float = 0.03  # frozen objects' growth since the last full pass that brings the next one
 
     def apply(self) -> None:
         """Set the thresholds, collect once and freeze what survives start-up."""
@@ -55,25 +49,13 @@ class GcPolicy:
     async def run(self) -> None:
         """Freeze survivors periodically and collect everything now and then, forever (coroutine)."""
         last_full = time.monotonic()
-        frozen_after_full = gc.get_freeze_count()
         while True:
             await asyncio.sleep(self.freeze_interval_s)
-            if self.full_due(time.monotonic() - last_full, frozen_after_full, gc.get_freeze_count()):
+            if self.full_interval_s and time.monotonic() - last_full >= self.full_interval_s:
                 self.collect_all()
                 last_full = time.monotonic()
-                frozen_after_full = gc.get_freeze_count()
             else:
                 gc.freeze()
-
-    def full_due(self, since_full_s: float, frozen_after_full: int, frozen_now: int) -> bool:
-        """Whether the next pass is a full one: its interval is up, or the frozen objects grew by
-        `full_growth` and the last full pass is `MIN_FULL_SPACING_S` old."""
-        if not self.full_interval_s:
-            return False
-        if since_full_s >= self.full_interval_s:
-            return True
-        grown = frozen_now > frozen_after_full * (1 + self.full_growth)
-        return grown and since_full_s >= MIN_FULL_SPACING_S
 
     @staticmethod
     def collect_all() -> int:

@@ -57,11 +57,9 @@ class Settings(BaseSettings):
     loop_lag_max_ms: int = Field(100, ge=10)
     device_inflight_max: int = Field(2, ge=1)
     # The garbage collector (tracker/gc_policy.py): survivors frozen every `gc_freeze_interval_s`, and
-    # everything thawed and collected once every `gc_full_interval_s` (0: never), or sooner (at most
-    # once a minute) when the frozen objects grew by `gc_full_growth` (connection churn).
+    # everything thawed and collected once every `gc_full_interval_s` (0: never).
     gc_freeze_interval_s: float = Field(5.0, gt=0)
     gc_full_interval_s: float = Field(600.0, ge=0)
-    gc_full_growth: float = Field(0.03, gt=0)
     partition_days_ahead: int = Field(3, ge=1, le=60)
     # Webhooks: each event is POSTed with an HMAC-SHA256 signature (when a secret is set), retried
     # with exponential backoff from `webhook_backoff_s` up to `webhook_backoff_max_s`, and given up

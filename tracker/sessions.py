@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tracker.auth import hash_token
 from tracker.store import Database, accounts
@@ -97,7 +98,11 @@ class Sessions:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _spawn(self, kind: str, keys: list[str]) -> None:
-        task = asyncio.create_task(self._check(kind, keys), name=f"sessions:{kind}")
+        self._track(self._check(kind, keys), f"sessions:{kind}")
+
+    def _track(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` as a task that `close` waits for."""
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -123,9 +128,7 @@ class Sessions:
                     await self._disconnect(conn, "expired" if expired else "revoked or re-keyed")
 
     def _expire(self, conn: str) -> None:
-        task = asyncio.create_task(self._disconnect(conn, "expired"), name="sessions:expire")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(self._disconnect(conn, "expired"), "sessions:expire")
 
     async def _disconnect(self, conn: str, why: str) -> None:
         held = self._held.get(conn)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tracker"
 
 FOUNDATIONS = {"model", "errors", "settings", "geo", "parse", "logs", "metrics"}
 PROTOCOLS = {"protocols"}
-EDGES = {"sockets", "socket_gate", "redis_rooms", "api"}
+EDGES = {"sockets", "socket_gate", "redis_rooms", "room_index", "api"}
 WIRING = {
     "app",
     "cli",

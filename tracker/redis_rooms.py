@@ -24,11 +24,12 @@ import redis.asyncio as aioredis
 import socketio
 
 from tracker.redis_link import ERRORS, RETRY_S, RedisLink, client
+from tracker.room_index import RoomIndex
 
 READ_TIMEOUT_S = 1.0  # the reader wakes at least this often, to probe after a publisher's failure
 
 
-class RedisRooms(socketio.AsyncRedisManager):  # type: ignore[misc]
+class RedisRooms(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc]
     """The Socket.IO client manager of a process sharing rooms through the Redis at `url`."""
 
     def __init__(self, url: str) -> None:

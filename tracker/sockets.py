@@ -22,6 +22,7 @@ from tracker.messages import parse_send
 from tracker.metrics import Metrics
 from tracker.model import Device, Viewer
 from tracker.redis_rooms import RedisRooms
+from tracker.room_index import LocalRooms
 from tracker.rooms import device_room
 from tracker.sessions import DEVICE, VIEWER
 from tracker.subscriptions import Subscription, plan_subscription
@@ -222,8 +223,9 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 
 def build_server(redis_url: str | None, cors_origins: str) -> socketio.AsyncServer:
-    """The Socket.IO server; with a Redis URL, rooms are shared between processes (`tracker.redis_rooms`)."""
-    manager = RedisRooms(redis_url) if redis_url else None
+    """The Socket.IO server; with a Redis URL, rooms are shared between processes (`tracker.redis_rooms`);
+    either way a client's rooms are indexed (`tracker.room_index`)."""
+    manager = RedisRooms(redis_url) if redis_url else LocalRooms()
     origins: str | list[str] = (
         "*" if cors_origins.strip() == "*" else [o.strip() for o in cors_origins.split(",")]
     )

@@ -82,7 +82,7 @@ class Core:
         index = LiveIndex(settings.h3_resolution)
         latest = await latest_positions(db)
         index.load(latest)
-        geofences = GeofenceEngine(settings.geofences, db, metrics)
+        geofences = GeofenceEngine(settings.geofences, db, metrics, shared=bool(settings.redis_url))
         await geofences.start({p.device: Head(p.ts, p.lat, p.lon) for p, _ in latest})
         webhooks = WebhookWorker(
             db,

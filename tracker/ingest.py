@@ -21,12 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
-
-import asyncpg
 
 from tracker.admission import LoopLag, RateLimiter
 from tracker.broadcast import Broadcaster
@@ -34,6 +30,7 @@ from tracker.errors import Busy
 from tracker.geofence.detect import Detection
 from tracker.geofence.engine import GeofenceEngine
 from tracker.index import LiveIndex, assign_cells
+from tracker.lanes import Lane, Submission, fail, take_new
 from tracker.livesync import LiveSync
 from tracker.metrics import Metrics
 from tracker.model import Acceptance, Device, Fix, GeofenceEvent, WriteResult
@@ -41,6 +38,7 @@ from tracker.notify import Notifier
 from tracker.settings import Settings
 from tracker.store import Database
 from tracker.store.database import write_failure
+from tracker.store.fence_owner import FenceOwnerChanged
 from tracker.store.fixes import days_of
 from tracker.store.geofences import write_batch
 from tracker.validation import parse_batch
@@ -48,35 +46,7 @@ from tracker.validation import parse_batch
 log = logging.getLogger("tracker.ingest")
 
 
-LANE_RATE_GUESS = 5_000.0  # fixes/s a lane is assumed to store until it has shown its rate under load
-
-
-@dataclass(slots=True)
-class _Submission:
-    fixes: Sequence[Fix]
-    future: asyncio.Future[WriteResult]
-    queued_at: float  # time.monotonic()
-
-
-@dataclass
-class _Lane:
-    """One writer: its queue, the connection it keeps between batches, and how fast it drains."""
-
-    queue: deque[_Submission] = field(default_factory=deque)
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    conn: asyncpg.Connection | None = None
-    queued: int = 0  # fixes in `queue`
-    rate: float = LANE_RATE_GUESS  # fixes/s stored while the lane had a backlog (smoothed)
-
-    def wait_s(self, now: float) -> float:
-        """How long a submission queued now would wait: the backlog over the rate, or the head's age."""
-        head_age = now - self.queue[0].queued_at if self.queue else 0.0
-        return max(self.queued / self.rate, head_age)
-
-    def observe(self, fixes: int, seconds: float, backlog: bool) -> None:
-        """Learn the rate from a stored batch; a batch taken without a backlog only bounds it from below."""
-        sample = fixes / max(seconds, 1e-6)
-        self.rate = 0.7 * self.rate + 0.3 * sample if backlog else max(self.rate, sample)
+OWNER_TRIES = 3  # evaluations of a batch whose devices another process keeps taking, before `retry`
 
 
 class Ingestor:
@@ -101,7 +71,7 @@ class Ingestor:
         self._lag, self._engine, self._notifier, self._sync = lag, engine, notifier, sync
         self._resolution = settings.h3_resolution
         self._queue_max, self._batch_max = settings.ingest_queue_max, settings.ingest_batch_max
-        self._lanes = [_Lane() for _ in range(settings.ingest_writers)]
+        self._lanes = [Lane() for _ in range(settings.ingest_writers)]
         self._limiter = RateLimiter(settings.device_rate, settings.device_burst)
         self._max_wait_s = settings.ingest_max_wait_ms / 1000
         self._inflight_max = settings.device_inflight_max
@@ -154,7 +124,7 @@ class Ingestor:
 
         `payload` is the `fix` event's: one fix object or a list of them. `refresh_state` says the edge
         cannot promise this process saw the device's last fixes (each HTTP request may reach any
-        process); with processes sharing devices, its fence state is then read from PostGIS first.
+        process); with processes sharing devices, this one then takes the device (`GeofenceEngine.take`).
         Raises Busy (nothing stored; retry) and InvalidInput when the payload is no batch at all.
         """
         started = time.perf_counter()
@@ -167,8 +137,8 @@ class Ingestor:
             log.info("device=%s rejected %d fixes, first: %s", device.id, len(rejected), rejected[0]["error"])
         if not fixes:
             return Acceptance(WriteResult(0, 0), rejected)
-        if refresh_state and self._sync is not None:
-            await self._engine.refresh(device.id)
+        if refresh_state:
+            await self._engine.take([device.id])
         result = await self.submit(fixes)
         self._metrics.ack_seconds.observe(time.perf_counter() - started)
         return Acceptance(result, rejected)
@@ -194,13 +164,13 @@ class Ingestor:
             raise
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         lane = self._lane(device)
-        lane.queue.append(_Submission(fixes, future, time.monotonic()))
+        lane.queue.append(Submission(fixes, future, time.monotonic()))
         lane.queued += len(fixes)
         self._queued += len(fixes)
         lane.wakeup.set()
         return await future
 
-    def _lane(self, device: str) -> _Lane:
+    def _lane(self, device: str) -> Lane:
         return self._lanes[hash(device) % len(self._lanes)]
 
     async def run(self) -> None:
@@ -219,7 +189,7 @@ class Ingestor:
         for lane in self._lanes:
             lane.wakeup.set()
 
-    async def _drain(self, lane: _Lane) -> None:
+    async def _drain(self, lane: Lane) -> None:
         queue = lane.queue
         while True:
             if not queue:
@@ -228,7 +198,7 @@ class Ingestor:
                 lane.wakeup.clear()
                 await lane.wakeup.wait()
                 continue
-            batch: list[_Submission] = []
+            batch: list[Submission] = []
             count = 0
             while queue and (not batch or count + len(queue[0].fixes) <= self._batch_max):
                 sub = queue.popleft()
@@ -242,41 +212,63 @@ class Ingestor:
                 await self._process(lane, batch)
             except Exception:  # a lane must outlive any one batch
                 log.exception("ingest batch failed")
-                _fail(batch, Busy("internal error while storing; retry"))
+                fail(batch, Busy("internal error while storing; retry"))
             lane.observe(count, time.monotonic() - started, backlog)
 
     async def _write(
-        self, lane: _Lane, fixes: list[Fix], detection: Detection | None
+        self, lane: Lane, fixes: list[Fix], detection: Detection | None
     ) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
         """Write on the lane's connection; a connection that failed goes back to the pool."""
         await self._db.ensure_partitions(days_of(fixes))
         if lane.conn is None:
             lane.conn = await self._db.pool.acquire()
         try:
-            return await write_batch(lane.conn, fixes, detection, self._engine.webhooks)
+            return await write_batch(lane.conn, fixes, detection, self._engine.webhooks, self._engine.epochs)
         except BaseException:
             conn, lane.conn = lane.conn, None
             await self._db.pool.release(conn)
             raise
 
-    async def _process(self, lane: _Lane, batch: list[_Submission]) -> None:
-        fixes = [f for sub in batch for f in sub.fixes]
-        assign_cells(fixes, self._resolution)
-        detection: Detection | None
+    async def _evaluate(self, fixes: list[Fix]) -> Detection | None:
+        """The batch's fence detection, None when evaluation failed (the fixes are stored anyway). A
+        failure to take devices from the database is a storage failure: it raises."""
+        await self._engine.take_missing(fixes)
         try:
-            detection = await self._engine.evaluate(fixes)
+            return await self._engine.evaluate(fixes)
         except Exception:  # a bug in fence evaluation must not cost the fixes themselves
             log.exception("geofence evaluation failed for %d fixes; stored without events", len(fixes))
-            detection = None
+            return None
+
+    async def _write_evaluated(
+        self, lane: Lane, fixes: list[Fix]
+    ) -> tuple[Detection | None, set[tuple[str, int]], list[GeofenceEvent]]:
+        """Evaluate and write; with several processes, evaluate again when another process took one of
+        the batch's devices meanwhile (`tracker.store.fence_owner`), at most OWNER_TRIES times."""
+        for _ in range(OWNER_TRIES - 1):
+            detection = await self._evaluate(fixes)
+            try:
+                return (detection, *await self._write(lane, fixes, detection))
+            except FenceOwnerChanged as changed:
+                self._engine.lost(changed.devices)
+        detection = await self._evaluate(fixes)
+        return (detection, *await self._write(lane, fixes, detection))
+
+    async def _process(self, lane: Lane, batch: list[Submission]) -> None:
+        fixes = [f for sub in batch for f in sub.fixes]
+        assign_cells(fixes, self._resolution)
         started = time.perf_counter()
         try:
-            new, events = await self._write(lane, fixes, detection)
+            detection, new, events = await self._write_evaluated(lane, fixes)
+        except FenceOwnerChanged:
+            self._metrics.submissions_busy.labels("fence_owner").inc(len(batch))
+            fail(batch, Busy("another server process is evaluating this device's fences; retry", 1.0))
+            return
         except Exception as exc:
             why = write_failure(exc)
             log.error("storing %d fixes failed (%s): %s", len(fixes), why, exc)
             self._metrics.submissions_busy.labels("storage").inc(len(batch))
             self.storage_error = why
-            _fail(batch, Busy(f"storage unavailable ({why}); nothing of this batch was stored; retry", 2.0))
+            fail(batch, Busy(f"storage unavailable ({why}); nothing of this batch was stored; retry", 2.0))
             return
         self.storage_error = None
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -284,7 +276,7 @@ class Ingestor:
         accepted_total = 0
         all_new = len(new) == len(fixes)  # the common case: no retries, no repeats in the batch
         for sub in batch:
-            accepted = len(sub.fixes) if all_new else _take_new(sub.fixes, new)
+            accepted = len(sub.fixes) if all_new else take_new(sub.fixes, new)
             accepted_total += accepted
             if not sub.future.done():
                 sub.future.set_result(WriteResult(accepted, len(sub.fixes) - accepted))
@@ -297,20 +289,3 @@ class Ingestor:
         self._broadcaster.publish(moved)
         if self._sync is not None:
             self._sync.offer(moved)
-
-
-def _take_new(fixes: Sequence[Fix], new: set[tuple[str, int]]) -> int:
-    """How many of `fixes` were new, taking their keys out of `new`: a key repeated later is a duplicate."""
-    accepted = 0
-    for f in fixes:
-        key = (f.device, f.ts)
-        if key in new:
-            new.discard(key)
-            accepted += 1
-    return accepted
-
-
-def _fail(batch: list[_Submission], error: Busy) -> None:
-    for sub in batch:
-        if not sub.future.done():
-            sub.future.set_exception(error)

@@ -116,7 +116,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.enter_room(sid, device_room(device.id))
         core = self._core()
         if core.settings.redis_url:  # processes share devices: another one may have moved this one on
-            await core.geofences.refresh(device.id)
+            await core.geofences.take([device.id])
         self._core().online[device.id] += 1
         self._metrics.connected_devices.inc()
         log.info("device connected device=%s fleet=%s", device.id, device.fleet)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from tracker.geofence.config import FenceLoader, LoadResult
 from tracker.geofence.detect import Detection, RuleSet, detect
 from tracker.metrics import Metrics
 from tracker.model import FenceState, Fix, Head, StateKey
-from tracker.store import Database
-from tracker.store.geofences import device_state, keep_states, load_states
+from tracker.store import Database, fence_owner
+from tracker.store.geofences import keep_states, load_states
 
 log = logging.getLogger("tracker.geofence")
 
@@ -28,9 +28,10 @@ THREAD_MIN_FIXES = 256  # batches this large are evaluated in a worker thread, o
 
 
 class GeofenceEngine:
-    """Owns the rules in force, the fence states and heads of every device, and reloading."""
+    """Owns the rules in force, the fence states and heads of every device (and, with several processes,
+    which devices this process holds), and reloading."""
 
-    def __init__(self, folder: Path, db: Database, metrics: Metrics) -> None:
+    def __init__(self, folder: Path, db: Database, metrics: Metrics, *, shared: bool = False) -> None:
         self.folder = folder
         self._db = db
         self._metrics = metrics
@@ -40,6 +41,8 @@ class GeofenceEngine:
         self.errors: tuple[str, ...] = ()
         self.states: dict[str, dict[StateKey, FenceState]] = {}
         self.heads: dict[str, Head] = {}
+        # With other processes on the same database (`shared`): the fence epoch of each device held here.
+        self.epochs: dict[str, int] | None = {} if shared else None
 
     async def start(self, heads: dict[str, Head]) -> None:
         """Load the folder and the stored fence states (coroutine); `heads` are the devices' newest fixes."""
@@ -93,26 +96,36 @@ class GeofenceEngine:
         self._metrics.geofence_seconds.observe(time.perf_counter() - started)
         return detection
 
-    async def refresh(self, device: str) -> bool:
-        """Take a device's state from PostGIS when another process wrote newer fixes (coroutine).
+    async def take(self, devices: Collection[str]) -> None:
+        """Hold `devices` for this process and read their fence state and newest fix from PostGIS, which
+        include the last write of whichever process held them before (coroutine; several processes
+        only, `tracker.store.fence_owner`). A device connecting here is taken at once; a device whose
+        fixes arrive otherwise (HTTP) is taken by the batch that first has them."""
+        if self.epochs is None or not devices:
+            return
+        epochs, states, heads = await fence_owner.take(self._db, devices, self.rules.keys)
+        for device in devices:
+            if device in states:
+                self.states[device] = states[device]
+            else:
+                self.states.pop(device, None)
+            if device in heads:
+                self.heads[device] = heads[device]
+            else:
+                self.heads.pop(device, None)
+        self.epochs.update(epochs)
 
-        With several processes a reconnecting device may land on another one than before; that process
-        must not evaluate its next fixes from the state it kept when it last saw the device. Returns
-        True when the state was replaced.
-        """
-        states, newest = await device_state(self._db, device, self.rules.keys)
-        if newest is None:
-            return False
-        mine = self.heads.get(device)
-        if mine is not None and mine.ts >= newest.ts:
-            return False  # this process is up to date (or ahead, with a batch committing right now)
-        if states:
-            self.states[device] = states
-        else:
-            self.states.pop(device, None)
-        self.heads[device] = newest
-        log.info("fence state of device=%s taken from the database (written by another process)", device)
-        return True
+    async def take_missing(self, fixes: Sequence[Fix]) -> None:
+        """Take the devices of `fixes` this process does not hold (coroutine; several processes only)."""
+        if self.epochs is not None:
+            await self.take({f.device for f in fixes} - self.epochs.keys())
+
+    def lost(self, devices: Collection[str]) -> None:
+        """Another process took `devices`: their next batch takes them back (`take_missing`)."""
+        if self.epochs is not None:
+            for device in devices:
+                self.epochs.pop(device, None)
+            log.info("fence state of %d device(s) taken back from another process", len(devices))
 
     def apply(self, detection: Detection) -> None:
         """Make a committed detection the current state (states of since-removed rules are skipped)."""
@@ -128,6 +141,8 @@ class GeofenceEngine:
         """Drop the device's fence state and newest fix (it was erased)."""
         self.states.pop(device, None)
         self.heads.pop(device, None)
+        if self.epochs is not None:
+            self.epochs.pop(device, None)
 
     def webhooks(self, rule_id: str) -> tuple[str, ...]:
         """The webhook URLs of a rule in force."""

@@ -10,13 +10,14 @@ single-statement write of `write_fixes`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
 
 from tracker.geofence.detect import Detection
-from tracker.model import FenceState, Fix, GeofenceEvent, Head, StateKey, Window
+from tracker.model import FenceState, Fix, GeofenceEvent, StateKey, Window
+from tracker.store import fence_owner
 from tracker.store.database import Database
 from tracker.store.fixes import (
     COPY_MIN_FIXES,
@@ -79,16 +80,24 @@ async def write_batch(
     fixes: Sequence[Fix],
     detection: Detection | None,
     webhooks: Callable[[str], Sequence[str]],
+    epochs: Mapping[str, int] | None = None,
 ) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
     """Store fixes and what they changed atomically; return (new fix keys, events with ids) (coroutine).
 
-    `webhooks(rule_id)` gives the URLs an event of that rule goes to (one outbox row each).
+    `webhooks(rule_id)` gives the URLs an event of that rule goes to (one outbox row each). With several
+    processes, `epochs` are the fence epochs this process holds (`tracker.store.fence_owner`): state and
+    events are written only for devices still held, else `FenceOwnerChanged` and nothing is written.
     """
     if detection is None or not detection.changes_state:
         return await write_fixes(conn, fixes), []
-    if len(fixes) < COPY_MIN_FIXES:
+    held = _held(detection, epochs)
+    if len(fixes) < COPY_MIN_FIXES and held is None:
         return await _write_all(conn, fixes, detection, webhooks)
     async with conn.transaction():
+        if held is not None:
+            await fence_owner.check(conn, held)
+        if len(fixes) < COPY_MIN_FIXES:
+            return await _write_all(conn, fixes, detection, webhooks)
         new = await write_fixes(conn, fixes)
         await _write_states(conn, detection.state_changes)
         events = await _insert_events(conn, detection.events)
@@ -100,6 +109,17 @@ async def write_batch(
                 [u[1] for u in urls],
             )
     return new, events
+
+
+def _held(detection: Detection, epochs: Mapping[str, int] | None) -> dict[str, int] | None:
+    """The epochs of the devices whose fence state or events the batch writes (None: one process)."""
+    if epochs is None:
+        return None
+    devices = set(detection.state_changes) | {e.device for e in detection.events}
+    missing = sorted(d for d in devices if d not in epochs)
+    if missing:
+        raise fence_owner.FenceOwnerChanged(missing)
+    return {d: epochs[d] for d in devices}
 
 
 def _state_arrays(
@@ -200,30 +220,6 @@ async def load_states(db: Database, keys: set[StateKey]) -> dict[str, dict[State
         if (rule, fence) in keys:
             states.setdefault(device, {})[(rule, fence)] = FenceState(inside, since, pending, fired)
     return states
-
-
-async def device_state(
-    db: Database, device: str, keys: set[StateKey]
-) -> tuple[dict[StateKey, FenceState], Head | None]:
-    """One device's stored fence states of a (rule, fence) in `keys`, and its newest stored fix, None
-    without fixes (coroutine)."""
-    async with db.pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT rule_id, fence_id, inside, since_ts, pending, fired FROM fence_state "
-            "WHERE device_id = $1",
-            device,
-        )
-        newest = await conn.fetchrow(
-            "SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_Y(geom), ST_X(geom) FROM fixes "
-            "WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
-            device,
-        )
-    states = {
-        (rule, fence): FenceState(inside, since, pending, fired)
-        for rule, fence, inside, since, pending, fired in rows
-        if (rule, fence) in keys
-    }
-    return states, None if newest is None else Head(newest[0], newest[1], newest[2])
 
 
 async def keep_states(db: Database, keys: set[StateKey]) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 
 def add_bench(sub: Any) -> None:
-    """`tracker bench ingest | geofences | messages | history | map | fleet | storm | soak`."""
+    """`tracker bench ingest | ingest-log | geofences | messages | history | map | fleet | storm | soak`."""
 
     def bench_flags(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument(
@@ -115,6 +115,7 @@ def add_bench(sub: Any) -> None:
 
     _add_storm(bench, bench_flags)
     _add_soak(bench, bench_flags)
+    _add_ingest_log(bench, bench_flags)
 
 
 def _server_setting(cmd: argparse.ArgumentParser) -> None:
@@ -172,6 +173,19 @@ def _add_soak(bench: Any, bench_flags: Any) -> None:
     soak.add_argument("--sample-s", type=float, default=60.0, help="seconds between samples (default 60)")
     soak.add_argument("--generators", type=int, default=1, help="Node processes for the devices (default 1)")
     _server_setting(soak)
+
+
+def _add_ingest_log(bench: Any, bench_flags: Any) -> None:
+    log = bench.add_parser(
+        "ingest-log",
+        help="fixes into a NATS JetStream stream and drained into PostgreSQL vs. written directly (JSON)",
+    )
+    bench_flags(log)
+    log.add_argument("--seconds", type=float, default=10.0, help="seconds of the direct write per batch size")
+    log.add_argument("--devices", type=int, default=1000, help="devices the fixes come from (1000)")
+    log.add_argument("--batch", default="10,1000", help="fixes per write, comma-separated sizes (10,1000)")
+    log.add_argument("--partitions", type=int, default=8, help="stream partitions by device (8)")
+    log.add_argument("--writers", type=int, default=2, help="writes in flight, as TRACKER_INGEST_WRITERS (2)")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -261,6 +275,12 @@ def _report(args: argparse.Namespace) -> str:
             args.generators,
         )
         return bench_soak(args.database_url, soak, args.out)
+    if args.action == "ingest-log":
+        from tracker.tools.bench.ingest_log import bench_ingest_log
+
+        return bench_ingest_log(
+            args.database_url, args.seconds, args.devices, args.batch, args.partitions, args.writers, args.out
+        )
     if args.action == "history":
         from tracker.tools.bench.history import Settings, bench_history
 

@@ -128,8 +128,9 @@ async def test_a_redis_outage_keeps_each_process_serving_and_catches_up_after(
             for server in (a, b):
                 server.check_alive()
                 log = server.log_text()
-                # Said once per part (Socket.IO rooms, live positions), not per emit; never an error.
-                assert 1 <= log.count("redis does not answer") <= 2, log[-3000:]
+                # Said once per part (Socket.IO rooms, live positions, device presence when it noticed),
+                # not per emit; never an error.
+                assert 1 <= log.count("redis does not answer") <= 3, log[-3000:]
                 assert log.count("redis answers again") == log.count("redis does not answer"), log[-3000:]
                 assert server.log_error_lines() == 0, server.log_error_samples()
             for c in (va, vb, da, db):

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 import socketio
-from harness import ADMIN_TOKEN, Client, Server, now_ms, start_server, uid
+from harness import ADMIN_TOKEN, Client, Server, now_ms, start_server, uid, until
 
 DEVICES = 40
 VIEWERS = 3
@@ -60,6 +60,14 @@ async def per_process(server: Server, want_devices: int) -> dict[int, int]:
             return seen
         await asyncio.sleep(0.02)
     raise AssertionError(f"workers seen {seen}, want 2 holding {want_devices} devices in all")
+
+
+async def online_devices(server: Server, viewer_token: str) -> set[str]:
+    """The devices /api/devices says are online, asked on a new connection (whichever worker takes it)."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.get("/api/devices", headers={"Authorization": f"Bearer {viewer_token}"})
+    assert r.status_code == 200, r.text
+    return {d["id"] for d in r.json()["devices"] if d["online"]}
 
 
 async def test_two_workers_share_one_port_rooms_and_stop_with_everything(
@@ -115,6 +123,14 @@ async def test_two_workers_share_one_port_rooms_and_stop_with_everything(
                 got: set[str] = set()
                 while got != want:
                     got |= {p["device"] for p in await v.next("positions") if p["ts"] == ts}
+
+            # `online` in /api/devices is the cluster's: whichever worker answers, every device is online.
+            async def all_online() -> bool:
+                return await online_devices(server, viewer_token) == want
+
+            await until(all_online)
+            for _ in range(10):
+                assert await online_devices(server, viewer_token) == want
 
             # Long-polling cannot work across workers: refused at the handshake, saying what to use.
             polling = socketio.AsyncClient(reconnection=False)

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from tracker.messages import DeviceLink, Messenger
 from tracker.metrics import Metrics
 from tracker.model import Head
 from tracker.notify import Notifier
+from tracker.presence import Presence
 from tracker.refusals import Refusals
 from tracker.rooms import Transport
 from tracker.sessions import Disconnect, Sessions
@@ -58,8 +58,8 @@ class Core:
     messages: Messenger
     sessions: Sessions
     erasure: Eraser
+    presence: Presence
     sync: LiveSync | None = None
-    online: Counter[str] = field(default_factory=Counter)  # device id -> open connections here
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -126,6 +126,7 @@ class Core:
             Messenger(db, link, transport, metrics, settings.message_body_max_bytes),
             Sessions(db, cut),
             Eraser(db, index, geofences, straggler_wait_s=2 * settings.ingest_max_wait_ms / 1000 + 1),
+            Presence(settings.redis_url, settings.presence_expiry_s),
             sync,
         )
         listener = Listener(
@@ -148,6 +149,7 @@ class Core:
             asyncio.create_task(listener.run(), name="notifications"),
             asyncio.create_task(core.messages.record_acks(), name="message-acks"),
             asyncio.create_task(watch(settings.geofences, geofences.reload), name="geofence-watch"),
+            asyncio.create_task(core.presence.run(), name="presence"),
         ]
         if sync is not None:
             core._tasks.append(asyncio.create_task(sync.run(), name="livesync"))
@@ -170,6 +172,7 @@ class Core:
         await self.messages.close()
         await self.sessions.close()
         await self.erasure.close()
+        await self.presence.close()
         await self.webhooks.close()
         await self.db.close()
         log.info(
@@ -193,6 +196,11 @@ class Core:
                 degraded.append("redis does not answer: positions reach the viewers of this process only")
             elif not self.sync.link.up:
                 degraded.append("redis answers again; live positions are not shared yet (reconnecting)")
+        link = self.presence.link
+        if link is not None and not link.up:
+            degraded.append(
+                "redis does not answer: online in /api/devices counts this process's devices only"
+            )
         return problems, degraded
 
     def _catch_up(self) -> None:

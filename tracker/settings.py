@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     data_dir: Path | None = None  # the embedded PostGIS cluster's folder when database_url is unset
     redis_url: str | None = None
+    # With Redis: a process that stops renewing its devices' presence (killed) has them count offline
+    # after this many seconds at most; it renews every third of it (tracker/presence.py).
+    presence_expiry_s: float = Field(15.0, ge=1, le=3600)
     # Processes serving one port (uvicorn's supervisor, tracker/supervisor.py); more than one shares rooms
     # through Redis (a private redis-server without `redis_url`) and refuses Engine.IO long-polling.
     workers: int = Field(1, ge=1, le=64)

@@ -117,7 +117,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         core = self._core()
         if core.settings.redis_url:  # processes share devices: another one may have moved this one on
             await core.geofences.take([device.id])
-        self._core().online[device.id] += 1
+        self._core().presence.connected(device.id)
         self._metrics.connected_devices.inc()
         log.info("device connected device=%s fleet=%s", device.id, device.fleet)
         # Last, with no await after it: the pump's first emit must follow the CONNECT packet, which
@@ -130,10 +130,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return
         self._core().sessions.closed(sid)
         self._core().messages.detach(device.id, sid)
-        online = self._core().online
-        online[device.id] -= 1
-        if online[device.id] <= 0:
-            del online[device.id]
+        self._core().presence.disconnected(device.id)
         self._metrics.connected_devices.dec()
         log.info("device disconnected device=%s", device.id)
 

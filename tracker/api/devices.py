@@ -28,6 +28,7 @@ async def list_devices(request: Request) -> Response:
     who = await params.viewer(request)
     core = params.core(request)
     devices = await accounts.list_devices(core.db, who.fleets)
+    online = await core.presence.online(d.id for d in devices)  # the cluster's, with Redis
     out: list[dict[str, Any]] = []
     for d in devices:
         p = core.index.get(d.id)
@@ -41,7 +42,7 @@ async def list_devices(request: Request) -> Response:
                 "id": d.id,
                 "fleet": d.fleet,
                 "name": d.name,
-                "online": core.online.get(d.id, 0) > 0,
+                "online": d.id in online,
                 "last": last,
             }
         )

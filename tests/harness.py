@@ -2,20 +2,23 @@
 real Socket.IO and HTTP clients. Nothing here mocks the database or the server.
 
 Servers are started, waited for and stopped by `tracker.tools.server_process`, the harness the benchmarks
-use too; `Server` is its `ServerProcess`."""
+use too. A test's `server` is one such process, or, in modules marked `cluster`, also a `Cluster`: several
+processes on one database and one Redis, used as one server (see `Cluster`); `Server` is what both offer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import secrets
+import signal
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import httpx
@@ -25,7 +28,6 @@ import socketio
 from tracker.tools.server_process import ServerProcess, spawn_tracker
 from tracker.tools.server_process import free_port as free_port  # tests import it from here
 
-Server = ServerProcess  # the tests' name for it
 UNLIMITED_FAILURES = 10**9
 ROOT = Path(__file__).resolve().parent.parent
 # The shared folder beside the project (contract, real data): next to the checkout, else /work/shared.
@@ -36,6 +38,29 @@ SHARED = Path(
 REALDATA = SHARED / "realdata"
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
 BASE_PG = os.environ.get("TRACKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TRACKER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+CLUSTER_SIZE = 3  # processes of the session's cluster (tests/test_cluster.py starts 2 and 3 of its own)
+
+
+class Server(Protocol):
+    """What a test asks of its server: a `ServerProcess`, or a `Cluster` of them."""
+
+    @property
+    def url(self) -> str: ...
+
+    def check_alive(self) -> None: ...
+
+    def stop(self, sig: int = ...) -> None: ...
+
+    def log_text(self) -> str: ...
+
+    def log_tail(self, lines: int = ...) -> str: ...
+
+    def log_size(self) -> int: ...
+
+    def log_error_lines(self, since: int = 0) -> int: ...
+
+    def log_error_samples(self, limit: int = 5, since: int = 0) -> list[str]: ...
 
 
 def _server_reachable(url: str) -> bool:
@@ -100,24 +125,163 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     *args: str,
     port: int | None = None,
-) -> Server:
+) -> ServerProcess:
     """Start a server (on `port`, else a free one) and wait (bounded) until /readyz answers 200. Every
     test connects from 127.0.0.1 and many present bad tokens on purpose, so the failures one address may
     make before it is slowed are out of reach (test_refusals.py tests the slowing on servers of its own)."""
-    settings = {
+    return spawn_tracker(database_url, tmp, _settings(extra_env), args, port=port, cwd=ROOT).wait_ready()
+
+
+def _settings(extra_env: dict[str, str] | None) -> dict[str, str]:
+    return {
         "TRACKER_ADMIN_TOKEN": ADMIN_TOKEN,
         "TRACKER_AUTH_FAILURE_BURST": str(UNLIMITED_FAILURES),
         **(extra_env or {}),
     }
-    return spawn_tracker(database_url, tmp, settings, args, port=port, cwd=ROOT).wait_ready()
+
+
+class Cluster:
+    """Several `tracker serve` processes on one database and one Redis, used as one server.
+
+    Each kind of client gets the live processes in turn, from its own starting process: HTTP (`url`) from
+    the first, devices from the second, viewers from the third (`url_for`). So with three processes a
+    test's first HTTP call, device and viewer land on three different processes, and its later ones move
+    on, without the test saying so; `turn_again` (at each test's start) makes that hold for every test. A
+    test that needs one process in particular takes it from `processes`. The log accessors cover every
+    process; `stop` stops them all."""
+
+    KINDS = ("http", "/device", "/viewer")
+
+    def __init__(self, processes: list[ServerProcess]) -> None:
+        self.processes = processes
+        self._turns: dict[str, Iterator[int]] = {}
+        self._marks: list[list[int]] = []  # log_size() marks: each process's log size then
+        self.turn_again()
+
+    def turn_again(self) -> None:
+        """Start handing out processes from the beginning again."""
+        self._turns = {kind: itertools.count(i) for i, kind in enumerate(self.KINDS)}
+
+    @property
+    def url(self) -> str:
+        return self.url_for("http")
+
+    def url_for(self, kind: str) -> str:
+        """The URL of the next live process for `kind` (one of KINDS; a Socket.IO namespace for clients)."""
+        live = [p for p in self.processes if p.process.poll() is None] or self.processes
+        return live[next(self._turns[kind]) % len(live)].url
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def check_alive(self) -> None:
+        for p in self.processes:
+            p.check_alive()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        for p in self.processes:
+            p.stop(sig)
+
+    def log_text(self) -> str:
+        return "\n".join(p.log_text() for p in self.processes)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(f"--- {p.url}\n{p.log_tail(lines)}" for p in self.processes)
+
+    def log_size(self) -> int:
+        """A mark for `since=`: it stands for every process's log size now."""
+        self._marks.append([p.log_size() for p in self.processes])
+        return len(self._marks)  # 0 stays "from the start"
+
+    def log_error_lines(self, since: int = 0) -> int:
+        return len(self._error_samples(10**9, since))
+
+    def log_error_samples(self, limit: int = 5, since: int = 0) -> list[str]:
+        return self._error_samples(limit, since)
+
+    def _error_samples(self, limit: int, since: int) -> list[str]:
+        starts = self._marks[since - 1] if since else [0] * len(self.processes)
+        found: list[str] = []
+        for p, start in zip(self.processes, starts, strict=True):
+            found += p.log_error_samples(limit, since=start)
+        return found[:limit]
+
+
+def start_cluster(
+    database_url: str | None, tmp: Path, size: int, extra_env: dict[str, str] | None = None, *args: str
+) -> Cluster:
+    """Start `size` servers sharing rooms through the Redis at REDIS_URL, each in `tmp/<i>` but all reading
+    fence rules from `tmp/geofences` (`write_rules(tmp, ...)`), and wait (bounded) until each is ready.
+    They are started together: each one's start-up overlaps the others'."""
+    rules = tmp / "geofences"
+    rules.mkdir(parents=True, exist_ok=True)
+    env = _settings({"TRACKER_REDIS_URL": REDIS_URL, "TRACKER_GEOFENCES": str(rules), **(extra_env or {})})
+    spawned: list[ServerProcess] = []
+    try:
+        for i in range(size):
+            folder = tmp / str(i)
+            folder.mkdir(parents=True, exist_ok=True)
+            spawned.append(spawn_tracker(database_url, folder, env, args, cwd=ROOT))
+        for p in spawned:
+            p.wait_ready()
+    except BaseException:
+        for p in spawned:
+            p.stop()
+        raise
+    return Cluster(spawned)
+
+
+@contextlib.contextmanager
+def own_cluster(
+    database_url: str | None, tmp: Path, size: int, extra_env: dict[str, str] | None = None, *args: str
+) -> Iterator[Cluster]:
+    """A cluster of the test's own (`start_cluster`), stopped on leaving, also when the test fails."""
+    c = start_cluster(database_url, tmp, size, extra_env, *args)
+    try:
+        yield c
+    finally:
+        c.stop()
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The shared server of this session."""
+def single_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The shared server process of this session."""
     s = start_server(database_url, tmp_path_factory.mktemp("server"))
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The shared cluster of this session: CLUSTER_SIZE processes on the session's database and on Redis
+    at REDIS_URL, started when a test first asks for it.
+
+    Its Redis channels are the fixed ones every process on that Redis uses, so tests that start processes
+    of their own on it exchange traffic with this cluster: positions of their devices reach its live index,
+    and its catch-up answers reach theirs. That changes no answer a test checks: every process of a test
+    session serves the same database (so it knows those devices anyway, and loads them at start-up), and
+    every test's fleets and devices are its own (`uid`)."""
+    c = start_cluster(database_url, tmp_path_factory.mktemp("cluster"), CLUSTER_SIZE)
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Server:
+    """The test's server: the session's single process, or in a module (or test) marked `cluster` once
+    that and once the session's cluster (`pytest_generate_tests`)."""
+    if getattr(request, "param", "single") == "cluster":
+        cluster: Cluster = request.getfixturevalue("cluster_server")
+        cluster.turn_again()
+        return cluster
+    return request.getfixturevalue("single_server")  # type: ignore[no-any-return]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `cluster` that use `server` run against a single process and against a cluster."""
+    if "server" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster"):
+        metafunc.parametrize("server", ["single", "cluster"], indirect=True)
 
 
 @pytest.fixture
@@ -196,8 +360,9 @@ class Client:
         self.events.setdefault(event, asyncio.Queue()).put_nowait(data)
 
     async def connect(self, server: Server, token: str) -> Client:
+        url = server.url_for(self.namespace) if isinstance(server, Cluster) else server.url
         await self.sio.connect(
-            server.url, namespaces=[self.namespace], auth={"token": token}, transports=["websocket"]
+            url, namespaces=[self.namespace], auth={"token": token}, transports=["websocket"]
         )
         return self
 
@@ -284,7 +449,7 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any
 @contextlib.contextmanager
 def own_server(
     database_url: str | None, tmp: Path, extra_env: dict[str, str] | None = None, *args: str
-) -> Iterator[Server]:
+) -> Iterator[ServerProcess]:
     """A server of the test's own, started like `start_server`; stopped on leaving, also when the test
     fails (stopping it earlier, say with SIGKILL, is fine: stopping again does nothing)."""
     s = start_server(database_url, tmp, extra_env, *args)

@@ -24,6 +24,9 @@ from harness import (
 )
 from viewers import subscribed_viewer
 
+# Every test that uses `server` runs on one process and on a cluster (tests/harness.py).
+pytestmark = pytest.mark.cluster
+
 
 async def next_devices(viewer: Client) -> list[str]:
     """The devices in `viewer`'s next positions event, in its order."""

@@ -184,7 +184,9 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return {"ok": False, "error": "not connected as a viewer"}
         core = self._core()
         try:
-            return await plan_subscription(viewer, data, core.index, core.db, leaving=leaving)
+            return await plan_subscription(
+                viewer, data, core.index, core.db, leaving=leaving, shared=core.sync is not None
+            )
         except (InvalidInput, Forbidden) as exc:
             return {"ok": False, "error": str(exc)}
 

@@ -3,7 +3,9 @@
 Both answer only with devices of the fleets the token grants. `/api/area` caps its window at
 AREA_MAX_DAYS so one request reads at most that many daily partitions; longer spans are several requests.
 `/api/nearby` caps the radius at NEARBY_MAX_RADIUS_M: it answers from the live index, where a larger
-radius would mean scanning every device anyway (for that, `GET /api/devices` lists them all).
+radius would mean scanning every device anyway (for that, `GET /api/devices` lists them all). In a
+cluster the index first loads the newest stored fixes of the token's fleets: another process's moves
+reach it a broadcast interval late, and every process must answer alike right after a fix is acked.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tracker.errors import InvalidInput, NotFound
 from tracker.parse import check_id, parse_bbox
 from tracker.store.area import visits_in_bbox, visits_in_fence
 from tracker.store.database import DAY_MS
+from tracker.store.latest import newest_positions
 
 AREA_MAX_DAYS = 31
 NEARBY_MAX_RADIUS_M = 100_000.0
@@ -114,7 +117,11 @@ async def nearby(request: Request) -> Response:
     lon = params.number(request, "lon", None, -180.0, 180.0)
     radius_m = params.number(request, "radius_m", None, 0.0, NEARBY_MAX_RADIUS_M, above_low=True)
     limit = params.integer(request, "limit", 100, 1, 1000)
-    found = params.core(request).index.nearby(lat, lon, radius_m, who.fleets, limit)
+    core = params.core(request)
+    if core.sync is not None:
+        fleets = sorted(who.fleets) if who.fleets is not None else None
+        core.index.load(await newest_positions(core.db, fleets=fleets))
+    found = core.index.nearby(lat, lon, radius_m, who.fleets, limit)
     return JSONResponse(
         {
             "devices": [

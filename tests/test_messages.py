@@ -23,6 +23,9 @@ from harness import (
 )
 from viewers import device_and_viewer
 
+# Every test that uses `server` runs on one process and on a cluster (tests/harness.py).
+pytestmark = pytest.mark.cluster
+
 
 class Silent:
     """A device connection that receives messages but never acks them (its handler never returns)."""

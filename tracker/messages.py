@@ -6,6 +6,10 @@ Policy:
   per device hands every connection the pending messages above its mark, oldest first, with an ack
   callback. A new connection starts at zero, so every unacked message is delivered again, in order,
   on each reconnect and after a restart.
+- Every connection open while a message was pending gets it, also when the device's connections are on
+  several processes: a process whose pump runs after another connection's ack was recorded still hands
+  the message to its connections that opened before that ack (not counted as a new delivery, and no
+  `sent` after `acked`), as one process hands it to all its connections in one round.
 - A stored message is announced with PostgreSQL NOTIFY; every process listens and pumps the devices
   it holds, so a message reaches a device connected to another process too.
 - Transports whose reply is the delivery (OwnTracks HTTP) `take` pending messages, which acks them.
@@ -81,6 +85,7 @@ class Messenger:
         self._metrics = metrics
         self._body_max = body_max_bytes
         self._marks: dict[str, dict[str, int]] = {}  # device -> connection -> newest id handed over
+        self._opened: dict[str, int] = {}  # connection -> when it was attached, ms
         self._fleets: dict[str, str] = {}  # device -> fleet, for the devices connected here
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -110,6 +115,7 @@ class Messenger:
     def attach(self, device: Device, conn: str) -> None:
         """A connection of the device opened: deliver everything unacked to it, in order."""
         self._marks.setdefault(device.id, {})[conn] = 0
+        self._opened[conn] = _now_ms()
         self._fleets[device.id] = device.fleet
         self._spawn(device.id)
 
@@ -119,6 +125,7 @@ class Messenger:
         if marks is None:
             return
         marks.pop(conn, None)
+        self._opened.pop(conn, None)
         if not marks:
             del self._marks[device_id]
             self._fleets.pop(device_id, None)
@@ -215,17 +222,25 @@ class Messenger:
         marks = self._marks.get(device_id)
         if not marks:
             return False
-        pending = await store.pending(self._db, device_id, min(marks.values()), _PUMP_LIMIT)
-        handed: set[int] = set()
+        opened = {conn: self._opened.get(conn, 0) for conn in marks}
+        pending = await store.pending(
+            self._db, device_id, min(marks.values()), _PUMP_LIMIT, acked_since=min(opened.values())
+        )
+        handed: set[int] = set()  # pending ones handed over: they count as sent
+        delivered = False
         for conn in list(marks):
             for message in pending:
                 number = int(message.id)
                 if number <= marks.get(conn, number):  # already handed over, or the connection closed
                     continue
+                if message.acked_ts is not None and message.acked_ts < opened[conn]:
+                    continue  # acked before this connection opened
                 await self._link.deliver(conn, message.to_device(), self._acker(device_id, number))
+                delivered = True
                 if conn in marks:
                     marks[conn] = number
-                handed.add(number)
+                if message.acked_ts is None:
+                    handed.add(number)
         if handed:
             now = _now_ms()
             await store.mark_sent(self._db, sorted(handed), now)
@@ -234,7 +249,7 @@ class Messenger:
             fleet = self._fleets.get(device_id)
             if fleet is not None:
                 await self._status(device_id, fleet, [str(n) for n in sorted(handed)], "sent", now)
-        return len(pending) == _PUMP_LIMIT and bool(handed)
+        return len(pending) == _PUMP_LIMIT and delivered
 
     def _acker(self, device_id: str, number: int) -> Callable[..., Awaitable[None]]:
         async def acked(*_args: Any) -> None:

@@ -55,14 +55,18 @@ async def insert(db: Database, device_id: str, body_json: str, sender: str, now_
     return _message(row)
 
 
-async def pending(db: Database, device_id: str, after_id: int, limit: int = 500) -> list[Message]:
-    """The device's unacked messages with an id above `after_id`, oldest first (coroutine)."""
+async def pending(
+    db: Database, device_id: str, after_id: int, limit: int = 500, acked_since: int | None = None
+) -> list[Message]:
+    """The device's messages with an id above `after_id` that are unacked, or were acked at
+    `acked_since` (ms) or later, oldest first (coroutine)."""
     rows = await db.pool.fetch(
-        f"SELECT {_COLUMNS} FROM messages WHERE device_id = $1 AND acked_ts IS NULL AND id > $2 "
-        "ORDER BY id LIMIT $3",
+        f"SELECT {_COLUMNS} FROM messages WHERE device_id = $1 AND id > $2 "
+        "AND (acked_ts IS NULL OR acked_ts >= $4) ORDER BY id LIMIT $3",
         device_id,
         after_id,
         limit,
+        acked_since,
     )
     return [_message(r) for r in rows]
 

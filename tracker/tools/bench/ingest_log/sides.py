@@ -125,11 +125,11 @@ async def postgres_side(
             j = done
             done += 1
             batch = fixes.batch_of(j)
-            t0 = time.perf_counter()
             async with db.pool.acquire() as conn:
+                t0 = time.perf_counter()  # the write, not the wait for a connection (the drain has fewer)
                 new = await write_fixes(conn, batch)
+                latencies.append((time.perf_counter() - t0) * 1000)
             stored += len(new)  # not `+= len(await ...)`: that reads `stored` before the wait
-            latencies.append((time.perf_counter() - t0) * 1000)
 
     await probe.find_postgres()
     begin = await probe.snapshot()
@@ -190,11 +190,11 @@ async def drain_side(
         while left > 0:
             msgs = await sub.fetch(batch=min(left, per_fetch), timeout=FETCH_TIMEOUT_S)
             batch = [fix for msg in msgs for fix in decode(msg.data)]
-            t0 = time.perf_counter()
             async with db.pool.acquire() as conn:
+                t0 = time.perf_counter()  # the write, not the wait for a connection (the drain has fewer)
                 new = await write_fixes(conn, batch)
+                latencies.append((time.perf_counter() - t0) * 1000)
             stored += len(new)  # not `+= len(await ...)`: that reads `stored` before the wait
-            latencies.append((time.perf_counter() - t0) * 1000)
             await msgs[-1].ack()
             written += len(batch)
             left -= len(msgs)

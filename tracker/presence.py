@@ -13,14 +13,15 @@ finds a set gone takes its process out of the registry. A process that stops cle
 device counts online while any process holds it, so one connected to two processes at once (a phone
 between networks) stays online until both connections close.
 
-The hot path does no I/O: connects and disconnects only mark the device, and every FLUSH_S the changes
-since the last flush go as one MULTI (SADD, SREM, EXPIRE, the registry's ZADD), so a reconnect storm of
-10,000 devices costs a few dozen round trips, not 10,000. Why per-process sets rather than one shared
-count per device: a count cannot be taken back for a process that died, a set with an expiry can.
+The hot path does no I/O: connects and disconnects only mark the device, and the changes since the last
+flush go as one MULTI (SADD, SREM, PEXPIRE, the registry's ZADD), at once after a quiet spell and then at
+most once per FLUSH_S, so a reconnect storm of 10,000 devices costs a few dozen round trips, not 10,000.
+Why per-process sets rather than one shared count per device: a count cannot be taken back for a process
+that died, a set with an expiry can.
 
 Redis outages (`tracker.redis_link`): while Redis is down nothing is written, reads answer from this
 process's own counts (and /readyz says so), and the flush retries every RETRY_S. After a failure, or when
-a heartbeat finds this process missing from the registry (Redis restarted empty), the whole set is
+a flush finds this process's set or registry entry gone (Redis restarted empty), the whole set is
 written again in one transaction, so the others see exactly this process's devices again.
 """
 
@@ -43,7 +44,7 @@ log = logging.getLogger("tracker.presence")
 
 REGISTRY = "tracker:presence"  # ZSET: origin -> wall-clock second of its last heartbeat (for people only)
 ALIVE = "@alive"  # in every process's set: not a device id (tracker.parse.ID_PATTERN), never removed
-FLUSH_S = 0.1  # connects and disconnects reach Redis within this
+FLUSH_S = 0.1  # connects and disconnects reach Redis within this (a lone one, at once)
 
 
 def online_key(origin: str) -> str:
@@ -64,6 +65,7 @@ class Presence:
         self._changes: dict[str, bool] = {}  # device -> online here, since the last flush
         self._rewrite = True  # write the whole set at the next flush (at start, after a failure)
         self._next_beat = 0.0
+        self._wake = asyncio.Event()  # set by a change: the flush loop sends it
         self.link: RedisLink | None = None
         if self._redis is not None:
             self.link = RedisLink(
@@ -75,6 +77,7 @@ class Presence:
         self._here[device] += 1
         if self._here[device] == 1:
             self._changes[device] = True
+            self._wake.set()
 
     def disconnected(self, device: str) -> None:
         """A connection of `device` closed here (no I/O)."""
@@ -84,6 +87,7 @@ class Presence:
             return
         del self._here[device]
         self._changes[device] = False
+        self._wake.set()
 
     def here(self, device: str) -> bool:
         """True while `device` has a connection to this process."""
@@ -116,12 +120,19 @@ class Presence:
         return found
 
     async def run(self) -> None:
-        """Flush changes every FLUSH_S and heartbeat, until cancelled (coroutine); nothing without Redis."""
+        """Flush changes as they come, at most once per FLUSH_S, and heartbeat, until cancelled
+        (coroutine); nothing without Redis. The first change after a quiet spell goes at once, so a lone
+        connect is seen by the other processes within a round trip; a storm's go once per FLUSH_S."""
         if self._redis is None or self.link is None:
             return
         while True:
-            await asyncio.sleep(FLUSH_S if self.link.up else RETRY_S)
+            if not self._wake.is_set():
+                due = max(0.0, self._next_beat - time.monotonic()) if self.link.up else RETRY_S
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), due)
+            self._wake.clear()
             await self.flush()
+            await asyncio.sleep(FLUSH_S if self.link.up else RETRY_S)  # what changes meanwhile, coalesces
 
     async def flush(self) -> None:
         """Send what changed since the last flush, with a heartbeat when one is due (coroutine). A failure

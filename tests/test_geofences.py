@@ -23,6 +23,7 @@ from harness import (
     device_client,
     free_port,
     now_ms,
+    own_cluster,
     own_server,
     start_server,
     uid,
@@ -66,14 +67,20 @@ async def get(server: Server, path: str, token: str = ADMIN_TOKEN, /, **query: A
 
 
 @pytest.fixture
-def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+def server(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     """Not the session's server: one of the test's own, with RULES in its fence folder (`tmp_path`), so
-    the test may rewrite the rules."""
+    the test may rewrite the rules; for a test marked `cluster`, once that and once a cluster of three
+    reading the same folder."""
     write_rules(tmp_path, RULES)
+    if getattr(request, "param", "single") == "cluster":
+        with own_cluster(database_url, tmp_path, 3) as c:
+            yield c
+        return
     with own_server(database_url, tmp_path) as s:
         yield s
 
 
+@pytest.mark.cluster
 async def test_events_reach_viewers_device_and_http(
     server: Server, db: asyncpg.Connection, clients: list[Client]
 ) -> None:

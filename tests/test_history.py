@@ -22,6 +22,9 @@ from pyproj import Geod
 from tracker.stops import find_stops, find_trips, stop_item, trip_item
 from tracker.trail import Trail, plane_m, segment_distance_m, simplify_indexes
 
+# The end-to-end tests (those that use `server`) run on one process and on a cluster (tests/harness.py).
+pytestmark = pytest.mark.cluster
+
 GEOD = Geod(ellps="WGS84")
 STEP = 0.001  # degrees of latitude between moving fixes: about 111 m
 

@@ -89,10 +89,6 @@ class Presence:
         self._changes[device] = False
         self._wake.set()
 
-    def here(self, device: str) -> bool:
-        """True while `device` has a connection to this process."""
-        return device in self._here
-
     async def online(self, devices: Iterable[str]) -> set[str]:
         """Those of `devices` connected to any live process (coroutine). While Redis is down, or when it
         fails to answer, those connected to this process."""

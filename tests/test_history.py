@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -14,13 +15,32 @@ import h3.api.basic_int as h3i
 import httpx
 import numpy as np
 import pytest
-from harness import ADMIN_TOKEN, Client, Server, add_device, add_viewer, device_client, now_ms, uid
+from harness import (
+    ADMIN_TOKEN,
+    Client,
+    Server,
+    add_device,
+    add_viewer,
+    device_client,
+    now_ms,
+    own_server,
+    uid,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import Geod
 
 from tracker.stops import find_stops, find_trips, stop_item, trip_item
-from tracker.trail import Trail, plane_m, segment_distance_m, simplify_indexes
+from tracker.trail import (
+    Trail,
+    plane_m,
+    run_starts,
+    runs_length_m,
+    segment_distance_m,
+    simplify_indexes,
+    simplify_runs,
+    to_geojson,
+)
 
 # The end-to-end tests (those that use `server`) run on one process and on a cluster (tests/harness.py).
 pytestmark = pytest.mark.cluster
@@ -79,6 +99,44 @@ def test_track_from_columns_sorts_by_time() -> None:
     t = Trail.from_columns([3, 1, 2], [3.0, 1.0, 2.0], [0.0, 0.0, 0.0], [None, 1.5, None])
     assert t.ts.tolist() == [1, 2, 3] and t.lat.tolist() == [1.0, 2.0, 3.0]
     assert t.speed[0] == 1.5 and math.isnan(t.speed[1])
+
+
+# --- pure: runs (a trail breaks where the device was silent) -------------------------------------
+
+
+def test_runs_start_after_each_silence_longer_than_the_gap() -> None:
+    ts = np.array([0, 1000, 601_000, 1_201_001, 1_202_000], dtype=np.int64)
+    assert run_starts(ts, 600_000).tolist() == [0, 3]  # 600 s exactly is no gap; 600.001 s is
+    assert run_starts(ts, 500_000).tolist() == [0, 2, 3]
+    assert run_starts(ts, 0).tolist() == [0]  # 0: never breaks
+    assert run_starts(ts[:0], 600_000).tolist() == []
+
+
+def test_length_and_simplification_stay_within_runs() -> None:
+    # Two runs 20 minutes and about 55 km apart; the second run's middle fix is collinear.
+    lat = [52.0, 52.001, 52.5, 52.501, 52.502]
+    track = Trail.from_columns([0, 1000, 1_201_000, 1_202_000, 1_203_000], lat, [13.0] * 5)
+    starts = run_starts(track.ts, 600_000)
+    assert runs_length_m(track, starts) == pytest.approx(
+        line_m(lat[:2], [13.0] * 2) + line_m(lat[2:], [13.0] * 3)
+    )
+    assert runs_length_m(track, run_starts(track.ts, 0)) == pytest.approx(line_m(lat, [13.0] * 5))
+    drawn, drawn_starts = simplify_runs(track, starts, 5.0)
+    assert drawn.ts.tolist() == [0, 1000, 1_201_000, 1_203_000] and drawn_starts.tolist() == [0, 2]
+
+
+def test_geojson_of_several_runs_is_a_multilinestring_with_flat_times() -> None:
+    track = Trail.from_columns([0, 1000, 900_000, 2_000_000, 2_001_000], [1.0, 1.1, 2.0, 3.0, 3.1], [5.0] * 5)
+    feature = to_geojson("d", 0, 1, track, 0.0, run_starts(track.ts, 600_000))
+    geometry = feature["geometry"]
+    assert geometry["type"] == "MultiLineString"
+    lines = [np.asarray(line).tolist() for line in geometry["coordinates"]]
+    # The lone fix of the middle run is a line repeating it, its time twice.
+    assert lines == [[[5.0, 1.0], [5.0, 1.1]], [[5.0, 2.0], [5.0, 2.0]], [[5.0, 3.0], [5.0, 3.1]]]
+    assert feature["properties"]["times"].tolist() == [0, 1000, 900_000, 900_000, 2_000_000, 2_001_000]
+    assert feature["properties"]["points"] == 5
+    one = to_geojson("d", 0, 1, track, 0.0, run_starts(track.ts, 0))
+    assert one["geometry"]["type"] == "LineString" and len(one["geometry"]["coordinates"]) == 5
 
 
 # --- pure: stops and trips ------------------------------------------------------------------------
@@ -348,6 +406,7 @@ async def test_empty_and_single_fix_trails(
         "to": t + 10,
         "points": 0,
         "fixes": 0,
+        "gap_s": 600,
         "distance_m": 0,
         "times": [],
     }
@@ -406,6 +465,74 @@ async def test_stops_and_trips_of_a_journey_with_exact_times(
     ]
 
 
+async def test_a_trail_breaks_where_the_device_was_silent_in_geojson_and_gpx(
+    server: Server, http: httpx.AsyncClient, clients: list[Client]
+) -> None:
+    """A device drives, is silent for 20 minutes (switched off, or a server restarted), and drives on
+    elsewhere: no line across the silence unless the request asks for a longer gap."""
+    t = now_ms() - 3_600_000
+    ts = [t, t + 2000, t + 4000, t + 1_204_000, t + 1_206_000, t + 1_208_000]
+    lat = [52.5, 52.501, 52.502, 52.45, 52.451, 52.452]
+    lon = [13.4, 13.4, 13.4, 13.3, 13.3, 13.3]
+    device, viewer = await device_with(server, clients, fixes_of(ts, lat, lon))
+    url = f"/api/devices/{device}/trail"
+    window = {"from": t, "to": t + 1_300_000}
+
+    r = await http.get(url, params=window, headers=bearer(viewer))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["geometry"] == {
+        "type": "MultiLineString",
+        "coordinates": [[[lon[i], lat[i]] for i in range(3)], [[lon[i], lat[i]] for i in range(3, 6)]],
+    }
+    p = body["properties"]
+    assert p["times"] == ts and p["points"] == 6 and p["fixes"] == 6 and p["gap_s"] == 600
+    assert p["distance_m"] == pytest.approx(line_m(lat[:3], lon[:3]) + line_m(lat[3:], lon[3:]), abs=1e-3)
+
+    # A longer gap (or 0, never) joins the runs again, and the length crosses the silence.
+    for gap in ("1300", "0"):
+        joined = (await http.get(url, params=window | {"gap_s": gap}, headers=bearer(viewer))).json()
+        assert joined["geometry"] == {
+            "type": "LineString",
+            "coordinates": [[lon[i], lat[i]] for i in range(6)],
+        }
+        assert joined["properties"]["gap_s"] == float(gap)
+        assert joined["properties"]["distance_m"] == pytest.approx(line_m(lat, lon), abs=1e-3)
+
+    # A shorter gap makes a lone fix a run of its own; simplification keeps every run's endpoints.
+    short = window | {"gap_s": "1.5", "simplify": "1e6"}
+    pieces = (await http.get(url, params=short, headers=bearer(viewer))).json()
+    assert [len(line) for line in pieces["geometry"]["coordinates"]] == [2, 2, 2, 2, 2, 2]
+    assert pieces["properties"]["times"] == [x for x in ts for _ in (0, 1)]
+    assert pieces["properties"]["distance_m"] == 0
+
+    r = await http.get(url, params=window | {"format": "gpx"}, headers=bearer(viewer))
+    assert r.status_code == 200
+    gpx = gpxpy.parse(r.text)
+    assert [[(q.latitude, q.longitude) for q in seg.points] for seg in gpx.tracks[0].segments] == [
+        list(zip(lat[:3], lon[:3], strict=True)),
+        list(zip(lat[3:], lon[3:], strict=True)),
+    ]
+    r = await http.get(url, params=window | {"format": "gpx", "gap_s": "0"}, headers=bearer(viewer))
+    assert len(gpxpy.parse(r.text).tracks[0].segments) == 1
+
+
+async def test_the_gap_setting_is_the_default_of_gap_s(
+    database_url: str, tmp_path: Path, clients: list[Client]
+) -> None:
+    with own_server(database_url, tmp_path, {"TRACKER_TRAIL_GAP_S": "1.5"}) as s:
+        t = now_ms() - 60_000
+        async with httpx.AsyncClient(base_url=s.url, timeout=30) as http:
+            fixes = fixes_of([t, t + 1000, t + 3000], [1.0, 1.001, 1.002], [2.0] * 3)
+            device, viewer = await device_with(s, clients, fixes)
+            url = f"/api/devices/{device}/trail"
+            body = (await http.get(url, params={"from": t}, headers=bearer(viewer))).json()
+            assert body["properties"]["gap_s"] == 1.5
+            assert [len(line) for line in body["geometry"]["coordinates"]] == [2, 2]
+            body = (await http.get(url, params={"from": t, "gap_s": 0}, headers=bearer(viewer))).json()
+            assert body["geometry"]["type"] == "LineString"
+
+
 @pytest.mark.parametrize("endpoint", ["trail", "stops", "trips"])
 async def test_scoping_on_every_history_endpoint(
     server: Server, http: httpx.AsyncClient, endpoint: str
@@ -434,6 +561,9 @@ async def test_scoping_on_every_history_endpoint(
         ("trail", {"simplify": "ten"}, "simplify must be a number"),
         ("trail", {"format": "kml"}, "format must be one of geojson, gpx, csv"),
         ("trail", {"format": "csv", "simplify": "5"}, "simplify does not apply to format=csv"),
+        ("trail", {"format": "csv", "gap_s": "600"}, "gap_s does not apply to format=csv"),
+        ("trail", {"gap_s": "-1"}, "gap_s must be between 0 and 31536000"),
+        ("trail", {"gap_s": "soon"}, "gap_s must be a number"),
         ("trail", {"from": "yesterday"}, "from must be"),
         ("trail", {"from": "2026-11-26T10:00:00Z", "to": "2026-11-25T10:00:00Z"}, "from must not be later"),
         ("stops", {"radius_m": "0"}, "radius_m must be between 1 and 100000"),

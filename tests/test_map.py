@@ -434,3 +434,60 @@ async def test_a_viewer_of_all_fleets_keeps_every_fleet_to_choose_from(
     # The selector is rebuilt once the new subscription's device list is in.
     await until(lambda: tab.page.evaluate("window.tracker.subscriptions() === 2"))
     assert {a, b} <= set(await options.evaluate_all("os => os.map(o => o.value)"))
+
+
+async def _trail_lines(tab: MapPage) -> list[list[list[float]]]:
+    """The lines the trail layer draws (a MultiLineString's, or a LineString's one)."""
+    data = await tab.page.evaluate("window.tracker.map.getSource('trail').serialize().data")
+    geometry = data.get("geometry") or {}
+    if geometry.get("type") == "LineString":
+        return [geometry["coordinates"]]
+    lines: list[list[list[float]]] = geometry.get("coordinates", [])
+    return lines
+
+
+async def test_the_trail_breaks_where_the_device_was_silent_and_its_line_stays_current(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    """Two runs 20 minutes apart are two lines, not one across town; a live fix after a silence starts a
+    third, and the panel's fix count and length follow every live fix, as `/trail` counts them."""
+    fleet = uid("fleet")
+    device, token = await add_device(map_server, fleet)
+    c = await device_client(map_server, token, clients)
+    now = now_ms()
+    first = [(now - 2_400_000 + k * 5000, 52.50 + k * 0.001, 13.40) for k in range(4)]
+    second = [(now - 1_200_000 + k * 5000, 52.45, 13.30 + k * 0.001) for k in range(4)]
+    for ts, lat, lon in first + second:
+        await fix(c, ts, lat=lat, lon=lon)
+    viewer = await add_viewer(map_server, [fleet])
+    tab = await tabs(map_server)
+    await tab.open(viewer)
+
+    async def note() -> str:
+        return await tab.page.inner_text("#details-trail")
+
+    async def server_km() -> str:
+        async with httpx.AsyncClient(base_url=map_server.url) as http:
+            r = await http.get(
+                f"/api/devices/{device}/trail",
+                params={"from": now - 3 * 3_600_000},
+                headers={"Authorization": f"Bearer {viewer}"},
+            )
+        p = r.json()["properties"]
+        return f"{p['fixes']} fixes, {p['distance_m'] / 1000:.1f} km"
+
+    await tab.row(device).click()
+    await tab.page.wait_for_selector("#details-trail:has-text('fixes')")
+    assert await note() == f"Trail, last 3 h: {await server_km()}, 2 parts"
+    assert await _trail_lines(tab) == [[[lon, lat] for _, lat, lon in run] for run in (first, second)]
+
+    # Silent for 20 minutes, then live again elsewhere: a third part, drawn as the one fix it has so far.
+    await fix(c, now - 2000, lat=52.52, lon=13.45)
+    await tab.page.wait_for_selector("#details-trail:has-text('9 fixes')")
+    assert (await note()).endswith(", 3 parts")
+    assert (await _trail_lines(tab))[2] == [[13.45, 52.52], [13.45, 52.52]]
+    # The next fix, 0.9 km on, extends it; the line in the panel says what /trail says (1.43 km).
+    await fix(c, now - 1000, lat=52.528, lon=13.45)
+    await tab.page.wait_for_selector("#details-trail:has-text('10 fixes')")
+    assert await note() == f"Trail, last 3 h: {await server_km()}, 3 parts"
+    assert (await _trail_lines(tab))[2] == [[13.45, 52.52], [13.45, 52.528]]

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     h3_resolution: int = Field(9, ge=0, le=15)
     broadcast_interval_ms: int = Field(100, ge=5, le=60_000)
     retention_days: int | None = Field(None, ge=1)
+    # A trail breaks where its device sent nothing for longer than this (0: never), so that no line is
+    # drawn across a silence; above Traccar Client's default 300 s interval, so its trails stay whole.
+    trail_gap_s: float = Field(600.0, ge=0, le=31_536_000)
     # Ingest: the bounded queue gives backpressure; a batch is what one transaction writes.
     ingest_queue_max: int = Field(50_000, ge=1)
     ingest_batch_max: int = Field(5_000, ge=1)

@@ -1,12 +1,17 @@
 """Trails: a device's stored fixes over a window as numpy arrays, their geodesic length, Douglas-Peucker
-simplification in metres, and GPX / CSV writing. Pure: no database, no HTTP.
+simplification in metres, breaks where the device was silent, and GPX / CSV writing. Pure: no database,
+no HTTP.
 
 Policy:
+- A trail breaks into runs wherever the device sent nothing for longer than the gap: a line drawn across
+  the silence (a phone switched off, a server restart) would show a road nobody drove. Lengths count
+  within runs only, simplification keeps each run's endpoints, GeoJSON is a MultiLineString when there is
+  more than one run and GPX a `<trkseg>` per run.
 - Lengths are geodesic on the WGS84 ellipsoid (`tracker.geo`), summed segment by segment.
 - Simplification runs on an equirectangular plane in metres centred on the trail's mean latitude (good to
   well under 1 % over a few hundred kilometres, which is all a tolerance needs); it returns the indexes of
   the kept fixes, so times and other columns stay parallel, and always keeps both endpoints.
-- GPX is GPX 1.1 written by gpxpy: one track, one segment, a `<time>` per point.
+- GPX is GPX 1.1 written by gpxpy: one track, a segment per run, a `<time>` per point.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import gpxpy.gpx
 import numpy as np
 import numpy.typing as npt
 
-from tracker.geo import FloatArray
+from tracker.geo import FloatArray, segment_lengths_m
 
 CSV_HEADER = "ts,lat,lon,speed,heading\n"
 
@@ -126,28 +131,81 @@ def simplify_indexes(lat: FloatArray, lon: FloatArray, tolerance_m: float) -> np
     return np.flatnonzero(keep)
 
 
+def run_starts(ts: IntArray, gap_ms: float) -> IntArray:
+    """Index of the first fix of each run: 0, and every fix that came more than `gap_ms` after the one
+    before it. Empty for no fixes; a gap of 0 (or less) never breaks."""
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if gap_ms <= 0:
+        return np.zeros(1, dtype=np.int64)
+    return np.concatenate(([0], np.flatnonzero(np.diff(ts) > gap_ms) + 1)).astype(np.int64)
+
+
+def _one_run(starts: IntArray | None) -> IntArray:
+    return starts if starts is not None and len(starts) else np.zeros(1, dtype=np.int64)
+
+
+def runs_length_m(track: Trail, starts: IntArray) -> float:
+    """Geodesic length in metres along the fixes of each run, summed: nothing across a gap."""
+    steps = segment_lengths_m(track.lat, track.lon)
+    if len(steps) and len(starts) > 1:
+        steps[starts[1:] - 1] = 0.0  # the step into each later run's first fix
+    return float(steps.sum())
+
+
+def simplify_runs(track: Trail, starts: IntArray, tolerance_m: float) -> tuple[Trail, IntArray]:
+    """`track` simplified run by run (each run keeps both its endpoints), and where each run starts in
+    the result."""
+    if tolerance_m <= 0 or len(track) == 0:
+        return track, starts
+    ends = [*starts[1:].tolist(), len(track)]
+    kept: list[npt.NDArray[np.intp]] = []
+    new_starts = np.zeros(len(starts), dtype=np.int64)
+    count = 0
+    for i, (a, b) in enumerate(zip(starts.tolist(), ends, strict=True)):
+        new_starts[i] = count
+        idx = (
+            np.arange(a, b)
+            if b - a <= 2
+            else simplify_indexes(track.lat[a:b], track.lon[a:b], tolerance_m) + a
+        )
+        kept.append(idx)
+        count += len(idx)
+    return track.take(np.concatenate(kept)), new_starts
+
+
 def ms_to_utc(ms: int) -> datetime:
     """A timezone-aware UTC datetime from milliseconds since the epoch."""
     return _EPOCH + timedelta(milliseconds=int(ms))
 
 
-def to_geojson(device: str, from_ms: int, to_ms: int, track: Trail, distance_m: float) -> dict[str, Any]:
-    """The contract's trail Feature. `track` holds the points to draw (simplified or not); `distance_m`
-    is given by the caller (the length of the full, unsimplified trail).
+def to_geojson(
+    device: str, from_ms: int, to_ms: int, track: Trail, distance_m: float, starts: IntArray | None = None
+) -> dict[str, Any]:
+    """The contract's trail Feature. `track` holds the points to draw (simplified or not), `starts` where
+    its runs begin (None: one run); `distance_m` is given by the caller (the length of the full,
+    unsimplified trail).
 
-    Zero points: `geometry` is null. One point: a LineString repeating it, with `times` [ts, ts], so
-    `times` stays parallel to the coordinates; `points` counts fixes, so it is 1 there."""
+    Zero points: `geometry` is null. One run: a LineString; several: a MultiLineString, a LineString per
+    run. A run of one fix is a LineString repeating it, with its time twice, so that `times` (flat, run
+    after run) stays parallel to the coordinates; `points` counts fixes, so such a run adds 1."""
     n = len(track)
-    geometry: dict[str, Any] | None
+    geometry: dict[str, Any] | None = None
     times = track.ts
-    if n == 0:
-        geometry = None
-    else:
-        coords = np.column_stack((track.lon, track.lat))
-        if n == 1:
-            coords = np.repeat(coords, 2, axis=0)
-            times = np.repeat(times, 2)
-        geometry = {"type": "LineString", "coordinates": coords}
+    if n:
+        starts = _one_run(starts)
+        lengths = np.diff(np.append(starts, n))
+        # A run of one fix is drawn as a line repeating it: its index twice.
+        reps = np.ones(n, dtype=np.int64)
+        reps[starts[lengths == 1]] = 2
+        idx = np.repeat(np.arange(n), reps)
+        coords = np.column_stack((track.lon[idx], track.lat[idx]))
+        times = track.ts[idx]
+        if len(starts) == 1:
+            geometry = {"type": "LineString", "coordinates": coords}
+        else:
+            cuts = np.cumsum(np.maximum(lengths, 2))[:-1]
+            geometry = {"type": "MultiLineString", "coordinates": np.split(coords, cuts)}
     return {
         "type": "Feature",
         "geometry": geometry,
@@ -162,17 +220,21 @@ def to_geojson(device: str, from_ms: int, to_ms: int, track: Trail, distance_m: 
     }
 
 
-def to_gpx(device: str, track: Trail) -> str:
-    """A GPX 1.1 document of one track named after the device, one segment, a time per point."""
+def to_gpx(device: str, track: Trail, starts: IntArray | None = None) -> str:
+    """A GPX 1.1 document of one track named after the device, a segment per run (`starts`; None: one),
+    a time per point."""
     gpx = gpxpy.gpx.GPX()
     gpx.creator = "tracker"
     trk = gpxpy.gpx.GPXTrack(name=device)
-    segment = gpxpy.gpx.GPXTrackSegment()
-    segment.points = [
+    points = [
         gpxpy.gpx.GPXTrackPoint(latitude=lat, longitude=lon, time=ms_to_utc(ts))
         for ts, lat, lon in zip(track.ts.tolist(), track.lat.tolist(), track.lon.tolist(), strict=True)
     ]
-    trk.segments.append(segment)
+    starts = _one_run(starts)
+    for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(track)], strict=True):
+        segment = gpxpy.gpx.GPXTrackSegment()
+        segment.points = points[a:b]
+        trk.segments.append(segment)
     gpx.tracks.append(trk)
     xml: str = gpx.to_xml(version="1.1")
     return xml

@@ -19,14 +19,24 @@ from starlette.routing import Route
 from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.errors import InvalidInput
-from tracker.geo import path_length_m
 from tracker.model import Device
 from tracker.stops import find_stops, find_trips, stop_item, trip_item
 from tracker.store import history
-from tracker.trail import CSV_HEADER, Trail, csv_lines, simplify_indexes, to_geojson, to_gpx
+from tracker.trail import (
+    CSV_HEADER,
+    IntArray,
+    Trail,
+    csv_lines,
+    run_starts,
+    runs_length_m,
+    simplify_runs,
+    to_geojson,
+    to_gpx,
+)
 
 MAX_TRAIL_FIXES = 200_000
 MAX_REPORT_FIXES = 500_000
+MAX_GAP_S = 31_536_000.0  # a year: gap_s is a silence, not a window
 FORMATS = ("geojson", "gpx", "csv")
 DEFAULT_RADIUS_M = 50.0
 DEFAULT_MIN_DURATION_S = 300.0
@@ -57,12 +67,15 @@ async def trail(request: Request) -> Response:
     summary: A device's trail over a window, as GeoJSON, GPX or CSV
     description: >
       The fixes with from <= ts < to. GeoJSON (default): a Feature whose LineString runs through them in
-      time order, with `times` parallel to the coordinates. With no fix in the window `geometry` is null;
-      a single fix is a LineString repeating it (times [ts, ts], points 1). `points` counts the fixes
-      drawn (after simplification), `fixes` those stored in the window, and `distance_m` is the geodesic
-      (WGS84) length of the full, unsimplified trail, so simplifying never changes it. GeoJSON and GPX
-      hold at most 200000 fixes (else 400); `format=csv` streams any window, with a header
-      `ts,lat,lon,speed,heading`.
+      time order, with `times` parallel to the coordinates. The trail breaks into runs where the device
+      sent nothing for longer than `gap_s`: with more than one run the geometry is a MultiLineString, a
+      LineString per run, and `times` lists the times of every run's coordinates, run after run. With no
+      fix in the window `geometry` is null; a run of a single fix is a LineString repeating it (times
+      [ts, ts], counted once in points). `points` counts the fixes drawn (after simplification), `fixes`
+      those stored in the window, `gap_s` is the gap used, and `distance_m` is the geodesic (WGS84)
+      length of the full, unsimplified trail along each run (nothing across a gap), so simplifying never
+      changes it. GPX has a trkseg per run. GeoJSON and GPX hold at most 200000 fixes (else 400);
+      `format=csv` streams any window, with a header `ts,lat,lon,speed,heading`.
     security: [{bearer: []}]
     parameters:
       - {$ref: '#/components/parameters/DeviceId'}
@@ -74,6 +87,12 @@ async def trail(request: Request) -> Response:
           Douglas-Peucker tolerance in metres (0, the default, keeps every fix); endpoints are always kept.
           Not with format=csv.
         schema: {type: number, minimum: 0, default: 0}
+      - name: gap_s
+        in: query
+        description: >
+          Seconds without a fix after which the trail breaks into a new run (default TRACKER_TRAIL_GAP_S,
+          600; 0 never breaks). Not with format=csv.
+        schema: {type: number, minimum: 0, maximum: 31536000}
       - {name: format, in: query, schema: {enum: [geojson, gpx, csv], default: geojson}}
     responses:
       200:
@@ -92,23 +111,29 @@ async def trail(request: Request) -> Response:
                       required: [type, coordinates]
                       properties:
                         type: {const: LineString}
+                        coordinates: {$ref: '#/components/schemas/LineCoordinates'}
+                    - type: object
+                      required: [type, coordinates]
+                      properties:
+                        type: {const: MultiLineString}
                         coordinates:
                           type: array
                           minItems: 2
-                          items: {type: array, items: {type: number}, minItems: 2, maxItems: 2}
+                          items: {$ref: '#/components/schemas/LineCoordinates'}
                 properties:
                   type: object
-                  required: [device, from, to, points, fixes, distance_m, times]
+                  required: [device, from, to, points, fixes, gap_s, distance_m, times]
                   properties:
                     device: {type: string}
                     from: {type: integer}
                     to: {type: integer}
                     points: {type: integer}
                     fixes: {type: integer}
+                    gap_s: {type: number}
                     distance_m: {type: number}
                     times: {type: array, items: {type: integer}}
           application/gpx+xml:
-            schema: {type: string, description: 'GPX 1.1: one trk, one trkseg, a time per trkpt.'}
+            schema: {type: string, description: 'GPX 1.1: one trk, a trkseg per run, a time per trkpt.'}
           text/csv:
             schema: {type: string, description: 'Header ts,lat,lon,speed,heading; empty when not reported.'}
     """
@@ -116,9 +141,12 @@ async def trail(request: Request) -> Response:
     from_ms, to_ms = params.window(request)
     fmt = _format(request)
     tolerance = params.number(request, "simplify", 0.0, 0.0, math.inf)
+    gap_s = params.number(request, "gap_s", params.core(request).settings.trail_gap_s, 0.0, MAX_GAP_S)
     if fmt == "csv":
         if tolerance > 0:
             raise InvalidInput("simplify does not apply to format=csv, which streams every fix; drop it")
+        if "gap_s" in request.query_params:
+            raise InvalidInput("gap_s does not apply to format=csv, which has no runs; drop it")
         return StreamingResponse(
             _csv(request, device, from_ms, to_ms),
             media_type="text/csv; charset=utf-8",
@@ -128,28 +156,33 @@ async def trail(request: Request) -> Response:
         request, device, from_ms, to_ms, MAX_TRAIL_FIXES, ", or use format=csv or /positions paging"
     )
     if fmt == "gpx":
-        xml = await asyncio.to_thread(_gpx, device.id, full, tolerance)
+        xml = await asyncio.to_thread(_gpx, device.id, full, tolerance, gap_s)
         return Response(xml, media_type="application/gpx+xml", headers=_download(device, "gpx"))
-    feature = await asyncio.to_thread(_geojson, device.id, from_ms, to_ms, full, tolerance)
+    feature = await asyncio.to_thread(_geojson, device.id, from_ms, to_ms, full, tolerance, gap_s)
     return JSONResponse(feature, media_type="application/geo+json")
 
 
-def _simplified(full: Trail, tolerance: float) -> Trail:
-    return full.take(simplify_indexes(full.lat, full.lon, tolerance)) if tolerance > 0 else full
+def _drawn(full: Trail, tolerance: float, gap_s: float) -> tuple[Trail, IntArray, IntArray]:
+    """Where the full trail's runs start, the trail to draw (simplified run by run) and its runs' starts."""
+    starts = run_starts(full.ts, gap_s * 1000)
+    return (*simplify_runs(full, starts, tolerance), starts)
 
 
-def _geojson(device: str, from_ms: int, to_ms: int, full: Trail, tolerance: float) -> dict[str, object]:
-    feature = to_geojson(
-        device, from_ms, to_ms, _simplified(full, tolerance), path_length_m(full.lat, full.lon)
-    )
+def _geojson(
+    device: str, from_ms: int, to_ms: int, full: Trail, tolerance: float, gap_s: float
+) -> dict[str, object]:
+    drawn, drawn_starts, starts = _drawn(full, tolerance, gap_s)
+    feature = to_geojson(device, from_ms, to_ms, drawn, runs_length_m(full, starts), drawn_starts)
     properties = feature["properties"]
     assert isinstance(properties, dict)
     properties["fixes"] = len(full)
+    properties["gap_s"] = gap_s
     return feature
 
 
-def _gpx(device: str, full: Trail, tolerance: float) -> str:
-    return to_gpx(device, _simplified(full, tolerance))
+def _gpx(device: str, full: Trail, tolerance: float, gap_s: float) -> str:
+    drawn, drawn_starts, _ = _drawn(full, tolerance, gap_s)
+    return to_gpx(device, drawn, drawn_starts)
 
 
 async def _csv(request: Request, device: Device, from_ms: int, to_ms: int) -> AsyncIterator[str]:

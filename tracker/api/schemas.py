@@ -282,6 +282,12 @@ _SCHEMAS: dict[str, Any] = {
         },
         errors={"type": "array", "items": STRING},
     ),
+    # A line's positions [lon, lat], at least two (a lone fix is repeated).
+    "LineCoordinates": {
+        "type": "array",
+        "minItems": 2,
+        "items": {"type": "array", "items": NUMBER, "minItems": 2, "maxItems": 2},
+    },
     "StopList": list_of(
         "stops",
         record(start_ts=INTEGER, end_ts=INTEGER, duration_s=NUMBER, lat=NUMBER, lon=NUMBER, fixes=INTEGER),

@@ -1,9 +1,12 @@
 // The selected device: its facts (kept current as it moves), its trail of the last hours from `/trail`
-// (extended live), and a form that sends it a message and shows how far each one got
+// (extended live, broken where the device was silent, its fix count and length kept current), and a form
+// that sends it a message and shows how far each one got
 // (queued -> sent -> acked, from the server's `message_status` events).
 import { NONE, degrees, deviceName, fixTime, km, kmh, latLon } from "./format.js";
+import { LiveTrail } from "./trail.js";
 
 export const TRAIL_HOURS = 3;
+const TRIM_EVERY_MS = 60_000; // fixes older than the window leave the trail at least this often
 
 /** A message body as typed: JSON when it parses as an object or array, else the text itself. */
 export function parseBody(text) {
@@ -33,6 +36,9 @@ export class DeviceDetails {
     this.sent = document.getElementById("sent");
     this.body = document.getElementById("send-body");
     this.shownVersion = -1;
+    this.trail = null; // a LiveTrail once `/trail` answered
+    this.early = []; // positions that came while `/trail` was loading
+    this.trimmedAt = 0;
     document.getElementById("send").addEventListener("submit", (e) => {
       e.preventDefault();
       this._send();
@@ -44,38 +50,56 @@ export class DeviceDetails {
     this.panel.hidden = !id;
     this.sent.replaceChildren();
     this.map.setTrail(null);
+    this.trail = null;
+    this.early = [];
     if (!id) return;
     this.shownVersion = -1;
     this.render();
     this.trailNote.textContent = "Loading trail…";
     try {
-      const trail = await this.api.get(`/api/devices/${encodeURIComponent(id)}/trail`, {
+      const feature = await this.api.get(`/api/devices/${encodeURIComponent(id)}/trail`, {
         from: Date.now() - TRAIL_HOURS * 3600_000,
       });
       if (this.id !== id) return;
-      const p = trail.properties;
-      this.map.setTrail(trail.geometry.coordinates.length > 1 ? trail : null);
-      this.trailNote.textContent = p.points
-        ? `Trail, last ${TRAIL_HOURS} h: ${p.points} fixes, ${km(p.distance_m)}`
-        : `No fixes in the last ${TRAIL_HOURS} h`;
+      this.trail = new LiveTrail(feature);
+      for (const p of this.early) this.trail.append(p.lon, p.lat, p.ts);
+      this.early = [];
+      this._drawTrail();
     } catch (err) {
       if (this.id === id) this.trailNote.textContent = `Trail unavailable: ${err.message}`;
     }
   }
 
-  /** Positions arrived (already applied to the fleet): each one of the selected device extends its trail. */
+  /** Positions arrived (already applied to the fleet): each newer one of the selected device extends its
+   * trail. */
   positions(positions) {
     if (!this.id) return;
+    let grew = false;
     for (const p of positions) {
-      if (p.device !== this.id) continue;
-      const rec = this.fleet.get(this.id);
-      if (rec.lat != null) this.map.extendTrail(rec.lon, rec.lat);
+      if (p.device !== this.id || p.lat == null) continue;
+      if (this.trail) grew = this.trail.append(p.lon, p.lat, p.ts) || grew;
+      else this.early.push(p);
     }
+    if (grew) this._drawTrail();
   }
 
-  /** Redraws the facts when the fleet changed (called each frame; cheap otherwise). */
+  /** The trail on the map and its line in the panel, as they are now. */
+  _drawTrail() {
+    this.trimmedAt = Date.now();
+    this.trail.trim(this.trimmedAt - TRAIL_HOURS * 3600_000);
+    this.map.setTrail(this.trail.feature());
+    const fixes = this.trail.fixes;
+    const parts = this.trail.runs.length > 1 ? `, ${this.trail.runs.length} parts` : "";
+    this.trailNote.textContent = fixes
+      ? `Trail, last ${TRAIL_HOURS} h: ${fixes} fixes, ${km(this.trail.distanceM)}${parts}`
+      : `No fixes in the last ${TRAIL_HOURS} h`;
+  }
+
+  /** Redraws the facts when the fleet changed, and the trail when fixes left its window (called each frame;
+   * cheap otherwise). */
   render() {
     if (!this.id) return;
+    if (this.trail && Date.now() - this.trimmedAt > TRIM_EVERY_MS) this._drawTrail();
     const rec = this.fleet.get(this.id);
     if (!rec || this.shownVersion === this.fleet.version) return;
     this.shownVersion = this.fleet.version;

@@ -96,7 +96,12 @@ async def test_an_http_app_reaching_a_different_process_each_time_fires_what_one
     for step, where in enumerate(PATH):
         server = a if step % 2 == 0 else b
         async with httpx.AsyncClient(base_url=server.url) as http:
-            params = {"id": token, "lat": where["lat"], "lon": where["lon"], "timestamp": t0_s + step}
+            params: dict[str, str | float] = {
+                "id": token,
+                "lat": where["lat"],
+                "lon": where["lon"],
+                "timestamp": t0_s + step,
+            }
             r = await http.get("/api/ingest/osmand", params=params)
         assert r.status_code == 200, r.text
     assert await events(b, device, t0_s * 1000) == [(kind, (t0_s + step) * 1000) for kind, step in EXPECTED]

@@ -58,6 +58,7 @@ CROSS JOIN LATERAL (
 ) f
 """
 
+
 async def take(
     db: Database, devices: Collection[str], keys: set[StateKey]
 ) -> tuple[dict[str, int], dict[str, dict[StateKey, FenceState]], dict[str, Head]]:

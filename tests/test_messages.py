@@ -287,12 +287,19 @@ async def test_owntracks_gets_pending_messages_in_its_http_answer(server: Server
     async with httpx.AsyncClient(base_url=server.url) as http:
         r = await http.post("/api/ingest/owntracks", json=location, headers=auth)
         assert r.status_code == 200, r.text
+        # Text goes as a friend's transition at the device's position, which both OwnTracks apps notify
+        # ("<tid> enters <desc>"); neither shows a `msg`. An OwnTracks object goes as it is.
         assert r.json() == [
             {
-                "_type": "msg",
-                "title": f"Message from {name}",
+                "_type": "transition",
+                "event": "enter",
                 "desc": "Back to the depot, please",
+                "tid": name,
                 "tst": first["ts"] // 1000,
+                "wtst": first["ts"] // 1000,
+                "lat": 52.52,
+                "lon": 13.405,
+                "acc": 0,
             },
             command,
         ]

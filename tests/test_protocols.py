@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
 import pytest
 
 from tracker.errors import InvalidInput
@@ -30,6 +31,13 @@ def valid(app: AppRequest) -> list[dict[str, Any]]:
     assert not rejected, rejected
     assert len(fixes) == len(raws)
     return raws
+
+
+def problems(app: AppRequest) -> list[str]:
+    """Why entries of `app` are no fix: the decoder's reasons, then validation's."""
+    raws, _ = app.fix_objects()
+    found = [item for item in app.items if isinstance(item, str)]
+    return found + [r["error"] for r in parse_batch(raws, "d", "f", NOW_MS)[1]]
 
 
 # Traccar's OsmAndProtocolDecoderTest.testDecodeQuery, the requests it expects a position from.
@@ -97,6 +105,101 @@ def test_osmand_requests_traccar_takes_and_we_refuse_say_which_field() -> None:
         osmand.decode(b"<x/>", "application/xml", {}, NOW_MS)
 
 
+# Traccar Client's own formatter tests: traccar/traccar-client-android app/src/test/java/org/traccar/client/
+# ProtocolFormatterTest.kt (Robolectric's Location at time 0, moved by the client's GPS week rollover
+# correction to 1989) and traccar/traccar-client-ios TraccarClientTests/ProtocolFormatterTests.swift (time 0).
+TRACCAR_CLIENT_FORMATTER_TESTS = [
+    "http://localhost:5055?id=123456789012345&timestamp=619315200&lat=0.0&lon=0.0&speed=0.0&bearing=0.0"
+    "&altitude=0.0&accuracy=0.0&batt=0.0",
+    "http://localhost:5055/path?id=123456789012345&timestamp=619315200&lat=0.0&lon=0.0&speed=0.0&bearing=0.0"
+    "&altitude=0.0&accuracy=0.0&batt=0.0&alarm=alert%20message",
+    "http://localhost:5055?id=123456789012345&timestamp=0&lat=0.000000&lon=0.000000&speed=0&bearing=0&altitude=0"
+    "&accuracy=0&batt=0",
+]
+
+
+@pytest.mark.parametrize("url", TRACCAR_CLIENT_FORMATTER_TESTS)
+def test_traccar_client_formatter_tests_are_refused_for_their_time_only(url: str) -> None:
+    app = osmand.decode(b"", "", query(url), NOW_MS)
+    assert app.token == "123456789012345"
+    (problem,) = app.items
+    assert isinstance(problem, str) and problem.startswith("timestamp must be later than 2000-01-01")
+
+
+# Requests with real values, field for field as the formatters write them: Android's ProtocolFormatter.kt
+# (speed in knots from Position.kt's m/s * 1.943844, `charge`/`mock` only when true; accuracy 0.0 for a GPS
+# fix) and iOS's ProtocolFormatter.swift (lat/lon with six decimals, no speed or bearing when CoreLocation
+# has none, accuracy = horizontalAccuracy, -1 when invalid).
+def test_traccar_client_formatter_requests_in_si_units() -> None:
+    android = (
+        "/?id=123456789012345&timestamp=1795686000&lat=52.520008&lon=13.404954&speed=19.43844&bearing=271.5"
+        "&altitude=34.0&accuracy=0.0&batt=85.0&charge=true&mock=true"
+    )
+    (fix,) = valid(osmand.decode(b"", "", query(android), NOW_MS))
+    assert (fix["lat"], fix["lon"], fix["ts"]) == (52.520008, 13.404954, 1_795_686_000_000)
+    assert fix["speed"] == pytest.approx(10.0, abs=1e-5)  # 19.43844 kn = 10 m/s
+    assert (fix["heading"], fix["altitude"], fix["accuracy"], fix["battery"]) == (271.5, 34.0, 0.0, 85.0)
+    assert fix["attrs"] == {"charge": True, "mock": True}
+    ios = "/?id=4f2a&timestamp=1795686000&lat=52.520008&lon=13.404954&altitude=34.2&accuracy=-1.0&batt=-100.0"
+    (fix,) = valid(osmand.decode(b"", "", query(ios), NOW_MS))
+    assert [fix[k] for k in ("speed", "heading", "accuracy", "battery")] == [None] * 4  # unknown: absent
+    assert fix["altitude"] == 34.2 and fix["attrs"] is None
+
+
+def test_osmand_unknown_and_unfit_optional_values_never_refuse_the_fix() -> None:
+    ts = "1795686000"
+    for unknown in ["", " ", "-1", "-1.0", "null", "NaN", "nan", "undefined"]:
+        fields = {"id": "t", "lat": "1.5", "lon": "2.5", "timestamp": ts}
+        fields |= {name: unknown for name in ("speed", "bearing", "accuracy", "batt")}
+        (fix,) = valid(osmand.decode(b"", "", fields, NOW_MS))
+        assert [fix[k] for k in ("speed", "heading", "accuracy", "battery")] == [None] * 4, unknown
+        assert fix["attrs"] is None, unknown
+    # Values the contract cannot take: left out of the fix, kept as sent in its attrs.
+    fields = {"id": "t", "lat": "1.5", "lon": "2.5", "timestamp": ts, "speed": "fast", "bearing": "400"}
+    fields |= {"batt": "101", "accuracy": "1e39", "altitude": "x"}
+    (fix,) = valid(osmand.decode(b"", "", fields, NOW_MS))
+    assert [fix[k] for k in ("speed", "heading", "accuracy", "altitude", "battery")] == [None] * 5
+    assert fix["attrs"] == {
+        "speed": "fast",
+        "bearing": "400",
+        "batt": "101",
+        "accuracy": "1e39",
+        "altitude": "x",
+    }
+    # A negative altitude is a place below sea level, not an unknown one.
+    (fix,) = valid(osmand.decode(b"", "", {"lat": "31.5", "lon": "35.5", "altitude": "-430"}, NOW_MS))
+    assert fix["altitude"] == -430
+    # The position and its time still refuse the fix, naming the field.
+    for bad, error in [
+        ({"lat": "NaN"}, "lat must be a finite number"),
+        ({"lat": ""}, "lat is required"),
+        ({"timestamp": "null"}, "timestamp must be unix seconds or an ISO 8601 time"),
+    ]:
+        app = osmand.decode(b"", "", {"lat": "1", "lon": "2", "timestamp": ts} | bad, NOW_MS)
+        assert problems(app)[0].startswith(error), (bad, problems(app))
+
+
+# Traccar Client (traccar/traccar-client lib/push_service.dart, _uploadToken) registers its Firebase token:
+# a form POST of `id` and `notificationToken` alone. Traccar keeps the token as the device's
+# notificationTokens attribute (traccar/traccar OsmAndProtocolDecoder.java, CommandsManager.java).
+PUSH_REGISTRATION = b"id=48241179&notificationToken=dGVzdA%3AAPA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx"
+
+
+def test_traccar_client_push_registration_is_no_fix() -> None:
+    app = osmand.decode(PUSH_REGISTRATION, osmand.FORM, {}, NOW_MS)
+    assert app.token == "48241179" and app.items == []
+    assert app.push_token == "dGVzdA:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx"
+    # Beside a position (Traccar reads it in any request) it is kept too, and stays out of attrs.
+    app = osmand.decode(PUSH_REGISTRATION + b"&lat=1&lon=2", osmand.FORM, {}, NOW_MS)
+    (fix,) = valid(app)
+    assert app.push_token and fix["attrs"] is None
+    # An unfit token alone is named; beside a position it is dropped and the fix kept.
+    with pytest.raises(InvalidInput, match="notificationToken must be the app's push token"):
+        osmand.decode(b"id=1&notificationToken=", osmand.FORM, {}, NOW_MS)
+    app = osmand.decode(b"id=1&lat=1&lon=2&notificationToken=%00", osmand.FORM, {}, NOW_MS)
+    assert app.push_token is None and len(valid(app)) == 1
+
+
 # Traccar's OsmAndProtocolDecoderTest.testDecodeJson: Traccar Client 9 (transistorsoft's location).
 TRACCAR_CLIENT_JSON = [
     b'{"location":{"timestamp":"2025-06-15T13:45:12.862Z","coords":{"latitude":37.4219983,"longitude":-122.084,'
@@ -129,12 +232,47 @@ def test_traccar_client_json_decodes_with_its_units() -> None:
         "event": "motionchange",
         "activity": "still",
     }
-    assert unknown["speed"] is None and unknown["heading"] is None and "battery" not in unknown
+    assert unknown["speed"] is None and unknown["heading"] is None and unknown["battery"] is None
     assert unknown["attrs"]["mock"] is True and unknown["attrs"]["uuid"].startswith("2FB04C65")
     assert moving["speed"] == 18.67  # m/s already, not knots
     assert moving["battery"] == pytest.approx(79)
     app = osmand.decode(TRACCAR_CLIENT_JSON[2], "application/json", {}, NOW_MS)
     assert app.token == "8737767034" and app.token_field == "device_id"
+
+
+# Traccar's OsmAndProtocolDecoderTest.testDecodeJson at traccar/traccar@9e5c458 (2026-08): extras of every
+# JSON type, kept in attrs as Traccar keeps them.
+TRACCAR_CLIENT_EXTRAS = (
+    b'{"location":{"timestamp":"2025-06-15T13:45:12.862Z","coords":{"latitude":37.4219983,"longitude":-122.084,'
+    b'"accuracy":5,"speed":0,"heading":-1,"altitude":5},"is_moving":false,"odometer":0,"event":"motionchange",'
+    b'"battery":{"level":1,"is_charging":false},"activity":{"type":"still"},"extras":{"device_string_test":'
+    b'"long_device_id","device_bool_test":true,"device_bool_false_test":false,"device_integer_test":1,'
+    b'"device_integer_twelve_test":12,"device_double_test":1.345,"device_very_long_double_test":1763636.3442},'
+    b'"_":"&id=48241179&lat=37.4219983&lon=-122.084&timestamp=2025-06-15T13:45:12.862Z&"},"device_id":"48241179"}'
+)
+
+
+def test_traccar_client_json_extras_and_units_in_si() -> None:
+    (fix,) = valid(osmand.decode(TRACCAR_CLIENT_EXTRAS, "application/json", {}, NOW_MS))
+    assert (fix["lat"], fix["lon"], fix["ts"]) == (37.4219983, -122.084, 1_749_995_112_862)
+    assert (fix["speed"], fix["heading"], fix["accuracy"], fix["altitude"]) == (0, None, 5, 5)
+    assert fix["battery"] == 100  # level 1 -> percent
+    assert fix["attrs"]["device_integer_twelve_test"] == 12
+    assert fix["attrs"]["device_very_long_double_test"] == 1763636.3442
+    assert fix["attrs"]["device_bool_false_test"] is False
+
+
+def test_traccar_client_json_values_it_does_not_know_or_cannot_have_never_refuse_the_fix() -> None:
+    body = orjson.loads(TRACCAR_CLIENT_JSON[0])
+    body["location"]["coords"].update(speed=None, heading="", accuracy=-1, altitude=None)
+    body["location"]["battery"]["level"] = 85  # a percent where a level 0..1 belongs
+    (fix,) = valid(osmand.decode(orjson.dumps(body), "application/json", {}, NOW_MS))
+    assert [fix[k] for k in ("speed", "heading", "accuracy", "altitude", "battery")] == [None] * 5
+    assert fix["attrs"]["battery.level"] == 85  # kept as sent, beside the fix
+    # The position itself is still required, and named.
+    body["location"]["coords"]["latitude"] = "north"
+    app = osmand.decode(orjson.dumps(body), "application/json", {}, NOW_MS)
+    assert app.items == ["location.coords.latitude must be a number; got 'north'"]
 
 
 def test_traccar_client_json_batches_name_the_entry_at_fault() -> None:
@@ -195,17 +333,128 @@ def test_owntracks_units_attrs_and_other_types() -> None:
     assert owntracks.basic_password("Basic dXNlcg==") is None and owntracks.basic_password("Bearer x") is None
 
 
-def test_owntracks_answer_carries_messages_as_the_app_shows_them() -> None:
+# OwnTracks Android's parser fixtures (owntracks/android project/app/src/test/resources/fixtures/), as the
+# app sends them; expected values in SI units (vel km/h -> m/s).
+OWNTRACKS_ANDROID = {
+    "location_beacon_trigger.json": (
+        b'{"_type":"location","acc":5,"alt":84,"batt":34,"bs":1,"cog":277,"conn":"m",'
+        b'"lat":-25.762245,"lon":126.074502,"m":2,"p":100.477,"tid":"AA","t":"b","tst":1721896446,"vac":3,"vel":79}'
+    ),
+    "location_deserialize_extended.json": (
+        b'{"_type":"location","tid":"s5","acc":1600,"alt":0.0,"batt":99,"bs":3,"cog":56,"conn":"w",'
+        b'"_id":"inputTestId","lat":52.3153748,"lon":5.0408462,"t":"p","tst":1514455575,"vac":0,'
+        b'"inregions":["Testregion1","Testregion2"]}'
+    ),
+    "location_with_created_at.json": (
+        b'{"_type":"location","BSSID":"00:13:10:85:fe:01","SSID":"AndroidWifi","acc":5,"alt":50,'
+        b'"batt":100,"bs":0,"conn":"w","created_at":1709037052,"lat":51.0,"lon":0.0,"m":1,"randomId":9302,'
+        b'"tid":"aa","tst":1709037003,"vac":0,"vel":0}'
+    ),
+    "valid_location_message.json": (
+        b'{"_type":"location","tst":1778266175,"tid":"xx","lat":0.000,"lon":0.000,"acc":15,"alt":300,'
+        b'"vac":0,"cog":0,"vel":0,"batt":98}'
+    ),
+}
+
+
+def test_owntracks_android_fixtures_in_si_units() -> None:
+    beacon, extended, created, zero = (
+        valid(owntracks.decode(body, "tok"))[0] for body in OWNTRACKS_ANDROID.values()
+    )
+    assert (beacon["lat"], beacon["lon"], beacon["ts"]) == (-25.762245, 126.074502, 1_721_896_446_000)
+    assert beacon["speed"] == pytest.approx(79 / 3.6)  # 21.94 m/s
+    assert (beacon["heading"], beacon["accuracy"], beacon["altitude"], beacon["battery"]) == (277, 5, 84, 34)
+    assert beacon["attrs"] == {"bs": 1, "conn": "m", "m": 2, "p": 100.477, "tid": "AA", "t": "b", "vac": 3}
+    assert extended["altitude"] == 0 and extended["accuracy"] == 1600 and extended["speed"] is None
+    assert extended["attrs"]["inregions"] == ["Testregion1", "Testregion2"] and extended["attrs"]["_id"]
+    assert "bs" not in created["attrs"]  # bs 0: battery state unknown
+    assert created["attrs"]["SSID"] == "AndroidWifi" and created["speed"] == 0
+    assert (zero["lat"], zero["lon"], zero["heading"]) == (0, 0, 0)  # Null Island is a place
+    # A batch as the app queues it (location_multiple_messages.json).
+    both = (
+        b'[{"_type":"location","tid":"s5","acc":1600,"alt":0.0,"batt":99,"cog":45,"conn":"w","lat":52.3153748,'
+        b'"lon":5.0408462,"t":"p","tst":1514455575,"vac":0},{"_type":"location","tid":"s5","acc":95,"alt":0.0,'
+        b'"batt":99,"cog":56,"conn":"w","lat":12.3153748,"lon":15.0408462,"t":"p","tst":1514455579,"vac":0}]'
+    )
+    assert [f["ts"] for f in valid(owntracks.decode(both, "tok"))] == [1_514_455_575_000, 1_514_455_579_000]
+    # What the app's parser refuses is refused here too, naming the field (invalid_location_message_zero_
+    # timestamp.json, location_empty.json).
+    zero_tst = b'{"_type":"location","tst":0,"tid":"xx","lat":0.000,"lon":0.000,"acc":15,"alt":300}'
+    assert problems(owntracks.decode(zero_tst, "tok"))[0].startswith("tst must be later than 2000-01-01")
+    assert problems(owntracks.decode(b'{"_type":"location"}', "tok")) == ["tst is required"]
+
+
+# OwnTracks iOS's cases for incoming locations (owntracks/ios OwnTracks/OwnTracksTests/OwnTracksTests.m,
+# testIncomingJSON*): a battery or speed that cannot be read never loses the position.
+OWNTRACKS_IOS_BATT: dict[str, tuple[int | None, Any]] = {
+    "null": (None, None),
+    "true": (None, True),
+    '"75"': (75, None),
+    '{"description":"the battery is empty"}': (None, {"description": "the battery is empty"}),
+    "[]": (None, []),
+    "-1": (None, None),  # iOS reads -1 as unknown too
+}
+
+
+@pytest.mark.parametrize("batt", OWNTRACKS_IOS_BATT)
+def test_owntracks_ios_incoming_json_cases_keep_the_position(batt: str) -> None:
+    body = '{"_type":"location","tst":1707470410,"lat":51.4,"lon":8.3,"vel":100,"batt":' + batt + "}"
+    (fix,) = valid(owntracks.decode(body.encode(), "tok"))
+    battery, kept = OWNTRACKS_IOS_BATT[batt]
+    assert (fix["lat"], fix["lon"], fix["ts"]) == (51.4, 8.3, 1_707_470_410_000)
+    assert fix["speed"] == pytest.approx(100 / 3.6) and fix["battery"] == battery
+    assert fix["attrs"] == (None if kept is None else {"batt": kept})
+
+
+def test_owntracks_ios_incoming_json_cases_missing_what_a_fix_needs() -> None:
+    base = {"_type": "location", "tst": 1707470410, "lat": 51.4, "lon": 8.3, "vel": 100, "batt": 75}
+    (fix,) = valid(owntracks.decode(orjson.dumps(base | {"vel": None}), "tok"))
+    assert fix["speed"] is None and fix["battery"] == 75
+    for name in ("lat", "lon", "tst"):
+        assert problems(owntracks.decode(orjson.dumps(base | {name: None}), "tok")) == [f"{name} is required"]
+    with pytest.raises(InvalidInput, match="_type is required"):
+        owntracks.decode(orjson.dumps(base | {"_type": None}), "tok")
+    assert owntracks.decode(b"[]", "tok").items == []
+    with pytest.raises(InvalidInput, match="an OwnTracks message must be a JSON object; got NoneType"):
+        owntracks.decode(b"null", "tok")
+
+
+def test_owntracks_answer_carries_text_as_a_transition_both_apps_show() -> None:
     messages = [
-        Message("1", "d", {"text": "Pick-up at door 4"}, "desk", 1_795_687_200_500),
+        Message("1", "d", "Pick-up at door 4", "desk", 1_795_687_200_500),
         Message("2", "d", {"_type": "cmd", "action": "reportLocation"}, "desk", 1_795_687_201_000),
+        Message("3", "d", {"text": "Call the office"}, "desk", 1_795_687_202_000),
+        Message("4", "d", {"_type": "msg", "desc": "no app shows this"}, "desk", 1_795_687_203_000),
     ]
-    assert owntracks.answer(messages) == [
-        {
-            "_type": "msg",
-            "title": "Message from desk",
-            "desc": '{"text":"Pick-up at door 4"}',
-            "tst": 1_795_687_200,
-        },
-        {"_type": "cmd", "action": "reportLocation"},
-    ]
+    answer = owntracks.answer(messages, (52.52, 13.405))
+    assert answer[0] == {
+        "_type": "transition",
+        "event": "enter",
+        "desc": "Pick-up at door 4",
+        "tid": "desk",
+        "tst": 1_795_687_200,
+        "wtst": 1_795_687_200,
+        "lat": 52.52,
+        "lon": 13.405,
+        "acc": 0,
+    }
+    assert answer[1] == {"_type": "cmd", "action": "reportLocation"}  # an app object goes as it is
+    assert answer[2]["desc"] == "Call the office"  # the dispatcher map's {"text": ...}
+    # A `_type` neither app handles would show nothing: it goes as text instead.
+    assert (
+        answer[3]["_type"] == "transition"
+        and answer[3]["desc"] == '{"_type":"msg","desc":"no app shows this"}'
+    )
+    # What iOS requires of a transition (owntracks/ios OwnTracks/OwnTracks/message.json: _type in its
+    # enum, event "enter" or "leave", acc, lat, lon, tst, wtst; acc, tst and wtst integers) and what
+    # its notification needs (OwnTracking.m processTransitionMessage: tid and desc strings, t not "b").
+    for item in answer:
+        assert item["_type"] in owntracks.APP_TYPES
+        if item["_type"] == "transition":
+            assert item["event"] in ("enter", "leave") and "t" not in item
+            assert all(type(item[k]) is int for k in ("acc", "tst", "wtst"))
+            assert all(isinstance(item[k], float) for k in ("lat", "lon"))
+            assert isinstance(item["desc"], str) and isinstance(item["tid"], str)
+    # No position known yet: the apps still need one.
+    (nowhere,) = owntracks.answer(messages[:1], None)
+    assert (nowhere["lat"], nowhere["lon"]) == (0.0, 0.0)

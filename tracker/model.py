@@ -219,6 +219,16 @@ StateKey = tuple[str, str]  # (rule id, fence id): whose state a FenceState is, 
 
 
 @dataclass(slots=True, frozen=True)
+class PushToken:
+    """The push token an app registered for its device (Traccar Client's `notificationToken`)."""
+
+    device: str
+    token: str
+    app: str
+    updated_ts: int  # ms
+
+
+@dataclass(slots=True, frozen=True)
 class FenceState:
     """The state of one rule on one fence for one device; absent means outside."""
 

@@ -32,6 +32,7 @@ _OPTIONAL: tuple[tuple[str, float, float], ...] = (
     ("altitude", -REAL_MAX, REAL_MAX),
     ("battery", 0.0, 100.0),
 )
+_BOUNDS = {name: (low, high) for name, low, high in _OPTIONAL}
 
 
 def parse_fix(raw: Any, device: str, fleet: str, now_ms: int, retention_days: int | None = None) -> Fix:
@@ -62,16 +63,13 @@ def parse_fix(raw: Any, device: str, fleet: str, now_ms: int, retention_days: in
     if retention_days is not None and ts < now_ms - retention_days * _DAY_MS:
         raise InvalidFix(f"ts is older than this server keeps fixes ({retention_days} days); not stored")
     fix = Fix(device=device, fleet=fleet, ts=ts, lat=lat, lon=lon)
-    for name, low, high in _OPTIONAL:
+    for name in _BOUNDS:
         value = raw.get(name)
         if value is None:
             continue
         f = json_number(value, name, InvalidFix)
-        if abs(f) > REAL_MAX:
-            raise InvalidFix(f"{name} must be within ±{REAL_MAX:g}, kept as a 32-bit float; got {f:g}")
-        if not low <= f <= high:
-            bounds = f">= {low:g}" if high == REAL_MAX else f"between {low:g} and {high:g}"
-            raise InvalidFix(f"{name} must be {bounds}; got {f:g}")
+        if problem := optional_problem(name, f):
+            raise InvalidFix(problem)
         setattr(fix, name, f)
     attrs = raw.get("attrs")
     if attrs is not None:
@@ -89,6 +87,19 @@ def parse_fix(raw: Any, device: str, fleet: str, now_ms: int, retention_days: in
             raise InvalidFix(f"{shown:.80} holds a NUL character (\\u0000), which cannot be stored")
         fix.attrs = attrs
     return fix
+
+
+def optional_problem(name: str, value: float) -> str | None:
+    """Why the optional numeric field `name` (speed, heading, accuracy, altitude, battery) cannot hold
+    `value`, or None when it can: the app decoders ask before they build a fix, to leave such a value out
+    rather than refuse the fix."""
+    low, high = _BOUNDS[name]
+    if abs(value) > REAL_MAX:
+        return f"{name} must be within ±{REAL_MAX:g}, kept as a 32-bit float; got {value:g}"
+    if not low <= value <= high:
+        bounds = f">= {low:g}" if high == REAL_MAX else f"between {low:g} and {high:g}"
+        return f"{name} must be {bounds}; got {value:g}"
+    return None
 
 
 def nul_at(value: Any, path: str) -> str | None:

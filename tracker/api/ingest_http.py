@@ -27,6 +27,7 @@ from tracker.errors import Busy, InvalidInput, TooManyFailures, Unauthorized
 from tracker.model import Device
 from tracker.protocols import osmand, owntracks
 from tracker.protocols.request import AppRequest
+from tracker.store import push_tokens
 
 MAX_BODY = 4 * 1024 * 1024  # as for a Socket.IO message: 1000 fixes with their attrs fit
 BASIC_CHALLENGE = 'Basic realm="tracker"'
@@ -94,8 +95,14 @@ async def _osmand(request: Request, body: bytes) -> Response:
     core = params.core(request)
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     query = dict(request.query_params.multi_items())
-    app = osmand.decode(body, content_type, query, int(time.time() * 1000))
+    now_ms = int(time.time() * 1000)
+    app = osmand.decode(body, content_type, query, now_ms)
     device = await _device(request, app)
+    if app.push_token is not None:
+        await push_tokens.save(core.db, device.id, app.push_token, "traccar-client", now_ms)
+        log.info("device=%s push token registered", device.id)
+    if not app.items:  # only a push token
+        return Response(status_code=200)
     try:
         await _store(core, device, app)
     except Busy as exc:
@@ -111,7 +118,9 @@ async def osmand_get(request: Request) -> Response:
     description: >
       The device token is the `id` field. Speed is in knots and stored as m/s; timestamp is unix seconds,
       milliseconds or ISO 8601 with an offset (default: the server time). Fields not listed are stored in
-      the fix's attrs. Same validation, durability and fence evaluation as the Socket.IO `fix` event.
+      the fix's attrs. Same validation, durability and fence evaluation as the Socket.IO `fix` event, but
+      for the optional values: unknown ones (-1, empty, null, NaN) are left out, unfit ones (not a number,
+      out of range) left out and kept in attrs; only the position and its time refuse a fix.
     parameters:
       - name: fields
         in: query
@@ -138,7 +147,8 @@ async def osmand_post(request: Request) -> Response:
       Fields as for GET, in the query string or an application/x-www-form-urlencoded body; or the JSON
       body of Traccar Client 9+ (`device_id` = the device token, `location` an object or an array, speed
       in m/s there, battery level 0..1). A batch with some bad locations stores the good ones and answers
-      200; 400 only when nothing could be stored.
+      200; 400 only when nothing could be stored. `id` and `notificationToken` alone (Traccar Client
+      registering its push token) store the token for the device and no fix.
     parameters:
       - name: fields
         in: query
@@ -178,8 +188,11 @@ async def owntracks_post(request: Request) -> Response:
       (or each of an array) becomes a fix: `tst` unix seconds, `vel` km/h (stored as m/s), `cog` heading,
       `acc`, `alt`, `batt`; other fields (tid, t, conn, bs, m, SSID, ...) are stored in attrs. Other
       types (transition, waypoint(s), lwt, card, status, steps, encrypted, ...) and empty bodies are
-      answered 200 and ignored. The answer is a JSON array: [] or messages for the device as OwnTracks
-      cmd/msg objects.
+      answered 200 and ignored. Unknown optional values (-1, null) are left out, unfit ones kept in attrs.
+      The answer is a JSON array: [] or the device's pending messages (then acked): a message that is an
+      object the apps read (`_type` cmd, card, location, transition, waypoints, ...) as it is; any other,
+      as text, an OwnTracks `transition` (`event` enter, `desc` the text, `tid` the sender, at the
+      device's newest position), which both apps notify; neither shows a `msg`.
     security: [{basic: []}]
     requestBody:
       required: true
@@ -197,6 +210,10 @@ async def owntracks_post(request: Request) -> Response:
             schema:
               type: array
               items: {type: object, required: [_type], properties: {_type: {type: string}}}
+            example:
+              - {_type: transition, event: enter, desc: Pick-up at door 4, tid: desk, tst: 1795687200,
+                 wtst: 1795687200, lat: 52.52, lon: 13.405, acc: 0}
+              - {_type: cmd, action: reportLocation}
       400: {$ref: '#/components/responses/BadRequest'}
       401:
         description: 'No or unknown credentials; WWW-Authenticate: Basic realm="tracker".'
@@ -225,7 +242,9 @@ async def owntracks_post(request: Request) -> Response:
             await _store(core, device, app)
         except Busy as exc:
             return _busy(exc)
-    return JSONResponse(owntracks.answer(await core.messages.take(device)))
+    taken = await core.messages.take(device)
+    newest = core.index.get(device.id) if taken else None
+    return JSONResponse(owntracks.answer(taken, (newest.lat, newest.lon) if newest else None))
 
 
 routes = [

@@ -17,7 +17,15 @@ from urllib.parse import parse_qsl
 import orjson
 
 from tracker.errors import InvalidFix, InvalidInput
-from tracker.protocols.request import KNOT_MS, AppRequest, bounded, form_value, known, number, time_ms
+from tracker.protocols.request import (
+    KNOT_MS,
+    AppRequest,
+    OptionalFields,
+    bounded,
+    form_value,
+    number,
+    time_ms,
+)
 
 MAX_FORM_FIELDS = 200
 FORM = "application/x-www-form-urlencoded"
@@ -25,8 +33,9 @@ FORM = "application/x-www-form-urlencoded"
 # Fields that become fix fields (or are the token); every other field is kept in attrs.
 _FIELDS = frozenset(
     {"id", "deviceid", "lat", "lon", "location", "timestamp", "speed", "bearing", "heading", "altitude"}
-    | {"accuracy", "batt"}
+    | {"accuracy", "batt", "notificationToken"}
 )
+MAX_PUSH_TOKEN = 4096  # Firebase tokens are about 160 characters
 _JSON_NAMES = {
     "lat": "location.coords.latitude",
     "lon": "location.coords.longitude",
@@ -60,8 +69,26 @@ def decode(body: bytes, content_type: str, query: Mapping[str, str], now_ms: int
             raise InvalidInput(f"the form has more than {MAX_FORM_FIELDS} fields") from None
     names = {"ts": "timestamp", "battery": "batt", "heading": "bearing" if "bearing" in fields else "heading"}
     request = AppRequest(token=fields.get("id") or fields.get("deviceid"), names=names)
+    positioned = any(name in fields for name in ("lat", "lon", "location"))
+    if "notificationToken" in fields:
+        request.push_token = push_token(fields["notificationToken"], required=not positioned)
+        if not positioned:  # Traccar Client registering for push (lib/push_service.dart): no fix
+            return request
     request.add(0, fields, lambda f: decode_fields(f, now_ms))
     return request
+
+
+def push_token(text: str, required: bool) -> str | None:
+    """The push token of a `notificationToken` field; InvalidInput when it is unfit and the request is
+    about nothing else (`required`), else None, so that the position beside it is still stored."""
+    token = text.strip()
+    if token and len(token) <= MAX_PUSH_TOKEN and token.isprintable():
+        return token
+    if required:
+        raise InvalidInput(
+            f"notificationToken must be the app's push token: 1-{MAX_PUSH_TOKEN} printable characters"
+        )
+    return None
 
 
 def decode_fields(fields: Mapping[str, str], now_ms: int) -> dict[str, Any]:
@@ -72,19 +99,21 @@ def decode_fields(fields: Mapping[str, str], now_ms: int) -> dict[str, Any]:
         if len(parts) != 2:
             raise InvalidFix(f"location must be 'lat,lon'; got {fields['location']!r:.40}")
         lat, lon = parts
-    speed = known(number(fields.get("speed"), "speed"))
     heading_field = "bearing" if "bearing" in fields else "heading"
-    return {
+    optional = OptionalFields()
+    raw: dict[str, Any] = {
         "lat": number(lat, "lat"),
         "lon": number(lon, "lon"),
         "ts": time_ms(fields["timestamp"], "timestamp") if "timestamp" in fields else now_ms,
-        "speed": speed * KNOT_MS if speed is not None else None,
-        "heading": known(number(fields.get(heading_field), heading_field)),
-        "altitude": number(fields.get("altitude"), "altitude"),
-        "accuracy": known(number(fields.get("accuracy"), "accuracy")),
-        "battery": number(fields.get("batt"), "batt"),
-        "attrs": bounded({k: form_value(v) for k, v in fields.items() if k not in _FIELDS}),
+        "speed": optional.read(fields.get("speed"), "speed", "speed", KNOT_MS),
+        "heading": optional.read(fields.get(heading_field), heading_field, "heading"),
+        "altitude": optional.read(fields.get("altitude"), "altitude", "altitude"),
+        "accuracy": optional.read(fields.get("accuracy"), "accuracy", "accuracy"),
+        "battery": optional.read(fields.get("batt"), "batt", "battery"),
     }
+    attrs = {k: form_value(v) for k, v in fields.items() if k not in _FIELDS}
+    raw["attrs"] = bounded(attrs | optional.dropped)
+    return raw
 
 
 def decode_location(location: Any) -> dict[str, Any]:
@@ -98,23 +127,20 @@ def decode_location(location: Any) -> dict[str, Any]:
         raise InvalidFix("location.coords is required: an object with latitude and longitude")
     if location.get("timestamp") is None:
         raise InvalidFix("location.timestamp is required")
+    optional = OptionalFields()
     raw: dict[str, Any] = {
         "lat": number(coords.get("latitude"), "location.coords.latitude"),
         "lon": number(coords.get("longitude"), "location.coords.longitude"),
         "ts": time_ms(location["timestamp"], "location.timestamp"),
-        "speed": known(number(coords.get("speed"), "location.coords.speed")),
-        "heading": known(number(coords.get("heading"), "location.coords.heading")),
-        "accuracy": known(number(coords.get("accuracy"), "location.coords.accuracy")),
-        "altitude": number(coords.get("altitude"), "location.coords.altitude"),
+        "speed": optional.read(coords.get("speed"), "coords.speed", "speed"),
+        "heading": optional.read(coords.get("heading"), "coords.heading", "heading"),
+        "accuracy": optional.read(coords.get("accuracy"), "coords.accuracy", "accuracy"),
+        "altitude": optional.read(coords.get("altitude"), "coords.altitude", "altitude"),
     }
     attrs: dict[str, Any] = {}
     battery = location.get("battery")
     if isinstance(battery, dict):
-        level = number(battery.get("level"), "location.battery.level")
-        if level is not None and level >= 0:
-            if level > 1:
-                raise InvalidFix(f"location.battery.level must be between 0 and 1; got {level:g}")
-            raw["battery"] = level * 100
+        raw["battery"] = optional.read(battery.get("level"), "battery.level", "battery", 100)
         if isinstance(battery.get("is_charging"), bool):
             attrs["charge"] = battery["is_charging"]
     for key, name in (("is_moving", "motion"), ("odometer", "odometer"), ("mock", "mock")):
@@ -129,7 +155,7 @@ def decode_location(location: Any) -> dict[str, Any]:
     extras = location.get("extras")
     if isinstance(extras, dict):
         attrs.update((k, v) for k, v in extras.items() if k not in attrs)
-    raw["attrs"] = bounded(attrs)
+    raw["attrs"] = bounded(attrs | optional.dropped)
     return raw
 
 

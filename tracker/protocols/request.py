@@ -1,9 +1,12 @@
 """One app request made into fix objects, and the conversions every app shares.
 
-Policy, as the apps behave: a value an app marks as unknown (a negative speed, heading or accuracy:
-CoreLocation and Android use -1; an empty form field) is left out, never refused; fields the contract
-does not know are kept in the fix's `attrs`, in the app's order, up to the size the contract allows
-(a field that PostgreSQL cannot keep, one with a NUL character, is left out too).
+Policy, as the apps behave: only the position and its time can refuse a fix. An optional field the app
+marks as unknown (absent, empty, `null`, `NaN`, or the -1 that OwnTracks, CoreLocation, Android and
+Traccar Client send for a speed, heading, accuracy or battery they do not know) is left out; one the
+contract cannot take (not a number, out of range) is left out of the fix too and kept as sent in its
+`attrs`, since an app resends a refused request as it is and one bad field would block its queue for
+good. Fields the contract does not know are kept in `attrs`, in the app's order, up to the size the
+contract allows (a field that PostgreSQL cannot keep, one with a NUL character, is left out too).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import orjson
 
 from tracker.errors import InvalidFix
 from tracker.parse import NUMBER_TEXT, seconds_or_ms, text_number
-from tracker.validation import MAX_ATTRS_BYTES, MIN_TS, nul_at
+from tracker.validation import MAX_ATTRS_BYTES, MIN_TS, nul_at, optional_problem
 
 log = logging.getLogger("tracker.protocols")
 
@@ -38,6 +41,7 @@ class AppRequest:
     label: str = "location"  # what an entry is called in errors about a batch
     indexes: list[int] = field(default_factory=list)  # the entries' positions in the body
     batch: bool = False  # the body held several entries: errors say which one
+    push_token: str | None = None  # a push token the app registers for its device (Traccar Client)
 
     def add(self, index: int, raw: Any, convert: Callable[[Any], dict[str, Any]]) -> None:
         """Append `convert(raw)`, or the reason it failed, as the body's entry `index`."""
@@ -76,9 +80,33 @@ def time_ms(value: Any, name: str) -> int:
     return ms
 
 
-def known(value: float | None) -> float | None:
-    """A speed, heading or accuracy, or None when the app marks it as not known (negative)."""
-    return value if value is not None and value >= 0 else None
+# Text the apps write for a value they do not have: JavaScript's and Java's, Swift's for NaN.
+_UNKNOWN_TEXT = frozenset({"", "null", "undefined", "nan", "-nan", "+nan"})
+
+
+class OptionalFields:
+    """Reads the optional numeric fields of one fix as the policy above says; `dropped` collects, under
+    the app's names, the values the contract cannot take, for the fix's attrs."""
+
+    def __init__(self) -> None:
+        self.dropped: dict[str, Any] = {}
+
+    def read(self, value: Any, name: str, field: str, scale: float = 1.0) -> float | None:
+        """`value` (the app's field `name`) times `scale`, as our `field`, or None when unknown or unfit.
+        A negative value is unknown except for altitude."""
+        if value is None or isinstance(value, str) and value.strip().lower() in _UNKNOWN_TEXT:
+            return None
+        try:
+            number = text_number(value, name, InvalidFix)
+        except InvalidFix:
+            number = None
+        if number is not None and number < 0 and field != "altitude":
+            return None
+        result = None if number is None else number * scale
+        if result is None or optional_problem(field, result):
+            self.dropped[name] = value
+            return None
+        return result
 
 
 def form_value(text: str) -> Any:

@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tracker"
 
-FOUNDATIONS = {"model", "errors", "settings", "geo", "parse", "logs", "metrics"}
+FOUNDATIONS = {"model", "errors", "settings", "geo", "parse", "logs", "metrics", "bundle"}
 PROTOCOLS = {"protocols"}
 EDGES = {"sockets", "socket_gate", "redis_rooms", "room_index", "api"}
 WIRING = {

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tracker import __version__
 from tracker.errors import TrackerError
 from tracker.settings import Settings, load_settings
 
@@ -24,6 +25,7 @@ COMMANDS = ("serve", "device", "viewer", "geofences")  # this module's; the tool
 def new_parser() -> tuple[argparse.ArgumentParser, Any]:
     """The `tracker` parser without commands, and the subparsers to add commands to."""
     p = argparse.ArgumentParser(prog="tracker", description="Real-time fleet tracking on PostGIS.")
+    p.add_argument("--version", action="version", version=f"tracker {__version__}")
     return p, p.add_subparsers(dest="command", required=True)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tracker import bundle
 from tracker.errors import ConfigError
 
 
@@ -79,7 +80,7 @@ class Settings(BaseSettings):
     cors_origins: str = "*"
     # The dispatcher map: the built page (`npm --prefix web run build`), and its base map. `map_style` is the
     # URL of a MapLibre style JSON; without one, raster tiles from `map_tiles` (empty: a plain background).
-    web_dir: Path = Path(__file__).resolve().parent.parent / "web" / "dist"
+    web_dir: Path = Field(default_factory=bundle.web_dist)  # the wheel's copy, else the checkout's web/dist
     map_style: str | None = None
     map_tiles: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     map_attribution: str = (

@@ -116,16 +116,25 @@ class Database:
         return names
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Apply the migrations not applied yet, in file-name order; return their names (coroutine)."""
-    files = sorted(
-        (
-            f
-            for f in resources.files("tracker.store").joinpath("migrations").iterdir()
-            if f.name.endswith(".sql")
-        ),
-        key=lambda f: f.name,
+def migration_names() -> list[str]:
+    """The names of every migration this version carries, in the order they apply."""
+    return sorted(
+        f.name
+        for f in resources.files("tracker.store").joinpath("migrations").iterdir()
+        if f.name.endswith(".sql")
     )
+
+
+async def migrate(conn: asyncpg.Connection, until: str | None = None) -> list[str]:
+    """Apply the migrations not applied yet, in file-name order, up to and including `until` (a file name;
+    None: all); return their names (coroutine). The upgrade test stops at an older release's last one."""
+    folder = resources.files("tracker.store").joinpath("migrations")
+    names = migration_names()
+    if until is not None:
+        if until not in names:
+            raise ValueError(f"no migration named {until!r}")
+        names = names[: names.index(until) + 1]
+    files = [folder.joinpath(name) for name in names]
     applied: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)

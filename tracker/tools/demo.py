@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tracker import bundle
 from tracker.cli import database, exit_on_signal, settings_of
 from tracker.errors import ConfigError
 from tracker.settings import Settings
@@ -35,7 +36,6 @@ from tracker.tools.trackfile import SUFFIXES, TrackFile, read_track
 
 log = logging.getLogger("tracker.tools.demo")
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout, with sample_tracks/ and geofences/
 VIEWER = "demo-dispatcher"
 _GOLDEN = 0.6180339887498949
 
@@ -154,10 +154,10 @@ def run_cli(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     if args.devices < 1 or not args.speed > 0:
         raise ConfigError("--devices must be at least 1 and --speed greater than 0")
-    if args.geofences is None and not settings.geofences.is_dir():  # run from elsewhere: the checkout's
-        settings = settings.model_copy(update={"geofences": ROOT / "geofences"})
+    if args.geofences is None and not settings.geofences.is_dir():  # run from elsewhere: bundle.py's
+        settings = settings.model_copy(update={"geofences": bundle.geofences()})
     tracks = args.tracks or next(
-        (p for p in (Path("sample_tracks"), ROOT / "sample_tracks") if p.is_dir()), Path("sample_tracks")
+        (p for p in (Path("sample_tracks"), bundle.sample_tracks()) if p.is_dir()), Path("sample_tracks")
     )
     if settings.database_url is None and settings.data_dir is None:
         # Its own cluster: the demo's devices and tokens never mix with those `tracker serve` keeps.

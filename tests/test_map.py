@@ -7,6 +7,7 @@ populated map is saved as `artifacts/map.png` to look at.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -491,3 +492,30 @@ async def test_the_trail_breaks_where_the_device_was_silent_and_its_line_stays_c
     await tab.page.wait_for_selector("#details-trail:has-text('10 fixes')")
     assert await note() == f"Trail, last 3 h: {await server_km()}, 3 parts"
     assert (await _trail_lines(tab))[2] == [[13.45, 52.52], [13.45, 52.528]]
+
+
+async def test_fixes_leave_the_trail_as_they_leave_its_three_hours(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    """The window slides: a fix that becomes older than 3 h leaves the drawn trail, its count and its length
+    with the next redraw (here, the next live fix), as `/trail` of the same window counts them."""
+    fleet = uid("fleet")
+    device, token = await add_device(map_server, fleet)
+    c = await device_client(map_server, token, clients)
+    soon_old = now_ms() - 3 * 3_600_000 + 15_000  # still in the window for 15 s
+    await fix(c, soon_old, lat=52.50, lon=13.40)
+    await fix(c, soon_old + 5000, lat=52.51, lon=13.40)  # 1.1 km: goes with the first fix
+    recent = now_ms() - 60_000
+    await fix(c, recent, lat=52.51, lon=13.40)
+    await fix(c, recent + 5000, lat=52.514, lon=13.40)
+    tab = await tabs(map_server)
+    await tab.open(await add_viewer(map_server, [fleet]))
+    await tab.row(device).click()
+    await tab.page.wait_for_selector("#details-trail:has-text('4 fixes')")
+    assert await tab.page.inner_text("#details-trail") == "Trail, last 3 h: 4 fixes, 1.6 km, 2 parts"
+
+    await asyncio.sleep((soon_old + 5000 + 3 * 3_600_000 - now_ms()) / 1000 + 0.5)  # both are older now
+    await fix(c, now_ms() - 1000, lat=52.516, lon=13.40)
+    await tab.page.wait_for_selector("#details-trail:has-text('3 fixes')")
+    assert await tab.page.inner_text("#details-trail") == "Trail, last 3 h: 3 fixes, 0.7 km"
+    assert await _trail_lines(tab) == [[[13.40, 52.51], [13.40, 52.514], [13.40, 52.516]]]

@@ -66,8 +66,10 @@ async def test_export_then_erase_a_device(
                 headers={"Authorization": f"Bearer {viewer}"},
             )
             assert sent.status_code == 201, sent.text
+            reply = await d.call("send", {"body": "on my way", "client_id": "c-1"})  # the device's own
+            assert reply["ok"], reply
             before = await stored(db, device)
-            assert before == {"fixes": 31, "events": 1, "fence_states": 2, "messages": 1, "devices": 1}
+            assert before == {"fixes": 31, "events": 1, "fence_states": 2, "messages": 2, "devices": 1}
 
             # Export: the device, then every record, one JSON object a line.
             r = await http.get(f"/api/admin/devices/{device}/export", headers=ADMIN)
@@ -75,10 +77,15 @@ async def test_export_then_erase_a_device(
             lines: list[dict[str, Any]] = [orjson.loads(line) for line in r.text.splitlines()]
             assert lines[0] == {"type": "device", "id": device, "fleet": fleet, "name": None}
             kinds = [line["type"] for line in lines[1:]]
-            assert kinds == ["fix"] * 31 + ["event"] + ["fence_state"] * 2 + ["message"]
+            assert kinds == ["fix"] * 31 + ["event"] + ["fence_state"] * 2 + ["message"] * 2
             assert [line["ts"] for line in lines[1:32]] == [f["ts"] for f in fixes]
             assert lines[31]["attrs"] == {"driver": "Ana"} and lines[32]["rule"] == "yard-in"
-            assert lines[-1]["body"] == "come back"
+            assert (lines[-2]["body"], lines[-2]["direction"]) == ("come back", "to_device")
+            assert (lines[-1]["body"], lines[-1]["direction"], lines[-1]["client_id"]) == (
+                "on my way",
+                "from_device",
+                "c-1",
+            )
             assert (await http.get(f"/api/admin/devices/{uid('x')}/export", headers=ADMIN)).status_code == 404
 
             # Erase: asked for explicitly, under way at once, the token dead, then everything gone.
@@ -92,7 +99,7 @@ async def test_export_then_erase_a_device(
                 return status if status["state"] == "done" else None
 
             status = await until(done, timeout=30)
-            assert status["deleted"] == {"fixes": 31, "events": 1, "fence_states": 2, "messages": 1}
+            assert status["deleted"] == {"fixes": 31, "events": 1, "fence_states": 2, "messages": 2}
             assert await stored(db, device) == dict.fromkeys(TABLES, 0)
             assert (await refusal(server, "/device", {"token": token}))["message"] == "unauthorized"
             # Gone from the live view of every viewer too; the other device is untouched.

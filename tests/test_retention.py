@@ -1,5 +1,5 @@
-"""Retention: TRACKER_RETENTION_DAYS drops whole expired partitions (and older events and acked
-messages), and refuses fixes that retention would drop. On a database of its own, since it deletes old
+"""Retention: TRACKER_RETENTION_DAYS drops whole expired partitions (and older events, acked messages
+and devices' own messages), and refuses fixes that retention would drop. On a database of its own, since it deletes old
 data."""
 
 from __future__ import annotations
@@ -80,6 +80,12 @@ async def test_retention_drops_expired_partitions_and_refuses_old_fixes(
         await conn.execute(insert, device, '"old, acked"', old, old)
         await conn.execute(insert, device, '"old, never acked"', old, None)
         await conn.execute(insert, device, '"recent, acked"', recent, recent)
+        from_device = (
+            "INSERT INTO messages (device_id, body, sender, created_ts, direction) "
+            "VALUES ($1, $2, $1, $3, 'from_device')"
+        )
+        await conn.execute(from_device, device, '"old, from the device"', old)
+        await conn.execute(from_device, device, '"recent, from the device"', recent)
         server = start_server(database_url, tmp_path / "retain", {"TRACKER_RETENTION_DAYS": "30"})
         try:
             # The first retention run happens at start-up (bounded wait for it).
@@ -95,7 +101,11 @@ async def test_retention_drops_expired_partitions_and_refuses_old_fixes(
             kept = await conn.fetch(
                 "SELECT body::text FROM messages WHERE device_id = $1 ORDER BY id", device
             )
-            assert [r[0] for r in kept] == ['"old, never acked"', '"recent, acked"']
+            assert [r[0] for r in kept] == [
+                '"old, never acked"',
+                '"recent, acked"',
+                '"recent, from the device"',
+            ]
             d = await device_client(server, token, clients)
             ack = await d.call(
                 "fix", [{"lat": 1.0, "lon": 2.0, "ts": now - 40 * DAY}, {"lat": 1.0, "lon": 2.0, "ts": now}]

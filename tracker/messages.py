@@ -18,6 +18,9 @@ Policy:
   dies only means the message is delivered again.
 - Viewers of the device's fleet or of the device see each step as a `message_status` event
   (`queued`, `sent`, `acked`), from the process where it happened.
+- Devices talk back (`receive`): their message is stored before their ack, once per `client_id` (a
+  retry after a lost ack answers the first id). Every message, either way, is announced to those viewers
+  as a `message` event with its `direction` once, when it is first stored.
 """
 
 from __future__ import annotations
@@ -30,12 +33,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import asyncpg
-import orjson
 
-from tracker.errors import InvalidInput
+from tracker.message_payloads import encode_body
 from tracker.metrics import Metrics
 from tracker.model import Device, Message, Viewer
-from tracker.parse import check_id
 from tracker.rooms import Transport, event_rooms
 from tracker.store import Database, audit
 from tracker.store import messages as store
@@ -51,26 +52,6 @@ class DeviceLink(Protocol):
     async def deliver(
         self, conn: str, payload: dict[str, Any], on_ack: Callable[..., Awaitable[None]]
     ) -> None: ...
-
-
-def parse_send(data: Any) -> tuple[str, Any]:
-    """The device id and body of a `send` payload `{"device": id, "body": any JSON}`."""
-    if not isinstance(data, dict):
-        raise InvalidInput('send takes an object {"device": "<id>", "body": <any JSON>}')
-    if "body" not in data:
-        raise InvalidInput("body is required (any JSON value)")
-    return check_id(data.get("device"), "device"), data["body"]
-
-
-def encode_body(body: Any, max_bytes: int) -> str:
-    """The body as JSON text, refused when it is not JSON or larger than `max_bytes` encoded."""
-    try:
-        text = orjson.dumps(body)
-    except TypeError as exc:
-        raise InvalidInput(f"body must be a JSON value: {exc}") from None
-    if len(text) > max_bytes:
-        raise InvalidInput(f"body must be at most {max_bytes} bytes as JSON; got {len(text)}")
-    return text.decode()
 
 
 class Messenger:
@@ -103,12 +84,33 @@ class Messenger:
         message = await store.insert(self._db, device.id, text, viewer.name, _now_ms())
         self._metrics.messages_stored.inc()
         log.info("message %s stored device=%s from=%s", message.id, device.id, viewer.name)
+        await self._announce(message, device.fleet)
         await self._status(device.id, device.fleet, [message.id], "queued", message.ts)
         self._spawn(device.id)  # NOTIFY reaches other processes; this one need not wait for it
         # Last, so that nothing waits between `queued` and the pump: the trail says who wrote to whom and
         # how much, not what (the body stays in `messages`).
         await audit.record(
             self._db.pool, viewer.name, "message.send", device.id, {"message": message.id, "bytes": len(text)}
+        )
+        return message
+
+    async def receive(self, device: Device, body: Any, client_id: str | None) -> Message:
+        """Store a message the device sent (coroutine). Returns once it is committed; with a `client_id`
+        the device used before, stores nothing and returns that first message."""
+        text = encode_body(body, self._body_max)
+        message, new = await store.insert_from_device(self._db, device.id, text, client_id, _now_ms())
+        if not new:
+            log.info("message %s sent again device=%s client_id=%s", message.id, device.id, client_id)
+            return message
+        self._metrics.messages_received.inc()
+        log.info("message %s received device=%s", message.id, device.id)
+        await self._announce(message, device.fleet)
+        await audit.record(
+            self._db.pool,
+            f"device:{device.id}",
+            "message.from_device",
+            device.id,
+            {"message": message.id, "bytes": len(text)},
         )
         return message
 
@@ -257,6 +259,16 @@ class Messenger:
             self._acked.set()
 
         return acked
+
+    async def _announce(self, message: Message, fleet: str) -> None:
+        """Show a new message to the viewers of the fleet or the device (never raises)."""
+        rooms = event_rooms(fleet, message.device)
+        if not any(self._viewers.listening(r) for r in rooms):
+            return
+        try:
+            await self._viewers.emit("message", message.to_viewer(fleet), rooms)
+        except Exception:  # the message is stored: viewers find it in the list
+            log.exception("announcing message %s failed device=%s", message.id, message.device)
 
     async def _status(self, device_id: str, fleet: str, ids: list[str], state: str, ts: int) -> None:
         """Tell the viewers of the fleet or the device how far messages got (never raises)."""

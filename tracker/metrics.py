@@ -73,6 +73,7 @@ class Metrics:
             "tracker_messages_delivered", "Hand-overs of messages to device connections"
         )
         self.messages_acked = count("tracker_messages_acked", "Messages acked by their device")
+        self.messages_received = count("tracker_messages_received", "Messages from devices stored")
 
         self.geofences_loaded = gauge("tracker_geofences_loaded", "Fences in force")
         self.geofence_errors = gauge(

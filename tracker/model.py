@@ -178,20 +178,26 @@ class GeofenceEvent:
 
 @dataclass(slots=True, frozen=True)
 class Message:
-    """A message to a device: stored first, then delivered until the device acks it."""
+    """A message to a device (stored first, then delivered until the device acks it) or from one
+    (`direction` `from_device`: stored once per `client_id`, with no delivery state of its own)."""
 
     id: str
     device: str
     body: Any
-    sender: str
+    sender: str  # a viewer's name; the device's id for its own messages
     ts: int  # when it was sent (stored), ms
     sent_ts: int | None = None  # last hand-over to a connection of the device
     attempts: int = 0
     acked_ts: int | None = None
+    direction: str = "to_device"
+    client_id: str | None = None  # the id a device chose for its own message
 
     @property
     def state(self) -> str:
-        """`queued` (never handed over), `sent` (handed over, not acked) or `acked`."""
+        """`queued` (never handed over), `sent` (handed over, not acked) or `acked`; `received` for a
+        device's own message."""
+        if self.direction == "from_device":
+            return "received"
         if self.acked_ts is not None:
             return "acked"
         return "queued" if self.sent_ts is None else "sent"
@@ -200,11 +206,26 @@ class Message:
         """The contract's `message` event payload."""
         return {"id": self.id, "body": self.body, "from": self.sender, "ts": self.ts}
 
+    def to_viewer(self, fleet: str) -> dict[str, Any]:
+        """The contract's `/viewer` `message` event payload (`from` only for a viewer's message)."""
+        payload = {
+            "id": self.id,
+            "device": self.device,
+            "fleet": fleet,
+            "direction": self.direction,
+            "body": self.body,
+            "ts": self.ts,
+        }
+        if self.direction == "to_device":
+            payload["from"] = self.sender
+        return payload
+
     def to_json(self) -> dict[str, Any]:
-        """The message with its delivery state, as the HTTP API lists it."""
+        """The message with its direction and delivery state, as the HTTP API lists it."""
         return {
             "id": self.id,
             "device": self.device,
+            "direction": self.direction,
             "body": self.body,
             "from": self.sender,
             "ts": self.ts,
@@ -212,6 +233,7 @@ class Message:
             "attempts": self.attempts,
             "sent_ts": self.sent_ts,
             "acked_ts": self.acked_ts,
+            "client_id": self.client_id,
         }
 
 

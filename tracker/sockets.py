@@ -18,7 +18,7 @@ from socketio.packet import Packet
 from tracker.auth import ADMIN, Origin
 from tracker.core import Core
 from tracker.errors import Busy, Forbidden, InvalidInput, NotFound, TooManyFailures, Unauthorized
-from tracker.messages import parse_send
+from tracker.message_payloads import parse_device_send, parse_send
 from tracker.metrics import Metrics
 from tracker.model import Device, Viewer
 from tracker.redis_rooms import RedisRooms
@@ -152,6 +152,22 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return _refusal("internal error; retry", retry=True)
         result = done.result
         return {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": done.rejected}
+
+    async def on_send(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """A device's own message: acked with its id once committed; the same `client_id` again answers the
+        same id."""
+        device = self._devices.get(sid)
+        if device is None:
+            return {"ok": False, "error": "not connected as a device", "retry": True}
+        try:
+            body, client_id = parse_device_send(data)
+            message = await self._core().messages.receive(device, body, client_id)
+        except InvalidInput as exc:
+            return {"ok": False, "error": str(exc), "retry": False}
+        except Exception:  # storage down or a bug: nothing was stored, or it was and a retry finds it
+            log.exception("send failed device=%s", device.id)
+            return {"ok": False, "error": "the message could not be stored; retry", "retry": True}
+        return {"ok": True, "id": message.id}
 
 
 class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]

@@ -128,6 +128,7 @@ AUDIT_ACTIONS = (
     "viewer.rekey",
     "viewer.revoke",
     "message.send",
+    "message.from_device",
 )
 
 
@@ -136,8 +137,9 @@ async def audit_trail(request: Request) -> Response:
     summary: The audit trail, oldest first, a page at a time
     description: >-
       Who did what, when: devices and viewers added, re-keyed and revoked, messages sent (by whom, to
-      which device, how large; not the body), devices erased and exported. `actor` is `admin` (the admin
-      token), `cli:<os user>` (the command line) or a viewer's name. Never holds a token.
+      which device, how large; not the body) and received from devices, devices erased and exported.
+      `actor` is `admin` (the admin token), `cli:<os user>` (the command line), a viewer's name or
+      `device:<id>` (a device's own message). Never holds a token.
     security: [{bearer: []}]
     parameters:
       - {name: actor, in: query, schema: {type: string}}

@@ -1,4 +1,5 @@
-"""Messages to devices over HTTP, for integrations: send one, list a device's with their delivery state."""
+"""Messages over HTTP, for integrations: send one to a device, list a device's conversation (both
+directions, each with its delivery state)."""
 
 from __future__ import annotations
 
@@ -40,16 +41,24 @@ async def send(request: Request) -> Response:
 
 async def list_messages(request: Request) -> Response:
     """
-    summary: A device's messages, newest first, with their delivery state
+    summary: A device's messages, both directions, newest first, with their delivery state
+    description: >-
+      Messages to the device (`direction` `to_device`, from a viewer) and the device's own (`from_device`,
+      its Socket.IO `send`; `from` is the device id, `state` is `received`), in one order.
     security: [{bearer: []}]
     parameters:
       - {$ref: '#/components/parameters/DeviceId'}
+      - name: direction
+        in: query
+        description: to_device or from_device; both when absent.
+        schema: {type: string, enum: [to_device, from_device]}
       - name: state
         in: query
         description: >-
           queued (never handed to the device), sent (handed over, not acked), acked, or pending
-          (queued or sent); all when absent.
-        schema: {type: string, enum: [queued, sent, acked, pending]}
+          (queued or sent), all of them messages to the device; or received (the device's own); all
+          when absent.
+        schema: {type: string, enum: [queued, sent, acked, pending, received]}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000, default: 100}}
       - {$ref: '#/components/parameters/Cursor'}
     responses:
@@ -61,9 +70,12 @@ async def list_messages(request: Request) -> Response:
     state = request.query_params.get("state") or None
     if state is not None and state not in store.STATES:
         raise InvalidInput(f"state must be one of {', '.join(store.STATES)}; got {state!r:.40}")
+    direction = request.query_params.get("direction") or None
+    if direction is not None and direction not in store.DIRECTIONS:
+        raise InvalidInput(f"direction must be one of {', '.join(store.DIRECTIONS)}; got {direction!r:.40}")
     limit = params.integer(request, "limit", 100, 1, 1000)
     before = params.decode_cursor(request)
-    rows = await store.page(params.core(request).db, device.id, state, before, limit + 1)
+    rows = await store.page(params.core(request).db, device.id, state, before, limit + 1, direction)
     messages, next_cursor = params.page(rows, limit, lambda m: int(m.id))
     return JSONResponse({"messages": [m.to_json() for m in messages], "next_cursor": next_cursor})
 

@@ -161,13 +161,27 @@ _SCHEMAS: dict[str, Any] = {
     "Message": record(
         id=STRING,
         device=STRING,
+        direction={"type": "string", "enum": ["to_device", "from_device"]},
         body={"description": "Any JSON value, as sent."},
-        **{"from": {"type": "string", "description": "The sender's viewer name."}},
+        **{
+            "from": {
+                "type": "string",
+                "description": "The sender: a viewer's name, or the device's id for its own message.",
+            }
+        },
         ts={"type": "integer", "description": "When it was sent (stored), ms."},
-        state={"type": "string", "enum": ["queued", "sent", "acked"]},
+        state={
+            "type": "string",
+            "enum": ["queued", "sent", "acked", "received"],
+            "description": "How far a message to the device got; `received` for the device's own.",
+        },
         attempts={"type": "integer", "description": "Hand-overs to the device so far."},
         sent_ts={"type": ["integer", "null"]},
         acked_ts={"type": ["integer", "null"]},
+        client_id={
+            "type": ["string", "null"],
+            "description": "The id the device chose for its own message (`send`'s client_id).",
+        },
     ),
     "MessagePage": page_of("messages", "Message"),
     "InsideList": list_of("devices", record(id=STRING, fleet=STRING, since_ts=INTEGER)),

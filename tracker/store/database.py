@@ -108,8 +108,12 @@ class Database:
             for name in names:
                 await conn.execute(f"DROP TABLE IF EXISTS {name}")
             await conn.execute("DELETE FROM events WHERE ts < $1", cutoff_day * DAY_MS)
-            # Acked messages go with the fixes of their time; unacked ones wait for their device.
-            await conn.execute("DELETE FROM messages WHERE acked_ts < $1", cutoff_day * DAY_MS)
+            # Acked messages go with the fixes of their time, and devices' own by when they were sent;
+            # unacked ones wait for their device.
+            await conn.execute(
+                "DELETE FROM messages WHERE acked_ts < $1 OR (direction = 'from_device' AND created_ts < $1)",
+                cutoff_day * DAY_MS,
+            )
         for name in names:
             self._partitions.forget(name)
             log.info("retention: dropped partition %s", name)

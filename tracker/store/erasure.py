@@ -121,8 +121,9 @@ _EXPORTS = {
             'inside', inside, 'since_ts', since_ts, 'pending', pending, 'fired', fired)::text
         FROM fence_state WHERE device_id = $1 ORDER BY rule_id, fence_id""",
     "message": """
-        SELECT json_build_object('type', 'message', 'id', id::text, 'body', body, 'from', sender,
-            'ts', created_ts, 'sent_ts', sent_ts, 'attempts', attempts, 'acked_ts', acked_ts)::text
+        SELECT json_build_object('type', 'message', 'id', id::text, 'direction', direction, 'body', body,
+            'from', sender, 'ts', created_ts, 'sent_ts', sent_ts, 'attempts', attempts, 'acked_ts', acked_ts,
+            'client_id', client_id)::text
         FROM messages WHERE device_id = $1 ORDER BY id""",
 }
 

@@ -1,7 +1,9 @@
-"""Messages to devices in PostGIS: stored before delivery, marked sent on each hand-over, acked once.
+"""Messages in PostGIS, both ways: to devices (stored before delivery, marked sent on each hand-over,
+acked once) and from devices (stored before the device's ack, once per `client_id`).
 
-Every new row is announced with `NOTIFY tracker_messages, '<device id>'` in the same statement, so the
-process that holds the device's connection (this one or another) delivers it at once.
+Every new message to a device is announced with `NOTIFY tracker_messages, '<device id>'` in the same
+statement, so the process that holds the device's connection (this one or another) delivers it at once.
+Only `to_device` rows are ever pending, sent or acked.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from tracker.store.database import Database
 
 CHANNEL = "tracker_messages"
 
-_COLUMNS = "id, device_id, body::text AS body, sender, created_ts, sent_ts, attempts, acked_ts"
+_COLUMNS = (
+    "id, device_id, body::text AS body, sender, created_ts, sent_ts, attempts, acked_ts, direction, client_id"
+)
 
 _INSERT = f"""
 WITH m AS (
@@ -26,13 +30,28 @@ WITH m AS (
 SELECT m.*, pg_notify('{CHANNEL}', m.device_id) FROM m
 """
 
-STATES = ("queued", "sent", "acked", "pending")  # pending = queued or sent: not acked yet
+# A device's own message: nothing new when its `client_id` is stored already (then `_SAME` finds that one).
+_INSERT_FROM_DEVICE = f"""
+INSERT INTO messages (device_id, body, sender, created_ts, direction, client_id)
+VALUES ($1, $2::json, $1, $3, 'from_device', $4)
+ON CONFLICT (device_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+RETURNING {_COLUMNS}
+"""
+_SAME = f"SELECT {_COLUMNS} FROM messages WHERE device_id = $1 AND client_id = $2"
+
+TO_DEVICE = "to_device"
+FROM_DEVICE = "from_device"
+DIRECTIONS = (TO_DEVICE, FROM_DEVICE)
+
+# pending = queued or sent: not acked yet; received = a device's own message (it has no delivery state)
+STATES = ("queued", "sent", "acked", "pending", "received")
 
 _STATE_SQL = {
-    "queued": "sent_ts IS NULL AND acked_ts IS NULL",
-    "sent": "sent_ts IS NOT NULL AND acked_ts IS NULL",
-    "acked": "acked_ts IS NOT NULL",
-    "pending": "acked_ts IS NULL",
+    "queued": "sent_ts IS NULL AND acked_ts IS NULL AND direction = 'to_device'",
+    "sent": "sent_ts IS NOT NULL AND acked_ts IS NULL AND direction = 'to_device'",
+    "acked": "acked_ts IS NOT NULL AND direction = 'to_device'",
+    "pending": "acked_ts IS NULL AND direction = 'to_device'",
+    "received": "direction = 'from_device'",
 }
 
 
@@ -46,6 +65,8 @@ def _message(row: asyncpg.Record) -> Message:
         row["sent_ts"],
         row["attempts"],
         row["acked_ts"],
+        row["direction"],
+        row["client_id"],
     )
 
 
@@ -55,13 +76,29 @@ async def insert(db: Database, device_id: str, body_json: str, sender: str, now_
     return _message(row)
 
 
+async def insert_from_device(
+    db: Database, device_id: str, body_json: str, client_id: str | None, now_ms: int
+) -> tuple[Message, bool]:
+    """Store a message from `device_id`; with a `client_id` already stored for the device, store nothing
+    and return that message. Returns the message and whether it is new (coroutine)."""
+    while True:
+        row = await db.pool.fetchrow(_INSERT_FROM_DEVICE, device_id, body_json, now_ms, client_id)
+        if row is not None:
+            return _message(row), True
+        # The conflicting row is committed (ON CONFLICT waited for its transaction) and this is a new
+        # statement, so it is seen, unless retention deleted it in between: then store this one.
+        same = await db.pool.fetchrow(_SAME, device_id, client_id)
+        if same is not None:
+            return _message(same), False
+
+
 async def pending(
     db: Database, device_id: str, after_id: int, limit: int = 500, acked_since: int | None = None
 ) -> list[Message]:
     """The device's messages with an id above `after_id` that are unacked, or were acked at
     `acked_since` (ms) or later, oldest first (coroutine)."""
     rows = await db.pool.fetch(
-        f"SELECT {_COLUMNS} FROM messages WHERE device_id = $1 AND id > $2 "
+        f"SELECT {_COLUMNS} FROM messages WHERE device_id = $1 AND id > $2 AND direction = 'to_device' "
         "AND (acked_ts IS NULL OR acked_ts >= $4) ORDER BY id LIMIT $3",
         device_id,
         after_id,
@@ -85,7 +122,7 @@ async def ack(db: Database, acks: list[tuple[str, int]], now_ms: int) -> list[tu
         """
         UPDATE messages m SET acked_ts = $3
         FROM unnest($1::text[], $2::bigint[]) AS a (device_id, id)
-        WHERE m.id = a.id AND m.device_id = a.device_id AND m.acked_ts IS NULL
+        WHERE m.id = a.id AND m.device_id = a.device_id AND m.acked_ts IS NULL AND m.direction = 'to_device'
         RETURNING m.device_id, m.id
         """,
         [device for device, _ in acks],
@@ -102,7 +139,7 @@ async def take(db: Database, device_id: str, now_ms: int, limit: int = 100) -> l
         f"""
         UPDATE messages SET sent_ts = $2, attempts = attempts + 1, acked_ts = $2
         WHERE id IN (
-            SELECT id FROM messages WHERE device_id = $1 AND acked_ts IS NULL
+            SELECT id FROM messages WHERE device_id = $1 AND acked_ts IS NULL AND direction = 'to_device'
             ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
         )
         RETURNING {_COLUMNS}
@@ -115,13 +152,21 @@ async def take(db: Database, device_id: str, now_ms: int, limit: int = 100) -> l
 
 
 async def page(
-    db: Database, device_id: str, state: str | None, before_id: int | None, limit: int
+    db: Database,
+    device_id: str,
+    state: str | None,
+    before_id: int | None,
+    limit: int,
+    direction: str | None = None,
 ) -> list[Message]:
-    """A device's messages, newest first, below `before_id` (coroutine)."""
+    """A device's messages (of one `direction`, or both), newest first, below `before_id` (coroutine)."""
     where = ["device_id = $1"]
     args: list[Any] = [device_id]
     if state is not None:
         where.append(_STATE_SQL[state])
+    if direction is not None:
+        args.append(direction)
+        where.append(f"direction = ${len(args)}")
     if before_id is not None:
         args.append(before_id)
         where.append(f"id < ${len(args)}")

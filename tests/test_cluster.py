@@ -437,6 +437,9 @@ async def test_a_process_killed_under_load_loses_nothing(
         posts = Counter(event for event, _ in hooks.at(path))
         assert set(posts) == set(enters)
         assert [e for e, n in posts.items() if n > 1] == [], posts
+        for survivor in cluster.processes[1:]:
+            survivor.check_alive()
+            assert survivor.log_error_samples() == []
 
 
 _STORED = "SELECT (extract(epoch FROM ts) * 1000)::bigint FROM fixes WHERE device_id = $1 ORDER BY ts"

@@ -519,3 +519,66 @@ async def test_fixes_leave_the_trail_as_they_leave_its_three_hours(
     await tab.page.wait_for_selector("#details-trail:has-text('3 fixes')")
     assert await tab.page.inner_text("#details-trail") == "Trail, last 3 h: 3 fixes, 0.7 km"
     assert await _trail_lines(tab) == [[[13.40, 52.51], [13.40, 52.514], [13.40, 52.516]]]
+
+
+async def test_the_conversation_shows_both_directions_with_ticks_and_counts_unread_messages(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    fleet = uid("fleet")
+    name = uid("dispatcher")
+    viewer_token = await add_viewer(map_server, [fleet], name=name)
+    talker, talker_token = await add_device(map_server, fleet)
+    quiet, quiet_token = await add_device(map_server, fleet)
+    t = await device_client(map_server, talker_token, clients)
+    q = await device_client(map_server, quiet_token, clients)
+    await fix(t, now_ms() - 1000, lat=52.51, lon=13.39)
+    await fix(q, now_ms() - 1000, lat=52.51, lon=13.40)
+    # Before the page opens: a dispatcher's message the device acked, then the device's answer.
+    async with httpx.AsyncClient(base_url=map_server.url) as http:
+        r = await http.post(
+            f"/api/devices/{talker}/messages",
+            json={"body": "Where are you?"},
+            headers={"Authorization": f"Bearer {viewer_token}"},
+        )
+    asked = r.json()["id"]
+    assert (await t.next("message"))["id"] == asked
+    answer = await t.call("send", {"body": {"text": "At the depot"}, "client_id": "a-1"})
+
+    tab = await tabs(map_server)
+    await tab.open(viewer_token)
+    await tab.row(talker).click()
+    items = tab.page.locator("#sent li")
+    await tab.page.wait_for_selector(f'#sent li[data-message-id="{answer["id"]}"]')
+    await tab.page.wait_for_selector(f'#sent li[data-message-id="{asked}"][data-state="acked"]')
+    assert [await li.get_attribute("data-direction") for li in await items.all()] == [
+        "to_device",
+        "from_device",
+    ]
+    assert "At the depot" in await items.nth(1).inner_text() and name in await items.nth(0).inner_text()
+
+    # Live: the open conversation grows; another device's messages count as unread in the list.
+    live = await t.call("send", {"body": "Leaving now"})
+    await tab.page.wait_for_selector(
+        f'#sent li[data-message-id="{live["id"]}"][data-direction="from_device"]'
+    )
+    for text in ("Door is locked", "Call me"):
+        assert (await q.call("send", {"body": text}))["ok"]
+    await tab.page.wait_for_selector(f'[data-device-id="{quiet}"][data-unread="2"]')
+    assert await tab.row(talker).get_attribute("data-unread") is None
+
+    # Opening it reads them, and an answer from the page goes round: queued, sent, delivered, shown once.
+    await tab.row(quiet).click()
+    await tab.page.wait_for_selector(f'[data-device-id="{quiet}"]:not([data-unread])')
+    await tab.page.wait_for_selector("#sent li[data-direction=from_device] >> text=Call me")
+    assert await items.count() == 2
+    await tab.page.fill("#send-body", "Coming to open it")
+    await tab.page.click("#send button[type=submit]")
+    message = await q.next("message", timeout=15)
+    assert message["body"] == "Coming to open it"
+    done = tab.page.locator(f'#sent li[data-message-id="{message["id"]}"][data-state="acked"]')
+    await done.wait_for()
+    assert "✓✓" in await done.inner_text()
+    assert await items.count() == 3
+    assert await tab.page.input_value("#send-body") == ""
+    ARTIFACTS.mkdir(exist_ok=True)
+    await tab.page.screenshot(path=str(ARTIFACTS / "map-conversation.png"))

@@ -1,7 +1,8 @@
 // The device list, virtualised: only the rows in view (plus a few) exist in the DOM, positioned inside a
 // spacer as tall as the whole list, so 10,000 devices cost the page as much as 30. Each row carries the
-// stable hooks `data-device-id` and `data-ts` (newest fix time, ms). Searching narrows the list by id,
-// name or fleet; it is sorted by name, then id, and re-sorted only when devices are added.
+// stable hooks `data-device-id` and `data-ts` (newest fix time, ms), and `data-unread` with a badge while
+// the device has messages not read yet (`unread(id)`). Searching narrows the list by id, name or fleet; it is
+// sorted by name, then id, and re-sorted only when devices are added.
 import { STATUS_COLOURS, fleetColour } from "./colours.js";
 import { ago, deviceName, kmh } from "./format.js";
 
@@ -10,11 +11,12 @@ const OVERSCAN = 6;
 const REDRAW_MS = 250; // rows in view are redrawn at most this often (and each second for "ago" times)
 
 export class DeviceList {
-  constructor(element, countElement, fleet, onSelect) {
+  constructor(element, countElement, fleet, onSelect, unread = () => 0) {
     this.element = element;
     this.inner = element.firstElementChild;
     this.countElement = countElement;
     this.fleet = fleet;
+    this.unread = unread;
     this.filter = "";
     this.items = [];
     this.sortedFor = -1;
@@ -38,6 +40,12 @@ export class DeviceList {
   setSelected(id) {
     this.selected = id;
     this.drawnVersion = -1;
+  }
+
+  /** Redraw the rows in view on the next frame (something they show changed outside the fleet). */
+  refresh() {
+    this.drawnVersion = -1;
+    this.drawnAt = 0;
   }
 
   setColourMode(mode) {
@@ -91,7 +99,7 @@ export class DeviceList {
       const row = document.createElement("div");
       row.className = "row";
       row.setAttribute("role", "listitem");
-      row.innerHTML = '<span class="name"></span><span class="sub"></span>';
+      row.innerHTML = '<span class="unread" hidden></span><span class="name"></span><span class="sub"></span>';
       this.inner.appendChild(row);
       this.rows.push(row);
     }
@@ -111,7 +119,12 @@ export class DeviceList {
       row.dataset.status = rec.status;
       row.setAttribute("aria-selected", rec.id === this.selected ? "true" : "false");
       row.style.setProperty("--dot", this.colourMode === "fleet" ? fleetColour(rec.fleet) : STATUS_COLOURS[rec.status]);
-      row.firstChild.textContent = rec.name && rec.name !== rec.id ? `${rec.name} · ${rec.id}` : rec.id;
+      const unread = this.unread(rec.id);
+      if (unread) row.dataset.unread = String(unread);
+      else row.removeAttribute("data-unread");
+      row.firstChild.hidden = !unread;
+      row.firstChild.textContent = unread ? String(unread) : "";
+      row.children[1].textContent = rec.name && rec.name !== rec.id ? `${rec.name} · ${rec.id}` : rec.id;
       row.lastChild.textContent = `${rec.fleet} · ${rec.status} · ${kmh(rec.speed)} · ${ago(rec.ts, wallNow)}`;
     }
     return true;

@@ -33,6 +33,7 @@ export class Live {
     });
     this.socket.on("positions", handlers.onPositions);
     this.socket.on("geofence", handlers.onGeofence);
+    this.socket.on("message", handlers.onMessage);
     this.socket.on("message_status", handlers.onMessageStatus);
   }
 

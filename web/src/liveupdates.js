@@ -4,7 +4,7 @@ import { Live } from "./live.js";
 import { signInAgain } from "./session.js";
 
 /** Opens the `/viewer` connection and wires its events to the page's parts; returns the Live. */
-export function connectLive(token, { api, fleet, fleetChoice, names, feed, details, connection, stats }) {
+export function connectLive(token, { api, fleet, fleetChoice, names, feed, details, conversation, connection, stats }) {
   return new Live(token, {
     onPositions(positions) {
       const t0 = performance.now();
@@ -16,8 +16,11 @@ export function connectLive(token, { api, fleet, fleetChoice, names, feed, detai
     onGeofence(event) {
       if (fleetChoice.shows(event)) feed.add(event);
     },
+    onMessage(message) {
+      if (fleetChoice.shows(message)) conversation.message(message);
+    },
     onMessageStatus(status) {
-      details.status(status);
+      conversation.status(status);
     },
     onConnection(state, detail) {
       connection.show(state, detail);

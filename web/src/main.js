@@ -4,6 +4,7 @@ import "./style.css";
 import { createApi } from "./api.js";
 import { legend } from "./colours.js";
 import { ConnectionState } from "./connection.js";
+import { Conversation } from "./conversation.js";
 import { DeviceDetails } from "./details.js";
 import { EventFeed } from "./feed.js";
 import { Fleet } from "./fleet.js";
@@ -35,6 +36,7 @@ function start(config, token, me) {
     list.setSelected(id);
     mapView.select(id);
     details.show(id);
+    conversation.show(id);
     const rec = id && fleet.get(id);
     if (rec && rec.lat != null && fromList) mapView.flyTo(rec.lon, rec.lat);
     if (id && !fromList) list.scrollTo(id);
@@ -46,7 +48,7 @@ function start(config, token, me) {
     return div;
   };
   const mapView = new MapView($("map"), config, { onSelect: select, describe });
-  const list = new DeviceList($("list"), $("count"), fleet, select);
+  const list = new DeviceList($("list"), $("count"), fleet, select, (id) => conversation.unreadCount(id));
   const feed = new EventFeed($("feed"), (device, lon, lat) => {
     if (fleet.get(device)) select(device, false);
     mapView.flyTo(lon, lat);
@@ -66,8 +68,9 @@ function start(config, token, me) {
   });
   const names = new DeviceNames(api, fleet, fleetChoice);
   const connection = new ConnectionState($("connection"));
-  const details = new DeviceDetails(fleet, mapView, api, (device, body) => live.send(device, body));
-  const live = connectLive(token, { api, fleet, fleetChoice, names, feed, details, connection, stats });
+  const details = new DeviceDetails(fleet, mapView, api);
+  const conversation = new Conversation(api, (device, body) => live.send(device, body), () => list.refresh());
+  const live = connectLive(token, { api, fleet, fleetChoice, names, feed, details, conversation, connection, stats });
 
   $("colour").addEventListener("change", () => {
     const mode = $("colour").value;

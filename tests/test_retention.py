@@ -1,6 +1,6 @@
 """Retention: TRACKER_RETENTION_DAYS drops whole expired partitions (and older events, acked messages
-and devices' own messages), and refuses fixes that retention would drop. On a database of its own, since it deletes old
-data."""
+and devices' own messages), and refuses fixes that retention would drop. On a database of its own, since
+it deletes old data."""
 
 from __future__ import annotations
 

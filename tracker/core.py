@@ -1,5 +1,5 @@
 """The running tracker's parts, started and stopped together: database, live index, geofence engine,
-ingest loop, broadcaster, event notifier, webhook worker, device messages. The app's lifespan owns one
+ingest loop, broadcaster, event notifier, webhook worker, device messages, trips. The app's lifespan owns one
 `Core`; the edges (sockets, routes) only call into it."""
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from tracker.store.database import DAY_MS
 from tracker.store.erasure import ERASED_CHANNEL
 from tracker.store.fixes import latest_positions
 from tracker.store.listener import Listener
+from tracker.store.trips import CHANNEL as TRIPS_CHANNEL
+from tracker.trips.service import Trips
 from tracker.webhooks import WebhookWorker
 
 log = logging.getLogger("tracker.core")
@@ -59,6 +61,7 @@ class Core:
     sessions: Sessions
     erasure: Eraser
     presence: Presence
+    trips: Trips
     sync: LiveSync | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -82,7 +85,14 @@ class Core:
         index = LiveIndex(settings.h3_resolution)
         latest = await latest_positions(db)
         index.load(latest)
-        geofences = GeofenceEngine(settings.geofences, db, metrics, shared=bool(settings.redis_url))
+        geofences = GeofenceEngine(
+            settings.geofences,
+            db,
+            metrics,
+            shared=bool(settings.redis_url),
+            trip_detour=settings.trip_detour,
+            trip_progress_ms=round(settings.trip_progress_s * 1000),
+        )
         await geofences.start({p.device: Head(p.ts, p.lat, p.lon) for p, _ in latest})
         webhooks = WebhookWorker(
             db,
@@ -127,6 +137,7 @@ class Core:
             Sessions(db, cut),
             Eraser(db, index, geofences, straggler_wait_s=2 * settings.ingest_max_wait_ms / 1000 + 1),
             Presence(settings.redis_url, settings.presence_expiry_s),
+            Trips(settings, db, geofences, notifier),
             sync,
         )
         listener = Listener(
@@ -135,6 +146,7 @@ class Core:
                 messages_store.CHANNEL: core.messages.notified,
                 TOKENS_CHANNEL: core.sessions.notified,
                 ERASED_CHANNEL: core.erasure.forget,
+                TRIPS_CHANNEL: core.trips.notified,
             },
             core._catch_up,
         )
@@ -150,6 +162,7 @@ class Core:
             asyncio.create_task(core.messages.record_acks(), name="message-acks"),
             asyncio.create_task(watch(settings.geofences, geofences.reload), name="geofence-watch"),
             asyncio.create_task(core.presence.run(), name="presence"),
+            asyncio.create_task(core.trips.run(), name="trips"),
         ]
         if sync is not None:
             core._tasks.append(asyncio.create_task(sync.run(), name="livesync"))
@@ -173,6 +186,7 @@ class Core:
         await self.sessions.close()
         await self.erasure.close()
         await self.presence.close()
+        await self.trips.close()
         await self.webhooks.close()
         await self.db.close()
         log.info(
@@ -207,6 +221,7 @@ class Core:
         """The listener (re)connected: what was announced meanwhile went unheard."""
         self.messages.catch_up()
         self.sessions.catch_up()
+        self.trips.catch_up()
 
     async def _retention(self) -> None:
         """With TRACKER_RETENTION_DAYS, drop expired partitions now and then every hour."""

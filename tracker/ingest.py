@@ -285,6 +285,8 @@ class Ingestor:
         if detection is not None:
             self._engine.apply(detection)
             self._notifier.deliver(events)
+            if detection.trips is not None and detection.trips.stored:
+                self._notifier.deliver(detection.trips.stored)
         moved = self._index.advance(fixes)
         self._broadcaster.publish(moved)
         if self._sync is not None:

@@ -1,9 +1,11 @@
-"""Delivery of stored geofence events to the targets their rule names: viewers, the device, webhooks.
+"""Delivery of stored geofence and trip events to their targets: viewers, the device, webhooks.
 
 Detection decides what happened; this only delivers, after COMMIT, in the order events were stored:
 `viewers` get a `geofence` event in the device's fleet room, device room and the all-fleets room (one
 copy per viewer even when in several), `device` gets an `alert` on its own connection(s), and webhook
 URLs were already written to the outbox in the same transaction, so the webhook worker is only woken up.
+A geofence event goes to the targets its rule names; a trip event (`trip`) to the viewers and the
+device always, and to the webhooks of the trip's `notify`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from tracker.model import GeofenceEvent, Rule
 from tracker.rooms import Transport, device_room, event_rooms
+from tracker.trips.model import TripEvent
 
 log = logging.getLogger("tracker.notify")
 
@@ -32,9 +35,9 @@ class Notifier:
         self._devices = devices
         self._rule = rule
         self._wake_webhooks = wake_webhooks
-        self._queue: asyncio.Queue[GeofenceEvent] = asyncio.Queue()
+        self._queue: asyncio.Queue[GeofenceEvent | TripEvent] = asyncio.Queue()
 
-    def deliver(self, events: Sequence[GeofenceEvent]) -> None:
+    def deliver(self, events: Sequence[GeofenceEvent | TripEvent]) -> None:
         """Queue committed events for delivery (returns at once)."""
         for event in events:
             self._queue.put_nowait(event)
@@ -53,7 +56,14 @@ class Notifier:
         while not self._queue.empty():
             await self._send(self._queue.get_nowait())
 
-    async def _send(self, event: GeofenceEvent) -> None:
+    async def _send(self, event: GeofenceEvent | TripEvent) -> None:
+        if isinstance(event, TripEvent):
+            trip = event.to_json()
+            await self._viewers.emit("trip", trip, event_rooms(event.fleet, event.device))
+            await self._devices.emit("alert", {**trip, "type": "trip"}, device_room(event.device))
+            if event.notify:
+                self._wake_webhooks()
+            return
         rule = self._rule(event.rule)
         targets = rule.notify if rule is not None else ("viewers",)
         payload = event.to_json()

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(600.0, gt=0)
     webhook_timeout_s: float = Field(10.0, gt=0)
     message_body_max_bytes: int = Field(16_384, ge=64, le=1_048_576)  # a message body, as JSON
+    # Trips (tracker/trips/): ETA = remaining distance x `trip_detour` / the device's smoothed moving speed;
+    # a trip not arrived `trip_ttl_s` after its creation expires; besides each status change, a trip's
+    # progress (eta_ts, remaining_m) is stored at most every `trip_progress_s` (0: with every fix).
+    trip_detour: float = Field(1.3, ge=1, le=10)
+    trip_ttl_s: float = Field(86_400.0, gt=0, le=31_536_000)
+    trip_progress_s: float = Field(30.0, ge=0, le=3600)
     cors_origins: str = "*"
     # The dispatcher map: the built page (`npm --prefix web run build`), and its base map. `map_style` is the
     # URL of a MapLibre style JSON; without one, raster tiles from `map_tiles` (empty: a plain background).

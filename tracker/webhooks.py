@@ -1,9 +1,11 @@
 """Durable webhook delivery from the `webhook_outbox` table: at least once, in event order per URL.
 
-Rows are written in the same transaction as the events that caused them; this worker claims due rows a
-batch at a time with `FOR UPDATE SKIP LOCKED`, leasing them by moving `next_at` forward, so several
-processes share one outbox and a crash mid-POST only delays a row until its lease ends. The lease value
-is also a fencing token: a worker records an outcome only while the row still carries its lease.
+Rows carry a geofence event or a trip event (`trip_event_id`; both kinds share one id sequence, so one
+order covers them). Rows are written in the same transaction as the events that caused them; this worker
+claims due rows a batch at a time with `FOR UPDATE SKIP LOCKED`, leasing them by moving `next_at`
+forward, so several processes share one outbox and a crash mid-POST only delays a row until its lease
+ends. The lease value is also a fencing token: a worker records an outcome only while the row still
+carries its lease.
 
 Each claimed URL gets its rows sequentially, by event id; different URLs are POSTed concurrently. A 2xx
 answer delivers the row; anything else (other status, redirect, timeout, refused connection) counts an
@@ -32,6 +34,7 @@ import orjson
 from tracker.metrics import Metrics
 from tracker.model import GeofenceEvent
 from tracker.store import Database
+from tracker.trips.model import TripEvent
 
 log = logging.getLogger("tracker.webhooks")
 
@@ -45,18 +48,20 @@ _ERROR_MAX = 200  # characters of `last_error`
 # The outer conditions are checked again after the row lock, so a row can never be claimed twice.
 _CLAIM_SQL = """
 WITH due AS MATERIALIZED (
-    SELECT id FROM webhook_outbox
+    SELECT id, event_id, trip_event_id FROM webhook_outbox
     WHERE state = 'pending' AND next_at <= now()
-    ORDER BY event_id, id
+    ORDER BY coalesce(event_id, trip_event_id), id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
 UPDATE webhook_outbox AS o
 SET next_at = now() + make_interval(secs => $2)
-FROM due, events AS e
-WHERE o.id = due.id AND o.state = 'pending' AND o.next_at <= now() AND e.id = o.event_id
+FROM due LEFT JOIN events AS e ON e.id = due.event_id LEFT JOIN trip_events AS t ON t.id = due.trip_event_id
+WHERE o.id = due.id AND o.state = 'pending' AND o.next_at <= now()
 RETURNING o.id, o.url, o.attempts, o.next_at AS lease,
-    e.id AS event_id, e.type, e.rule_id, e.fence_id, e.device_id, e.fleet, e.ts, e.lat, e.lon
+    e.id AS event_id, e.type, e.rule_id, e.fence_id, e.device_id, e.fleet, e.ts, e.lat, e.lon,
+    t.id AS trip_event_id, t.trip_id, t.device_id AS trip_device, t.fleet AS trip_fleet, t.status,
+    t.ts AS trip_ts, t.eta_ts, t.remaining_m, t.ref
 """
 
 _DELIVERED_SQL = """
@@ -93,7 +98,7 @@ class _Row:
     url: str
     attempts: int  # before this delivery
     lease: datetime  # the row's next_at while we hold it
-    event: GeofenceEvent
+    event: GeofenceEvent | TripEvent
 
 
 @dataclass(slots=True, frozen=True)
@@ -172,17 +177,31 @@ class WebhookWorker:
             records = await conn.fetch(_CLAIM_SQL, self._batch_size, self._lease_s)
         by_url: dict[str, list[_Row]] = defaultdict(list)
         for r in records:
-            event = GeofenceEvent(
-                type=r["type"],
-                rule=r["rule_id"],
-                fence=r["fence_id"],
-                device=r["device_id"],
-                fleet=r["fleet"],
-                ts=r["ts"],
-                lat=r["lat"],
-                lon=r["lon"],
-                id=str(r["event_id"]),
-            )
+            event: GeofenceEvent | TripEvent
+            if r["event_id"] is None:
+                event = TripEvent(
+                    trip=str(r["trip_id"]),
+                    device=r["trip_device"],
+                    fleet=r["trip_fleet"],
+                    status=r["status"],
+                    ts=r["trip_ts"],
+                    eta_ts=r["eta_ts"],
+                    remaining_m=r["remaining_m"],
+                    ref=r["ref"],
+                    id=str(r["trip_event_id"]),
+                )
+            else:
+                event = GeofenceEvent(
+                    type=r["type"],
+                    rule=r["rule_id"],
+                    fence=r["fence_id"],
+                    device=r["device_id"],
+                    fleet=r["fleet"],
+                    ts=r["ts"],
+                    lat=r["lat"],
+                    lon=r["lon"],
+                    id=str(r["event_id"]),
+                )
             by_url[r["url"]].append(_Row(r["id"], r["url"], r["attempts"], r["lease"], event))
         async with asyncio.TaskGroup() as tg:
             for url, rows in by_url.items():
@@ -209,6 +228,7 @@ class WebhookWorker:
         headers = {
             "Content-Type": "application/json",
             "X-Tracker-Event": row.event.id,
+            "X-Tracker-Kind": "trip" if isinstance(row.event, TripEvent) else "geofence",
             "X-Tracker-Delivery": str(row.id),
         }
         if self._secret is not None:

@@ -23,6 +23,7 @@ from tracker.api import (
     me,
     messages,
     openapi,
+    trips,
     web,
 )
 from tracker.api.responses import JSONResponse
@@ -58,6 +59,7 @@ def routes() -> list[BaseRoute]:
         *devices.routes,
         *history.routes,
         *messages.routes,
+        *trips.routes,
         *area.routes,
         *geofences.routes,
         *admin.routes,

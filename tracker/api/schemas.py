@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tracker.api.ingest_schemas import INGEST_SCHEMAS
+from tracker.api.trip_schemas import TRIP_SCHEMAS
 from tracker.parse import ID_PATTERN, MAX_TIME_MS
 
 INTEGER = {"type": "integer"}
@@ -234,6 +235,7 @@ _SCHEMAS: dict[str, Any] = {
         "devices", record(id=STRING, fleet=STRING, lat=NUMBER, lon=NUMBER, ts=INTEGER, distance_m=NUMBER)
     ),
     **INGEST_SCHEMAS,
+    **TRIP_SCHEMAS,
 }
 
 COMPONENTS: dict[str, Any] = {

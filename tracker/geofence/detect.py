@@ -20,6 +20,7 @@ import numpy as np
 
 from tracker.geofence.grid import FenceIndex
 from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, Rule, StateKey
+from tracker.trips.detect import TripDetection
 
 PRESENCE = ""  # the rule id of the rule-independent presence state
 
@@ -48,20 +49,31 @@ class RuleSet:
         }
         self.by_id = {r.id: r for r in self.rules}
 
+    def fence(self, fence_id: str) -> Fence | None:
+        """The loaded fence of that id, None when there is none."""
+        position = self.fence_position.get(fence_id)
+        return None if position is None else self.fences[position]
+
 
 @dataclass
 class Detection:
-    """What one batch changed: events in order, fence state changes (None = back to outside), new heads."""
+    """What one batch changed: events in order, fence state changes (None = back to outside), new heads,
+    and the trips it moved (`tracker.trips.detect`; None when no device of the batch has a trip)."""
 
     version: int
     events: list[GeofenceEvent] = field(default_factory=list)
     state_changes: dict[str, dict[StateKey, FenceState | None]] = field(default_factory=dict)
     heads: dict[str, Head] = field(default_factory=dict)
+    trips: TripDetection | None = None
 
     @property
     def changes_state(self) -> bool:
         """True when something must be written besides the fixes."""
-        return bool(self.events) or any(self.state_changes.values())
+        return (
+            bool(self.events)
+            or any(self.state_changes.values())
+            or (self.trips is not None and bool(self.trips.writes))
+        )
 
     def apply_to(
         self, states: dict[str, dict[StateKey, FenceState]], keys: Container[StateKey] | None = None

@@ -1,5 +1,5 @@
 """The geofences in force for a running server: loading and hot reload, every device's fence states and head,
-and the per-batch evaluation the ingest loop calls.
+its active trips (`tracker.trips.book`), and the per-batch evaluation the ingest loop calls.
 
 Reloading reads and compiles in a worker thread, then swaps the compiled `RuleSet` in one assignment, so
 a batch is always evaluated against one whole version. A bad file leaves the rules in force (the loader
@@ -16,11 +16,16 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from tracker.geofence.config import FenceLoader, LoadResult
-from tracker.geofence.detect import Detection, RuleSet, detect
+from tracker.geofence.detect import Detection, RuleSet, detect, newest_per_device
 from tracker.metrics import Metrics
 from tracker.model import FenceState, Fix, Head, StateKey
 from tracker.store import Database, fence_owner
+from tracker.store import trips as trips_store
 from tracker.store.geofences import keep_states, load_states
+from tracker.trips import detect as trip_detect
+from tracker.trips.book import TripBook
+from tracker.trips.eta import Speed
+from tracker.trips.model import Trip
 
 log = logging.getLogger("tracker.geofence")
 
@@ -31,7 +36,16 @@ class GeofenceEngine:
     """Owns the rules in force, the fence states and heads of every device (and, with several processes,
     which devices this process holds), and reloading."""
 
-    def __init__(self, folder: Path, db: Database, metrics: Metrics, *, shared: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        db: Database,
+        metrics: Metrics,
+        *,
+        shared: bool = False,
+        trip_detour: float = 1.3,
+        trip_progress_ms: int = 30_000,
+    ) -> None:
         self.folder = folder
         self._db = db
         self._metrics = metrics
@@ -43,12 +57,20 @@ class GeofenceEngine:
         self.heads: dict[str, Head] = {}
         # With other processes on the same database (`shared`): the fence epoch of each device held here.
         self.epochs: dict[str, int] | None = {} if shared else None
+        # Active trips, evaluated with the fences: taken, checked and written with the same epochs.
+        self.trips = TripBook()
+        self._trip_detour = trip_detour
+        self._trip_progress_ms = trip_progress_ms
 
     async def start(self, heads: dict[str, Head]) -> None:
-        """Load the folder and the stored fence states (coroutine); `heads` are the devices' newest fixes."""
+        """Load the folder and the stored fence states (coroutine); `heads` are the devices' newest fixes.
+        A single process also loads every active trip (with several, a device's trips come with it)."""
         self.heads = heads
         await self.reload()
         self.states = await load_states(self._db, self.rules.keys)
+        if self.epochs is None:
+            for trip in await trips_store.all_active(self._db):
+                self.trips.put(trip)
 
     async def reload(self) -> bool:
         """Re-read the folder; put a changed, valid set in force (coroutine). True when rules changed."""
@@ -89,11 +111,42 @@ class GeofenceEngine:
         """Detect the batch's events against the rules in force (coroutine; big batches in a thread)."""
         rules = self.rules
         started = time.perf_counter()
-        if len(fixes) >= THREAD_MIN_FIXES and rules.fences:
-            detection = await asyncio.to_thread(detect, rules, self.states, self.heads, fixes)
+        # The trips of the batch's devices, copied here: a NOTIFY may change the book during a thread.
+        book = self.trips.active
+        active: dict[str, dict[str, Trip]] = {}
+        speeds: dict[str, Speed] = {}
+        if book:
+            for device in {f.device for f in fixes if f.device in book}:
+                active[device] = dict(book[device])
+                if device in self.trips.speeds:
+                    speeds[device] = self.trips.speeds[device]
+        if len(fixes) >= THREAD_MIN_FIXES and (rules.fences or active):
+            detection = await asyncio.to_thread(self._detect, rules, active, speeds, fixes)
         else:
-            detection = detect(rules, self.states, self.heads, fixes)
+            detection = self._detect(rules, active, speeds, fixes)
         self._metrics.geofence_seconds.observe(time.perf_counter() - started)
+        return detection
+
+    def _detect(
+        self,
+        rules: RuleSet,
+        active: dict[str, dict[str, Trip]],
+        speeds: dict[str, Speed],
+        fixes: Sequence[Fix],
+    ) -> Detection:
+        """Fences, then the trips of the devices in `active` (pure but for reading the engine's state)."""
+        detection = detect(rules, self.states, self.heads, fixes)
+        if active:
+            todo = newest_per_device([f for f in fixes if f.device in active], self.heads)
+            detection.trips = trip_detect.evaluate(
+                active,
+                speeds,
+                todo,
+                self.heads,
+                rules.fence,
+                detour=self._trip_detour,
+                progress_ms=self._trip_progress_ms,
+            )
         return detection
 
     async def take(self, devices: Collection[str]) -> None:
@@ -103,8 +156,9 @@ class GeofenceEngine:
         fixes arrive otherwise (HTTP) is taken by the batch that first has them."""
         if self.epochs is None or not devices:
             return
-        epochs, states, heads = await fence_owner.take(self._db, devices, self.rules.keys)
+        epochs, states, heads, trips = await fence_owner.take(self._db, devices, self.rules.keys)
         for device in devices:
+            self.trips.replace(device, trips.get(device, ()))
             if device in states:
                 self.states[device] = states[device]
             else:
@@ -134,6 +188,8 @@ class GeofenceEngine:
             if old is None or head.ts > old.ts:
                 self.heads[device] = head
         detection.apply_to(self.states, self.rules.keys)
+        if detection.trips is not None:
+            self.trips.apply(detection.trips)
         for event in detection.events:
             self._metrics.geofence_events.labels(event.type).inc()
 
@@ -141,6 +197,7 @@ class GeofenceEngine:
         """Drop the device's fence state and newest fix (it was erased)."""
         self.states.pop(device, None)
         self.heads.pop(device, None)
+        self.trips.forget(device)
         if self.epochs is not None:
             self.epochs.pop(device, None)
 

@@ -7,12 +7,12 @@ with every request. The rule:
 
 - A process *takes* a device before evaluating its fixes (a device connecting to it, or the first fix it
   sees from a device it does not hold): it raises `devices.fence_epoch`, then reads the device's stored
-  fence state and newest stored fix. The UPDATE waits for any transaction that holds the device's row
-  (below), so what it reads next includes the last committed write of the previous holder.
-- A batch that writes fence state or events for a device first locks the device's row (FOR SHARE) and
-  checks that its epoch is still the one this process set. If another process took the device meanwhile,
-  nothing is written (`FenceOwnerChanged`); the ingest loop takes the device back (reading what the
-  other wrote) and evaluates the batch again.
+  fence state, active trips and newest stored fix. The UPDATE waits for any transaction that holds the
+  device's row (below), so what it reads next includes the last committed write of the previous holder.
+- A batch that writes fence state, events or trips for a device first locks the device's row (FOR
+  SHARE) and checks that its epoch is still the one this process set. If another process took the
+  device meanwhile, nothing is written (`FenceOwnerChanged`); the ingest loop takes the device back
+  (reading what the other wrote) and evaluates the batch again.
 - So the newest fix wins, wherever it arrives: after a take the head is the newest stored fix, and a fix
   older than the head is stored but fires nothing (the contract's rule for late fixes). A process whose
   state went stale never writes it: its next state-changing batch finds the epoch moved.
@@ -29,6 +29,8 @@ import asyncpg
 
 from tracker.model import FenceState, Head, StateKey
 from tracker.store.database import Database
+from tracker.store.trips import active_of
+from tracker.trips.model import Trip
 
 
 class FenceOwnerChanged(Exception):
@@ -61,19 +63,20 @@ CROSS JOIN LATERAL (
 
 async def take(
     db: Database, devices: Collection[str], keys: set[StateKey]
-) -> tuple[dict[str, int], dict[str, dict[StateKey, FenceState]], dict[str, Head]]:
+) -> tuple[dict[str, int], dict[str, dict[StateKey, FenceState]], dict[str, Head], dict[str, list[Trip]]]:
     """Take `devices` for this process (coroutine): their new epochs, stored fence states of a (rule,
-    fence) in `keys`, and newest stored fixes. Unknown devices are left out of the epochs."""
+    fence) in `keys`, newest stored fixes and active trips. Unknown devices are left out of the epochs."""
     ids = sorted(devices)
     async with db.pool.acquire() as conn, conn.transaction():
         epochs = {r[0]: r[1] for r in await conn.fetch(_TAKE, ids)}
         rows = await conn.fetch(_STATES, ids)
         heads = {r[0]: Head(r[1], r[2], r[3]) for r in await conn.fetch(_HEADS, ids)}
+        trips = await active_of(conn, ids)
     states: dict[str, dict[StateKey, FenceState]] = {}
     for device, rule, fence, inside, since, pending, fired in rows:
         if (rule, fence) in keys:
             states.setdefault(device, {})[(rule, fence)] = FenceState(inside, since, pending, fired)
-    return epochs, states, heads
+    return epochs, states, heads, trips
 
 
 async def check(conn: asyncpg.Connection, epochs: Mapping[str, int]) -> None:

@@ -3,8 +3,9 @@
 `write_batch` is the ingest loop's one write: the fixes, plus, when the batch changed fence state or fired
 events, the changed fence states, the events and one outbox row per (event, webhook URL), all in one
 transaction. So an ack means the events are stored, and a restart resumes from exactly the state that
-produced the stored events: none is lost or fired twice. Batches that change no fence state keep the
-single-statement write of `write_fixes`.
+produced the stored events: none is lost or fired twice. The trips the batch moved (`tracker.store.trips`)
+are written in that transaction too. Batches that change no fence state keep the single-statement write
+of `write_fixes`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncpg
 from tracker.geofence.detect import Detection
 from tracker.model import FenceState, Fix, GeofenceEvent, StateKey, Window
 from tracker.store import fence_owner
+from tracker.store import trips as trips_store
 from tracker.store.database import Database
 from tracker.store.fixes import (
     COPY_MIN_FIXES,
@@ -91,11 +93,14 @@ async def write_batch(
     if detection is None or not detection.changes_state:
         return await write_fixes(conn, fixes), []
     held = _held(detection, epochs)
-    if len(fixes) < COPY_MIN_FIXES and held is None:
+    trips = detection.trips if detection.trips is not None and detection.trips.writes else None
+    if len(fixes) < COPY_MIN_FIXES and held is None and trips is None:
         return await _write_all(conn, fixes, detection, webhooks)
     async with conn.transaction():
         if held is not None:
             await fence_owner.check(conn, held)
+        if trips is not None:
+            await trips_store.write(conn, trips)
         if len(fixes) < COPY_MIN_FIXES:
             return await _write_all(conn, fixes, detection, webhooks)
         new = await write_fixes(conn, fixes)
@@ -112,10 +117,12 @@ async def write_batch(
 
 
 def _held(detection: Detection, epochs: Mapping[str, int] | None) -> dict[str, int] | None:
-    """The epochs of the devices whose fence state or events the batch writes (None: one process)."""
+    """The epochs of the devices whose fence state, events or trips the batch writes (None: one process)."""
     if epochs is None:
         return None
     devices = set(detection.state_changes) | {e.device for e in detection.events}
+    if detection.trips is not None:
+        devices |= detection.trips.devices
     missing = sorted(d for d in devices if d not in epochs)
     if missing:
         raise fence_owner.FenceOwnerChanged(missing)

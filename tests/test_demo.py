@@ -1,5 +1,6 @@
 """`tracker demo`, as the README's first command runs it: embedded PostGIS, the server, the fleet rules
-and simulated couriers from sample_tracks/, for a short run."""
+and simulated couriers from sample_tracks/, for a short run; then what a newcomer does next (add a device
+of their own, start a second demo by mistake, stop it, start it again)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from harness import ROOT, Client, free_port
 
 from tracker.errors import EmbeddedDatabaseError
 from tracker.postgres_install import find_bin_dir
+from tracker.tools.couriers import moving, rotated, underway
+from tracker.tools.demo import plan
+from tracker.tools.trackfile import read_track
 
 try:
     find_bin_dir(None)
@@ -60,14 +65,24 @@ def _lines(stream: object) -> tuple[queue.Queue[str], threading.Thread]:
     return out, reader
 
 
-@pytest.mark.skipif(not HAVE_POSTGRES, reason="no PostgreSQL server binaries")
-@pytest.mark.timeout(240)
-async def test_the_demo_serves_the_map_and_moves_devices(data_dir: Path, tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
-    env["TRACKER_DATA_DIR"] = str(data_dir)
-    log = tmp_path / "demo.log"
-    with log.open("wb") as err:
+def test_every_planned_vehicle_drives_from_the_start() -> None:
+    """Half of a shift is standing (loading, customers): each demo vehicle starts where it drives."""
+    vehicles = plan(ROOT / "sample_tracks", 30)
+    assert len({(v.file, v.start) for v in vehicles}) == 30  # copies of a file start in parts of their own
+    lively = 0
+    for v in vehicles:
+        track = read_track(v.file)
+        track = rotated(track, underway(track, v.start, v.span))
+        driving = moving(track)
+        assert driving[0], v
+        first_minutes = (track.ts - track.ts[0]) < 180_000
+        dt = np.diff(track.ts, append=track.ts[-1])
+        lively += int(dt[first_minutes & driving].sum() > dt[first_minutes].sum() / 2)
+    assert lively >= 27, lively
+
+
+def _demo(port: int, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
+    with log.open("ab") as err:
         demo = subprocess.Popen(
             [sys.executable, "-m", "tracker", "demo", "--port", str(port), "--devices", "8", "--speed", "30"],
             cwd=ROOT,
@@ -76,31 +91,77 @@ async def test_the_demo_serves_the_map_and_moves_devices(data_dir: Path, tmp_pat
             stderr=err,
             text=True,
         )
-    lines, reader = _lines(demo.stdout)
+    lines, _ = _lines(demo.stdout)
+    return demo, lines
+
+
+def _banner(demo: subprocess.Popen[str], lines: queue.Queue[str], log: Path) -> str:
+    deadline = time.monotonic() + 120  # initdb and the first start of the cluster take a while
+    banner = ""
+    while "stop with Ctrl-C" not in banner:
+        assert demo.poll() is None, f"demo exited with {demo.returncode}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no banner within 120 s:\n{log.read_text()[-3000:]}"
+        try:
+            banner += lines.get(timeout=0.5)
+        except queue.Empty:
+            pass
+    return banner
+
+
+def _stop(demo: subprocess.Popen[str], sig: int) -> None:
+    demo.send_signal(sig)
     try:
-        deadline = time.monotonic() + 120  # initdb and the first start of the cluster take a while
-        banner = ""
-        while "map:" not in banner:
-            assert demo.poll() is None, f"demo exited with {demo.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no map URL within 120 s:\n{log.read_text()[-3000:]}"
-            try:
-                banner += lines.get(timeout=0.5)
-            except queue.Empty:
-                pass
+        demo.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        demo.kill()
+        demo.wait()
+    assert demo.stdout is not None
+    demo.stdout.close()
+
+
+@pytest.mark.skipif(not HAVE_POSTGRES, reason="no PostgreSQL server binaries")
+@pytest.mark.timeout(300)
+async def test_the_demo_serves_the_map_and_moves_devices(data_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env["TRACKER_DATA_DIR"] = str(data_dir)  # `tracker serve`'s cluster; the demo's is beside it
+    demo_dir = data_dir.with_name("demo")
+    log = tmp_path / "demo.log"
+    demo, lines = _demo(port, env, log)
+    try:
+        banner = _banner(demo, lines, log)
         match = re.search(r"map:\s+(http://\S+)/\?token=(\S+)", banner)
         assert match, banner
         base, token = match.groups()
         assert base == f"http://127.0.0.1:{port}"
         assert "8 simulated devices" in banner and "couriers" in banner and "vans" in banner
+        assert "tracker device add van-7 --fleet couriers\n" in banner, banner
+
+        # A second demo on the same port says so in one line, and leaves the first one alone.
+        second = subprocess.run(
+            [sys.executable, "-m", "tracker", "demo", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1, second
+        assert f"tracker: cannot listen on 127.0.0.1:{port}" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr and len(second.stderr.splitlines()) == 1, second.stderr
 
         async with httpx.AsyncClient(base_url=base) as http:
             page = await http.get("/", params={"token": token})
             assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+            assert '"overlay":"/map/overlay.geojson"' in page.text
             r = await http.get("/api/geofences", headers={"Authorization": f"Bearer {token}"})
             assert {f["properties"]["id"] for f in r.json()["features"]} >= {
                 "depot-wedding",
                 "government-quarter",
             }
+            streets = (await http.get("/map/overlay.geojson")).json()
+            assert [f["properties"]["main"] for f in streets["features"]] == [False, True]
+            assert len(streets["features"][1]["geometry"]["coordinates"]) > 100
 
         # Devices move: each device's positions come with newer timestamps, at 30x speed within seconds.
         viewer = Client("/viewer")
@@ -113,31 +174,55 @@ async def test_the_demo_serves_the_map_and_moves_devices(data_dir: Path, tmp_pat
             newest: dict[str, list[int]] = {}
             moved: set[str] = set()
             stop_at = asyncio.get_running_loop().time() + 60
-            while len(moved) < 4 and asyncio.get_running_loop().time() < stop_at:
+            while len(moved) < 6 and asyncio.get_running_loop().time() < stop_at:
                 for p in await viewer.next("positions", timeout=30):
                     seen = newest.setdefault(p["device"], [])
                     if seen and p["ts"] > seen[-1]:
                         moved.add(p["device"])
                     seen.append(p["ts"])
-            assert len(moved) >= 4, newest
+            assert len(moved) >= 6, newest
             assert {d.split("-")[0] for d in moved} <= {"courier", "van"}
         finally:
             await viewer.sio.disconnect()
 
+        # The README's next step: a device of one's own, registered while the demo runs, streams to it.
+        added = subprocess.run(
+            [sys.executable, "-m", "tracker", "device", "add", "van-7", "--fleet", "couriers"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert added.returncode == 0, added.stderr
+        assert f"the demo is running: using its database ({demo_dir})" in added.stderr
+        device = Client("/device")
+        await device.sio.connect(
+            base, namespaces=["/device"], auth={"token": added.stdout.strip()}, transports=["websocket"]
+        )
+        ack = await device.call("fix", {"lat": 52.52, "lon": 13.405, "ts": int(time.time() * 1000)})
+        assert ack["accepted"] == 1, ack
+        await device.close()
+
         async with httpx.AsyncClient(base_url=base) as http:
             h = {"Authorization": f"Bearer {token}"}
             devices = (await http.get("/api/devices", headers=h)).json()["devices"]
-            assert len(devices) == 8 and sum(d["online"] for d in devices) == 8
+            assert len(devices) == 9 and sum(d["online"] for d in devices) == 8
+            assert (await http.get("/favicon.ico")).headers["content-type"] == "image/svg+xml"
     finally:
-        demo.send_signal(signal.SIGTERM)
-        try:
-            demo.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            demo.wait()
-        reader.join(timeout=10)  # the pipe is at its end once the demo exited
-        assert demo.stdout is not None
-        demo.stdout.close()
+        # Ctrl-C, as a terminal that sends it to the demo alone (not its process group) would.
+        _stop(demo, signal.SIGINT)
     text = log.read_text()
     assert "Traceback" not in text and "Warning" not in text, text[-3000:]
-    assert not (data_dir / "postmaster.pid").exists(), "the demo left its PostGIS cluster running"
+    assert "reconnecting" not in text, text[-3000:]
+    assert demo.returncode == 130, demo.returncode
+    assert not (demo_dir / "postmaster.pid").exists(), "the demo left its PostGIS cluster running"
+
+    # Started again, it keeps its viewer token: a bookmarked map URL still works.
+    demo, lines = _demo(port, env, log)
+    try:
+        assert f"?token={token}\n" in _banner(demo, lines, log)
+    finally:
+        _stop(demo, signal.SIGTERM)
+    assert (demo_dir.with_name("demo-viewer.token").stat().st_mode & 0o777) == 0o600
+    assert not (demo_dir / "postmaster.pid").exists(), "the demo left its PostGIS cluster running"

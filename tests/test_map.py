@@ -8,6 +8,7 @@ populated map is saved as `artifacts/map.png` to look at.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -319,11 +320,18 @@ async def test_populated_map_screenshot(
     await tab.open(await add_viewer(map_server, fleets, name="Dispatch Berlin"))
     await until(lambda: _count(tab, 40))
     await tab.page.locator("[data-event-id]").first.wait_for()
+    await until(lambda: _rendered(tab, "world-land"))  # without tiles: Natural Earth (below)
     ARTIFACTS.mkdir(exist_ok=True)
     await tab.page.screenshot(path=str(ARTIFACTS / "map.png"))
     assert len(await tab.map_points()) == 40
     assert "OpenStreetMap" in await tab.page.inner_text(".maplibregl-ctrl-attrib")
-    assert any("openstreetmap.org" in u for u in tab.blocked)  # it tried the tiles, and still works
+    tiles = [u for u in tab.blocked if "tile.openstreetmap.org" in u]
+    assert tiles  # it tried the tiles, and still works
+    # Only once the fleet was framed: at the fleet's zoom, never the world's first.
+    assert min(int(u.split("/")[3]) for u in tiles) >= 11, tiles
+    # Without tiles, Natural Earth stands in for them: land under the devices, water around it.
+    background = "window.tracker.map.getPaintProperty('background', 'background-color')"
+    assert await tab.page.evaluate(background) == "#c9d8e4"
 
     # Search narrows the (virtualised) list; picking a device shows its details and trail.
     await tab.page.fill("#search", fleets[1])
@@ -336,6 +344,15 @@ async def test_populated_map_screenshot(
     await tab.page.wait_for_selector("#details-trail:has-text('fixes')")
     await tab.page.wait_for_timeout(500)  # let the fly-to finish before the picture
     await tab.page.screenshot(path=str(ARTIFACTS / "map-device.png"))
+
+
+async def _rendered(tab: MapPage, layer: str) -> bool:
+    """Whether the map draws something of `layer` in view."""
+    found: bool = await tab.page.evaluate(
+        f"window.tracker.map.getLayer('{layer}') !== undefined && "
+        f"window.tracker.map.queryRenderedFeatures({{layers: ['{layer}']}}).length > 0"
+    )
+    return found
 
 
 async def _count(tab: MapPage, n: int) -> bool:
@@ -359,12 +376,25 @@ async def test_page_headers_assets_and_a_missing_build(
         assert js.headers["content-type"].startswith("text/javascript")
         assert (await http.get("/assets/..%2Fsrc%2Fmain.js")).status_code == 404
         assert (await http.get("/assets/nothing.js")).status_code == 404
+        icon = await http.get("/favicon.ico")
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+        assert icon.text.startswith("<svg") and len(icon.content) < 1000
+        assert 'rel="icon" href="/favicon.ico"' in page.text
+        world = re.search(r"/assets/world-50m-[0-9a-f]+\.json", js.text)
+        assert world is not None
+        land = await http.get(world.group(0), headers={"Accept-Encoding": "gzip"})
+        assert land.status_code == 200 and land.headers["content-type"].startswith("application/json")
+        assert land.headers["content-encoding"] == "gzip" and land.json()["type"] == "Topology"
+        no_overlay = await http.get("/map/overlay.geojson")
+        assert no_overlay.status_code == 404 and "TRACKER_MAP_OVERLAY" in no_overlay.json()["error"]
     lan_tiles = "http://tiles.lan:8080/{z}/{x}/{y}.png"
     env = {"TRACKER_WEB_DIR": str(tmp_path / "nowhere"), "TRACKER_MAP_TILES": lan_tiles}
     with own_server(database_url, tmp_path, env) as bare:
         r = httpx.get(bare.url + "/")
+        icon = httpx.get(bare.url + "/favicon.ico")
     assert r.status_code == 503
     assert "npm --prefix web ci" in r.text and str(tmp_path / "nowhere") in r.text
+    assert icon.status_code == 404 and "not built" in icon.json()["error"]
     # A tile server on plain http is allowed by the page's CSP (https ones always are).
     csp = r.headers["content-security-policy"]
     assert "img-src 'self' data: blob: https: http://tiles.lan:8080;" in csp
@@ -492,6 +522,44 @@ async def test_the_trail_breaks_where_the_device_was_silent_and_its_line_stays_c
     await tab.page.wait_for_selector("#details-trail:has-text('10 fixes')")
     assert await note() == f"Trail, last 3 h: {await server_km()}, 3 parts"
     assert (await _trail_lines(tab))[2] == [[13.45, 52.52], [13.45, 52.528]]
+
+
+async def test_the_overlay_is_drawn_without_tiles(
+    database_url: str,
+    tmp_path: Path,
+    tabs: Callable[[Server], Awaitable[MapPage]],
+    clients: list[Client],
+) -> None:
+    """TRACKER_MAP_OVERLAY (the demo's simulated streets) is drawn over Natural Earth when tiles fail."""
+    streets = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"main": True},
+                "geometry": {"type": "LineString", "coordinates": [[13.39, 52.515], [13.41, 52.525]]},
+            },
+            {
+                "type": "Feature",
+                "properties": {"main": False},
+                "geometry": {"type": "LineString", "coordinates": [[13.39, 52.525], [13.41, 52.515]]},
+            },
+        ],
+    }
+    overlay = tmp_path / "streets.geojson"
+    overlay.write_text(json.dumps(streets))
+    with own_server(database_url, tmp_path, {"TRACKER_MAP_OVERLAY": str(overlay)}) as server:
+        r = httpx.get(server.url + "/map/overlay.geojson")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/geo+json"
+        assert r.json() == streets
+        fleet = uid("fleet")
+        device, token = await add_device(server, fleet)
+        await fix(await device_client(server, token, clients), now_ms(), lat=52.52, lon=13.4)
+        tab = await tabs(server)
+        await tab.open(await add_viewer(server, [fleet]))
+        await until(lambda: _drawn(tab, {device}))
+        await until(lambda: _rendered(tab, "overlay-line"))
+        await until(lambda: _rendered(tab, "world-land"))
 
 
 async def test_fixes_leave_the_trail_as_they_leave_its_three_hours(

@@ -213,9 +213,28 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         _serve(settings)
     else:
-        with database(settings) as url:
+        with database(accounts_database(settings)) as url:
             print(asyncio.run(_account(url, args)))
     return 0
+
+
+def accounts_database(settings: Settings) -> Settings:
+    """The settings `device` and `viewer` commands run with: told no other database than `tracker serve`'s
+    default, they go to the running demo's cluster while `tracker serve`'s is not running, so that the step
+    after `tracker demo` (add a device, stream from it) reaches the demo. Stderr says so; stdout keeps only
+    the token."""
+    from tracker.embedded_db import default_data_dir, demo_data_dir, server_running
+
+    if settings.database_url or (settings.data_dir or default_data_dir()) != default_data_dir():
+        return settings  # told which
+    demo = demo_data_dir()
+    if not server_running(demo):
+        return settings
+    if server_running(default_data_dir()):
+        print(f"tracker: the demo runs too; for its database add --data-dir {demo}", file=sys.stderr)
+        return settings
+    print(f"tracker: the demo is running: using its database ({demo})", file=sys.stderr)
+    return settings.model_copy(update={"data_dir": demo})
 
 
 def guarded(command: Callable[[], int]) -> int:

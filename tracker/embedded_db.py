@@ -70,6 +70,23 @@ def default_data_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "tracker" / "postgres"
 
 
+def demo_data_dir() -> Path:
+    """The folder of `tracker demo`'s own cluster, beside the default one, so that its simulated devices
+    never mix with real ones."""
+    return default_data_dir().parent / "demo"
+
+
+def server_running(data_dir: Path) -> bool:
+    """Whether a live PostgreSQL server owns `data_dir` (its postmaster.pid names a process that is
+    not a zombie); cheap, no binary is run."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _url(database: str, socket_dir: str, port: int) -> str:
     """postgresql://tracker@/<db>?host=<socket dir>&port=<port>: asyncpg and libpq accept it."""
     query = urllib.parse.urlencode({"host": socket_dir, "port": port}, safe="/")

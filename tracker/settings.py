@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     map_attribution: str = (
         '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
     )
+    # A GeoJSON file the map draws over its base map, as streets or areas (the demo's simulated streets);
+    # served at /map/overlay.geojson.
+    map_overlay: Path | None = None
     log_level: str = "info"
 
     @field_validator("admin_token")

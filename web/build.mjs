@@ -1,6 +1,7 @@
-// Builds the dispatcher map into dist/: one bundle (MapLibre GL JS and socket.io-client from npm), its CSS, and
-// MapLibre's worker, each under a content-hashed name so the server can let browsers cache them for good;
-// index.html is written last with those names, so a half-finished build never points at missing files.
+// Builds the dispatcher map into dist/: one bundle (MapLibre GL JS and socket.io-client from npm), its CSS,
+// MapLibre's worker and the offline world map, each under a content-hashed name so the server can let browsers
+// cache them for good, and the icon; index.html is written last with those names, so a half-finished build
+// never points at missing files.
 import * as esbuild from "esbuild";
 import { createHash } from "node:crypto";
 import { copyFile, mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
@@ -22,6 +23,14 @@ const workerHash = createHash("sha256").update(await readFile(worker)).digest("h
 const workerName = `maplibre-gl-worker-${workerHash}.mjs`;
 await copyFile(worker, join(assets, workerName));
 
+// Natural Earth land and borders (world-atlas, TopoJSON): what the map draws when tiles can't be reached,
+// fetched only then and turned into GeoJSON in the page by topojson-client.
+const world = join(here, "node_modules", "world-atlas", "countries-50m.json");
+const worldHash = createHash("sha256").update(await readFile(world)).digest("hex").slice(0, 10);
+const worldName = `world-50m-${worldHash}.json`;
+await copyFile(world, join(assets, worldName));
+await copyFile(join(here, "src", "favicon.svg"), join(dist, "favicon.svg"));
+
 const result = await esbuild.build({
   entryPoints: [join(here, "src", "main.js")],
   bundle: true,
@@ -33,7 +42,10 @@ const result = await esbuild.build({
   entryNames: "[name]-[hash]",
   assetNames: "[name]-[hash]",
   metafile: true,
-  define: { __WORKER_URL__: JSON.stringify(`/assets/${workerName}`) },
+  define: {
+    __WORKER_URL__: JSON.stringify(`/assets/${workerName}`),
+    __WORLD_URL__: JSON.stringify(`/assets/${worldName}`),
+  },
   logLevel: "warning",
 });
 
@@ -48,7 +60,7 @@ await writeFile(join(dist, "index.html"), page);
 
 // Pre-compressed copies: the server sends them to browsers that accept gzip (a third of the bytes).
 for (const name of await readdir(assets)) {
-  if (/\.(m?js|css)$/.test(name)) {
+  if (/\.(m?js|css|json)$/.test(name)) {
     const data = await readFile(join(assets, name));
     await writeFile(join(assets, `${name}.gz`), await promisify(gzip)(data, { level: 9 }));
   }

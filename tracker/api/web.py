@@ -19,11 +19,19 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from tracker.api import params
+from tracker.errors import NotFound
 from tracker.settings import Settings
 
+OVERLAY_PATH = "/map/overlay.geojson"
 _CONFIG_SLOT = '<script id="tracker-config" type="application/json">{}</script>'
 _ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".map": "application/json"}
+_TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".map": "application/json",
+    ".json": "application/json",
+}
 _NOT_BUILT = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tracker: map not built</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 44em; margin: 3em auto">
@@ -42,6 +50,7 @@ def page_config(settings: Settings) -> dict[str, object]:
         "style": settings.map_style,
         "tiles": settings.map_tiles or None,
         "attribution": settings.map_attribution,
+        "overlay": OVERLAY_PATH if settings.map_overlay else None,
     }
 
 
@@ -130,7 +139,45 @@ async def asset(request: Request) -> Response:
     return FileResponse(path, headers=headers, media_type=media_type)
 
 
+async def favicon(request: Request) -> Response:
+    """
+    summary: The map's icon (SVG), for browsers that ask for /favicon.ico
+    responses:
+      200:
+        description: The icon.
+        content:
+          image/svg+xml: {}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    path = params.core(request).settings.web_dir / "favicon.svg"
+    if not path.is_file():
+        raise NotFound("no favicon: the map is not built on this server")
+    headers = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
+    return FileResponse(path, headers=headers, media_type="image/svg+xml")
+
+
+async def overlay(request: Request) -> Response:
+    """
+    summary: What the map draws over its base map (TRACKER_MAP_OVERLAY), as GeoJSON
+    description: >
+      Streets or areas of the operator's own, drawn even without tiles; `tracker demo` serves its simulated
+      streets here. Public like the page and its tiles.
+    responses:
+      200:
+        description: The GeoJSON file.
+        content:
+          application/geo+json: {}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    path = params.core(request).settings.map_overlay
+    if path is None or not path.is_file():
+        raise NotFound("no map overlay here (TRACKER_MAP_OVERLAY names none, or no such file)")
+    return FileResponse(path, headers={"Cache-Control": "no-cache"}, media_type="application/geo+json")
+
+
 routes = [
     Route("/", index, methods=["GET"]),
     Route("/assets/{name}", asset, methods=["GET"]),
+    Route("/favicon.ico", favicon, methods=["GET"]),
+    Route(OVERLAY_PATH, overlay, methods=["GET"]),
 ]

@@ -3,9 +3,12 @@
 Policy: the server runs in this process exactly as `tracker serve` runs it (embedded PostGIS unless a
 database URL is given, the rules of the geofences folder). The couriers are a separate process (the
 load generator never shares the server's event loop or core): each replays a file of `sample_tracks/`
-in a loop as its own device over Socket.IO. Several couriers on one file start at different points of
-it. Device and viewer tokens are issued afresh on every run (the old ones stop working), and the map
-URL with the viewer's token is printed once the server answers.
+in a loop as its own device over Socket.IO (`tracker.tools.couriers`). Several couriers on one file start
+at different points of it. The port is bound first, so that a second demo on a busy port stops before it
+touches the first one's database. Device tokens are issued afresh on every run; the viewer's is kept in a
+file beside the cluster's folder (0600) and reused while the database still takes it, so that a bookmarked
+map URL keeps working. The banner (map URL, tokens, how to add a device of one's own) is printed once the
+server answers. With the sample tracks, the map also draws the simulated streets they were made on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,36 +28,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from tracker import bundle
 from tracker.cli import database, exit_on_signal, settings_of
-from tracker.errors import ConfigError
+from tracker.errors import ConfigError, TrackerError, Unauthorized
 from tracker.settings import Settings
 from tracker.tools.simulate import FLEETS  # file-name prefix -> fleet
-from tracker.tools.trackfile import SUFFIXES, TrackFile, read_track
+from tracker.tools.trackfile import SUFFIXES
 
 log = logging.getLogger("tracker.tools.demo")
 
 VIEWER = "demo-dispatcher"
-_GOLDEN = 0.6180339887498949
 
 
 @dataclass(frozen=True)
 class Vehicle:
-    """One simulated device: which file it replays and from how far into it (0..1) it starts."""
+    """One simulated device: which file it replays, and the part of it (from `start`, `span` long, as
+    fractions 0..1 of the shift) in which it starts, at its liveliest point (`tracker.tools.couriers`)."""
 
     id: str
     fleet: str
     file: Path
     start: float
+    span: float = 1.0
 
 
 def plan(folder: Path, count: int) -> list[Vehicle]:
-    """`count` vehicles over the track files of `folder`, each file used in turn. Each vehicle starts
-    at another point of its shift (a golden-ratio sequence), so that the map moves from the first
-    minute instead of every shift beginning parked at a depot, and copies of one file never overlap."""
+    """`count` vehicles over the track files of `folder`, each file used in turn. Copies of one file
+    share its shift out between them (each starts in its own part of it), so that they never overlap."""
     found = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
     if not found:
         raise ConfigError(f"no track files ({', '.join(SUFFIXES)}) in {folder}: run 'tracker simulate'")
@@ -65,8 +68,10 @@ def plan(folder: Path, count: int) -> list[Vehicle]:
     vehicles = []
     for i in range(count):
         file, copy = files[i % len(files)], i // len(files)
+        copies = count // len(files) + (1 if i % len(files) < count % len(files) else 0)
         name = file.stem if copy == 0 else f"{file.stem}-{copy + 1}"
-        vehicles.append(Vehicle(name, FLEETS.get(_prefix(file), "couriers"), file, (i * _GOLDEN) % 1.0))
+        fleet = FLEETS.get(_prefix(file), "couriers")
+        vehicles.append(Vehicle(name, fleet, file, copy / copies, 1 / copies))
     return vehicles
 
 
@@ -74,29 +79,9 @@ def _prefix(file: Path) -> str:
     return file.stem.split("-", 1)[0]
 
 
-def rotated(track: TrackFile, start: float) -> TrackFile:
-    """The track begun `start` (0..1) of the way in, its first part appended after its end, so that
-    time runs on: one lap of the same length, from another point."""
-    k = int(len(track) * start)
-    if k <= 0 or k >= len(track):
-        return track
-    step = int(np.median(np.diff(track.ts))) if len(track) > 1 else 1000
-    shift = int(track.ts[-1] - track.ts[0]) + step
-
-    def turn(a: Any, shift_by: Any = 0) -> Any:
-        return np.concatenate([a[k:], a[:k] + shift_by])
-
-    return TrackFile(
-        track.name,
-        turn(track.ts, shift),
-        turn(track.lat),
-        turn(track.lon),
-        {name: turn(values) for name, values in track.optional.items()},
-    )
-
-
-async def _register(url: str, vehicles: Sequence[Vehicle]) -> tuple[dict[str, str], str]:
-    """Issue fresh tokens: one per vehicle, and one for the demo viewer of every fleet (coroutine)."""
+async def _register(url: str, vehicles: Sequence[Vehicle], viewer_file: Path) -> tuple[dict[str, str], str]:
+    """Fresh tokens, one per vehicle; the demo viewer's (every fleet) from `viewer_file` while the database
+    still takes it, else a new one written there (coroutine)."""
     from tracker.auth import Authenticator
     from tracker.store import Database
 
@@ -106,14 +91,43 @@ async def _register(url: str, vehicles: Sequence[Vehicle]) -> tuple[dict[str, st
         tokens = {}
         for v in vehicles:
             _, tokens[v.id] = await auth.add_device(v.id, v.fleet, v.id, actor="demo", replace=True)
-        _, viewer = await auth.add_viewer(VIEWER, None, actor="demo", replace=True)
-        return tokens, viewer
+        with contextlib.suppress(OSError, Unauthorized):
+            kept = viewer_file.read_text().strip()
+            viewer = await auth.viewer(kept)
+            if viewer.name == VIEWER and viewer.fleets is None and viewer.expires_ts is None:
+                return tokens, kept
+        _, token = await auth.add_viewer(VIEWER, None, actor="demo", replace=True)
+        try:
+            viewer_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(viewer_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(token + "\n")
+        except OSError as exc:  # the demo works on; the next one mints another viewer token
+            log.warning("cannot keep the viewer token in %s: %s", viewer_file, exc)
+        return tokens, token
     finally:
         await db.close()
 
 
-def run(settings: Settings, url: str, tracks: Path, count: int, speed: float) -> None:
-    """Serve on `url`'s database with `count` simulated devices until interrupted."""
+def listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything else (as uvicorn binds it), or ConfigError
+    naming the address when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror}. Is a demo or `tracker serve` already running "
+            "there? Stop it, or choose another port with --port"
+        ) from None
+    return sock
+
+
+def run(settings: Settings, url: str, sock: socket.socket, tracks: Path, count: int, speed: float) -> None:
+    """Serve on `url`'s database and the bound `sock` with `count` simulated devices until interrupted."""
     import uvicorn
 
     from tracker.app import create_app
@@ -121,15 +135,11 @@ def run(settings: Settings, url: str, tracks: Path, count: int, speed: float) ->
     from tracker.supervisor import uvicorn_options
 
     vehicles = plan(tracks, count)
-    tokens, viewer_token = asyncio.run(_register(url, vehicles))
+    tokens, viewer_token = asyncio.run(_register(url, vehicles, viewer_token_file(settings)))
     if settings.admin_token is None:
         settings = settings.model_copy(update={"admin_token": secrets.token_urlsafe(24)})
-    config = uvicorn.Config(
-        create_app(settings, url), **uvicorn_options(settings, configure(settings.log_level))
-    )
-    server = uvicorn.Server(config)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    base = f"http://{host}:{settings.port}"
+    base = f"http://{host}:{sock.getsockname()[1]}"
     with tempfile.TemporaryDirectory(prefix="tracker-demo-") as tmp:
         plan_file = Path(tmp) / "plan.json"
         plan_file.write_bytes(
@@ -138,13 +148,68 @@ def run(settings: Settings, url: str, tracks: Path, count: int, speed: float) ->
                     "url": base,
                     "speed": speed,
                     "vehicles": [
-                        {"id": v.id, "token": tokens[v.id], "file": str(v.file.resolve()), "start": v.start}
+                        {
+                            "id": v.id,
+                            "token": tokens[v.id],
+                            "file": str(v.file.resolve()),
+                            "start": v.start,
+                            "span": v.span,
+                        }
                         for v in vehicles
                     ],
                 }
             )
         )
-        asyncio.run(_serve(server, plan_file, base, viewer_token, settings, vehicles))
+        if tracks.resolve() == bundle.sample_tracks().resolve() and settings.map_overlay is None:
+            settings = settings.model_copy(update={"map_overlay": _streets(Path(tmp))})
+        config = uvicorn.Config(
+            create_app(settings, url), **uvicorn_options(settings, configure(settings.log_level))
+        )
+        server = uvicorn.Server(config)
+        fleets = sorted({v.fleet for v in vehicles})
+        banner = (
+            f"\ntracker demo: {len(vehicles)} simulated devices ({', '.join(fleets)}) replaying sample tracks"
+            f"\n  map:          {base}/?token={viewer_token}"
+            f"\n  viewer token: {viewer_token} (kept across restarts)"
+            f"\n  admin token:  {settings.admin_token}"
+            f"\n  API:          {base}/openapi.json"
+            f"\n  your device:  tracker device add van-7 --fleet couriers{_database_flag(settings)}"
+            "\n                (in another terminal: it goes to this demo's database; then the README's"
+            "\n                device example, with that token)"
+            "\n  stop with Ctrl-C\n"
+        )
+        ended = asyncio.run(_serve(server, sock, plan_file, banner))
+    if ended is not None:
+        raise ended
+
+
+def viewer_token_file(settings: Settings) -> Path:
+    """Where the demo keeps its viewer's token: beside its cluster's folder."""
+    from tracker.embedded_db import demo_data_dir
+
+    folder = settings.data_dir or demo_data_dir()
+    return folder.with_name(folder.name + "-viewer.token")
+
+
+def _database_flag(settings: Settings) -> str:
+    """What `tracker device add` needs to reach this demo's database (nothing for the usual one)."""
+    from tracker.embedded_db import demo_data_dir
+
+    if settings.database_url:
+        return " --database-url <the demo's>"
+    if settings.data_dir is not None and settings.data_dir.resolve() != demo_data_dir().resolve():
+        return f" --data-dir {settings.data_dir}"
+    return ""
+
+
+def _streets(folder: Path) -> Path:
+    """The simulated streets the sample tracks were made on, as a GeoJSON file in `folder`."""
+    from tracker.tools.simulate import DEFAULT_SEED
+    from tracker.tools.simulate.city import build_city, streets_geojson
+
+    path = folder / "streets.geojson"
+    path.write_bytes(orjson.dumps(streets_geojson(build_city(DEFAULT_SEED))))
+    return path
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -159,89 +224,58 @@ def run_cli(args: argparse.Namespace) -> int:
     tracks = args.tracks or next(
         (p for p in (Path("sample_tracks"), bundle.sample_tracks()) if p.is_dir()), Path("sample_tracks")
     )
-    if settings.database_url is None and settings.data_dir is None:
-        # Its own cluster: the demo's devices and tokens never mix with those `tracker serve` keeps.
-        from tracker.embedded_db import default_data_dir
+    if settings.database_url is None and args.data_dir is None:
+        # Its own cluster beside `tracker serve`'s (TRACKER_DATA_DIR's): the demo's devices and tokens never
+        # mix with those `tracker serve` keeps.
+        from tracker.embedded_db import demo_data_dir
 
-        settings = settings.model_copy(update={"data_dir": default_data_dir().parent / "demo"})
+        settings = settings.model_copy(update={"data_dir": demo_data_dir()})
     raise_open_files_limit()
     signal.signal(signal.SIGTERM, exit_on_signal)
-    with database(settings) as url:
-        run(settings, url, tracks, args.devices, args.speed)
+    with listen(settings.host, settings.port) as sock, database(settings) as url:
+        run(settings, url, sock, tracks, args.devices, args.speed)
     return 0
 
 
-async def _serve(
-    server: Any, plan_file: Path, base: str, viewer_token: str, settings: Settings, vehicles: list[Vehicle]
-) -> None:
-    serving = asyncio.create_task(server.serve())
+async def _serve(server: Any, sock: socket.socket, plan_file: Path, banner: str) -> BaseException | None:
+    """Serve until stopped, with the couriers' process once the server answers; what stopped it
+    (SystemExit, KeyboardInterrupt) is returned, to be raised once the event loop is closed."""
+    couriers: asyncio.subprocess.Process | None = None
+    stop_server = server.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        # The couriers go first, so that none of them sees the server close its connection.
+        if couriers is not None and couriers.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                couriers.terminate()
+        stop_server(sig, frame)
+
+    server.handle_exit = handle_exit  # read by uvicorn when serve() installs its signal handlers
+
+    async def serve() -> BaseException | None:
+        try:
+            await server.serve(sockets=[sock])
+        except (SystemExit, KeyboardInterrupt) as exc:  # uvicorn's exit, or the signal it raises again
+            return exc
+        return None
+
+    serving = asyncio.create_task(serve())
     while not server.started:  # bounded by uvicorn itself: serve() ends if it cannot start
         if serving.done():
-            await serving
-            return
+            ended = await serving
+            code = ended.code if isinstance(ended, SystemExit) else None
+            if isinstance(ended, KeyboardInterrupt) or code in (None, 0) or code == 128 + signal.SIGTERM:
+                return ended
+            raise TrackerError("the demo's server did not start: its log above says why")
         await asyncio.sleep(0.05)
     couriers = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tracker.tools.demo", str(plan_file)
+        sys.executable, "-m", "tracker.tools.couriers", str(plan_file)
     )
-    fleets = sorted({v.fleet for v in vehicles})
-    print(
-        f"\ntracker demo: {len(vehicles)} simulated devices ({', '.join(fleets)}) replaying sample tracks"
-        f"\n  map:          {base}/?token={viewer_token}"
-        f"\n  viewer token: {viewer_token}"
-        f"\n  admin token:  {settings.admin_token}"
-        f"\n  API:          {base}/openapi.json"
-        "\n  stop with Ctrl-C\n",
-        flush=True,
-    )
+    print(banner, flush=True)
     try:
-        await serving
+        return await serving
     finally:
         if couriers.returncode is None:
             couriers.terminate()
-            with contextlib.suppress(ProcessLookupError):
-                await asyncio.wait_for(couriers.wait(), 10)
-
-
-async def _couriers(plan_file: Path) -> None:
-    """The load generator's process: every vehicle of the plan replays its track in a loop."""
-    from tracker.tools.replay import Replayer
-
-    spec = orjson.loads(plan_file.read_bytes())
-
-    async def one(v: dict[str, Any]) -> None:
-        track = rotated(read_track(v["file"]), v["start"])
-
-        def on_message(message: dict[str, Any]) -> None:
-            log.info(
-                "device=%s got message %s from %s: %s",
-                v["id"],
-                message["id"],
-                message["from"],
-                message["body"],
-            )
-
-        while True:  # a lost server comes back: the replayer reconnects, this restarts a failed lap
-            try:
-                replayer = Replayer(
-                    spec["url"], v["token"], [track], speed=spec["speed"], loop=True, on_message=on_message
-                )
-                await replayer.run()
-            except Exception as exc:  # logged, retried: the demo keeps going
-                log.warning("device=%s replay stopped (%s); again in 5 s", v["id"], exc)
-                await asyncio.sleep(5)
-
-    await asyncio.gather(*(one(v) for v in spec["vehicles"]))
-
-
-def _couriers_main(argv: Sequence[str]) -> int:
-    from tracker.logs import configure
-
-    configure(os.environ.get("TRACKER_LOG_LEVEL", "info"))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        asyncio.run(_couriers(Path(argv[0])))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_couriers_main(sys.argv[1:]))
+        with contextlib.suppress(ProcessLookupError):
+            await asyncio.wait_for(couriers.wait(), 10)

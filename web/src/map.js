@@ -1,20 +1,35 @@
-// The map: a configurable base style (OpenStreetMap raster tiles by default, over a plain background that
-// stays when tiles can't be reached), the fences, the selected device's trail, and the devices as one
-// custom WebGL layer (devicelayer.js), never one DOM marker per device.
+// The map: a configurable base style (OpenStreetMap raster tiles by default), the operator's overlay (the demo's
+// simulated streets), the fences, the selected device's trail, and the devices as one custom WebGL layer
+// (devicelayer.js), never one DOM marker per device. When tiles can't be reached, Natural Earth land and borders
+// (world-atlas, fetched from this server only then) stand in for them. Tiles are asked for only once the map has
+// framed the fleet (or the dispatcher moved it), never for the whole world first.
 import * as maplibregl from "maplibre-gl";
+import { feature, mesh } from "topojson-client";
 import { DeviceLayer } from "./devicelayer.js";
 import { PALETTE, STATUS_COLOURS, fleetIndex } from "./colours.js";
 
 const NOTHING = { type: "FeatureCollection", features: [] };
 const MAX_FENCE_LABELS = 300;
 const REFIT_AFTER_MS = 3000;
+const TILES_AFTER_MS = 3000; // with no device to frame by then, the tiles come anyway
+const PLAIN = "#e9ecef";
+const WATER = "#c9d8e4";
 
-/** The default style: a plain background, with raster tiles on top when a tile URL is configured. */
+/** The default style: a plain background, Natural Earth (empty until needed), raster tiles when a tile URL is
+ *  configured (hidden until the map is framed), and the overlay. */
 function baseStyle(config) {
   const style = {
     version: 8,
-    sources: {},
-    layers: [{ id: "background", type: "background", paint: { "background-color": "#e9ecef" } }],
+    sources: {
+      "world-land": { type: "geojson", data: NOTHING },
+      "world-borders": { type: "geojson", data: NOTHING },
+    },
+    layers: [
+      { id: "background", type: "background", paint: { "background-color": PLAIN } },
+      { id: "world-land", type: "fill", source: "world-land", paint: { "fill-color": "#f4f1ea" } },
+      { id: "world-borders", type: "line", source: "world-borders",
+        paint: { "line-color": "#9a8f97", "line-width": 1, "line-dasharray": [4, 2] } },
+    ],
   };
   if (config.tiles) {
     style.sources.base = {
@@ -24,9 +39,20 @@ function baseStyle(config) {
       maxzoom: 19,
       attribution: config.attribution || "",
     };
-    style.layers.push({ id: "base", type: "raster", source: "base" });
+    style.layers.push({ id: "base", type: "raster", source: "base", layout: { visibility: "none" } });
   }
   return style;
+}
+
+/** The overlay's source and layers (lines by width: `properties.main` wider; areas lightly filled). */
+function addOverlay(map, url) {
+  map.addSource("overlay", { type: "geojson", data: new URL(url, window.location.href).href });
+  map.addLayer({ id: "overlay-fill", type: "fill", source: "overlay", filter: ["==", ["geometry-type"], "Polygon"],
+    paint: { "fill-color": "#64748b", "fill-opacity": 0.08 } });
+  map.addLayer({ id: "overlay-line", type: "line", source: "overlay", layout: { "line-join": "round", "line-cap": "round" },
+    paint: { "line-color": "#7c8796", "line-opacity": 0.75,
+      "line-width": ["interpolate", ["linear"], ["zoom"], 11, ["case", ["get", "main"], 1.5, 0.5],
+        16, ["case", ["get", "main"], 6, 3]] } });
 }
 
 // The layer's colours are the status colours, then the palette: a status's index is its place in the first.
@@ -65,19 +91,56 @@ export class MapView {
     this.map.addControl(new maplibregl.ScaleControl(), "bottom-right");
     let tileErrors = 0;
     this.map.on("error", (event) => {
-      // Unreachable tiles or style: the page keeps working on the plain background.
+      // Unreachable tiles or style: the page keeps working, on Natural Earth.
       if (tileErrors++ === 0) console.warn("map:", event.error?.message || event.error);
       if (!this.map.isStyleLoaded() && config.style && !this.fellBack) {
         this.fellBack = true;
         this.map.setStyle(baseStyle({}));
+        this.map.once("style.load", () => this._showWorld());
+      } else if (event.sourceId === "base") {
+        this._showWorld();
       }
     });
-    this.map.on("dragstart", () => (this.userMoved = true));
-    this.ready = new Promise((resolve) => this.map.once("style.load", resolve)).then(() => this._addLayers(onSelect, describe));
+    this.map.on("dragstart", () => {
+      this.userMoved = true;
+      this._showTiles();
+    });
+    this.ready = new Promise((resolve) => this.map.once("style.load", resolve)).then(() => {
+      if (!config.style && !config.tiles) this._showWorld();
+      setTimeout(() => this._showTiles(), TILES_AFTER_MS);
+      this._addLayers(config, onSelect, describe);
+    });
   }
 
-  _addLayers(onSelect, describe) {
+  /** Shows the raster tiles (once): after the first framing, a move by the dispatcher, or a few seconds. */
+  _showTiles() {
+    if (this.tilesShown || !this.map.getLayer("base")) return;
+    this.tilesShown = true;
+    this.map.setLayoutProperty("base", "visibility", "visible");
+  }
+
+  /** Draws Natural Earth land and borders under everything (once): the tiles can't be reached. */
+  _showWorld() {
+    if (this.world || !this.map.getSource("world-land")) return;
+    this.world = fetch(__WORLD_URL__)
+      .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`${r.status} for the world map`))))
+      .then((topo) => {
+        // The background turns to water once the land is drawn over it, not before (no blue flash).
+        const drawn = (event) => {
+          if (event.sourceId !== "world-land" || !this.map.isSourceLoaded("world-land")) return;
+          this.map.off("sourcedata", drawn);
+          this.map.setPaintProperty("background", "background-color", WATER);
+        };
+        this.map.on("sourcedata", drawn);
+        this.map.getSource("world-land").setData(feature(topo, topo.objects.land));
+        this.map.getSource("world-borders").setData(mesh(topo, topo.objects.countries, (a, b) => a !== b));
+      })
+      .catch((err) => console.warn("world map:", err.message));
+  }
+
+  _addLayers(config, onSelect, describe) {
     const map = this.map;
+    if (config.overlay) addOverlay(map, config.overlay);
     map.addSource("fences", { type: "geojson", data: NOTHING });
     map.addLayer({ id: "fences-fill", type: "fill", source: "fences",
       paint: { "fill-color": "#3b82f6", "fill-opacity": 0.1 } });
@@ -191,10 +254,12 @@ export class MapView {
     const bounds = new maplibregl.LngLatBounds();
     for (const r of placed) bounds.extend([r.lon, r.lat]);
     this.map.fitBounds(bounds, { padding: 60, maxZoom: 15, duration: 0 });
+    this._showTiles();
   }
 
   flyTo(lon, lat) {
     this.userMoved = true;
+    this._showTiles();
     this.map.easeTo({ center: [lon, lat], zoom: Math.max(this.map.getZoom(), 14), duration: 400 });
   }
 }

@@ -277,3 +277,19 @@ def route(city: City, a: Place, b: Place, cost: Sequence[float]) -> Route:
         path.nodes.append(None)
         path.main.append(end_main)
     return path
+
+
+def streets_geojson(city: City) -> dict[str, object]:
+    """The streets in (lon, lat) as a GeoJSON FeatureCollection, one MultiLineString of the main roads and
+    one of the rest (`properties.main`): what a map draws so that the vehicles are seen on their streets."""
+    lon, lat = to_lonlat(city.xy[:, 0], city.xy[:, 1])
+    features = []
+    for main in (False, True):
+        lines = [
+            [[round(float(lon[n]), 6), round(float(lat[n]), 6)] for n in edge]
+            for edge, is_main in zip(city.edges, city.main, strict=True)
+            if bool(is_main) == main
+        ]
+        geometry = {"type": "MultiLineString", "coordinates": lines}
+        features.append({"type": "Feature", "properties": {"main": main}, "geometry": geometry})
+    return {"type": "FeatureCollection", "features": features}

@@ -23,8 +23,11 @@ import numpy as np
 import pytest
 from harness import ROOT, Client, free_port
 
+from tracker.cli import accounts_database
+from tracker.embedded_db import EmbeddedPostgres
 from tracker.errors import EmbeddedDatabaseError
 from tracker.postgres_install import find_bin_dir
+from tracker.settings import load_settings
 from tracker.tools.couriers import moving, rotated, underway
 from tracker.tools.demo import plan
 from tracker.tools.trackfile import read_track
@@ -79,6 +82,24 @@ def test_every_planned_vehicle_drives_from_the_start() -> None:
         dt = np.diff(track.ts, append=track.ts[-1])
         lively += int(dt[first_minutes & driving].sum() > dt[first_minutes].sum() / 2)
     assert lively >= 27, lively
+
+
+@pytest.mark.skipif(not HAVE_POSTGRES, reason="no PostgreSQL server binaries")
+def test_accounts_go_to_the_running_demo_unless_serve_runs_or_told(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACKER_DATA_DIR", str(data_dir))  # `tracker serve`'s; the demo's is beside it
+    demo_dir = data_dir.with_name("demo")
+    default = load_settings()
+    assert accounts_database(default) == default  # no demo running: serve's, as ever
+    with EmbeddedPostgres(demo_dir):
+        assert accounts_database(default).data_dir == demo_dir
+        told = load_settings(data_dir=str(data_dir.with_name("mine")))
+        assert accounts_database(told) == told
+        assert accounts_database(load_settings(database_url="postgresql:///x")).data_dir == data_dir
+        with EmbeddedPostgres(data_dir):  # serve's runs too: it stays the default
+            assert accounts_database(default) == default
+    assert accounts_database(default) == default
 
 
 def _demo(port: int, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], queue.Queue[str]]:

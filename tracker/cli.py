@@ -29,13 +29,13 @@ def new_parser() -> tuple[argparse.ArgumentParser, Any]:
     return p, p.add_subparsers(dest="command", required=True)
 
 
-def db_flags(cmd: argparse.ArgumentParser) -> None:
-    """--database-url and --data-dir: which database a command uses."""
+def db_flags(cmd: argparse.ArgumentParser, data_dir: str = "TRACKER_DATA_DIR") -> None:
+    """--database-url and --data-dir: which database a command uses (`data_dir`: its default, for help)."""
     cmd.add_argument(
         "--database-url",
         help="PostgreSQL URL (default: TRACKER_DATABASE_URL, else the embedded PostGIS cluster)",
     )
-    cmd.add_argument("--data-dir", help="folder of the embedded cluster (TRACKER_DATA_DIR)")
+    cmd.add_argument("--data-dir", help=f"folder of the embedded cluster (default: {data_dir})")
 
 
 def add_serve(sub: Any) -> None:

@@ -65,7 +65,7 @@ def _add_demo(sub: Any) -> None:
     demo.add_argument("--tracks", type=Path, help="folder of track files to replay (default: sample_tracks/)")
     demo.add_argument("--devices", type=int, default=30, help="simulated devices (default 30)")
     demo.add_argument("--speed", type=float, default=1.0, help="time factor of the replay (default 1)")
-    wiring.db_flags(demo)
+    wiring.db_flags(demo, "'demo' beside TRACKER_DATA_DIR's or the default cluster's folder")
 
 
 def _add_replay(sub: Any) -> None:

@@ -18,8 +18,11 @@ every TRACKER_GC_FULL_INTERVAL_S (600 s): RSS rises with reconnects between two 
 collections the server logged; a run shorter than the interval sees none, and its RSS growth is then
 mostly that garbage (`--server-setting GC_FULL_INTERVAL_S=60` shows the difference).
 
-The pieces: `settings` (the checked flags), `samples` (rows and the summary); the generator, its phones
-and viewers are the fleet bench's (`tracker.tools.bench.fleet.generators`), the server's vitals
+Each row also says what the server and PostgreSQL did in the sample (`causes`: retry answers by reason,
+commit time, late loop probes, checkpoints, WAL, autovacuum, table size), to explain a p99 that drifts.
+
+The pieces: `settings` (the checked flags), `samples` (rows and the summary), `causes`; the generator,
+its phones and viewers are the fleet bench's (`tracker.tools.bench.fleet.generators`), the server's vitals
 `tracker.tools.bench.vitals`.
 """
 
@@ -40,7 +43,7 @@ from tracker.tools.bench.procfs import cpu_s, machine_jiffies, tree_pids
 from tracker.tools.bench.report import DEFAULT_BASE_URL, BenchError, machine_facts, progress, write_report
 from tracker.tools.bench.scratch import scratch_database
 from tracker.tools.bench.server import raise_fd_limit, register_devices, register_viewer, start_server
-from tracker.tools.bench.soak import samples
+from tracker.tools.bench.soak import causes, samples
 from tracker.tools.bench.soak.settings import SoakSettings, build_settings
 from tracker.tools.bench.vitals import Vitals, read_vitals
 from tracker.tools.server_process import ServerProcess
@@ -137,13 +140,14 @@ async def _soak(
         if not connect["connected"]:
             raise BenchError(f"no device could connect to the server: {connect['notes']}")
         at_start = await read_vitals(server.pid, server.url)
+        counters = await causes.read_counters(server.url, db_url)
         backends = await backend_pids(db_url)
         await gens.load(
             mode="open", rate=1 / settings.interval, phone=True, churn_per_minute=settings.churn_percent / 100
         )
         await gens.mark("s1")
         begin, started = read(), time.perf_counter()
-        late: tuple[int, Vitals, dict[str, Any], Reading, Reading] | None = (
+        late: tuple[int, Vitals, dict[str, Any], Reading, Reading, dict[str, Any]] | None = (
             None  # the sample whose window is taken next
         )
         for k in range(1, settings.samples + 1):
@@ -152,9 +156,10 @@ async def _soak(
             end = read()
             vitals = await read_vitals(server.pid, server.url)
             seen = await gens.backlog()
+            counters, previous = await causes.read_counters(server.url, db_url), counters
             if late is not None:
                 rows.append(await _taken(gens, *late, settings))
-            late = (k, vitals, seen, begin, end)
+            late = (k, vitals, seen, begin, end, causes.growth(previous, counters))
             backends = await backend_pids(db_url)
             begin = read()
             _say(k, settings.samples, vitals, rows[-1] if rows else None)
@@ -209,18 +214,27 @@ async def _taken(
     seen: dict[str, Any],
     begin: Reading,
     end: Reading,
+    caused: dict[str, Any],
     settings: SoakSettings,
 ) -> dict[str, Any]:
     window = await gens.take(f"s{k}")
     figures = samples.row(k, k * settings.sample_s, vitals, window, begin, end)
-    figures.update(generator_connected=seen["connected"], generator_stuck=seen["stuck"])
+    figures.update(generator_connected=seen["connected"], generator_stuck=seen["stuck"], causes=caused)
     if seen["stuck"]:
         figures["generator_stuck_stages"] = seen["stuck_stages"]
     return figures
 
 
 def _say(k: int, of: int, vitals: Vitals, previous: dict[str, Any] | None) -> None:
-    ack = f", sample {previous['sample']} ack p99 {previous['ack_ms']['p99']} ms" if previous else ""
+    ack = ""
+    if previous:
+        c = previous["causes"]
+        ack = (
+            f", sample {previous['sample']} ack p99 {previous['ack_ms']['p99']} ms "
+            f"(retry {c['retry_by_reason']}, "
+            f"commit {c['commit_ms_mean']} ms, loop late >100 ms {c['loop_late_100ms']}x, "
+            f"checkpoints {c['checkpoints']}, autovacuums {c['autovacuums']})"
+        )
     progress(
         f"sample {k}/{of}: RSS {vitals.rss_mb} MB, {vitals.open_fds} fds, {vitals.asyncio_tasks} tasks, "
         f"{vitals.connected_devices} devices connected{ack}"

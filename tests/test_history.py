@@ -406,7 +406,7 @@ async def test_empty_and_single_fix_trails(
         "to": t + 10,
         "points": 0,
         "fixes": 0,
-        "gap_s": 600,
+        "gap_s": 0,
         "distance_m": 0,
         "times": [],
     }
@@ -478,7 +478,10 @@ async def test_a_trail_breaks_where_the_device_was_silent_in_geojson_and_gpx(
     url = f"/api/devices/{device}/trail"
     window = {"from": t, "to": t + 1_300_000}
 
-    r = await http.get(url, params=window, headers=bearer(viewer))
+    # Unasked, GeoJSON is the contract's single LineString, across the silence.
+    whole = (await http.get(url, params=window, headers=bearer(viewer))).json()
+    assert whole["geometry"]["type"] == "LineString" and whole["properties"]["gap_s"] == 0
+    r = await http.get(url, params=window | {"gap_s": "600"}, headers=bearer(viewer))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["geometry"] == {
@@ -517,7 +520,7 @@ async def test_a_trail_breaks_where_the_device_was_silent_in_geojson_and_gpx(
     assert len(gpxpy.parse(r.text).tracks[0].segments) == 1
 
 
-async def test_the_gap_setting_is_the_default_of_gap_s(
+async def test_the_gap_setting_is_the_default_of_gap_s_in_gpx_and_the_map(
     database_url: str, tmp_path: Path, clients: list[Client]
 ) -> None:
     with own_server(database_url, tmp_path, {"TRACKER_TRAIL_GAP_S": "1.5"}) as s:
@@ -526,11 +529,13 @@ async def test_the_gap_setting_is_the_default_of_gap_s(
             fixes = fixes_of([t, t + 1000, t + 3000], [1.0, 1.001, 1.002], [2.0] * 3)
             device, viewer = await device_with(s, clients, fixes)
             url = f"/api/devices/{device}/trail"
+            gpx = (await http.get(url, params={"from": t, "format": "gpx"}, headers=bearer(viewer))).text
+            assert len(gpxpy.parse(gpx).tracks[0].segments) == 2
             body = (await http.get(url, params={"from": t}, headers=bearer(viewer))).json()
-            assert body["properties"]["gap_s"] == 1.5
-            assert [len(line) for line in body["geometry"]["coordinates"]] == [2, 2]
-            body = (await http.get(url, params={"from": t, "gap_s": 0}, headers=bearer(viewer))).json()
             assert body["geometry"]["type"] == "LineString"
+            # The page is told the setting, and asks /trail with it.
+            page = (await http.get("/")).text
+            assert '"trailGapS":1.5' in page
 
 
 @pytest.mark.parametrize("endpoint", ["trail", "stops", "trips"])

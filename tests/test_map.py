@@ -501,7 +501,7 @@ async def test_the_trail_breaks_where_the_device_was_silent_and_its_line_stays_c
         async with httpx.AsyncClient(base_url=map_server.url) as http:
             r = await http.get(
                 f"/api/devices/{device}/trail",
-                params={"from": now - 3 * 3_600_000},
+                params={"from": now - 3 * 3_600_000, "gap_s": 600},  # as the page asks
                 headers={"Authorization": f"Bearer {viewer}"},
             )
         p = r.json()["properties"]

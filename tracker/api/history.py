@@ -67,15 +67,15 @@ async def trail(request: Request) -> Response:
     summary: A device's trail over a window, as GeoJSON, GPX or CSV
     description: >
       The fixes with from <= ts < to. GeoJSON (default): a Feature whose LineString runs through them in
-      time order, with `times` parallel to the coordinates. The trail breaks into runs where the device
-      sent nothing for longer than `gap_s`: with more than one run the geometry is a MultiLineString, a
-      LineString per run, and `times` lists the times of every run's coordinates, run after run. With no
-      fix in the window `geometry` is null; a run of a single fix is a LineString repeating it (times
-      [ts, ts], counted once in points). `points` counts the fixes drawn (after simplification), `fixes`
-      those stored in the window, `gap_s` is the gap used, and `distance_m` is the geodesic (WGS84)
-      length of the full, unsimplified trail along each run (nothing across a gap), so simplifying never
-      changes it. GPX has a trkseg per run. GeoJSON and GPX hold at most 200000 fixes (else 400);
-      `format=csv` streams any window, with a header `ts,lat,lon,speed,heading`.
+      time order, with `times` parallel to the coordinates. Asked with `gap_s`, the trail breaks into runs
+      where the device sent nothing for longer than that: with more than one run the geometry is a
+      MultiLineString, a LineString per run, and `times` lists the times of every run's coordinates, run
+      after run. With no fix in the window `geometry` is null; a run of a single fix is a LineString
+      repeating it (times [ts, ts], counted once in points). `points` counts the fixes drawn (after
+      simplification), `fixes` those stored in the window, `gap_s` is the gap used, and `distance_m` is the
+      geodesic (WGS84) length of the full, unsimplified trail along each run (nothing across a gap), so
+      simplifying never changes it. GPX has a trkseg per run. GeoJSON and GPX hold at most 200000 fixes
+      (else 400); `format=csv` streams any window, with a header `ts,lat,lon,speed,heading`.
     security: [{bearer: []}]
     parameters:
       - {$ref: '#/components/parameters/DeviceId'}
@@ -90,8 +90,8 @@ async def trail(request: Request) -> Response:
       - name: gap_s
         in: query
         description: >
-          Seconds without a fix after which the trail breaks into a new run (default TRACKER_TRAIL_GAP_S,
-          600; 0 never breaks). Not with format=csv.
+          Seconds without a fix after which the trail breaks into a new run; 0 never breaks. Default: 0 for
+          GeoJSON (the contract's single LineString), TRACKER_TRAIL_GAP_S (600) for GPX. Not with format=csv.
         schema: {type: number, minimum: 0, maximum: 31536000}
       - {name: format, in: query, schema: {enum: [geojson, gpx, csv], default: geojson}}
     responses:
@@ -141,7 +141,10 @@ async def trail(request: Request) -> Response:
     from_ms, to_ms = params.window(request)
     fmt = _format(request)
     tolerance = params.number(request, "simplify", 0.0, 0.0, math.inf)
-    gap_s = params.number(request, "gap_s", params.core(request).settings.trail_gap_s, 0.0, MAX_GAP_S)
+    # GeoJSON keeps the contract's one LineString unless the caller asks for runs (the map does, with the
+    # setting it is given); a GPX track has room for segments, so it breaks at the setting by default.
+    default_gap = params.core(request).settings.trail_gap_s if fmt == "gpx" else 0.0
+    gap_s = params.number(request, "gap_s", default_gap, 0.0, MAX_GAP_S)
     if fmt == "csv":
         if tolerance > 0:
             raise InvalidInput("simplify does not apply to format=csv, which streams every fix; drop it")

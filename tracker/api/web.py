@@ -45,12 +45,13 @@ this), or point <code>TRACKER_WEB_DIR</code> at a built copy. The API works mean
 
 
 def page_config(settings: Settings) -> dict[str, object]:
-    """What the page needs to know about its base map."""
+    """What the page needs to know: its base map, and where a trail breaks (`TRACKER_TRAIL_GAP_S`)."""
     return {
         "style": settings.map_style,
         "tiles": settings.map_tiles or None,
         "attribution": settings.map_attribution,
         "overlay": OVERLAY_PATH if settings.map_overlay else None,
+        "trailGapS": settings.trail_gap_s,
     }
 
 

@@ -8,8 +8,9 @@ export const TRAIL_HOURS = 3;
 const TRIM_EVERY_MS = 60_000; // fixes older than the window leave the trail at least this often
 
 export class DeviceDetails {
-  constructor(fleet, mapView, api) {
+  constructor(fleet, mapView, api, trailGapS = 0) {
     this.fleet = fleet;
+    this.trailGapS = trailGapS; // the server's TRACKER_TRAIL_GAP_S: /trail breaks the line only when asked
     this.map = mapView;
     this.api = api;
     this.id = null;
@@ -36,6 +37,7 @@ export class DeviceDetails {
     try {
       const feature = await this.api.get(`/api/devices/${encodeURIComponent(id)}/trail`, {
         from: Date.now() - TRAIL_HOURS * 3600_000,
+        gap_s: this.trailGapS,
       });
       if (this.id !== id) return;
       this.trail = new LiveTrail(feature);

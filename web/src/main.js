@@ -68,7 +68,7 @@ function start(config, token, me) {
   });
   const names = new DeviceNames(api, fleet, fleetChoice);
   const connection = new ConnectionState($("connection"));
-  const details = new DeviceDetails(fleet, mapView, api);
+  const details = new DeviceDetails(fleet, mapView, api, config.trailGapS ?? 0);
   const conversation = new Conversation(api, (device, body) => live.send(device, body), () => list.refresh());
   const live = connectLive(token, { api, fleet, fleetChoice, names, feed, details, conversation, connection, stats });
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from tracker.geofence.grid import FenceIndex
 from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, Rule, StateKey
-from tracker.trips.detect import TripDetection
+from tracker.trips.changes import TripDetection
 
 PRESENCE = ""  # the rule id of the rule-independent presence state
 
@@ -129,11 +129,17 @@ def step(state: FenceState | None, raw: bool, confirm: int, ts: int) -> tuple[Fe
 
 
 def detect(
-    rules: RuleSet, states: DeviceStates, heads: Mapping[str, Head], fixes: Sequence[Fix]
+    rules: RuleSet,
+    states: DeviceStates,
+    heads: Mapping[str, Head],
+    fixes: Sequence[Fix],
+    todo: Mapping[str, list[Fix]] | None = None,
 ) -> Detection:
-    """Evaluate a batch of fixes against `rules`; see the module docstring. Pure."""
+    """Evaluate a batch of fixes against `rules`; see the module docstring (`todo`: the batch's
+    `newest_per_device`, when the caller has it already). Pure."""
     out = Detection(rules.version)
-    todo = newest_per_device(fixes, heads)
+    if todo is None:
+        todo = newest_per_device(fixes, heads)
     for device, fs in todo.items():
         last = fs[-1]
         out.heads[device] = Head(last.ts, last.lat, last.lon)

@@ -135,13 +135,13 @@ class GeofenceEngine:
         fixes: Sequence[Fix],
     ) -> Detection:
         """Fences, then the trips of the devices in `active` (pure but for reading the engine's state)."""
-        detection = detect(rules, self.states, self.heads, fixes)
+        todo = newest_per_device(fixes, self.heads)
+        detection = detect(rules, self.states, self.heads, fixes, todo)
         if active:
-            todo = newest_per_device([f for f in fixes if f.device in active], self.heads)
             detection.trips = trip_detect.evaluate(
                 active,
                 speeds,
-                todo,
+                {d: fs for d, fs in todo.items() if d in active},
                 self.heads,
                 rules.fence,
                 detour=self._trip_detour,

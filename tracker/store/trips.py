@@ -17,7 +17,7 @@ import asyncpg
 
 from tracker.model import Window
 from tracker.store.database import Database
-from tracker.trips.detect import TripDetection
+from tracker.trips.changes import TripDetection
 from tracker.trips.model import ACTIVE, OPEN, Destination, Trip, TripEvent
 
 CHANNEL = "tracker_trips"

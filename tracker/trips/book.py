@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tracker.trips.detect import TripDetection
+from tracker.trips.changes import TripDetection
 from tracker.trips.eta import WARMUP_S, Speed
 from tracker.trips.model import ACTIVE, STATUSES, Trip
 
@@ -82,6 +82,11 @@ class TripBook:
                 self.remove(trip_id)
             elif self.get(trip_id) is not None:
                 self.put(trip)
+        for trip_id, (eta_ts, remaining, progress_ts, speed_mps) in detection.progress.items():
+            held = self.get(trip_id)
+            if held is not None:  # the one change in place: cheaper than a new Trip per fix
+                held.eta_ts, held.remaining_m, held.progress_ts = eta_ts, remaining, progress_ts
+                held.speed_mps = speed_mps
         for device, speed in detection.speeds.items():
             if device in self.active:
                 self.speeds[device] = speed

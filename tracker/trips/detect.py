@@ -4,8 +4,10 @@ Per device with active trips, in fix order and only for fixes newer than the dev
 `todo` the fence detection walks, so a late fix moves no trip): the segment from the previous fix
 advances the device's moving speed (`tracker.trips.eta`); then each active trip takes, in this order,
 `approaching` on the first fix within `approach_m` of the destination and `arrived` on the first fix
-inside it (one fix may fire both). A fix reached at an implausible speed from the last good one (a GPS
-jump) moves nothing. Distances for the whole batch are computed in a few vectorised calls.
+inside it (one fix may fire both). A fix reached at an implausible speed from the fix before it (a GPS
+jump, and so the fix after it) moves nothing, however the fixes were batched. Distances for the whole
+batch are computed in a few vectorised calls; the common case (one fix, one trip to a point) is
+evaluated whole-batch in `tracker.trips.batch`.
 
 The caller writes `writes` (compare-and-set on the status each trip had) with the fixes, and applies
 the result to memory only after COMMIT.
@@ -13,8 +15,8 @@ the result to memory only after COMMIT.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 
 import numpy as np
 import shapely
@@ -22,29 +24,11 @@ import shapely
 from tracker.geo import FloatArray, distances_from_m, pairwise_distance_m
 from tracker.model import Fence, Fix, Head
 from tracker.trips import eta
-from tracker.trips.model import ACTIVE, Trip, TripEvent
+from tracker.trips.batch import evaluate_simple, simple
+from tracker.trips.changes import TripDetection, step
+from tracker.trips.model import ACTIVE, Trip
 
 _M_PER_DEG = 111_320.0  # metres per degree of latitude, for the local projection of polygon fences
-
-
-@dataclass
-class TripDetection:
-    """What one batch changed: trips after it (changed ones), their status before, the trips whose row
-    must be written (a status change, or stored progress older than the progress interval), the events
-    in order, and the devices' speeds after it."""
-
-    trips: dict[str, Trip] = field(default_factory=dict)
-    before: dict[str, str] = field(default_factory=dict)
-    writes: list[str] = field(default_factory=list)
-    events: list[TripEvent] = field(default_factory=list)
-    speeds: dict[str, eta.Speed] = field(default_factory=dict)
-    stored: list[TripEvent] = field(default_factory=list)  # the events written (set by the store)
-    lost: set[str] = field(default_factory=set)  # trips ended elsewhere meanwhile (set by the store)
-
-    @property
-    def devices(self) -> set[str]:
-        """The devices whose trips the batch writes."""
-        return {self.trips[t].device for t in self.writes}
 
 
 def evaluate(
@@ -60,113 +44,146 @@ def evaluate(
     """Evaluate the newest fixes of each device (`todo`, from `newest_per_device`) against its active
     trips; see the module docstring. Pure."""
     out = TripDetection()
-    devices = [d for d in todo if active.get(d)]
+    devices = []
+    quick: list[Trip] = []
+    for device in todo:
+        held = active.get(device)
+        if held:
+            trip = simple(held, todo[device])
+            if trip is not None:
+                quick.append(trip)
+            else:
+                devices.append(device)
+    if quick:
+        fixes = [todo[t.device][0] for t in quick]
+        evaluate_simple(quick, fixes, heads, speeds, detour=detour, progress_ms=progress_ms, out=out)
     if not devices:
         return out
-    for device in devices:
-        fixes = todo[device]
-        head = heads.get(device)
-        steps = _steps(head, fixes)
-        speed = speeds.get(device, eta.Speed())
-        trips = [t for t in active[device].values() if t.status in ACTIVE]
-        dists = {t.id: _distances(t, fixes, fence) for t in trips}
-        current = {t.id: t for t in trips}
-        for i, f in enumerate(fixes):
-            dt_s, dist_m, good = steps[i]
-            if not good:
-                continue
-            if dt_s > 0:
-                speed = eta.advance(speed, dt_s, dist_m, max(f.accuracy or 0.0, 0.0))
-            for trip_id, trip in current.items():
-                d = dists[trip_id]
-                if trip.status not in ACTIVE or d is None:
-                    continue
-                current[trip_id] = _step(trip, f, float(d[0][i]), float(d[1][i]), speed, detour, out)
-        out.speeds[device] = speed
-        for trip_id, trip in current.items():
-            old = active[device][trip_id]
-            if trip is old:
-                continue
-            out.trips[trip_id] = trip
-            out.before[trip_id] = old.status
-            due = old.progress_ts is None or (trip.progress_ts or 0) - old.progress_ts >= progress_ms
-            if trip.status != old.status or due:
-                out.writes.append(trip_id)
-    return out
-
-
-def _step(
-    trip: Trip, f: Fix, remaining: float, to_go: float, speed: eta.Speed, detour: float, out: TripDetection
-) -> Trip:
-    """The trip after one fix at `remaining` metres from its destination (`to_go` to its edge)."""
-    status = trip.status
-    approaching_ts, arrived_ts = trip.approaching_ts, trip.arrived_ts
-    eta_ts: int | None
-    if to_go <= 0:
-        remaining, eta_ts = 0.0, f.ts
-    else:
-        eta_ts = eta.eta_ts(f.ts, to_go, speed, detour)
-    fired = []
-    if status == "started" and (remaining <= trip.approach_m or to_go <= 0):
-        status, approaching_ts = "approaching", f.ts
-        fired.append(status)
-    if to_go <= 0:
-        status, arrived_ts = "arrived", f.ts
-        fired.append(status)
-    new = replace(
-        trip,
-        status=status,
-        eta_ts=eta_ts,
-        remaining_m=remaining,
-        progress_ts=f.ts,
-        speed_mps=eta.known(speed),
-        approaching_ts=approaching_ts,
-        arrived_ts=arrived_ts,
-    )
-    for s in fired:
-        out.events.append(
-            TripEvent(trip.id, trip.device, trip.fleet, s, f.ts, eta_ts, remaining, trip.ref, trip.notify)
-        )
-    return new
-
-
-def _steps(head: Head | None, fixes: Sequence[Fix]) -> list[tuple[float, float, bool]]:
-    """Per fix: (seconds and metres from the last good fix, whether this fix is good). A fix farther
-    from the last good one than a jump allows is not good, and the next is measured from that one."""
+    fixes = [f for d in devices for f in todo[d]]
     n = len(fixes)
     lat = np.fromiter((f.lat for f in fixes), dtype=np.float64, count=n)
     lon = np.fromiter((f.lon for f in fixes), dtype=np.float64, count=n)
     ts = np.fromiter((f.ts for f in fixes), dtype=np.int64, count=n)
-    prev_lat = np.r_[head.lat if head else lat[0], lat[:-1]]
-    prev_lon = np.r_[head.lon if head else lon[0], lon[:-1]]
-    dist = pairwise_distance_m(prev_lat, prev_lon, lat, lon)
-    out: list[tuple[float, float, bool]] = []
-    last = (head.lat, head.lon, head.ts) if head is not None else None  # the last good fix
-    previous_good = True  # whether `last` is the fix just before this one (then `dist` holds the segment)
-    for i in range(n):
-        if last is None:
-            out.append((0.0, 0.0, True))
+    # Each fix's previous position: the device's previous fix in the batch, or its head.
+    prev_lat, prev_lon, prev_ts = np.r_[lat[:1], lat[:-1]], np.r_[lon[:1], lon[:-1]], np.r_[ts[:1], ts[:-1]]
+    offsets: list[int] = []
+    trips: list[Trip] = []  # the active trips, device after device
+    rows: list[int] = []  # per (trip, fix) pair: the fix's position in the batch
+    offset = 0
+    for device in devices:
+        offsets.append(offset)
+        count = len(todo[device])
+        head = heads.get(device)
+        if head is not None:
+            prev_lat[offset], prev_lon[offset], prev_ts[offset] = head.lat, head.lon, head.ts
         else:
-            if previous_good:
-                d = float(dist[i])
-            else:
-                d = float(distances_from_m(last[0], last[1], lat[i : i + 1], lon[i : i + 1])[0])
-            dt = (int(ts[i]) - last[2]) / 1000
-            previous_good = not (0 < dt <= eta.GAP_S and d / dt > eta.JUMP_MPS)
-            out.append((dt, d, previous_good))
-            if not previous_good:
-                continue
-        last = (float(lat[i]), float(lon[i]), int(ts[i]))
+            prev_lat[offset], prev_lon[offset], prev_ts[offset] = lat[offset], lon[offset], ts[offset]
+        for trip in active[device].values():
+            if trip.status in ACTIVE:
+                trips.append(trip)
+                rows.extend(range(offset, offset + count))
+        offset += count
+    seg = pairwise_distance_m(prev_lat, prev_lon, lat, lon).tolist()
+    dt = ((ts - prev_ts) / 1000).tolist()
+    remaining, to_go = _pair_distances(trips, [len(todo[t.device]) for t in trips], rows, lat, lon, fence)
+    pair = 0
+    trip_at = 0
+    for device, offset in zip(devices, offsets, strict=True):
+        count = len(todo[device])
+        mine = []
+        while trip_at < len(trips) and trips[trip_at].device == device:
+            mine.append((trips[trip_at], pair))
+            pair += count
+            trip_at += 1
+        _walk(
+            device,
+            todo[device],
+            offset,
+            seg,
+            dt,
+            remaining,
+            to_go,
+            mine,
+            active,
+            speeds,
+            detour,
+            progress_ms,
+            out,
+        )
     return out
 
 
-def _distances(
-    trip: Trip, fixes: Sequence[Fix], fence: Callable[[str], Fence | None]
-) -> tuple[FloatArray, FloatArray] | None:
-    """`destination_distances` for each fix."""
-    lat = np.fromiter((f.lat for f in fixes), dtype=np.float64, count=len(fixes))
-    lon = np.fromiter((f.lon for f in fixes), dtype=np.float64, count=len(fixes))
-    return destination_distances(trip, lat, lon, fence)
+def _walk(
+    device: str,
+    fixes: Sequence[Fix],
+    offset: int,
+    seg: list[float],
+    dt: list[float],
+    remaining: list[float],
+    to_go: list[float],
+    mine: list[tuple[Trip, int]],
+    active: Mapping[str, Mapping[str, Trip]],
+    speeds: Mapping[str, eta.Speed],
+    detour: float,
+    progress_ms: int,
+    out: TripDetection,
+) -> None:
+    """One device's fixes in order: its speed, then each of its trips (`mine`: trip and its first pair)."""
+    speed = speeds.get(device, eta.Speed())
+    current = [trip for trip, _ in mine]
+    for i, f in enumerate(fixes):
+        d, t = seg[offset + i], dt[offset + i]
+        if 0 < t <= eta.GAP_S and d / t > eta.JUMP_MPS:  # a jump (or the fix after one) moves nothing
+            continue
+        if t > 0:
+            speed = eta.advance(speed, t, d, max(f.accuracy or 0.0, 0.0))
+        for j, (_, first_pair) in enumerate(mine):
+            trip = current[j]
+            if trip.status not in ACTIVE or math.isnan(remaining[first_pair + i]):
+                continue
+            current[j] = step(trip, f, remaining[first_pair + i], to_go[first_pair + i], speed, detour, out)
+    out.speeds[device] = speed
+    for trip in current:
+        old = active[device][trip.id]
+        if trip is old:
+            continue
+        out.trips[trip.id] = trip
+        out.before[trip.id] = old.status
+        due = old.progress_ts is None or (trip.progress_ts or 0) - old.progress_ts >= progress_ms
+        if trip.status != old.status or due:
+            out.writes.append(trip.id)
+
+
+def _pair_distances(
+    trips: Sequence[Trip],
+    counts: Sequence[int],
+    rows: Sequence[int],
+    lat: FloatArray,
+    lon: FloatArray,
+    fence: Callable[[str], Fence | None],
+) -> tuple[list[float], list[float]]:
+    """`destination_distances` for every (trip, fix of its device) pair, in `rows` order: point
+    destinations in one vectorised call, fences trip by trip (NaN where a fence is no longer loaded)."""
+    index = np.asarray(rows, dtype=np.int64)
+    dlat = np.repeat([t.destination.lat if t.destination.fence is None else np.nan for t in trips], counts)
+    dlon = np.repeat([t.destination.lon if t.destination.fence is None else np.nan for t in trips], counts)
+    radius = np.repeat([t.destination.radius_m for t in trips], counts)
+    points = ~np.isnan(dlat)
+    remaining = np.full(len(index), np.nan)
+    to_go = np.full(len(index), np.nan)
+    if points.any():
+        d = pairwise_distance_m(dlat[points], dlon[points], lat[index[points]], lon[index[points]])
+        remaining[points] = d
+        to_go[points] = d - radius[points]
+    pair = 0
+    for trip, count in zip(trips, counts, strict=True):
+        if trip.destination.fence is not None:
+            at = index[pair : pair + count]
+            got = destination_distances(trip, lat[at], lon[at], fence)
+            if got is not None:
+                remaining[pair : pair + count], to_go[pair : pair + count] = got
+        pair += count
+    return remaining.tolist(), to_go.tolist()
 
 
 def destination_distances(

@@ -31,9 +31,11 @@ class Destination:
         return {"lat": self.lat, "lon": self.lon, "radius_m": self.radius_m}
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Trip:
-    """One trip as stored, with its newest progress (`eta_ts`, `remaining_m` as of the fix `progress_ts`)."""
+    """One trip as stored, with its newest progress (`eta_ts`, `remaining_m` as of the fix `progress_ts`).
+    Treated as immutable (a change is a new Trip, `moved`); not frozen, since the ingest path makes one per
+    fix of a device on a trip and a frozen dataclass costs twice as much to build."""
 
     id: str
     device: str
@@ -54,6 +56,39 @@ class Trip:
     ended_ts: int | None = None
     share: bool = False
     share_ttl_s: int | None = None
+
+    def moved(
+        self,
+        status: str,
+        eta_ts: int | None,
+        remaining_m: float,
+        progress_ts: int,
+        speed_mps: float | None,
+        approaching_ts: int | None,
+        arrived_ts: int | None,
+    ) -> Trip:
+        """This trip after a fix: `dataclasses.replace` of those fields, without its per-call cost."""
+        return Trip(
+            self.id,
+            self.device,
+            self.fleet,
+            status,
+            self.destination,
+            self.approach_m,
+            self.ref,
+            self.notify,
+            self.created_ts,
+            self.expires_ts,
+            eta_ts,
+            remaining_m,
+            progress_ts,
+            speed_mps,
+            approaching_ts,
+            arrived_ts,
+            self.ended_ts,
+            self.share,
+            self.share_ttl_s,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The trip as the HTTP API answers it (`share_url` is added by the share-link feature)."""

@@ -12,7 +12,8 @@ from typing import Any
 
 
 def add_bench(sub: Any) -> None:
-    """`tracker bench ingest | ingest-log | geofences | messages | history | map | fleet | storm | soak`."""
+    """`tracker bench ingest | ingest-log | geofences | messages | trips | history | map | fleet | storm |
+    soak`."""
 
     def bench_flags(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument(
@@ -53,6 +54,15 @@ def add_bench(sub: Any) -> None:
     bench_flags(msgs)
     msgs.add_argument("--messages", type=int, default=1000, help="timed messages to a connected device")
     msgs.add_argument("--backlog", type=int, default=5000, help="messages queued for an offline device")
+    trips = bench.add_parser(
+        "trips", help="ingest throughput with an active trip per device vs none, and ETA accuracy (JSON)"
+    )
+    bench_flags(trips)
+    trips.add_argument("--devices", type=int, default=10_000, help="devices, each with one trip in trip runs")
+    trips.add_argument("--rounds", type=int, default=10, help="timed fixes per device and run")
+    trips.add_argument(
+        "--seeds", default="20260302,1,2,3", help="simulation seeds of the ETA accuracy, comma-separated"
+    )
     hist = bench.add_parser(
         "history", help="trail, positions, area and nearby latency on a loaded history (JSON)"
     )
@@ -204,6 +214,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> str:
+    if args.action == "trips":
+        from tracker.tools.bench.trips import bench_trips
+
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        return bench_trips(args.database_url, args.devices, args.rounds, seeds, args.out)
     if args.action == "messages":
         from tracker.tools.bench.messages import bench_messages
 

@@ -1,0 +1,130 @@
+"""Trip evaluation, pure: status changes in fix order, late fixes and GPS jumps, the smoothed speed, the
+vectorised common case against the per-fix walk, and the ETA accuracy on the simulated shifts."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from tracker.model import Fix, Head
+from tracker.tools.bench.trips.accuracy import measure
+from tracker.trips import eta
+from tracker.trips.book import TripBook
+from tracker.trips.detect import evaluate
+from tracker.trips.model import Destination, Trip
+
+M_PER_DEG_LAT = 111_277.0  # at 52.52 N
+DEST = Destination(52.52, 13.40, 60.0)
+
+
+def trip(trip_id: str = "1", device: str = "dev", **more: object) -> Trip:
+    fields: dict[str, object] = {"approach_m": 510.0, "ref": None, "notify": (), "created_ts": 0}
+    fields.update(more)
+    return Trip(trip_id, device, "fleet", "started", DEST, expires_ts=10**13, **fields)  # type: ignore[arg-type]
+
+
+def south(metres: float, ts: int, device: str = "dev") -> Fix:
+    return Fix(device, "fleet", ts, DEST.lat - metres / M_PER_DEG_LAT, 13.40)  # type: ignore[operator]
+
+
+def run(
+    trips: list[Trip], fixes: list[Fix], head: Head | None = None, speed: eta.Speed | None = None
+) -> tuple[dict[str, Trip], list[tuple[str, str, int]], eta.Speed | None]:
+    """Evaluate `fixes` of one device batch by batch (one fix each), as the ingest path would."""
+    book = TripBook()
+    for t in trips:
+        book.put(t)
+    if speed is not None:
+        book.speeds["dev"] = speed
+    events: list[tuple[str, str, int]] = []
+    for f in fixes:
+        if "dev" not in book.active:
+            break
+        out = evaluate(
+            {"dev": dict(book.active["dev"])},
+            dict(book.speeds),
+            {"dev": [f]},
+            {"dev": head} if head else {},
+            lambda _: None,
+            detour=1.3,
+            progress_ms=30_000,
+        )
+        book.apply(out)
+        for t in out.trips.values():
+            if t.status not in ("started", "approaching"):
+                book.remove(t.id)
+        events += [(e.trip, e.status, e.ts) for e in out.events]
+        head = Head(f.ts, f.lat, f.lon)
+    return {t.id: t for ts in book.active.values() for t in ts.values()}, events, book.speeds.get("dev")
+
+
+def test_status_changes_fire_once_in_fix_order() -> None:
+    fixes = [south(2000 - 50 * k, 1_000_000 + 5000 * k) for k in range(41)]  # 10 m/s, to 0 m
+    left, events, _ = run([trip()], fixes)
+    near = next(f.ts for k, f in enumerate(fixes) if 2000 - 50 * k <= 510)
+    inside = next(f.ts for k, f in enumerate(fixes) if 2000 - 50 * k <= 60)
+    assert events == [("1", "approaching", near), ("1", "arrived", inside)]
+    assert left == {}  # arrived: no longer evaluated
+
+
+def test_one_fix_inside_fires_approaching_then_arrived() -> None:
+    _, events, _ = run([trip()], [south(3000, 1000), south(0, 2_000_000)])
+    assert [e[1] for e in events] == ["approaching", "arrived"] and {e[2] for e in events} == {2_000_000}
+
+
+def test_a_gps_jump_and_the_fix_after_it_move_nothing() -> None:
+    fixes = [south(5000, 0), south(0, 5000), south(4950, 10_000), south(4900, 15_000)]
+    left, events, speed = run([trip()], fixes)
+    assert events == []  # the jump into the destination did not arrive
+    assert left["1"].progress_ts == 15_000 and left["1"].remaining_m == pytest.approx(4900, abs=1)
+    assert speed is not None and speed.moving_s == pytest.approx(5.0)  # only 10 -> 15 s counts
+
+
+def test_eta_is_null_until_the_speed_is_known_then_follows_it() -> None:
+    fixes = [south(3000 - 10 * k, 1000 * k) for k in range(60)]  # 10 m/s, a fix a second
+    book_trip = trip()
+    left, _, speed = run([book_trip], fixes[:20])
+    assert left["1"].eta_ts is None and speed is not None and speed.mps is not None  # 19 s of movement
+    left, _, speed = run([book_trip], fixes)
+    assert speed is not None and speed.mps == pytest.approx(10.0, rel=1e-3)
+    last = fixes[-1]
+    to_go = 3000 - 10 * 59 - 60
+    assert left["1"].eta_ts == pytest.approx(last.ts + to_go * 1.3 / 10 * 1000, abs=200)
+
+
+def test_one_noisy_fix_moves_the_speed_a_little() -> None:
+    steady = eta.Speed(10.0, 600.0)
+    after = eta.advance(steady, 5.0, 300.0)  # 60 m/s for one segment: plausible, but noise
+    assert 10.0 < after.mps <= 10.0 + (20.0 - 10.0) * (1 - math.exp(-5 / eta.TAU_S)) + 1e-9  # type: ignore[operator]
+    assert eta.advance(steady, 30.0, 3.0) == steady  # standing: not movement
+    assert eta.advance(steady, 600.0, 6000.0) == steady  # a gap
+
+
+def test_the_vectorised_case_agrees_with_the_per_fix_walk() -> None:
+    """The same fixes, once one per batch (the vectorised case) and once with a second trip on the
+    device (the per-fix walk): the first trip ends the same, to the metre and the millisecond."""
+    rnd = random.Random(7)
+    fixes = []
+    metres, ts = 4000.0, 0
+    for _ in range(300):
+        metres -= rnd.uniform(-5, 30)
+        ts += rnd.choice([1000, 2000, 5000, 30_000])
+        fixes.append(south(max(metres, 100), ts))
+    alone, events_alone, speed_alone = run([trip()], fixes)
+    pair, events_pair, speed_pair = run([trip(), trip("2", approach_m=10.0)], fixes)
+    for name in ("status", "eta_ts", "remaining_m", "progress_ts", "approaching_ts"):
+        assert getattr(alone["1"], name) == pytest.approx(getattr(pair["1"], name)), name
+    assert events_alone == [e for e in events_pair if e[0] == "1"]
+    assert speed_alone == speed_pair
+
+
+def test_eta_accuracy_on_the_simulated_shifts() -> None:
+    """The project's simulated shifts (tracker bench trips reports the same for more seeds): 5 minutes
+    into a leg, the ETA is within 20 % of the leg's duration for most legs."""
+    report = measure(seed=1, couriers=30, vans=15)
+    print(report)
+    assert report["measured"] >= 20
+    assert report["of_trip_duration"]["median"] <= 0.20
+    assert report["of_time_to_go"]["median"] <= 0.35

@@ -24,12 +24,12 @@ from tracker.store import trips as trips_store
 from tracker.store.geofences import keep_states, load_states
 from tracker.trips import detect as trip_detect
 from tracker.trips.book import TripBook
-from tracker.trips.eta import Speed
-from tracker.trips.model import Trip
+from tracker.trips.changes import TripDetection
 
 log = logging.getLogger("tracker.geofence")
 
 THREAD_MIN_FIXES = 256  # batches this large are evaluated in a worker thread, off the event loop
+TRIP_CHUNK = 1000  # devices whose trips are evaluated in one go (about 5 ms) before the loop runs again
 
 
 class GeofenceEngine:
@@ -108,46 +108,46 @@ class GeofenceEngine:
             return True
 
     async def evaluate(self, fixes: Sequence[Fix]) -> Detection:
-        """Detect the batch's events against the rules in force (coroutine; big batches in a thread)."""
+        """Detect the batch's events against the rules in force, and move its devices' trips (coroutine;
+        big batches' fences in a thread, trips on the loop a chunk of devices at a time)."""
         rules = self.rules
         started = time.perf_counter()
-        # The trips of the batch's devices, copied here: a NOTIFY may change the book during a thread.
-        book = self.trips.active
-        active: dict[str, dict[str, Trip]] = {}
-        speeds: dict[str, Speed] = {}
-        if book:
-            for device in {f.device for f in fixes if f.device in book}:
-                active[device] = dict(book[device])
-                if device in self.trips.speeds:
-                    speeds[device] = self.trips.speeds[device]
-        if len(fixes) >= THREAD_MIN_FIXES and (rules.fences or active):
-            detection = await asyncio.to_thread(self._detect, rules, active, speeds, fixes)
+        todo = newest_per_device(fixes, self.heads)
+        if len(fixes) >= THREAD_MIN_FIXES and rules.fences:
+            detection = await asyncio.to_thread(detect, rules, self.states, self.heads, fixes, todo)
         else:
-            detection = self._detect(rules, active, speeds, fixes)
+            detection = detect(rules, self.states, self.heads, fixes, todo)
+        if self.trips.active:
+            detection.trips = await self._move_trips(rules, todo)
         self._metrics.geofence_seconds.observe(time.perf_counter() - started)
         return detection
 
-    def _detect(
-        self,
-        rules: RuleSet,
-        active: dict[str, dict[str, Trip]],
-        speeds: dict[str, Speed],
-        fixes: Sequence[Fix],
-    ) -> Detection:
-        """Fences, then the trips of the devices in `active` (pure but for reading the engine's state)."""
-        todo = newest_per_device(fixes, self.heads)
-        detection = detect(rules, self.states, self.heads, fixes, todo)
-        if active:
-            detection.trips = trip_detect.evaluate(
-                active,
-                speeds,
-                {d: fs for d, fs in todo.items() if d in active},
-                self.heads,
-                rules.fence,
-                detour=self._trip_detour,
-                progress_ms=self._trip_progress_ms,
+    async def _move_trips(self, rules: RuleSet, todo: dict[str, list[Fix]]) -> TripDetection | None:
+        """The trips of the batch's devices, evaluated TRIP_CHUNK devices at a time with the loop free in
+        between: cheap per fix (numpy), so a thread would only add its wait for the GIL. Each chunk reads
+        the book as it is then; a device's trips and head change only between its own batches."""
+        book, held = self.trips.active, self.trips.speeds
+        devices = [d for d in todo if d in book]
+        if not devices:
+            return None
+        out = TripDetection()
+        for start in range(0, len(devices), TRIP_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            active = {d: book[d] for d in devices[start : start + TRIP_CHUNK] if d in book}
+            speeds = {d: held[d] for d in active if d in held}
+            out.extend(
+                trip_detect.evaluate(
+                    active,
+                    speeds,
+                    {d: todo[d] for d in active},
+                    self.heads,
+                    rules.fence,
+                    detour=self._trip_detour,
+                    progress_ms=self._trip_progress_ms,
+                )
             )
-        return detection
+        return out
 
     async def take(self, devices: Collection[str]) -> None:
         """Hold `devices` for this process and read their fence state and newest fix from PostGIS, which

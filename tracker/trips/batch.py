@@ -41,25 +41,32 @@ def evaluate_simple(
 ) -> None:
     """Evaluate `trips[i]` against its device's one fix `fixes[i]`; results go into `out`, status
     changes and due progress writes through `step`."""
-    n = len(fixes)
-    lat = np.fromiter((f.lat for f in fixes), dtype=np.float64, count=n)
-    lon = np.fromiter((f.lon for f in fixes), dtype=np.float64, count=n)
-    ts = np.fromiter((f.ts for f in fixes), dtype=np.int64, count=n)
-    acc = np.fromiter((max(f.accuracy or 0.0, 0.0) for f in fixes), dtype=np.float64, count=n)
-    hs = [heads.get(t.device) for t in trips]
-    hlat = np.fromiter((h.lat if h else f.lat for h, f in zip(hs, fixes, strict=True)), np.float64, n)
-    hlon = np.fromiter((h.lon if h else f.lon for h, f in zip(hs, fixes, strict=True)), np.float64, n)
-    hts = np.fromiter((h.ts if h else f.ts for h, f in zip(hs, fixes, strict=True)), np.int64, n)
+    nan = float("nan")
     sp = [speeds.get(t.device) for t in trips]
-    mps = np.fromiter((s.mps if s is not None and s.mps is not None else np.nan for s in sp), np.float64, n)
-    moving_s = np.fromiter((s.moving_s if s is not None else 0.0 for s in sp), np.float64, n)
+    rows = []  # one pass over the Python objects, then columns
+    for t, f, s in zip(trips, fixes, sp, strict=True):
+        h = heads.get(t.device) or f
+        d = t.destination
+        rows.append(
+            (
+                f.lat,
+                f.lon,
+                (f.ts - h.ts) / 1000,
+                f.accuracy or 0.0,
+                h.lat,
+                h.lon,
+                nan if s is None or s.mps is None else s.mps,
+                0.0 if s is None else s.moving_s,
+                d.lat,
+                d.lon,
+                d.radius_m,
+            )
+        )
+    cols = np.array(rows, dtype=np.float64).T
+    lat, lon, dt, acc, hlat, hlon, mps, moving_s, dlat, dlon, radius = cols
     seg = pairwise_distance_m(hlat, hlon, lat, lon)
-    dt = (ts - hts) / 1000
     jump = (dt > 0) & (dt <= eta.GAP_S) & (seg > eta.JUMP_MPS * dt)
-    new_mps, new_moving = eta.advance_many(mps, moving_s, dt, seg, acc)
-    dlat = np.fromiter((t.destination.lat or 0.0 for t in trips), np.float64, n)
-    dlon = np.fromiter((t.destination.lon or 0.0 for t in trips), np.float64, n)
-    radius = np.fromiter((t.destination.radius_m for t in trips), np.float64, n)
+    new_mps, new_moving = eta.advance_many(mps, moving_s, dt, seg, np.maximum(acc, 0.0))
     remaining = pairwise_distance_m(dlat, dlon, lat, lon)
     to_go = remaining - radius
     changed = new_moving != moving_s

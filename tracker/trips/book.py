@@ -17,7 +17,8 @@ from tracker.trips.model import ACTIVE, STATUSES, Trip
 
 
 class TripBook:
-    """Active trips by device (`active[device][trip id]`) and the speeds of their devices."""
+    """Active trips by device (`active[device][trip id]`, each device's dict copied on write) and the
+    speeds of their devices."""
 
     def __init__(self) -> None:
         self.active: dict[str, dict[str, Trip]] = {}
@@ -37,7 +38,9 @@ class TripBook:
         if trip.status not in ACTIVE:
             self.remove(trip.id)
             return
-        self.active.setdefault(trip.device, {})[trip.id] = trip
+        # Copy on write: a device's dict is never changed once made, so an evaluation in a worker
+        # thread may hold it while the event loop puts or removes trips.
+        self.active[trip.device] = {**self.active.get(trip.device, {}), trip.id: trip}
         self._device_of[trip.id] = trip.device
         if trip.device not in self.speeds and trip.speed_mps is not None:
             self.speeds[trip.device] = Speed(trip.speed_mps, WARMUP_S)
@@ -46,9 +49,10 @@ class TripBook:
         device = self._device_of.pop(trip_id, None)
         if device is None:
             return
-        mine = self.active[device]
-        mine.pop(trip_id, None)
-        if not mine:
+        mine = {k: t for k, t in self.active[device].items() if k != trip_id}
+        if mine:
+            self.active[device] = mine
+        else:
             del self.active[device]
             self.speeds.pop(device, None)
 

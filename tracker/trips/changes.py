@@ -31,6 +31,15 @@ class TripDetection:
     stored: list[TripEvent] = field(default_factory=list)  # the events written (set by the store)
     lost: set[str] = field(default_factory=set)  # trips ended elsewhere meanwhile (set by the store)
 
+    def extend(self, other: TripDetection) -> None:
+        """Add the results of another part of the same batch (other devices)."""
+        self.trips.update(other.trips)
+        self.before.update(other.before)
+        self.writes += other.writes
+        self.events += other.events
+        self.speeds.update(other.speeds)
+        self.progress.update(other.progress)
+
     @property
     def devices(self) -> set[str]:
         """The devices whose trips the batch writes."""

@@ -59,7 +59,7 @@ def add_bench(sub: Any) -> None:
     )
     bench_flags(trips)
     trips.add_argument("--devices", type=int, default=10_000, help="devices, each with one trip in trip runs")
-    trips.add_argument("--rounds", type=int, default=10, help="timed fixes per device and run")
+    trips.add_argument("--rounds", type=int, default=6, help="timed fixes per device and run (8 runs)")
     trips.add_argument(
         "--seeds", default="20260302,1,2,3", help="simulation seeds of the ETA accuracy, comma-separated"
     )

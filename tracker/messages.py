@@ -230,6 +230,9 @@ class Messenger:
         )
         handed: set[int] = set()  # pending ones handed over: they count as sent
         delivered = False
+        # The hand-over's time is taken before it: a device may ack (and, with Redis, the ack be recorded)
+        # before `deliver` returns, since the emit also publishes to the other processes.
+        now = _now_ms()
         for conn in list(marks):
             for message in pending:
                 number = int(message.id)
@@ -244,7 +247,6 @@ class Messenger:
                 if message.acked_ts is None:
                     handed.add(number)
         if handed:
-            now = _now_ms()
             await store.mark_sent(self._db, sorted(handed), now)
             self._metrics.messages_delivered.inc(len(handed))
             log.info("delivered %d message(s) device=%s", len(handed), device_id)

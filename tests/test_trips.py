@@ -16,6 +16,7 @@ from aiohttp import web
 from harness import (
     ADMIN_TOKEN,
     Client,
+    Cluster,
     Server,
     add_device,
     add_viewer,
@@ -297,3 +298,29 @@ async def test_a_fence_as_destination(database_url: str, tmp_path: Path, clients
         assert (got["approaching_ts"], got["arrived_ts"], got["remaining_m"]) == (t + 30_000, t + 60_000, 0.0)
         alerts = [await d.next("alert") for _ in range(3)]
         assert [a["status"] for a in alerts] == ["started", "approaching", "arrived"]
+
+
+async def test_a_trip_follows_its_device_across_processes(
+    cluster_server: Cluster, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    """A phone on process A, then on process B (it switched networks): the trip's state goes with the
+    device, so B fires `arrived` but never `approaching` again, and the late fix A is still sent fires
+    nothing."""
+    a, b = cluster_server.processes[0], cluster_server.processes[1]
+    fleet = uid("fleet")
+    device, token = await add_device(a, fleet)
+    trip = (
+        await post(
+            a, "/api/trips", {"device": device, "destination": {**DEST, "radius_m": 60}, "approach_m": 520}
+        )
+    ).json()
+    on_a = await device_client(a, token, clients)
+    t0 = now_ms() - 100_000
+    route = drive(800, t0)  # approaching at 520 m, arrived at 60 m
+    near = next(i for i, f in enumerate(route) if 800 - (f["ts"] - t0) / 1000 * 10 <= 520)
+    assert (await on_a.call("fix", route[: near + 1]))["accepted"] == near + 1
+    on_b = await device_client(b, token, clients)  # B takes the device, with its trip as A left it
+    assert (await on_b.call("fix", route[near + 1 :]))["accepted"] == len(route) - near - 1
+    assert (await on_a.call("fix", {**DEST, "ts": route[near]["ts"] - 500}))["accepted"] == 1  # late
+    rows = await db.fetch("SELECT status FROM trip_events WHERE trip_id = $1 ORDER BY id", int(trip["id"]))
+    assert [r[0] for r in rows] == ["started", "approaching", "arrived"]

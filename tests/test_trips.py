@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from aiohttp import web
 from harness import (
@@ -324,3 +325,30 @@ async def test_a_trip_follows_its_device_across_processes(
     assert (await on_a.call("fix", {**DEST, "ts": route[near]["ts"] - 500}))["accepted"] == 1  # late
     rows = await db.fetch("SELECT status FROM trip_events WHERE trip_id = $1 ORDER BY id", int(trip["id"]))
     assert [r[0] for r in rows] == ["started", "approaching", "arrived"]
+
+
+async def test_export_and_erasure_carry_the_trips(
+    server: Server, db: asyncpg.Connection, clients: list[Client]
+) -> None:
+    device, token = await add_device(server, uid("fleet"))
+    d = await device_client(server, token, clients)
+    assert (await d.call("fix", {**south_of(100), "ts": now_ms() - 5000}))["accepted"] == 1
+    trip = (await post(server, "/api/trips", {"device": device, "destination": DEST, "ref": "o-9"})).json()
+    async with httpx.AsyncClient(base_url=server.url, headers=auth()) as http:
+        lines = [
+            orjson.loads(x) for x in (await http.get(f"/api/admin/devices/{device}/export")).text.splitlines()
+        ]
+        trips = [x for x in lines if x["type"] == "trip"]
+        assert [(x["id"], x["ref"], x["status"]) for x in trips] == [(trip["id"], "o-9", "started")]
+        assert [x["status"] for x in lines if x["type"] == "trip_event"] == ["started"]
+        assert (
+            await http.delete(f"/api/admin/devices/{device}", params={"erase": "true"})
+        ).status_code == 202
+
+        async def done() -> dict[str, Any] | None:
+            status: dict[str, Any] = (await http.get(f"/api/admin/devices/{device}/erasure")).json()
+            return status if status["state"] == "done" else None
+
+        status = await until(done, timeout=30)
+    assert status["deleted"]["trips"] == 1
+    assert await db.fetchval("SELECT count(*) FROM trip_events WHERE trip_id = $1", int(trip["id"])) == 0

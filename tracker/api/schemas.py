@@ -120,7 +120,7 @@ _SCHEMAS: dict[str, Any] = {
         finished_ts={"type": ["integer", "null"]},
         deleted={
             "type": "object",
-            "description": "Rows deleted, by kind (fixes, events, fence_states, messages).",
+            "description": "Rows deleted, by kind (fixes, events, fence_states, messages, trips).",
         },
     ),
     "Readiness": record(

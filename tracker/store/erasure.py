@@ -38,6 +38,7 @@ _DELETES = {
     "events": _counted("DELETE FROM events WHERE device_id = $1"),  # webhook_outbox rows cascade
     "fence_states": _counted("DELETE FROM fence_state WHERE device_id = $1"),
     "messages": _counted("DELETE FROM messages WHERE device_id = $1"),
+    "trips": _counted("DELETE FROM trips WHERE device_id = $1"),  # trip_events and their outbox cascade
 }
 
 
@@ -125,12 +126,23 @@ _EXPORTS = {
             'from', sender, 'ts', created_ts, 'sent_ts', sent_ts, 'attempts', attempts, 'acked_ts', acked_ts,
             'client_id', client_id)::text
         FROM messages WHERE device_id = $1 ORDER BY id""",
+    "trip": """
+        SELECT json_build_object('type', 'trip', 'id', id::text, 'status', status, 'dest_lat', dest_lat,
+            'dest_lon', dest_lon, 'radius_m', radius_m, 'fence', fence_id, 'approach_m', approach_m,
+            'ref', ref, 'notify', notify, 'created_by', created_by, 'created_ts', created_ts,
+            'expires_ts', expires_ts, 'approaching_ts', approaching_ts, 'arrived_ts', arrived_ts,
+            'ended_ts', ended_ts, 'eta_ts', eta_ts, 'remaining_m', remaining_m)::text
+        FROM trips WHERE device_id = $1 ORDER BY id""",
+    "trip_event": """
+        SELECT json_build_object('type', 'trip_event', 'id', id::text, 'trip', trip_id::text,
+            'status', status, 'ts', ts, 'eta_ts', eta_ts, 'remaining_m', remaining_m, 'ref', ref)::text
+        FROM trip_events WHERE device_id = $1 ORDER BY id""",
 }
 
 
 async def export_lines(db: Database, device: dict[str, Any], chunk: int = 5000) -> AsyncIterator[bytes]:
     """JSON lines of everything stored about `device` (its record first, then fixes, events, fence
-    states and messages), in one read-only snapshot (async generator)."""
+    states, messages, trips and their status changes), in one read-only snapshot (async generator)."""
     yield orjson.dumps({"type": "device", **device}) + b"\n"
     async with db.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
         for query in _EXPORTS.values():

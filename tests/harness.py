@@ -214,6 +214,7 @@ def start_cluster(
     """Start `size` servers sharing rooms through the Redis at REDIS_URL, each in `tmp/<i>` but all reading
     fence rules from `tmp/geofences` (`write_rules(tmp, ...)`), and wait (bounded) until each is ready.
     They are started together: each one's start-up overlaps the others'."""
+    _redis_answers(REDIS_URL)
     rules = tmp / "geofences"
     rules.mkdir(parents=True, exist_ok=True)
     env = _settings({"TRACKER_REDIS_URL": REDIS_URL, "TRACKER_GEOFENCES": str(rules), **(extra_env or {})})
@@ -230,6 +231,17 @@ def start_cluster(
             p.stop()
         raise
     return Cluster(spawned)
+
+
+def _redis_answers(url: str) -> None:
+    """Fail the test, saying what is missing, unless Redis answers at `url` (processes would start without
+    it, each serving only its own clients)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.exceptions.RedisError as exc:
+        pytest.fail(f"a cluster needs Redis at {url} (.ci/run starts one; or set TRACKER_TEST_REDIS): {exc}")
 
 
 @contextlib.contextmanager

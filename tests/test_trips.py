@@ -215,7 +215,9 @@ async def test_late_fixes_and_jumps_move_no_trip(
     assert (await get(server, f"/api/trips/{trip['id']}")).json()["status"] == "started"
 
 
-async def test_cancel_expiry_scoping_and_bad_input(server: Server, clients: list[Client]) -> None:
+async def test_cancel_expiry_scoping_and_bad_input(
+    server: Server, db: asyncpg.Connection, clients: list[Client]
+) -> None:
     fleet, other = uid("fleet"), uid("fleet")
     device, _ = await add_device(server, fleet)
     mine, theirs = await add_viewer(server, [fleet]), await add_viewer(server, [other])
@@ -255,6 +257,7 @@ async def test_cancel_expiry_scoping_and_bad_input(server: Server, clients: list
         ({"device": device, "destination": DEST, "approach_m": "far"}, "approach_m"),
         ({"device": device, "destination": DEST, "notify": ["ftp://x"]}, "notify"),
         ({"device": device, "destination": DEST, "share": "yes"}, "share"),
+        ({"device": device, "destination": DEST, "share": True, "share_ttl_s": 5}, "share_ttl_s"),
     ]:
         r = await post(server, "/api/trips", body, mine)
         assert r.status_code == 400 and field in r.json()["error"], (body, r.text)
@@ -264,6 +267,15 @@ async def test_cancel_expiry_scoping_and_bad_input(server: Server, clients: list
     assert (await get(server, "/api/trips/999999999")).status_code == 404
     assert (await get(server, "/api/trips/x1")).status_code == 400
     assert (await get(server, "/api/trips", mine, status="lost")).status_code == 400
+    # A share link is asked for and kept with the trip; the link itself comes with the share-link feature.
+    shared = (
+        await post(server, "/api/trips", {"device": device, "destination": DEST, "share": True}, mine)
+    ).json()
+    assert shared["share"] is True and "share_url" not in shared
+    row = await db.fetchrow(
+        "SELECT share, share_ttl_s, share_hash FROM trips WHERE id = $1", int(shared["id"])
+    )
+    assert tuple(row) == (True, 86400, None)
 
 
 FENCES = """

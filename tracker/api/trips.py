@@ -101,7 +101,9 @@ async def create(request: Request) -> Response:
     share = body.get("share", False)
     if not isinstance(share, bool):
         raise InvalidInput(f"share must be true or false; got {share!r:.40}")
-    share_ttl = _positive(body, "share_ttl_s", SHARE_TTL_S, 2_592_000)
+    share_ttl = body.get("share_ttl_s", SHARE_TTL_S)
+    if isinstance(share_ttl, bool) or not isinstance(share_ttl, int) or not 60 <= share_ttl <= 2_592_000:
+        raise InvalidInput(f"share_ttl_s must be whole seconds from 60 to 2592000; got {share_ttl!r:.40}")
     approach = _positive(body, "approach_m", APPROACH_M, 1_000_000)
     assert approach is not None
     trip = await params.core(request).trips.create(
@@ -112,7 +114,7 @@ async def create(request: Request) -> Response:
         ref=ref,
         notify=_notify(body.get("notify")),
         share=share,
-        share_ttl_s=round(share_ttl) if share and share_ttl is not None else None,
+        share_ttl_s=share_ttl if share else None,
         ttl_s=_positive(body, "ttl_s", None, 31_536_000),
     )
     return JSONResponse(trip.to_json(), status_code=201)

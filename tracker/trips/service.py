@@ -4,6 +4,11 @@ A new trip starts with what is known of its device: the remaining distance from 
 speed of its last ten minutes of stored fixes (so the ETA is known at once for a device on the move).
 Fixes then move it in the ingest path (`tracker.trips.detect`, written with the fixes).
 
+With several processes, a trip created or ended on one process reaches the process that evaluates its
+device by NOTIFY (`notified`), within milliseconds: a fix that process evaluates before does not move the
+new trip. Every status change is compare-and-set on the stored status, so a stale process never fires a
+change twice.
+
 Expiry: a trip that has not arrived `ttl_s` after its creation (default TRACKER_TRIP_TTL_S, 24 h)
 becomes `expired`. An arrived trip does not expire: it waits to be completed or cancelled. Every process
 runs the expiry loop (the store claims due trips with SKIP LOCKED, so each expires once); the loop wakes

@@ -327,8 +327,9 @@ async def test_populated_map_screenshot(
     assert "OpenStreetMap" in await tab.page.inner_text(".maplibregl-ctrl-attrib")
     tiles = [u for u in tab.blocked if "tile.openstreetmap.org" in u]
     assert tiles  # it tried the tiles, and still works
-    # Only once the fleet was framed: at the fleet's zoom, never the world's first.
-    assert min(int(u.split("/")[3]) for u in tiles) >= 11, tiles
+    # Only once the fleet was framed, never at the world's zoom first. The first framing may hold only the
+    # devices drawn so far (zoom 9 here, for two at the ends of Berlin), the refit a few seconds later all.
+    assert min(int(u.split("/")[3]) for u in tiles) >= 8, tiles
     # Without tiles, Natural Earth stands in for them: land under the devices, water around it.
     background = "window.tracker.map.getPaintProperty('background', 'background-color')"
     assert await tab.page.evaluate(background) == "#c9d8e4"

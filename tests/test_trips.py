@@ -311,6 +311,10 @@ async def test_a_fence_as_destination(database_url: str, tmp_path: Path, clients
         assert (got["approaching_ts"], got["arrived_ts"], got["remaining_m"]) == (t + 30_000, t + 60_000, 0.0)
         alerts = [await d.next("alert") for _ in range(3)]
         assert [a["status"] for a in alerts] == ["started", "approaching", "arrived"]
+        metrics = (await get(server, "/metrics")).text
+        for status in ("started", "approaching", "arrived"):
+            assert f'tracker_trip_events_total{{status="{status}"}} 1.0' in metrics
+        assert "\ntracker_trips_active " in metrics  # the session's other tests keep trips open here too
 
 
 async def test_a_trip_follows_its_device_across_processes(

@@ -137,7 +137,7 @@ class Core:
             Sessions(db, cut),
             Eraser(db, index, geofences, straggler_wait_s=2 * settings.ingest_max_wait_ms / 1000 + 1),
             Presence(settings.redis_url, settings.presence_expiry_s),
-            Trips(settings, db, geofences, notifier),
+            Trips(settings, db, geofences, notifier, metrics),
             sync,
         )
         listener = Listener(

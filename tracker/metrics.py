@@ -83,6 +83,8 @@ class Metrics:
             "tracker_geofence_evaluation_seconds", "Time to evaluate one ingest batch against the fences"
         )
         self.geofence_events = count("tracker_geofence_events", "Geofence events stored, by type", ["type"])
+        self.trip_events = count("tracker_trip_events", "Trip status changes stored, by status", ["status"])
+        self.trips_active = gauge("tracker_trips_active", "Active trips this process evaluates")
 
     def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         return Counter(name, documentation, labels, registry=self.registry)

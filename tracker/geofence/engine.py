@@ -59,6 +59,7 @@ class GeofenceEngine:
         self.epochs: dict[str, int] | None = {} if shared else None
         # Active trips, evaluated with the fences: taken, checked and written with the same epochs.
         self.trips = TripBook()
+        metrics.trips_active.set_function(lambda: len(self.trips))  # read when scraped
         self._trip_detour = trip_detour
         self._trip_progress_ms = trip_progress_ms
 
@@ -190,6 +191,8 @@ class GeofenceEngine:
         detection.apply_to(self.states, self.rules.keys)
         if detection.trips is not None:
             self.trips.apply(detection.trips)
+            for trip_event in detection.trips.stored:
+                self._metrics.trip_events.labels(trip_event.status).inc()
         for event in detection.events:
             self._metrics.geofence_events.labels(event.type).inc()
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from tracker.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tracker.geofence.engine import GeofenceEngine
+from tracker.metrics import Metrics
 from tracker.model import Device, Viewer, Window
 from tracker.notify import Notifier
 from tracker.settings import Settings
@@ -45,8 +46,10 @@ SPEED_HISTORY_MS = 600_000  # the stored fixes a new trip learns its device's sp
 class Trips:
     """The trips of one running server (see the module docstring)."""
 
-    def __init__(self, settings: Settings, db: Database, engine: GeofenceEngine, notifier: Notifier) -> None:
-        self._db, self._engine, self._notifier = db, engine, notifier
+    def __init__(
+        self, settings: Settings, db: Database, engine: GeofenceEngine, notifier: Notifier, metrics: Metrics
+    ) -> None:
+        self._db, self._engine, self._notifier, self._metrics = db, engine, notifier, metrics
         self._detour = settings.trip_detour
         self.ttl_s = settings.trip_ttl_s
         self._wake = asyncio.Event()
@@ -89,6 +92,7 @@ class Trips:
         if self._engine.epochs is None or device.id in self._engine.epochs:
             self._engine.trips.put(trip)
         self._notifier.deliver([event])
+        self._metrics.trip_events.labels(event.status).inc()
         self._wake.set()
         log.info("device=%s trip %s started (%s)", device.id, trip.id, who.name)
         return trip
@@ -151,6 +155,7 @@ class Trips:
         trip, event = ended
         self._engine.trips.remove(trip.id)
         self._notifier.deliver([event])
+        self._metrics.trip_events.labels(event.status).inc()
         log.info("device=%s trip %s %s (%s)", trip.device, trip.id, status, who.name)
         return trip
 
@@ -164,6 +169,7 @@ class Trips:
                 events = await store.expire_due(self._db, now)
                 for event in events:
                     self._engine.trips.remove(event.trip)
+                    self._metrics.trip_events.labels(event.status).inc()
                     log.info("device=%s trip %s expired", event.device, event.trip)
                 self._notifier.deliver(events)
                 if events:

@@ -191,7 +191,7 @@ def _add_ingest_log(bench: Any, bench_flags: Any) -> None:
         help="fixes into a NATS JetStream stream and drained into PostgreSQL vs. written directly (JSON)",
     )
     bench_flags(log)
-    log.add_argument("--seconds", type=float, default=10.0, help="seconds of the direct write per batch size")
+    log.add_argument("--seconds", type=float, default=10.0, help="direct-write seconds per batch size (10)")
     log.add_argument("--devices", type=int, default=1000, help="devices the fixes come from (1000)")
     log.add_argument("--batch", default="10,1000", help="fixes per write, comma-separated sizes (10,1000)")
     log.add_argument("--partitions", type=int, default=8, help="stream partitions by device (8)")

@@ -61,8 +61,8 @@ def _from(first: int, sql: str) -> str:
 # Small batches that change fence state: fixes, fence states, events and outbox rows in ONE statement (its
 # own transaction), with data-modifying CTEs; the same single round trip as a batch without state changes.
 # Rows come back as ('f', device, ts) for each new fix and ('e', device, ts, id, type, rule, fence) per event.
-_WRITE_ALL = f"""
-WITH new_fixes AS ({INSERT_FROM_ARRAYS} {RETURNING_KEYS}),
+_WRITE_CTES = f"""
+new_fixes AS ({INSERT_FROM_ARRAYS} {RETURNING_KEYS}),
 gone AS ({_from(12, _DELETE_STATES)}),
 kept AS ({_from(15, _UPSERT_STATES)}),
 new_events AS ({_from(22, _INSERT_EVENTS)}),
@@ -70,10 +70,20 @@ outbox AS (
     INSERT INTO webhook_outbox (event_id, url)
     SELECT e.id, h.url FROM new_events e JOIN unnest($30::text[], $31::text[]) AS h(rule_id, url)
         ON h.rule_id = e.rule_id
-)
+)"""
+_WRITE_ROWS = """
 SELECT 'f', device_id, ts_ms, NULL::bigint, NULL::text, NULL::text, NULL::text FROM new_fixes
 UNION ALL
-SELECT 'e', device_id, ts, id, type, rule_id, fence_id FROM new_events
+SELECT 'e', device_id, ts, id, type, rule_id, fence_id FROM new_events"""
+_WRITE_ALL = f"WITH {_WRITE_CTES}{_WRITE_ROWS}"
+# The same with the batch's trip changes ($32-$49, `tracker.store.trips.WRITE_CTES`): also ('u', trip id)
+# per trip written and ('t', event id, status, trip id) per trip event.
+_WRITE_ALL_TRIPS = f"""WITH {_WRITE_CTES},
+{_from(32, trips_store.WRITE_CTES)}{_WRITE_ROWS}
+UNION ALL
+SELECT 'u', NULL, NULL, id, NULL, NULL, NULL FROM tupd
+UNION ALL
+SELECT 't', NULL, NULL, id, status, trip_id::text, NULL FROM tev
 """
 
 
@@ -93,16 +103,15 @@ async def write_batch(
     if detection is None or not detection.changes_state:
         return await write_fixes(conn, fixes), []
     held = _held(detection, epochs)
-    trips = detection.trips if detection.trips is not None and detection.trips.writes else None
-    if len(fixes) < COPY_MIN_FIXES and held is None and trips is None:
+    if len(fixes) < COPY_MIN_FIXES and held is None:
         return await _write_all(conn, fixes, detection, webhooks)
     async with conn.transaction():
         if held is not None:
             await fence_owner.check(conn, held)
-        if trips is not None:
-            await trips_store.write(conn, trips)
         if len(fixes) < COPY_MIN_FIXES:
             return await _write_all(conn, fixes, detection, webhooks)
+        if detection.trips is not None:
+            await trips_store.write(conn, detection.trips)
         new = await write_fixes(conn, fixes)
         await _write_states(conn, detection.state_changes)
         events = await _insert_events(conn, detection.events)
@@ -177,21 +186,29 @@ async def _write_all(
     detection: Detection,
     webhooks: Callable[[str], Sequence[str]],
 ) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
-    """`write_batch` for small batches: one statement (see `_WRITE_ALL`)."""
+    """`write_batch` for small batches: one statement (see `_WRITE_ALL`), trips included."""
     gone, kept = _state_arrays(detection.state_changes)
     events = detection.events
     hooks = [(rule, url) for rule in {e.rule for e in events} for url in webhooks(rule)]
+    trips = detection.trips if detection.trips is not None and detection.trips.writes else None
     rows = await conn.fetch(
-        _WRITE_ALL,
+        _WRITE_ALL if trips is None else _WRITE_ALL_TRIPS,
         *fix_columns(fix_records(fixes)),
         *gone,
         *kept,
         *_event_arrays(events),
         [h[0] for h in hooks],
         [h[1] for h in hooks],
+        *(trips_store.write_args(trips) if trips is not None else ()),
     )
     new = {(r[1], r[2]) for r in rows if r[0] == "f"}
     _set_ids(events, {(r[4], r[5], r[6], r[1], r[2]): str(r[3]) for r in rows if r[0] == "e"})
+    if trips is not None:
+        trips_store.written(
+            trips,
+            {str(r[3]) for r in rows if r[0] == "u"},
+            {(r[5], r[4]): str(r[3]) for r in rows if r[0] == "t"},
+        )
     return new, events
 
 

@@ -3,7 +3,8 @@
 Every status change is one `trip_events` row plus one outbox row per URL of the trip's `notify`,
 written in the statement that changes the status, compare-and-set on the status the writer saw: a
 change evaluated from a stale status (another process, a cancel meanwhile) writes nothing, so each
-change is stored once. Changes caused by fixes are written in the fixes' transaction (`write`); a trip
+change is stored once. Changes caused by fixes are written with the fixes: in the batch's one statement
+(`WRITE_CTES`, nested by `tracker.store.geofences`) or, for big batches, its transaction (`write`); a trip
 created or ended (`create`, `end`, `expire_due`) is announced with `NOTIFY tracker_trips, '<device>'`
 so the process evaluating the device merges it at once.
 """
@@ -25,10 +26,11 @@ CHANNEL = "tracker_trips"
 _ACTIVE_SQL = "(" + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in OPEN) + ")"
 
-# The outbox rows of the events in `ev`, one per URL of their trip's notify list (`trip` holds the trips).
+# The outbox rows of the events in `{ev}`, one per URL of their trip's notify list (`{trip}` has the trips).
 _OUTBOX = """
 INSERT INTO webhook_outbox (trip_event_id, url)
-SELECT ev.id, n.url FROM ev JOIN {trip} ON {trip}.id = ev.trip_id CROSS JOIN unnest({trip}.notify) AS n(url)
+SELECT {ev}.id, n.url FROM {ev} JOIN {trip} ON {trip}.id = {ev}.trip_id
+CROSS JOIN unnest({trip}.notify) AS n(url)
 """
 
 _CREATE = f"""
@@ -42,7 +44,7 @@ WITH t AS (
     INSERT INTO trip_events (trip_id, device_id, fleet, status, ts, eta_ts, remaining_m, ref)
     SELECT id, device_id, fleet, status, created_ts, eta_ts, remaining_m, ref FROM t
     RETURNING id, trip_id
-), ob AS ({_OUTBOX.format(trip="t")})
+), ob AS ({_OUTBOX.format(ev="ev", trip="t")})
 SELECT t.*, ev.id AS event_id, pg_notify('{CHANNEL}', t.device_id) FROM t JOIN ev ON ev.trip_id = t.id
 """
 
@@ -55,7 +57,7 @@ WITH t AS (
     INSERT INTO trip_events (trip_id, device_id, fleet, status, ts, eta_ts, remaining_m, ref)
     SELECT id, device_id, fleet, status, ended_ts, eta_ts, remaining_m, ref FROM t
     RETURNING id, trip_id
-), ob AS ({_OUTBOX.format(trip="t")})
+), ob AS ({_OUTBOX.format(ev="ev", trip="t")})
 SELECT t.*, ev.id AS event_id, pg_notify('{CHANNEL}', t.device_id) FROM t JOIN ev ON ev.trip_id = t.id
 """
 
@@ -70,37 +72,43 @@ WITH t AS (
     INSERT INTO trip_events (trip_id, device_id, fleet, status, ts, eta_ts, remaining_m, ref)
     SELECT id, device_id, fleet, status, ended_ts, eta_ts, remaining_m, ref FROM t ORDER BY ended_ts, id
     RETURNING id, trip_id
-), ob AS ({_OUTBOX.format(trip="t")})
+), ob AS ({_OUTBOX.format(ev="ev", trip="t")})
 SELECT t.*, ev.id AS event_id, pg_notify('{CHANNEL}', t.device_id) FROM t JOIN ev ON ev.trip_id = t.id
 ORDER BY ev.id
 """
 
-# A batch's trip changes: progress for every written trip, events for its status changes; both only
-# where the status is still the one the batch started from.
-_WRITE = f"""
-WITH u AS (
+# A batch's trip changes, as CTEs to nest in the batch's one statement (`tracker.store.geofences`):
+# progress for every written trip, events for its status changes, both only where the status is still
+# the one the batch started from ($1-$9: the trips, $10-$18: the events). `tupd` has the trips written,
+# `tev` the events stored.
+WRITE_CTES = f"""
+tu AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::float8[], $6::bigint[],
                          $7::float8[], $8::bigint[], $9::bigint[])
         AS u(id, old, status, eta_ts, remaining_m, progress_ts, speed_mps, approaching_ts, arrived_ts)
-), upd AS (
+), tupd AS (
     UPDATE trips t SET status = u.status, eta_ts = u.eta_ts, remaining_m = u.remaining_m,
         progress_ts = u.progress_ts, speed_mps = u.speed_mps, approaching_ts = u.approaching_ts,
         arrived_ts = u.arrived_ts
-    FROM u WHERE t.id = u.id AND t.status = u.old
+    FROM tu AS u WHERE t.id = u.id AND t.status = u.old
     RETURNING t.id, t.notify
-), ev AS (
+), tev AS (
     INSERT INTO trip_events (trip_id, device_id, fleet, status, ts, eta_ts, remaining_m, ref)
     SELECT e.trip_id, e.device_id, e.fleet, e.status, e.ts, e.eta_ts, e.remaining_m, e.ref
     FROM unnest($10::bigint[], $11::text[], $12::text[], $13::text[], $14::bigint[], $15::bigint[],
                 $16::float8[], $17::text[], $18::int[])
         AS e(trip_id, device_id, fleet, status, ts, eta_ts, remaining_m, ref, ord)
-    JOIN upd ON upd.id = e.trip_id
+    JOIN tupd ON tupd.id = e.trip_id
     ORDER BY e.ord
     RETURNING id, trip_id, status
-), ob AS ({_OUTBOX.format(trip="upd")})
-SELECT 'u' AS kind, id, NULL::bigint AS event_id, NULL::text AS status FROM upd
+), tob AS ({_OUTBOX.format(ev="tev", trip="tupd")})
+"""
+
+_WRITE = f"""
+WITH {WRITE_CTES}
+SELECT 'u' AS kind, id, NULL::bigint AS event_id, NULL::text AS status FROM tupd
 UNION ALL
-SELECT 'e', trip_id, id, status FROM ev
+SELECT 't', trip_id, id, status FROM tev
 """
 
 
@@ -263,16 +271,11 @@ async def recent_fixes(db: Database, device: str, since_ms: int) -> list[tuple[i
     return [(r[0], r[1], r[2], float(r[3])) for r in rows]
 
 
-async def write(conn: asyncpg.Connection, detection: TripDetection) -> None:
-    """Inside the batch's transaction: write the trips of `detection.writes` and the events of those
-    still in the status the batch started from (coroutine). Sets `detection.stored` (the events written,
-    with ids) and `detection.lost` (trips another writer had moved on)."""
-    if not detection.writes:
-        return
+def write_args(detection: TripDetection) -> list[list[Any]]:
+    """The 18 arrays of `WRITE_CTES` for the batch's trip writes."""
     trips = [detection.trips[t] for t in detection.writes]
     events = [e for e in detection.events if e.trip in detection.trips]
-    rows = await conn.fetch(
-        _WRITE,
+    return [
         [int(t.id) for t in trips],
         [detection.before[t.id] for t in trips],
         [t.status for t in trips],
@@ -283,15 +286,32 @@ async def write(conn: asyncpg.Connection, detection: TripDetection) -> None:
         [t.approaching_ts for t in trips],
         [t.arrived_ts for t in trips],
         *_event_columns(events),
-    )
-    written = {str(r["id"]) for r in rows if r["kind"] == "u"}
-    ids = {(str(r["id"]), r["status"]): str(r["event_id"]) for r in rows if r["kind"] == "e"}
-    detection.lost = set(detection.writes) - written
+    ]
+
+
+def written(detection: TripDetection, trips: set[str], event_ids: dict[tuple[str, str], str]) -> None:
+    """Record what the statement wrote: `trips` (ids in `tupd`) and the ids of the events stored, by
+    (trip, status). Sets `detection.stored` (events with ids) and `detection.lost` (trips another
+    writer had moved on)."""
+    detection.lost = set(detection.writes) - trips
     detection.stored = []
-    for e in events:
-        if e.trip in written:
-            e.id = ids[(e.trip, e.status)]
+    for e in detection.events:
+        if e.trip in trips and (e.trip, e.status) in event_ids:
+            e.id = event_ids[(e.trip, e.status)]
             detection.stored.append(e)
+
+
+async def write(conn: asyncpg.Connection, detection: TripDetection) -> None:
+    """Inside the batch's transaction: write the trips of `detection.writes` and their events, on their
+    own statement (the COPY path of big batches); see `WRITE_CTES` and `written` (coroutine)."""
+    if not detection.writes:
+        return
+    rows = await conn.fetch(_WRITE, *write_args(detection))
+    written(
+        detection,
+        {str(r["id"]) for r in rows if r["kind"] == "u"},
+        {(str(r["id"]), r["status"]): str(r["event_id"]) for r in rows if r["kind"] == "t"},
+    )
 
 
 def _event_columns(events: Sequence[TripEvent]) -> list[list[Any]]:

@@ -26,9 +26,10 @@ from harness import ROOT, Client, free_port
 from tracker.cli import accounts_database
 from tracker.embedded_db import EmbeddedPostgres
 from tracker.errors import EmbeddedDatabaseError
+from tracker.geo import distances_from_m
 from tracker.postgres_install import find_bin_dir
 from tracker.settings import load_settings
-from tracker.tools.couriers import moving, rotated, underway
+from tracker.tools.couriers import moving, nearest, rotated, start_index, underway
 from tracker.tools.demo import plan
 from tracker.tools.trackfile import read_track
 
@@ -82,6 +83,22 @@ def test_every_planned_vehicle_drives_from_the_start() -> None:
         dt = np.diff(track.ts, append=track.ts[-1])
         lively += int(dt[first_minutes & driving].sum() > dt[first_minutes].sum() / 2)
     assert lively >= 27, lively
+
+
+def test_a_vehicle_with_a_last_position_goes_on_from_the_nearest_point_of_its_track() -> None:
+    """A restarted demo picks each vehicle up where it was; a position off its track (another track file
+    under the same name) starts it where it drives instead."""
+    v = plan(ROOT / "sample_tracks", 1)[0]
+    track = read_track(v.file)
+    k = len(track) * 2 // 3
+    lat, lon = float(track.lat[k]) + 0.0002, float(track.lon[k])  # 22 m north of a fix
+    resumed = start_index(track, v.start, v.span, (lat, lon))
+    assert (
+        distances_from_m(lat, lon, track.lat[resumed : resumed + 1], track.lon[resumed : resumed + 1])[0] < 30
+    )
+    assert nearest(track, lat + 0.05, lon) is None  # 5.5 km away: not where this track goes
+    assert start_index(track, v.start, v.span, (lat + 0.05, lon)) == underway(track, v.start, v.span)
+    assert start_index(track, v.start, v.span, None) == underway(track, v.start, v.span)
 
 
 @pytest.mark.skipif(not HAVE_POSTGRES, reason="no PostgreSQL server binaries")
@@ -239,11 +256,42 @@ async def test_the_demo_serves_the_map_and_moves_devices(data_dir: Path, tmp_pat
     assert demo.returncode == 130, demo.returncode
     assert not (demo_dir / "postmaster.pid").exists(), "the demo left its PostGIS cluster running"
 
-    # Started again, it keeps its viewer token: a bookmarked map URL still works.
+    stopped_ms = int(time.time() * 1000)
+
+    # Started again, it keeps its viewer token: a bookmarked map URL still works. Each vehicle goes on
+    # from where it was, so that its trail does not jump across town over the short silence.
     demo, lines = _demo(port, env, log)
     try:
         assert f"?token={token}\n" in _banner(demo, lines, log)
+        jumps = await _restart_jumps(base, token, stopped_ms, [v.id for v in plan(ROOT / "sample_tracks", 8)])
+        # It goes on from the very fix it sent last (started afresh: 70-190 m away after a first run this
+        # short, kilometres after minutes).
+        assert len(jumps) == 8 and max(jumps.values()) < 25, jumps
     finally:
         _stop(demo, signal.SIGTERM)
     assert (demo_dir.with_name("demo-viewer.token").stat().st_mode & 0o777) == 0o600
     assert not (demo_dir / "postmaster.pid").exists(), "the demo left its PostGIS cluster running"
+
+
+async def _restart_jumps(base: str, token: str, stopped_ms: int, devices: list[str]) -> dict[str, float]:
+    """Per device, metres from its last fix before `stopped_ms` to its first after, once it has one."""
+    jumps: dict[str, float] = {}
+    h = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(base_url=base, headers=h) as http:
+        while len(jumps) < len(devices) and time.monotonic() < deadline:
+            for d in set(devices) - set(jumps):
+                url = f"/api/devices/{d}/positions"
+                after = (await http.get(url, params={"from": stopped_ms, "limit": 1})).json()["features"]
+                if not after:
+                    continue
+                window = {"from": stopped_ms - 600_000, "to": stopped_ms, "limit": 10_000}
+                before = (await http.get(url, params=window)).json()["features"]
+                assert before, d
+                (lon0, lat0), (lon1, lat1) = (
+                    before[-1]["geometry"]["coordinates"],
+                    after[0]["geometry"]["coordinates"],
+                )
+                jumps[d] = float(distances_from_m(lat0, lon0, np.array([lat1]), np.array([lon1]))[0])
+            await asyncio.sleep(0.5)
+    return jumps

@@ -3,7 +3,10 @@ vehicle of a plan file replays its track in a loop as its own device over Socket
 
 Policy: a vehicle starts, within its planned part of its shift, where it drives most in the next five
 minutes, so that the map moves from the start: half of a shift or more is loading and waiting at
-customers, and started anywhere, half the fleet would stand still in the first minutes. The process is
+customers, and started anywhere, half the fleet would stand still in the first minutes. A vehicle that
+already has a stored position (the demo ran before) starts instead at its track's point nearest to it, so
+that a restart does not join two runs across town on the map; unless that point is more than
+`RESUME_WITHIN_M` away (the vehicle drove another track then). The process is
 stopped by its parent, the demo, with SIGTERM before the server shuts down, so that no device reports a
 lost connection; it ignores Ctrl-C (the terminal sends it to the whole process group, and the server
 might still be closing) and ends by itself if its parent is gone.
@@ -23,13 +26,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from tracker.geo import segment_lengths_m
+from tracker.geo import distances_from_m, segment_lengths_m
 from tracker.tools.trackfile import TrackFile, read_track
 
 log = logging.getLogger("tracker.tools.demo")
 
 MOVING_M_S = 1.0  # faster than this is driving, slower is a stop (GPS noise stays below it)
 AHEAD_MS = 300_000  # the first minutes, in track time, that should be lively
+RESUME_WITHIN_M = 1000.0  # farther from its last position than this, a vehicle starts where it drives
 
 
 def moving(track: TrackFile) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -65,6 +69,23 @@ def underway(track: TrackFile, start: float, span: float, ahead_ms: int = AHEAD_
     return int(candidates[int(np.argmax(score))] % n)
 
 
+def nearest(track: TrackFile, lat: float, lon: float, within_m: float = RESUME_WITHIN_M) -> int | None:
+    """The index of the fix nearest to (lat, lon), where a restarted vehicle goes on from, or None when
+    even that one is farther than `within_m` (its last position was not on this track)."""
+    if len(track) == 0:
+        return None
+    dist = distances_from_m(lat, lon, track.lat, track.lon)
+    k = int(np.argmin(dist))
+    return k if dist[k] <= within_m else None
+
+
+def start_index(track: TrackFile, start: float, span: float, last: Sequence[float] | None) -> int:
+    """Where a vehicle's replay begins: nearest to its `last` stored (lat, lon) when it has one on this
+    track, else where it drives (`underway`)."""
+    k = nearest(track, last[0], last[1]) if last is not None else None
+    return underway(track, start, span) if k is None else k
+
+
 def rotated(track: TrackFile, k: int) -> TrackFile:
     """The track begun at fix `k`, its first part appended after its end, so that time runs on: one lap
     of the same length, from another point."""
@@ -94,7 +115,7 @@ async def replay_plan(plan_file: Path) -> None:
 
     async def one(v: dict[str, Any]) -> None:
         track = read_track(v["file"])
-        track = rotated(track, underway(track, v["start"], v["span"]))
+        track = rotated(track, start_index(track, v["start"], v["span"], v.get("last")))
 
         def on_message(message: dict[str, Any]) -> None:
             log.info(

@@ -5,7 +5,9 @@ database URL is given, the rules of the geofences folder). The couriers are a se
 load generator never shares the server's event loop or core): each replays a file of `sample_tracks/`
 in a loop as its own device over Socket.IO (`tracker.tools.couriers`). Several couriers on one file start
 at different points of it. The port is bound first, so that a second demo on a busy port stops before it
-touches the first one's database. Device tokens are issued afresh on every run; the viewer's is kept in a
+touches the first one's database. A vehicle that has a stored position (the demo ran before on this
+database) goes on from its track's point nearest to it, so that a restart does not draw a line across
+town. Device tokens are issued afresh on every run; the viewer's is kept in a
 file beside the cluster's folder (0600) and reused while the database still takes it, so that a bookmarked
 map URL keeps working. The banner (map URL, tokens, how to add a device of one's own) is printed once the
 server answers. With the sample tracks, the map also draws the simulated streets they were made on.
@@ -26,7 +28,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -36,6 +38,9 @@ from tracker.errors import ConfigError, TrackerError, Unauthorized
 from tracker.settings import Settings
 from tracker.tools.simulate import FLEETS  # file-name prefix -> fleet
 from tracker.tools.trackfile import SUFFIXES
+
+if TYPE_CHECKING:
+    from tracker.store import Database
 
 log = logging.getLogger("tracker.tools.demo")
 
@@ -79,34 +84,53 @@ def _prefix(file: Path) -> str:
     return file.stem.split("-", 1)[0]
 
 
-async def _register(url: str, vehicles: Sequence[Vehicle], viewer_file: Path) -> tuple[dict[str, str], str]:
+@dataclass(frozen=True)
+class Registered:
+    """What the demo's database gives its run: a fresh token per vehicle, the viewer's token, and each
+    vehicle's newest stored (lat, lon), where it goes on from."""
+
+    tokens: dict[str, str]
+    viewer: str
+    last: dict[str, tuple[float, float]]
+
+
+async def _register(url: str, vehicles: Sequence[Vehicle], viewer_file: Path) -> Registered:
     """Fresh tokens, one per vehicle; the demo viewer's (every fleet) from `viewer_file` while the database
-    still takes it, else a new one written there (coroutine)."""
-    from tracker.auth import Authenticator
+    still takes it, else a new one written there; the vehicles' last positions (coroutine)."""
     from tracker.store import Database
+    from tracker.store.latest import newest_positions
 
     db = await Database.connect(url, min_size=1, max_size=2)
     try:
-        auth = Authenticator(db, None)
-        tokens = {}
-        for v in vehicles:
-            _, tokens[v.id] = await auth.add_device(v.id, v.fleet, v.id, actor="demo", replace=True)
-        with contextlib.suppress(OSError, Unauthorized):
-            kept = viewer_file.read_text().strip()
-            viewer = await auth.viewer(kept)
-            if viewer.name == VIEWER and viewer.fleets is None and viewer.expires_ts is None:
-                return tokens, kept
-        _, token = await auth.add_viewer(VIEWER, None, actor="demo", replace=True)
-        try:
-            viewer_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(viewer_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(token + "\n")
-        except OSError as exc:  # the demo works on; the next one mints another viewer token
-            log.warning("cannot keep the viewer token in %s: %s", viewer_file, exc)
-        return tokens, token
+        ids = {v.id for v in vehicles}
+        last = {p.device: (p.lat, p.lon) for p, _ in await newest_positions(db) if p.device in ids}
+        return Registered(*await _tokens(db, vehicles, viewer_file), last)
     finally:
         await db.close()
+
+
+async def _tokens(db: Database, vehicles: Sequence[Vehicle], viewer_file: Path) -> tuple[dict[str, str], str]:
+    """The vehicles' fresh tokens, and the viewer's: kept or new (coroutine)."""
+    from tracker.auth import Authenticator
+
+    auth = Authenticator(db, None)
+    tokens = {}
+    for v in vehicles:
+        _, tokens[v.id] = await auth.add_device(v.id, v.fleet, v.id, actor="demo", replace=True)
+    with contextlib.suppress(OSError, Unauthorized):
+        kept = viewer_file.read_text().strip()
+        viewer = await auth.viewer(kept)
+        if viewer.name == VIEWER and viewer.fleets is None and viewer.expires_ts is None:
+            return tokens, kept
+    _, token = await auth.add_viewer(VIEWER, None, actor="demo", replace=True)
+    try:
+        viewer_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(viewer_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+    except OSError as exc:  # the demo works on; the next one mints another viewer token
+        log.warning("cannot keep the viewer token in %s: %s", viewer_file, exc)
+    return tokens, token
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -135,7 +159,8 @@ def run(settings: Settings, url: str, sock: socket.socket, tracks: Path, count: 
     from tracker.supervisor import uvicorn_options
 
     vehicles = plan(tracks, count)
-    tokens, viewer_token = asyncio.run(_register(url, vehicles, viewer_token_file(settings)))
+    registered = asyncio.run(_register(url, vehicles, viewer_token_file(settings)))
+    tokens, viewer_token = registered.tokens, registered.viewer
     if settings.admin_token is None:
         settings = settings.model_copy(update={"admin_token": secrets.token_urlsafe(24)})
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
@@ -154,6 +179,7 @@ def run(settings: Settings, url: str, sock: socket.socket, tracks: Path, count: 
                             "file": str(v.file.resolve()),
                             "start": v.start,
                             "span": v.span,
+                            "last": registered.last.get(v.id),
                         }
                         for v in vehicles
                     ],

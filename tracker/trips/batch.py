@@ -20,15 +20,6 @@ from tracker.trips.changes import TripDetection, step
 from tracker.trips.model import Trip
 
 
-def simple(trips: Mapping[str, Trip], fixes: Sequence[Fix]) -> Trip | None:
-    """The device's one active trip to a point, when it has one new fix and no other trip; else None."""
-    if len(fixes) != 1 or len(trips) != 1:
-        return None
-    trip = next(iter(trips.values()))
-    ok = trip.status in ("started", "approaching") and trip.destination.fence is None
-    return trip if ok else None
-
-
 def evaluate_simple(
     trips: Sequence[Trip],
     fixes: Sequence[Fix],
@@ -70,7 +61,11 @@ def evaluate_simple(
     remaining = pairwise_distance_m(dlat, dlon, lat, lon)
     to_go = remaining - radius
     changed = new_moving != moving_s
-    for i, (trip, f, j, c, v, m, r, g) in enumerate(
+    known = np.where((new_moving >= eta.WARMUP_S) & ~np.isnan(new_mps), new_mps, np.nan)
+    ts = np.fromiter((f.ts for f in fixes), dtype=np.int64, count=len(fixes))
+    with np.errstate(invalid="ignore"):
+        eta_ms = ts + np.round(to_go * detour / known * 1000)  # NaN while the speed is unknown
+    for i, (trip, f, j, c, v, m, r, g, k, e) in enumerate(
         zip(
             trips,
             fixes,
@@ -80,23 +75,24 @@ def evaluate_simple(
             new_moving.tolist(),
             remaining.tolist(),
             to_go.tolist(),
+            known.tolist(),
+            eta_ms.tolist(),
             strict=True,
         )
     ):
         if j:  # a GPS jump moves nothing
             continue
-        speed = sp[i] or eta.Speed()
         if c:
-            speed = eta.Speed(None if v != v else v, m)
-            out.speeds[trip.device] = speed
-        near = g <= 0 or r <= trip.approach_m
-        due = trip.progress_ts is None or f.ts - trip.progress_ts >= progress_ms
-        if due or g <= 0 or (near and trip.status == "started"):
-            new = step(trip, f, r, g, speed, detour, out)
-            out.trips[trip.id] = new
+            out.speeds[trip.device] = eta.Speed(None if v != v else v, m)
+        if (
+            g <= 0
+            or trip.progress_ts is None
+            or f.ts - trip.progress_ts >= progress_ms
+            or (trip.status == "started" and r <= trip.approach_m)
+        ):
+            speed = eta.Speed(None if v != v else v, m) if c else (sp[i] or eta.Speed())
+            out.trips[trip.id] = step(trip, f, r, g, speed, detour, out)
             out.before[trip.id] = trip.status
             out.writes.append(trip.id)
-            continue
-        known = eta.known(speed)
-        eta_ts = None if known is None else f.ts + round(g * detour / known * 1000)
-        out.progress[trip.id] = (eta_ts, r, f.ts, known)
+        else:
+            out.progress.append((trip, None if e != e else int(e), r, f.ts, None if k != k else k))

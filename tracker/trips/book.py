@@ -86,11 +86,15 @@ class TripBook:
                 self.remove(trip_id)
             elif self.get(trip_id) is not None:
                 self.put(trip)
-        for trip_id, (eta_ts, remaining, progress_ts, speed_mps) in detection.progress.items():
-            held = self.get(trip_id)
-            if held is not None:  # the one change in place: cheaper than a new Trip per fix
-                held.eta_ts, held.remaining_m, held.progress_ts = eta_ts, remaining, progress_ts
-                held.speed_mps = speed_mps
+        for trip, eta_ts, remaining, progress_ts, speed_mps in detection.progress:
+            # The one change in place, cheaper than a new Trip per fix; a Trip no longer held (ended or
+            # replaced meanwhile) is changed harmlessly.
+            trip.eta_ts, trip.remaining_m, trip.progress_ts, trip.speed_mps = (
+                eta_ts,
+                remaining,
+                progress_ts,
+                speed_mps,
+            )
         for device, speed in detection.speeds.items():
             if device in self.active:
                 self.speeds[device] = speed

@@ -26,8 +26,9 @@ class TripDetection:
     writes: list[str] = field(default_factory=list)
     events: list[TripEvent] = field(default_factory=list)
     speeds: dict[str, eta.Speed] = field(default_factory=dict)
-    # Trips whose new (eta_ts, remaining_m, progress_ts, speed_mps) is neither written nor a new Trip.
-    progress: dict[str, tuple[int | None, float, int, float | None]] = field(default_factory=dict)
+    # (trip, eta_ts, remaining_m, progress_ts, speed_mps) of trips whose progress is neither written nor a
+    # new Trip: applied to that Trip object in place.
+    progress: list[tuple[Trip, int | None, float, int, float | None]] = field(default_factory=list)
     stored: list[TripEvent] = field(default_factory=list)  # the events written (set by the store)
     lost: set[str] = field(default_factory=set)  # trips ended elsewhere meanwhile (set by the store)
 
@@ -38,7 +39,7 @@ class TripDetection:
         self.writes += other.writes
         self.events += other.events
         self.speeds.update(other.speeds)
-        self.progress.update(other.progress)
+        self.progress += other.progress
 
     @property
     def devices(self) -> set[str]:

@@ -24,7 +24,7 @@ import shapely
 from tracker.geo import FloatArray, distances_from_m, pairwise_distance_m
 from tracker.model import Fence, Fix, Head
 from tracker.trips import eta
-from tracker.trips.batch import evaluate_simple, simple
+from tracker.trips.batch import evaluate_simple
 from tracker.trips.changes import TripDetection, step
 from tracker.trips.model import ACTIVE, Trip
 
@@ -46,14 +46,16 @@ def evaluate(
     out = TripDetection()
     devices = []
     quick: list[Trip] = []
-    for device in todo:
-        held = active.get(device)
-        if held:
-            trip = simple(held, todo[device])
-            if trip is not None:
+    for device, held in active.items():
+        fixes = todo.get(device)
+        if not fixes or not held:
+            continue
+        if len(held) == 1 and len(fixes) == 1:  # the common case, in `batch`, if to a point
+            trip = next(iter(held.values()))
+            if trip.status in ACTIVE and trip.destination.fence is None:
                 quick.append(trip)
-            else:
-                devices.append(device)
+                continue
+        devices.append(device)
     if quick:
         fixes = [todo[t.device][0] for t in quick]
         evaluate_simple(quick, fixes, heads, speeds, detour=detour, progress_ms=progress_ms, out=out)

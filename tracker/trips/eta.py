@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,9 +31,9 @@ STEP_RATIO = 2.0  # one segment may pull the estimate at most to twice (or half)
 WARMUP_S = 30.0  # seconds of movement before the speed counts as known
 
 
-@dataclass(slots=True, frozen=True)
-class Speed:
-    """A device's smoothed moving speed (None while unknown) after `moving_s` seconds of movement."""
+class Speed(NamedTuple):
+    """A device's smoothed moving speed (None while unknown) after `moving_s` seconds of movement (a
+    named tuple: one is made per fix of a moving device, and a tuple is the cheapest to make)."""
 
     mps: float | None = None
     moving_s: float = 0.0

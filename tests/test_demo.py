@@ -189,6 +189,11 @@ async def test_the_demo_serves_the_map_and_moves_devices(data_dir: Path, tmp_pat
         assert "Traceback" not in second.stderr and len(second.stderr.splitlines()) == 1, second.stderr
 
         async with httpx.AsyncClient(base_url=base) as http:
+            # The banner waits for the vehicles, so that their connection logs do not push it off screen.
+            h = {"Authorization": f"Bearer {token}"}
+            assert (
+                sum(d["online"] for d in (await http.get("/api/devices", headers=h)).json()["devices"]) == 8
+            )
             page = await http.get("/", params={"token": token})
             assert page.status_code == 200 and "text/html" in page.headers["content-type"]
             assert '"overlay":"/map/overlay.geojson"' in page.text

@@ -7,10 +7,11 @@ in a loop as its own device over Socket.IO (`tracker.tools.couriers`). Several c
 at different points of it. The port is bound first, so that a second demo on a busy port stops before it
 touches the first one's database. A vehicle that has a stored position (the demo ran before on this
 database) goes on from its track's point nearest to it, so that a restart does not draw a line across
-town. Device tokens are issued afresh on every run; the viewer's is kept in a
-file beside the cluster's folder (0600) and reused while the database still takes it, so that a bookmarked
-map URL keeps working. The banner (map URL, tokens, how to add a device of one's own) is printed once the
-server answers. With the sample tracks, the map also draws the simulated streets they were made on.
+town. Device tokens are issued afresh on every run; the viewer's is kept in a file beside the cluster's
+folder (0600) and reused while the database still takes it, so that a bookmarked map URL keeps working.
+The banner (map URL, tokens, how to add a device of one's own) is printed once the server answers and
+the vehicles are connected, after their log lines rather than scrolled off the screen by them. With the
+sample tracks, the map also draws the simulated streets they were made on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -25,7 +27,8 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,7 +207,8 @@ def run(settings: Settings, url: str, sock: socket.socket, tracks: Path, count: 
             "\n                device example, with that token)"
             "\n  stop with Ctrl-C\n"
         )
-        ended = asyncio.run(_serve(server, sock, plan_file, banner))
+        online = functools.partial(_online, base, viewer_token, len(vehicles))
+        ended = asyncio.run(_serve(server, sock, plan_file, banner, online))
     if ended is not None:
         raise ended
 
@@ -263,7 +267,25 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(server: Any, sock: socket.socket, plan_file: Path, banner: str) -> BaseException | None:
+async def _online(base: str, token: str, count: int, within_s: float = 10.0) -> None:
+    """Waits until `count` devices are online, or `within_s` (coroutine): the banner then comes after the
+    vehicles' connection logs, which would otherwise push it off a terminal's screen."""
+    import httpx
+
+    deadline = time.monotonic() + within_s
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                devices = (await http.get("/api/devices", timeout=2)).json()["devices"]
+                if sum(bool(d.get("online")) for d in devices) >= count:
+                    break
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # the last connections' log lines
+
+
+async def _serve(
+    server: Any, sock: socket.socket, plan_file: Path, banner: str, online: Callable[[], Awaitable[None]]
+) -> BaseException | None:
     """Serve until stopped, with the couriers' process once the server answers; what stopped it
     (SystemExit, KeyboardInterrupt) is returned, to be raised once the event loop is closed."""
     couriers: asyncio.subprocess.Process | None = None
@@ -297,6 +319,7 @@ async def _serve(server: Any, sock: socket.socket, plan_file: Path, banner: str)
     couriers = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tracker.tools.couriers", str(plan_file)
     )
+    await online()
     print(banner, flush=True)
     try:
         return await serving

@@ -17,9 +17,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from tracker.geo import cell_hex
 from tracker.model import Fix, Position, Window
 from tracker.store.database import DAY_MS, Database, ms_to_datetime
+from tracker.store.latest import newest_positions
 
 _STAGE_COLUMNS = (
     "device_id",
@@ -122,23 +122,8 @@ async def write_fixes(conn: asyncpg.Connection, fixes: Sequence[Fix]) -> set[tup
 
 async def latest_positions(db: Database) -> list[tuple[Position, int]]:
     """The newest stored fix of every device that has one, as (position, integer H3 cell), for the live
-    index and the fence heads at start-up (coroutine)."""
-    async with db.pool.acquire() as conn:
-        rows: list[asyncpg.Record] = await conn.fetch(
-            """
-            SELECT d.id, d.fleet, f.ts_ms, f.lat, f.lon, f.speed, f.heading, f.cell
-            FROM devices d
-            CROSS JOIN LATERAL (
-                SELECT (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, ST_Y(geom) AS lat,
-                       ST_X(geom) AS lon, speed, heading, cell
-                FROM fixes WHERE device_id = d.id ORDER BY ts DESC LIMIT 1
-            ) f
-            """
-        )
-    return [
-        (Position(d, fl, ts, lat, lon, sp, hd, cell_hex(cell)), cell)
-        for d, fl, ts, lat, lon, sp, hd, cell in rows
-    ]
+    index and the fence heads at start-up (coroutine): `newest_positions` of every fleet."""
+    return await newest_positions(db)
 
 
 async def positions_page(db: Database, device: str, window: Window) -> list[dict[str, Any]]:

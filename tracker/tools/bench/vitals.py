@@ -47,14 +47,8 @@ class Vitals:
 async def read_vitals(pid: int, url: str) -> Vitals:
     """The vitals of the server process tree `pid` listening on `url` (a coroutine: it scrapes
     `url`/metrics)."""
-    metrics: dict[str, float] = {}
-    try:
-        async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S) as http:
-            response = await http.get(url + "/metrics")
-        if response.status_code == 200:
-            metrics = parse_metrics(response.text)
-    except httpx.HTTPError:
-        pass
+    text = await scrape(url)
+    metrics = parse_metrics(text) if text is not None else {}
     rss = tree_rss_bytes(pid)
     fds = tree_open_fds(pid)
     return Vitals(
@@ -64,6 +58,16 @@ async def read_vitals(pid: int, url: str) -> Vitals:
         _count(metrics.get("tracker_connected_devices")),
         _count(metrics.get("tracker_connected_viewers")),
     )
+
+
+async def scrape(url: str) -> str | None:
+    """The server's /metrics exposition, None when it does not answer 200 within SCRAPE_TIMEOUT_S."""
+    try:
+        async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S) as http:
+            response = await http.get(url + "/metrics")
+    except httpx.HTTPError:
+        return None
+    return response.text if response.status_code == 200 else None
 
 
 def growth(first: float | None, last: float | None) -> float | None:

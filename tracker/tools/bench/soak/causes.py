@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import httpx
 
-from tracker.tools.bench.vitals import SCRAPE_TIMEOUT_S
+from tracker.tools.bench.vitals import scrape
 
 _SAMPLE = re.compile(r"^(tracker_[a-z_]+)(?:\{([^}]*)\})? ([0-9.eE+-]+|NaN)$")
 
@@ -50,14 +49,8 @@ class Counters:
 async def read_counters(url: str, database_url: str) -> Counters:
     """The server's counters (scraped from `url`/metrics) and the database's (a coroutine). A side
     that cannot be read gives an empty dict."""
-    server: dict[str, float] = {}
-    try:
-        async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S) as http:
-            response = await http.get(url + "/metrics")
-        if response.status_code == 200:
-            server = parse_samples(response.text)
-    except httpx.HTTPError:
-        pass
+    text = await scrape(url)
+    server = parse_samples(text) if text is not None else {}
     database: dict[str, float] = {}
     try:
         conn = await asyncpg.connect(database_url, timeout=10)

@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -202,7 +203,7 @@ def run(settings: Settings, url: str, sock: socket.socket, tracks: Path, count: 
             f"\n  viewer token: {viewer_token} (kept across restarts)"
             f"\n  admin token:  {settings.admin_token}"
             f"\n  API:          {base}/openapi.json"
-            f"\n  your device:  tracker device add van-7 --fleet couriers{_database_flag(settings)}"
+            f"\n  your device:  {_tracker()} device add van-7 --fleet couriers{_database_flag(settings)}"
             "\n                (in another terminal: it goes to this demo's database; then the README's"
             "\n                device example, with that token)"
             "\n  stop with Ctrl-C\n"
@@ -219,6 +220,14 @@ def viewer_token_file(settings: Settings) -> Path:
 
     folder = settings.data_dir or demo_data_dir()
     return folder.with_name(folder.name + "-viewer.token")
+
+
+def _tracker() -> str:
+    """`tracker` as the user can call it: by name on PATH, else this virtualenv's `.venv/bin/tracker`."""
+    script = Path(sys.executable).with_name("tracker")
+    if shutil.which("tracker") or not script.is_file():
+        return "tracker"
+    return os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
 
 
 def _database_flag(settings: Settings) -> str:

@@ -1,17 +1,12 @@
 """`tracker demo`: the server, its fleet rules and a few dozen simulated couriers, in one command.
 
-Policy: the server runs in this process exactly as `tracker serve` runs it (embedded PostGIS unless a
-database URL is given, the rules of the geofences folder). The couriers are a separate process (the
-load generator never shares the server's event loop or core): each replays a file of `sample_tracks/`
-in a loop as its own device over Socket.IO (`tracker.tools.couriers`). Several couriers on one file start
-at different points of it. The port is bound first, so that a second demo on a busy port stops before it
-touches the first one's database. A vehicle that has a stored position (the demo ran before on this
-database) goes on from its track's point nearest to it, so that a restart does not draw a line across
-town. Device tokens are issued afresh on every run; the viewer's is kept in a file beside the cluster's
-folder (0600) and reused while the database still takes it, so that a bookmarked map URL keeps working.
-The banner (map URL, tokens, how to add a device of one's own) is printed once the server answers and
-the vehicles are connected, after their log lines rather than scrolled off the screen by them. With the
-sample tracks, the map also draws the simulated streets they were made on.
+Policy: the server runs in this process as `tracker serve` runs it; the couriers are a separate process
+(`tracker.tools.couriers`), each replaying a file of `sample_tracks/` in a loop as its own device. The port
+is bound first, so a second demo on a busy port stops before it touches the first one's database. A
+vehicle with a stored position goes on from its track's point nearest to it, so a restart draws no line
+across town. The viewer's token is kept beside the cluster's folder (0600) and reused while the database
+takes it, so a bookmarked map URL keeps working. The banner comes once the vehicles are connected, after
+their log lines; the map also draws the simulated streets.
 """
 
 from __future__ import annotations

@@ -128,3 +128,55 @@ def test_eta_accuracy_on_the_simulated_shifts() -> None:
     assert report["measured"] >= 20
     assert report["of_trip_duration"]["median"] <= 0.20
     assert report["of_time_to_go"]["median"] <= 0.35
+
+
+def test_the_arrays_and_the_scalars_give_the_same_results() -> None:
+    """`batch` takes a few fixes one by one and many as arrays: both give the same trips and speeds."""
+    from tracker.trips import batch
+    from tracker.trips.changes import TripDetection
+
+    rnd = random.Random(3)
+    n = batch.VECTOR_MIN * 2
+    trips = [
+        trip(
+            str(i), f"d{i}", progress_ts=rnd.choice([None, 0, 50_000]), approach_m=rnd.choice([100.0, 5000.0])
+        )
+        for i in range(n)
+    ]
+    heads = {f"d{i}": Head(55_000, DEST.lat - rnd.uniform(0, 0.05), 13.40) for i in range(n)}  # type: ignore[operator]
+    heads.pop("d0")
+    speeds = {f"d{i}": eta.Speed(rnd.uniform(2, 15), rnd.choice([10.0, 100.0])) for i in range(0, n, 2)}
+    fixes = [
+        Fix(
+            f"d{i}",
+            "fleet",
+            60_000,
+            heads[f"d{i}"].lat + rnd.choice([0.0001, 0.0003, 0.01]),
+            13.40,
+            accuracy=5.0,
+        )
+        if f"d{i}" in heads
+        else south(10, 60_000, f"d{i}")  # d0: no head, inside at once
+        for i in range(n)
+    ]
+    arrays, scalars = TripDetection(), TripDetection()
+    batch.evaluate_simple(trips, fixes, heads, speeds, detour=1.3, progress_ms=30_000, out=arrays)
+    batch._one_by_one(trips, fixes, heads, speeds, detour=1.3, progress_ms=30_000, out=scalars)
+    assert (
+        arrays.writes == scalars.writes and arrays.trips == scalars.trips and arrays.before == scalars.before
+    )
+    assert [(e.trip, e.status, e.ts) for e in arrays.events] == [
+        (e.trip, e.status, e.ts) for e in scalars.events
+    ]
+    assert arrays.speeds.keys() == scalars.speeds.keys()
+    for device, speed in arrays.speeds.items():
+        assert (
+            speed.mps == pytest.approx(scalars.speeds[device].mps)
+            and speed.moving_s == scalars.speeds[device].moving_s
+        )
+    assert len(arrays.progress) == len(scalars.progress) > 0
+    for a, s in zip(arrays.progress, scalars.progress, strict=True):
+        assert a[0] is s[0] and a[1:4] == pytest.approx(s[1:4]) and (a[4] or 0) == pytest.approx(s[4] or 0)
+    assert {e.status for e in arrays.events} >= {"approaching"} and any(
+        t.status == "arrived" for t in arrays.trips.values()
+    )

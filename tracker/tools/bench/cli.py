@@ -63,6 +63,10 @@ def add_bench(sub: Any) -> None:
     trips.add_argument(
         "--seeds", default="20260302,1,2,3", help="simulation seeds of the ETA accuracy, comma-separated"
     )
+    trips.add_argument(
+        "--senders", type=int, default=200, help="whole server: devices sending fixes (0: skip that part)"
+    )
+    trips.add_argument("--seconds", type=float, default=8.0, help="whole server: seconds per run (8 runs)")
     hist = bench.add_parser(
         "history", help="trail, positions, area and nearby latency on a loaded history (JSON)"
     )
@@ -218,7 +222,15 @@ def _report(args: argparse.Namespace) -> str:
         from tracker.tools.bench.trips import bench_trips
 
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        return bench_trips(args.database_url, args.devices, args.rounds, seeds, args.out)
+        return bench_trips(
+            args.database_url,
+            args.devices,
+            args.rounds,
+            seeds,
+            args.out,
+            senders=args.senders,
+            seconds=args.seconds,
+        )
     if args.action == "messages":
         from tracker.tools.bench.messages import bench_messages
 

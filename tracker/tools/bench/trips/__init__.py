@@ -13,6 +13,7 @@ A's, after an untimed warm-up run (into an empty table, the first run is the fas
 this process (the server's side of ingest) are reported too. The first round of each run (no heads yet)
 is not timed.
 
+Whole server: `server.measure_server` (a real `tracker serve` holding DEVICES trips, single-fix events).
 ETA accuracy: `accuracy.measure` on the simulated shifts of the given seeds.
 """
 
@@ -40,6 +41,7 @@ from tracker.tools.bench.procfs import self_cpu_s
 from tracker.tools.bench.report import DEFAULT_BASE_URL, BenchError, machine_facts, progress, write_report
 from tracker.tools.bench.scratch import scratch_database
 from tracker.tools.bench.trips.accuracy import measure
+from tracker.tools.bench.trips.server import measure_server
 
 FIX_INTERVAL_S = 5
 PAIRS_OF_PAIRS = 2  # runs: ABBA twice
@@ -58,19 +60,37 @@ class _Nobody:
 
 
 def bench_trips(
-    database_url: str | None, devices: int, rounds: int, seeds: list[int], out: str | None
+    database_url: str | None,
+    devices: int,
+    rounds: int,
+    seeds: list[int],
+    out: str | None,
+    *,
+    senders: int = 200,
+    seconds: float = 8.0,
 ) -> str:
-    """Run the trips benchmark; return its JSON report (also written to `out` when given)."""
+    """Run the trips benchmark; return its JSON report (also written to `out` when given). `senders` and
+    `seconds`: the whole-server part (`tracker.tools.bench.trips.server`; 0 senders: skipped)."""
     if not 100 <= devices <= 100_000 or not 2 <= rounds <= 1000:
         raise BenchError("--devices must be 100..100000 and --rounds 2..1000")
+    if not 0 <= senders < devices or not 1 <= seconds <= 600:
+        raise BenchError("--senders must be 0..devices-1 and --seconds 1..600")
     progress(f"ETA accuracy on the simulated shifts of seeds {seeds}")
     eta = measure_seeds(seeds)
     with scratch_database(database_url or DEFAULT_BASE_URL) as (db_url, info):
         ingest = asyncio.run(_ingest(db_url, devices, rounds))
+    whole = None
+    if senders:
+        with (
+            scratch_database(database_url or DEFAULT_BASE_URL) as (db_url, _),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            whole = measure_server(db_url, Path(tmp), devices, senders, seconds)
     report = {
         "benchmark": "trips",
         "machine": {**machine_facts(), **info},
         "ingest": ingest,
+        "server": whole,
         "eta": eta,
     }
     return write_report(report, out)

@@ -27,8 +27,9 @@ from tracker.notify import Notifier
 from tracker.presence import Presence
 from tracker.refusals import Refusals
 from tracker.rooms import Transport
-from tracker.sessions import Disconnect, Sessions
+from tracker.sessions import VIEWER, Disconnect, Sessions
 from tracker.settings import Settings
+from tracker.shares import Shares
 from tracker.store import Database
 from tracker.store import messages as messages_store
 from tracker.store.accounts import TOKENS_CHANNEL
@@ -36,6 +37,7 @@ from tracker.store.database import DAY_MS
 from tracker.store.erasure import ERASED_CHANNEL
 from tracker.store.fixes import latest_positions
 from tracker.store.listener import Listener
+from tracker.store.shares import CHANNEL as SHARES_CHANNEL
 from tracker.store.trips import CHANNEL as TRIPS_CHANNEL
 from tracker.trips.service import Trips
 from tracker.webhooks import WebhookWorker
@@ -62,6 +64,7 @@ class Core:
     erasure: Eraser
     presence: Presence
     trips: Trips
+    shares: Shares
     sync: LiveSync | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -118,14 +121,12 @@ class Core:
         ingestor = Ingestor(
             settings, db, index, broadcaster, metrics, lag=lag, engine=geofences, notifier=notifier, sync=sync
         )
+        refusals = Refusals(metrics, settings.auth_failure_burst, settings.auth_failure_refill_s)
+        trips = Trips(settings, db, geofences, notifier, metrics)
         core = cls(
             settings,
             db,
-            Authenticator(
-                db,
-                settings.admin_token,
-                Refusals(metrics, settings.auth_failure_burst, settings.auth_failure_refill_s),
-            ),
+            Authenticator(db, settings.admin_token, refusals),
             index,
             ingestor,
             broadcaster,
@@ -137,7 +138,8 @@ class Core:
             Sessions(db, cut),
             Eraser(db, index, geofences, straggler_wait_s=2 * settings.ingest_max_wait_ms / 1000 + 1),
             Presence(settings.redis_url, settings.presence_expiry_s),
-            Trips(settings, db, geofences, notifier, metrics),
+            trips,
+            Shares(db, index, trips, refusals, here or transport, cut[VIEWER]),
             sync,
         )
         listener = Listener(
@@ -147,6 +149,7 @@ class Core:
                 TOKENS_CHANNEL: core.sessions.notified,
                 ERASED_CHANNEL: core.erasure.forget,
                 TRIPS_CHANNEL: core.trips.notified,
+                SHARES_CHANNEL: core.shares.notified,
             },
             core._catch_up,
         )
@@ -163,6 +166,7 @@ class Core:
             asyncio.create_task(watch(settings.geofences, geofences.reload), name="geofence-watch"),
             asyncio.create_task(core.presence.run(), name="presence"),
             asyncio.create_task(core.trips.run(), name="trips"),
+            asyncio.create_task(core.shares.run(), name="shares"),
         ]
         if sync is not None:
             core._tasks.append(asyncio.create_task(sync.run(), name="livesync"))
@@ -187,6 +191,7 @@ class Core:
         await self.erasure.close()
         await self.presence.close()
         await self.trips.close()
+        await self.shares.close()
         await self.webhooks.close()
         await self.db.close()
         log.info(
@@ -222,6 +227,7 @@ class Core:
         self.messages.catch_up()
         self.sessions.catch_up()
         self.trips.catch_up()
+        self.shares.catch_up()
 
     async def _retention(self) -> None:
         """With TRACKER_RETENTION_DAYS, drop expired partitions now and then every hour."""

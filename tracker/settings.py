@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     trip_detour: float = Field(1.3, ge=1, le=10)
     trip_ttl_s: float = Field(86_400.0, gt=0, le=31_536_000)
     trip_progress_s: float = Field(30.0, ge=0, le=3600)
+    # The server's address as customers reach it (`https://track.example.com`), for the `share_url` of trips;
+    # unset: the address the POST /api/trips request came to (behind a proxy, with uvicorn's proxy headers).
+    public_url: str | None = None
     cors_origins: str = "*"
     # The dispatcher map: the built page (`npm --prefix web run build`), and its base map. `map_style` is the
     # URL of a MapLibre style JSON; without one, raster tiles from `map_tiles` (empty: a plain background).
@@ -103,6 +106,13 @@ class Settings(BaseSettings):
         if v is not None and len(v) < 16:
             raise ValueError("must be at least 16 characters (use a random token)")
         return v or None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_an_origin(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (the address customers open)")
+        return v.rstrip("/") if v else None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -180,6 +180,9 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._viewers: dict[str, Viewer] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if isinstance(auth, dict) and "share" in auth:  # a share link: its one device, nothing else
+            await _admitted(self._core().shares.admit(sid, auth["share"], _origin(VIEWER_NS, environ)))
+            return
         token = _token(auth)
         viewer = await _admitted(self._core().auth.viewer(token, _origin(VIEWER_NS, environ)))
         self._viewers[sid] = viewer
@@ -189,6 +192,7 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.info("viewer connected viewer=%s", viewer.name)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self._core().shares.closed(sid)
         if self._viewers.pop(sid, None) is not None:
             self._core().sessions.closed(sid)
             self._metrics.connected_viewers.dec()
@@ -207,6 +211,9 @@ class ViewerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return {"ok": False, "error": str(exc)}
 
     async def on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+        shares = self._core().shares
+        if shares.holds(sid):
+            return await shares.subscribe(sid, data)
         plan = await self._plan(sid, data, leaving=False)
         if isinstance(plan, dict):
             return plan

@@ -32,9 +32,10 @@ await copyFile(world, join(assets, worldName));
 await copyFile(join(here, "src", "favicon.svg"), join(dist, "favicon.svg"));
 
 const result = await esbuild.build({
-  entryPoints: [join(here, "src", "main.js")],
+  entryPoints: [join(here, "src", "main.js"), join(here, "src", "share.js")],
   bundle: true,
   format: "esm",
+  splitting: true, // the share page's entry (share.js) shares MapLibre and socket.io-client with the map's
   target: ["chrome110", "firefox115", "safari16"],
   minify: !dev,
   sourcemap: true,
@@ -53,6 +54,16 @@ const outputs = Object.keys(result.metafile.outputs).map((p) => basename(p));
 const js = outputs.find((f) => f.startsWith("main-") && f.endsWith(".js"));
 const css = outputs.find((f) => f.startsWith("main-") && f.endsWith(".css"));
 if (!js || !css) throw new Error(`build produced no main bundle: ${outputs.join(", ")}`);
+
+// The share page (GET /s/<token>): the second entry, on the same MapLibre and socket.io-client.
+const shareJs = outputs.find((f) => f.startsWith("share-") && f.endsWith(".js"));
+const shareCss = outputs.find((f) => f.startsWith("share-") && f.endsWith(".css"));
+if (!shareJs || !shareCss) throw new Error(`build produced no share bundle: ${outputs.join(", ")}`);
+const shareTemplate = await readFile(join(here, "src", "share.html"), "utf8");
+await writeFile(
+  join(dist, "share.html"),
+  shareTemplate.replace("__SHARE_JS__", `/assets/${shareJs}`).replace("__SHARE_CSS__", `/assets/${shareCss}`),
+);
 
 const template = await readFile(join(here, "src", "index.html"), "utf8");
 const page = template.replace("__MAIN_JS__", `/assets/${js}`).replace("__MAIN_CSS__", `/assets/${css}`);

@@ -23,6 +23,7 @@ from tracker.api import (
     me,
     messages,
     openapi,
+    share,
     trips,
     web,
 )
@@ -60,6 +61,7 @@ def routes() -> list[BaseRoute]:
         *history.routes,
         *messages.routes,
         *trips.routes,
+        *share.routes,
         *area.routes,
         *geofences.routes,
         *admin.routes,

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from tracker.api import params
 from tracker.api.responses import JSONResponse
+from tracker.api.share import share_url as share_link
 from tracker.errors import InvalidInput
 from tracker.parse import check_id, json_number
 from tracker.trips.model import STATUSES, Destination
@@ -117,7 +118,10 @@ async def create(request: Request) -> Response:
         share_ttl_s=share_ttl if share else None,
         ttl_s=_positive(body, "ttl_s", None, 31_536_000),
     )
-    return JSONResponse(trip.to_json(), status_code=201)
+    answer = trip.to_json()
+    if share:
+        answer["share_url"] = await share_link(request, trip)
+    return JSONResponse(answer, status_code=201)
 
 
 async def list_trips(request: Request) -> Response:

@@ -1,6 +1,6 @@
-"""Retention: TRACKER_RETENTION_DAYS drops whole expired partitions (and older events, acked messages
-and devices' own messages), and refuses fixes that retention would drop. On a database of its own, since
-it deletes old data."""
+"""Retention: TRACKER_RETENTION_DAYS drops whole expired partitions (and older events, acked messages,
+devices' own messages and ended trips), and refuses fixes that retention would drop. On a database of
+its own, since it deletes old data."""
 
 from __future__ import annotations
 
@@ -113,6 +113,91 @@ async def test_retention_drops_expired_partitions_and_refuses_old_fixes(
             assert ack["accepted"] == 1
             assert ack["rejected"][0]["index"] == 0 and "30 days" in ack["rejected"][0]["error"]
             assert month not in await partitions(conn)  # a refused fix re-creates nothing
+        finally:
+            server.stop()
+    finally:
+        await conn.close()
+
+
+async def test_retention_drops_ended_trips_with_their_events_and_keeps_open_ones(
+    database_url: str, tmp_path: Path
+) -> None:
+    now = now_ms()
+    old, recent = now - 100 * DAY, now - 2 * DAY
+    server = start_server(database_url, tmp_path / "keep-all")
+    try:
+        device, _ = await add_device(server, uid("fleet"))
+    finally:
+        server.stop()
+    conn = await asyncpg.connect(database_url)
+
+    async def trip(ref: str, status: str, created: int, ended: int | None) -> int:
+        """A stored trip with an event per status so far and a delivered webhook row of its last one."""
+        trip_id: int = await conn.fetchval(
+            "INSERT INTO trips (device_id, fleet, status, dest_lat, dest_lon, radius_m, approach_m, ref, "
+            "created_by, created_ts, expires_ts, ended_ts) "
+            "VALUES ($1, 'f', $2, 52.5, 13.4, 50, 1000, $3, 'test', $4::bigint, $4::bigint + 86400000, $5) "
+            "RETURNING id",
+            device,
+            status,
+            ref,
+            created,
+            ended,
+        )
+        event = None
+        for s, ts in [("started", created), (status, ended)]:
+            if ts is not None and (s == "started" or status != "started"):
+                event = await conn.fetchval(
+                    "INSERT INTO trip_events (trip_id, device_id, fleet, status, ts, ref) "
+                    "VALUES ($1, $2, 'f', $3, $4, $5) RETURNING id",
+                    trip_id,
+                    device,
+                    s,
+                    ts,
+                    ref,
+                )
+        await conn.execute(
+            "INSERT INTO webhook_outbox (trip_event_id, url, state) "
+            "VALUES ($1, 'http://127.0.0.1:9/', 'delivered')",
+            event,
+        )
+        return trip_id
+
+    try:
+        gone = [
+            await trip("old, completed", "completed", old, old + 3_600_000),
+            await trip("old, cancelled", "cancelled", old, old + 60_000),
+            await trip("old, expired", "expired", old, old + DAY),
+        ]
+        kept = [
+            await trip("old, arrived, still open", "arrived", old, None),
+            await trip("old, started, still open", "started", old, None),
+            await trip("ended within the limit", "completed", old, recent),
+            await trip("recent", "completed", recent, recent + 60_000),
+        ]
+        server = start_server(database_url, tmp_path / "retain", {"TRACKER_RETENTION_DAYS": "30"})
+        try:
+            count = "SELECT count(*) FROM trips WHERE id = ANY($1::bigint[])"
+            for _ in range(200):  # the first retention run happens at start-up
+                if await conn.fetchval(count, gone) == 0:
+                    break
+                await conn.execute("SELECT pg_sleep(0.05)")
+            assert await conn.fetchval(count, gone) == 0
+            left = await conn.fetch("SELECT id FROM trips WHERE device_id = $1 ORDER BY id", device)
+            assert [r[0] for r in left] == kept
+            events = await conn.fetch(
+                "SELECT DISTINCT trip_id FROM trip_events WHERE device_id = $1 ORDER BY trip_id", device
+            )
+            assert [r[0] for r in events] == kept
+            hooks = await conn.fetchval(
+                "SELECT count(*) FROM webhook_outbox o JOIN trip_events e ON e.id = o.trip_event_id "
+                "WHERE e.device_id = $1",
+                device,
+            )
+            orphans = await conn.fetchval(
+                "SELECT count(*) FROM webhook_outbox WHERE event_id IS NULL AND trip_event_id IS NULL"
+            )
+            assert (hooks, orphans) == (len(kept), 0)
         finally:
             server.stop()
     finally:

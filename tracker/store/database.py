@@ -95,7 +95,8 @@ class Database:
                 raise
 
     async def drop_expired(self, cutoff_day: int) -> list[str]:
-        """Drop the fix partitions that end on or before `cutoff_day`, and older events (coroutine).
+        """Drop the fix partitions that end on or before `cutoff_day`, and older events, messages and ended
+        trips (coroutine).
 
         Returns the partitions dropped. A partition holding any newer fix is kept whole: retention works
         a partition at a time, so fixes live at most a day (a month, for old backlogs) past the limit.
@@ -112,6 +113,12 @@ class Database:
             # unacked ones wait for their device.
             await conn.execute(
                 "DELETE FROM messages WHERE acked_ts < $1 OR (direction = 'from_device' AND created_ts < $1)",
+                cutoff_day * DAY_MS,
+            )
+            # Trips go once ended before the cutoff, with their events and webhook rows (ON DELETE CASCADE);
+            # an open trip keeps its whole history, however old, since it may still change.
+            await conn.execute(
+                "DELETE FROM trips WHERE ended_ts < $1 AND status IN ('completed', 'cancelled', 'expired')",
                 cutoff_day * DAY_MS,
             )
         for name in names:

@@ -651,3 +651,118 @@ async def test_the_conversation_shows_both_directions_with_ticks_and_counts_unre
     assert await tab.page.input_value("#send-body") == ""
     ARTIFACTS.mkdir(exist_ok=True)
     await tab.page.screenshot(path=str(ARTIFACTS / "map-conversation.png"))
+
+
+TRIP_DEST = {"lat": 52.50, "lon": 13.45}
+
+
+def _south_of_dest(metres: float, ts: int) -> dict[str, Any]:
+    """A fix `metres` due south of TRIP_DEST, driving north at 10 m/s."""
+    return {"lat": TRIP_DEST["lat"] - metres / 111_257.0, "lon": TRIP_DEST["lon"], "ts": ts, "speed": 10.0}
+
+
+async def _destination(tab: MapPage) -> list[dict[str, Any]]:
+    """The features the map draws for the shown trip's destination."""
+    features: list[dict[str, Any]] = await tab.page.evaluate(
+        "window.tracker.map.getSource('trip-destination').serialize().data.features"
+    )
+    return features
+
+
+async def test_a_trip_shows_its_status_destination_and_eta_and_follows_its_device(
+    map_server: Server, tabs: Callable[[Server], Awaitable[MapPage]], clients: list[Client]
+) -> None:
+    fleet = uid("fleet")
+    viewer = await add_viewer(map_server, [fleet])
+    device, token = await add_device(map_server, fleet)
+    c = await device_client(map_server, token, clients)
+    # 10 m/s north from 2020 m south of the destination, a fix every 5 s (up to 3 minutes ahead of the clock,
+    # which the server allows, so that the ETA lies minutes ahead).
+    t0 = now_ms() - 30_000
+    route = [_south_of_dest(2020 - 50 * k, t0 + 5000 * k) for k in range(41)]
+    assert (await c.call("fix", route[:8]))["accepted"] == 8
+    tab = await tabs(map_server)
+    await tab.open(viewer)
+    await tab.row(device).click()
+    panel = tab.page.locator("#details-trip")
+    await tab.page.wait_for_selector("#details:not([hidden])")
+    assert await panel.is_hidden()
+
+    async with httpx.AsyncClient(
+        base_url=map_server.url, headers={"Authorization": f"Bearer {viewer}"}
+    ) as http:
+        r = await http.post(
+            "/api/trips",
+            json={
+                "device": device,
+                "destination": {**TRIP_DEST, "radius_m": 60},
+                "approach_m": 1050,
+                "ref": "order-9",
+            },
+        )
+        assert r.status_code == 201, r.text
+        trip = r.json()
+        assert trip["eta_ts"] is not None
+        # The live `trip` event shows it: status, ETA as a clock time and minutes ahead, km to go, ref.
+        await tab.page.wait_for_selector(
+            f'#details-trip[data-trip-id="{trip["id"]}"][data-trip-status="started"]'
+        )
+        text = await panel.inner_text()
+        assert "order-9" in text and "1.7 km" in text, text
+        assert re.search(r"\(in [34] min\)", text), text
+        await tab.page.wait_for_selector(f'[data-device-id="{device}"][data-trip-status="started"]')
+        drawn = await _destination(tab)
+        assert sorted(f["geometry"]["type"] for f in drawn) == ["Point", "Polygon"]
+        point = next(f for f in drawn if f["geometry"]["type"] == "Point")
+        assert point["geometry"]["coordinates"] == [TRIP_DEST["lon"], TRIP_DEST["lat"]]
+
+        # A fix that changes no status still moves the ETA and the distance to go.
+        eta = await panel.get_attribute("data-eta-ts")
+        assert (await c.call("fix", route[8]))["accepted"] == 1
+        await tab.page.wait_for_selector(
+            f'#details-trip[data-trip-status="started"]:not([data-eta-ts="{eta}"])'
+        )
+        assert "1.6 km" in await panel.inner_text()
+
+        # Within 1050 m: approaching; inside the 60 m: arrived (no ETA any more), in the list too.
+        assert (await c.call("fix", route[9:21]))["accepted"] == 12
+        await tab.page.wait_for_selector('#details-trip[data-trip-status="approaching"]')
+        await tab.page.wait_for_selector(f'[data-device-id="{device}"][data-trip-status="approaching"]')
+        assert "1.0 km" in await panel.inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        await tab.page.evaluate("window.tracker.map.jumpTo({center: [13.45, 52.4955], zoom: 14.5})")
+        await tab.page.screenshot(path=str(ARTIFACTS / "map-trip.png"))
+        assert (await c.call("fix", route[21:]))["accepted"] == 20
+        await tab.page.wait_for_selector('#details-trip[data-trip-status="arrived"]')
+        await tab.page.wait_for_selector(f'[data-device-id="{device}"][data-trip-status="arrived"]')
+        assert "(in" not in await panel.inner_text()
+
+        # Completed: the panel says so, the destination and the list's mark go.
+        assert (await http.post(f"/api/trips/{trip['id']}/complete")).status_code == 200
+        await tab.page.wait_for_selector('#details-trip[data-trip-status="completed"]')
+        await tab.page.wait_for_selector(f'[data-device-id="{device}"]:not([data-trip-status])')
+        assert await _destination(tab) == []
+
+        # A fence as the destination is outlined; cancelled, it goes too.
+        r = await http.post("/api/trips", json={"device": device, "destination": {"fence": "yard"}})
+        assert r.status_code == 201, r.text
+        fenced = r.json()["id"]
+        await tab.page.wait_for_selector(
+            f'#details-trip[data-trip-id="{fenced}"][data-trip-status="started"]'
+        )
+        drawn = await _destination(tab)
+        assert [(f["geometry"]["type"], f["properties"]["fence"]) for f in drawn] == [("Polygon", "yard")]
+        assert (await http.post(f"/api/trips/{fenced}/cancel")).status_code == 200
+        await tab.page.wait_for_selector('#details-trip[data-trip-status="cancelled"]')
+        assert await _destination(tab) == []
+
+    # A page opened later finds the open trip by itself (not from an event).
+    async with httpx.AsyncClient(
+        base_url=map_server.url, headers={"Authorization": f"Bearer {viewer}"}
+    ) as http:
+        r = await http.post("/api/trips", json={"device": device, "destination": TRIP_DEST})
+    later = await tabs(map_server)
+    await later.open(viewer)
+    await later.page.wait_for_selector(f'[data-device-id="{device}"][data-trip-status="started"]')
+    await later.row(device).click()
+    await later.page.wait_for_selector(f'#details-trip[data-trip-id="{r.json()["id"]}"]')

@@ -1,7 +1,8 @@
 // The device list, virtualised: only the rows in view (plus a few) exist in the DOM, positioned inside a
 // spacer as tall as the whole list, so 10,000 devices cost the page as much as 30. Each row carries the
 // stable hooks `data-device-id` and `data-ts` (newest fix time, ms), and `data-unread` with a badge while
-// the device has messages not read yet (`unread(id)`). Searching narrows the list by id, name or fleet; it is
+// the device has messages not read yet (`unread(id)`), and `data-trip-status` with a mark while it is on a
+// trip (`trip(id)`, the open trip's status). Searching narrows the list by id, name or fleet; it is
 // sorted by name, then id, and re-sorted only when devices are added.
 import { STATUS_COLOURS, fleetColour } from "./colours.js";
 import { ago, deviceName, kmh } from "./format.js";
@@ -11,12 +12,13 @@ const OVERSCAN = 6;
 const REDRAW_MS = 250; // rows in view are redrawn at most this often (and each second for "ago" times)
 
 export class DeviceList {
-  constructor(element, countElement, fleet, onSelect, unread = () => 0) {
+  constructor(element, countElement, fleet, onSelect, unread = () => 0, trip = () => undefined) {
     this.element = element;
     this.inner = element.firstElementChild;
     this.countElement = countElement;
     this.fleet = fleet;
     this.unread = unread;
+    this.trip = trip;
     this.filter = "";
     this.items = [];
     this.sortedFor = -1;
@@ -99,7 +101,8 @@ export class DeviceList {
       const row = document.createElement("div");
       row.className = "row";
       row.setAttribute("role", "listitem");
-      row.innerHTML = '<span class="unread" hidden></span><span class="name"></span><span class="sub"></span>';
+      row.innerHTML = '<span class="unread" hidden></span><span class="name"></span><span class="sub"></span>'
+        + '<span class="on-trip" hidden></span>';
       this.inner.appendChild(row);
       this.rows.push(row);
     }
@@ -124,8 +127,13 @@ export class DeviceList {
       else row.removeAttribute("data-unread");
       row.firstChild.hidden = !unread;
       row.firstChild.textContent = unread ? String(unread) : "";
+      const trip = this.trip(rec.id);
+      if (trip) row.dataset.tripStatus = trip;
+      else row.removeAttribute("data-trip-status");
+      row.children[3].hidden = !trip;
+      row.children[3].title = trip ? `on a trip: ${trip}` : "";
       row.children[1].textContent = rec.name && rec.name !== rec.id ? `${rec.name} · ${rec.id}` : rec.id;
-      row.lastChild.textContent = `${rec.fleet} · ${rec.status} · ${kmh(rec.speed)} · ${ago(rec.ts, wallNow)}`;
+      row.children[2].textContent = `${rec.fleet} · ${rec.status} · ${kmh(rec.speed)} · ${ago(rec.ts, wallNow)}`;
     }
     return true;
   }

@@ -35,6 +35,7 @@ export class Live {
     this.socket.on("geofence", handlers.onGeofence);
     this.socket.on("message", handlers.onMessage);
     this.socket.on("message_status", handlers.onMessageStatus);
+    this.socket.on("trip", handlers.onTrip);
   }
 
   _payload(selection) {

@@ -17,6 +17,7 @@ import { DeviceNames } from "./names.js";
 import { Redraw } from "./redraw.js";
 import { forgetToken, signIn } from "./session.js";
 import { Stats } from "./stats.js";
+import { TripView } from "./trips.js";
 
 function $(id) {
   return document.getElementById(id);
@@ -37,6 +38,7 @@ function start(config, token, me) {
     mapView.select(id);
     details.show(id);
     conversation.show(id);
+    trips.show(id);
     const rec = id && fleet.get(id);
     if (rec && rec.lat != null && fromList) mapView.flyTo(rec.lon, rec.lat);
     if (id && !fromList) list.scrollTo(id);
@@ -48,7 +50,8 @@ function start(config, token, me) {
     return div;
   };
   const mapView = new MapView($("map"), config, { onSelect: select, describe });
-  const list = new DeviceList($("list"), $("count"), fleet, select, (id) => conversation.unreadCount(id));
+  const unread = (id) => conversation.unreadCount(id);
+  const list = new DeviceList($("list"), $("count"), fleet, select, unread, (id) => trips.activeStatus(id));
   const feed = new EventFeed($("feed"), (device, lon, lat) => {
     if (fleet.get(device)) select(device, false);
     mapView.flyTo(lon, lat);
@@ -70,7 +73,10 @@ function start(config, token, me) {
   const connection = new ConnectionState($("connection"));
   const details = new DeviceDetails(fleet, mapView, api, config.trailGapS ?? 0);
   const conversation = new Conversation(api, (device, body) => live.send(device, body), () => list.refresh());
-  const live = connectLive(token, { api, fleet, fleetChoice, names, feed, details, conversation, connection, stats });
+  const trips = new TripView(api, mapView, () => list.refresh());
+  const live = connectLive(token, {
+    api, fleet, fleetChoice, names, feed, details, conversation, trips, connection, stats,
+  });
 
   $("colour").addEventListener("change", () => {
     const mode = $("colour").value;
@@ -101,6 +107,7 @@ function start(config, token, me) {
     everyFrame(now) {
       const drew = list.render(now);
       details.render();
+      trips.tick();
       names.check();
       return drew;
     },
@@ -108,7 +115,10 @@ function start(config, token, me) {
   });
 
   api.get("/api/geofences").then(
-    (fences) => mapView.ready.then(() => mapView.setFences(fences)),
+    (fences) => mapView.ready.then(() => {
+      mapView.setFences(fences);
+      trips.setFences(fences);
+    }),
     (err) => console.warn("geofences:", err.message),
   );
 

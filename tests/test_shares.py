@@ -117,7 +117,7 @@ async def test_a_link_shows_its_device_live_until_the_delivery_is_complete(
     shown = await s.next("share")
     assert shown["trip"] == trip["id"] and shown["device"] == device and shown["status"] == "started"
     assert set(shown) == {
-        "trip", "device", "status", "eta_ts", "remaining_m", "progress_ts", "destination", "expires_ts"
+        "trip", "device", "status", "eta_ts", "remaining_m", "destination", "expires_ts"
     }  # fmt: skip
     assert abs(shown["remaining_m"] - 1500) < 5
     # The fix before the trip is history before the trip: not shown.

@@ -267,15 +267,15 @@ async def test_cancel_expiry_scoping_and_bad_input(
     assert (await get(server, "/api/trips/999999999")).status_code == 404
     assert (await get(server, "/api/trips/x1")).status_code == 400
     assert (await get(server, "/api/trips", mine, status="lost")).status_code == 400
-    # A share link is asked for and kept with the trip; the link itself comes with the share-link feature.
+    # A share link is asked for and kept with the trip, its token hashed (tests/test_shares.py has the rest).
     shared = (
         await post(server, "/api/trips", {"device": device, "destination": DEST, "share": True}, mine)
     ).json()
-    assert shared["share"] is True and "share_url" not in shared
+    assert shared["share"] is True and shared["share_url"].startswith(f"{server.url}/s/")
     row = await db.fetchrow(
         "SELECT share, share_ttl_s, share_hash FROM trips WHERE id = $1", int(shared["id"])
     )
-    assert tuple(row) == (True, 86400, None)
+    assert tuple(row[:2]) == (True, 86400) and len(row[2]) == 32
 
 
 FENCES = """

@@ -61,7 +61,8 @@ def link_state(link: Link, now_ms: float) -> str:
 
 
 def trip_view(trip: Trip, expires_ts: int) -> dict[str, Any]:
-    """What a link shows of its trip: no fleet, no ref, no webhooks, a fence destination by name only."""
+    """What a link shows of its trip: no fleet, ref or webhooks, no time of a fix (the ETA may come from one
+    before the trip), and a fence destination not at all."""
     d = trip.destination
     return {
         "trip": trip.id,
@@ -69,7 +70,6 @@ def trip_view(trip: Trip, expires_ts: int) -> dict[str, Any]:
         "status": trip.status,
         "eta_ts": trip.eta_ts,
         "remaining_m": None if trip.remaining_m is None else round(trip.remaining_m),
-        "progress_ts": trip.progress_ts,
         "destination": None if d.lat is None else {"lat": d.lat, "lon": d.lon, "radius_m": d.radius_m},
         "expires_ts": expires_ts,
     }

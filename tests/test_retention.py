@@ -131,18 +131,20 @@ async def test_retention_drops_ended_trips_with_their_events_and_keeps_open_ones
         server.stop()
     conn = await asyncpg.connect(database_url)
 
-    async def trip(ref: str, status: str, created: int, ended: int | None) -> int:
-        """A stored trip with an event per status so far and a delivered webhook row of its last one."""
+    async def trip(ref: str, status: str, created: int, ended: int | None, ttl: int = DAY) -> int:
+        """A stored trip with an event per status so far and a delivered webhook row of its last one;
+        a trip not arrived `ttl` after it was created expires (so an open one is given a long ttl)."""
         trip_id: int = await conn.fetchval(
             "INSERT INTO trips (device_id, fleet, status, dest_lat, dest_lon, radius_m, approach_m, ref, "
             "created_by, created_ts, expires_ts, ended_ts) "
-            "VALUES ($1, 'f', $2, 52.5, 13.4, 50, 1000, $3, 'test', $4::bigint, $4::bigint + 86400000, $5) "
+            "VALUES ($1, 'f', $2, 52.5, 13.4, 50, 1000, $3, 'test', $4::bigint, $4::bigint + $6::bigint, $5) "
             "RETURNING id",
             device,
             status,
             ref,
             created,
             ended,
+            ttl,
         )
         event = None
         for s, ts in [("started", created), (status, ended)]:
@@ -171,7 +173,8 @@ async def test_retention_drops_ended_trips_with_their_events_and_keeps_open_ones
         ]
         kept = [
             await trip("old, arrived, still open", "arrived", old, None),
-            await trip("old, started, still open", "started", old, None),
+            # Without its long ttl the expiry would end it at start-up, and retention could then drop it.
+            await trip("old, started, still open", "started", old, None, ttl=200 * DAY),
             await trip("ended within the limit", "completed", old, recent),
             await trip("recent", "completed", recent, recent + 60_000),
         ]

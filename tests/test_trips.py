@@ -31,6 +31,8 @@ from harness import (
     write_rules,
 )
 
+from tracker.trips.service import OPEN_TRIPS_MAX
+
 DEST = {"lat": 52.52, "lon": 13.40}
 M_PER_DEG_LAT = 111_277.0  # at 52.52 N
 
@@ -116,7 +118,7 @@ async def test_a_trip_runs_from_started_to_completed(
             "ref": "order-17",
             "notify": [hook.url],
         },
-        viewer_token,
+        ADMIN_TOKEN,  # the receiver listens on 127.0.0.1, which only the admin may name
     )
     assert r.status_code == 201, r.text
     trip = r.json()
@@ -256,6 +258,12 @@ async def test_cancel_expiry_scoping_and_bad_input(
         ({"device": device, "destination": {"fence": "no-such-fence"}}, "destination.fence"),
         ({"device": device, "destination": DEST, "approach_m": "far"}, "approach_m"),
         ({"device": device, "destination": DEST, "notify": ["ftp://x"]}, "notify"),
+        # A viewer may not aim the server's signed POSTs at this machine or a private network.
+        ({"device": device, "destination": DEST, "notify": ["http://127.0.0.1:9/"]}, "private address"),
+        ({"device": device, "destination": DEST, "notify": ["http://localhost/x"]}, "private address"),
+        ({"device": device, "destination": DEST, "notify": ["http://169.254.169.254/"]}, "private address"),
+        ({"device": device, "destination": DEST, "notify": ["https://[::1]/"]}, "private address"),
+        ({"device": device, "destination": DEST, "notify": ["http://10.1.2.3/"]}, "private address"),
         ({"device": device, "destination": DEST, "share": "yes"}, "share"),
         ({"device": device, "destination": DEST, "share": True, "share_ttl_s": 5}, "share_ttl_s"),
     ]:
@@ -266,6 +274,7 @@ async def test_cancel_expiry_scoping_and_bad_input(
     ).status_code == 404
     assert (await get(server, "/api/trips/999999999")).status_code == 404
     assert (await get(server, "/api/trips/x1")).status_code == 400
+    assert (await get(server, "/api/trips/%C2%B2")).status_code == 400  # a digit to str, not to int
     assert (await get(server, "/api/trips", mine, status="lost")).status_code == 400
     # A share link is asked for and kept with the trip, its token hashed (tests/test_shares.py has the rest).
     shared = (
@@ -276,6 +285,20 @@ async def test_cancel_expiry_scoping_and_bad_input(
         "SELECT share, share_ttl_s, share_hash FROM trips WHERE id = $1", int(shared["id"])
     )
     assert tuple(row[:2]) == (True, 86400) and len(row[2]) == 32
+
+
+async def test_a_device_has_a_bounded_number_of_trips_on_the_way(server: Server) -> None:
+    """Each fix moves every open trip of its device, each change fans out to their webhooks: past
+    OPEN_TRIPS_MAX started or approaching trips, a new one is refused until one ends."""
+    fleet = uid("fleet")
+    device, _ = await add_device(server, fleet)
+    mine = await add_viewer(server, [fleet])
+    body = {"device": device, "destination": DEST}
+    ids = [(await post(server, "/api/trips", body, mine)).json()["id"] for _ in range(OPEN_TRIPS_MAX)]
+    r = await post(server, "/api/trips", body, mine)
+    assert r.status_code == 409 and "complete or cancel one" in r.json()["error"], r.text
+    assert (await post(server, f"/api/trips/{ids[0]}/cancel", None, mine)).status_code == 200
+    assert (await post(server, "/api/trips", body, mine)).status_code == 201
 
 
 FENCES = """

@@ -110,7 +110,10 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def server_error(request: Request, exc: Exception) -> Response:
     """A bug: logged with its trace, answered without one."""
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    path = request.url.path
+    if path.startswith("/s/"):  # a share link's path is its token, which is never logged
+        path = "/s/<token>"
+    log.exception("unhandled error on %s %s", request.method, path, exc_info=exc)
     return JSONResponse({"error": "internal server error"}, status_code=500)
 
 

@@ -134,7 +134,7 @@ async def revoke(request: Request) -> Response:
     """
     who = await params.viewer(request)
     raw = request.path_params["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidInput(f"trip id must be a number; got {raw!r:.40}")
     await params.core(request).shares.revoke(who, str(int(raw)))
     return Response(status_code=204)

@@ -6,7 +6,9 @@ is checked here, field by field; the core (`tracker.trips.service`) does the res
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,7 +17,9 @@ from starlette.routing import Route
 from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.api.share import share_url as share_link
+from tracker.auth import ADMIN
 from tracker.errors import InvalidInput
+from tracker.model import Viewer
 from tracker.parse import check_id, json_number
 from tracker.trips.model import STATUSES, Destination
 
@@ -55,7 +59,9 @@ def _destination(value: Any) -> Destination:
     return Destination(lat, lon, radius)
 
 
-def _notify(value: Any) -> list[str]:
+def _notify(value: Any, who: Viewer) -> list[str]:
+    """The trip's webhook URLs. A viewer may not aim the server's signed POSTs at this machine or its
+    private network (loopback, private, link-local or reserved addresses, `localhost`); the admin may."""
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > NOTIFY_MAX:
@@ -63,7 +69,26 @@ def _notify(value: Any) -> list[str]:
     for url in value:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2000:
             raise InvalidInput(f"notify entries must be http:// or https:// URLs; got {url!r:.80}")
+        if who != ADMIN and _internal(url):
+            raise InvalidInput(
+                f"notify entries must be public hosts; {url!r:.80} is a local or private address "
+                "(only the admin token may name one)"
+            )
     return value
+
+
+def _internal(url: str) -> bool:
+    """True for a URL whose host is `localhost` or an address that is not globally routable."""
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return True
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False  # a name: resolved only when the POST is sent
 
 
 async def create(request: Request) -> Response:
@@ -113,7 +138,7 @@ async def create(request: Request) -> Response:
         destination,
         approach_m=approach,
         ref=ref,
-        notify=_notify(body.get("notify")),
+        notify=_notify(body.get("notify"), who),
         share=share,
         share_ttl_s=share_ttl if share else None,
         ttl_s=_positive(body, "ttl_s", None, 31_536_000),
@@ -179,7 +204,7 @@ _ONE_TRIP_DOC = """
 
 def _trip_id(request: Request) -> str:
     raw = request.path_params["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidInput(f"trip id must be a number; got {raw!r:.40}")
     return str(int(raw))
 

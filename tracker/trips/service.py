@@ -37,6 +37,8 @@ from tracker.trips import eta
 from tracker.trips.detect import destination_distances
 from tracker.trips.model import Destination, Trip
 
+OPEN_TRIPS_MAX = 25  # trips started or approaching per device
+
 log = logging.getLogger("tracker.trips")
 
 EXPIRY_CHECK_S = 30.0
@@ -72,6 +74,12 @@ class Trips:
         InvalidInput when the destination fence is not loaded."""
         if destination.fence is not None and self._engine.rules.fence(destination.fence) is None:
             raise InvalidInput(f"destination.fence {destination.fence!r} is not a loaded fence")
+        # Every fix of the device moves each of its open trips, and each status change fans out to their
+        # webhooks: a bound keeps one viewer from making a device's fixes and the outbox arbitrarily dear.
+        if len((await store.active_of(self._db.pool, [device.id])).get(device.id, ())) >= OPEN_TRIPS_MAX:
+            raise Conflict(
+                f"device {device.id!r} already has {OPEN_TRIPS_MAX} trips on the way; complete or cancel one"
+            )
         now = int(time.time() * 1000)
         draft = Trip(
             id="",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import socketio
@@ -19,9 +21,12 @@ from harness import (
     device_client,
     own_server,
     uid,
+    until,
     viewer_client,
 )
 from viewers import device_and_viewer
+
+from tracker.messages import _PUMP_LIMIT as PUMP_PAGE
 
 # Every test that uses `server` runs on one process and on a cluster (tests/harness.py).
 pytestmark = pytest.mark.cluster
@@ -136,6 +141,31 @@ async def test_a_connected_device_gets_a_message_at_once_on_every_connection(
         assert (m["id"], m["body"]) == (r.json()["id"], {"job": 7})
     rows = await _until_acked(server, viewer_token, device, 1)
     assert rows[0]["state"] == "acked" and rows[0]["acked_ts"] >= rows[0]["ts"]
+
+
+@pytest.mark.timeout(120)
+async def test_a_connection_opened_after_a_page_of_acked_messages_still_gets_the_next(
+    server: Server, clients: list[Client], db: asyncpg.Connection
+) -> None:
+    """A pump round reads a page from the lowest mark of the device's connections, with the messages
+    acked since the oldest one opened; a page full of messages acked before a newer connection opened
+    is settled for that one, and must not hold back what comes after it."""
+    device, token, viewer_token = await device_and_viewer(server)
+    phone = await device_client(server, token, clients)
+    for i in range(PUMP_PAGE + 3):
+        assert (await _post(server, viewer_token, device, {"body": i})).status_code == 201
+    acked = "SELECT count(*) FROM messages WHERE device_id = $1 AND acked_ts IS NOT NULL"
+    await until(lambda: _equal(db.fetchval(acked, device), PUMP_PAGE + 3), timeout=60)
+    for _ in range(PUMP_PAGE + 3):
+        await phone.next("message")
+    tablet = await device_client(server, token, clients)
+    r = await _post(server, viewer_token, device, {"body": "after the page"})
+    for conn in (tablet, phone):
+        assert (await conn.next("message", timeout=15))["id"] == r.json()["id"]
+
+
+async def _equal(value: Awaitable[Any], want: Any) -> bool:
+    return bool(await value == want)
 
 
 async def test_unacked_messages_come_again_in_order_on_reconnect(

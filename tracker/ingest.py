@@ -216,28 +216,32 @@ class Ingestor:
             lane.observe(count, time.monotonic() - started, backlog)
 
     async def _write(
-        self, lane: Lane, fixes: list[Fix], detection: Detection | None
+        self, lane: Lane, fixes: list[Fix], evaluated: tuple[Detection | None, dict[str, int] | None]
     ) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
         """Write on the lane's connection; a connection that failed goes back to the pool."""
         await self._db.ensure_partitions(days_of(fixes))
         if lane.conn is None:
             lane.conn = await self._db.pool.acquire()
+        detection, epochs = evaluated
         try:
-            return await write_batch(lane.conn, fixes, detection, self._engine.webhooks, self._engine.epochs)
+            return await write_batch(lane.conn, fixes, detection, self._engine.webhooks, epochs)
         except BaseException:
             conn, lane.conn = lane.conn, None
             await self._db.pool.release(conn)
             raise
 
-    async def _evaluate(self, fixes: list[Fix]) -> Detection | None:
-        """The batch's fence detection, None when evaluation failed (the fixes are stored anyway). A
-        failure to take devices from the database is a storage failure: it raises."""
+    async def _evaluate(self, fixes: list[Fix]) -> tuple[Detection | None, dict[str, int] | None]:
+        """The batch's fence detection (None when evaluation failed: the fixes are stored anyway), and with
+        several processes the epochs it was evaluated under: taken before evaluating, so that a take of
+        one of its devices meanwhile, here or elsewhere, fails the write's check. A failure to take
+        devices from the database is a storage failure: it raises."""
         await self._engine.take_missing(fixes)
+        epochs = self._engine.held({f.device for f in fixes})
         try:
-            return await self._engine.evaluate(fixes)
+            return await self._engine.evaluate(fixes), epochs
         except Exception:  # a bug in fence evaluation must not cost the fixes themselves
             log.exception("geofence evaluation failed for %d fixes; stored without events", len(fixes))
-            return None
+            return None, epochs
 
     async def _write_evaluated(
         self, lane: Lane, fixes: list[Fix]
@@ -245,13 +249,13 @@ class Ingestor:
         """Evaluate and write; with several processes, evaluate again when another process took one of
         the batch's devices meanwhile (`tracker.store.fence_owner`), at most OWNER_TRIES times."""
         for _ in range(OWNER_TRIES - 1):
-            detection = await self._evaluate(fixes)
+            evaluated = await self._evaluate(fixes)
             try:
-                return (detection, *await self._write(lane, fixes, detection))
+                return (evaluated[0], *await self._write(lane, fixes, evaluated))
             except FenceOwnerChanged as changed:
                 self._engine.lost(changed.devices)
-        detection = await self._evaluate(fixes)
-        return (detection, *await self._write(lane, fixes, detection))
+        evaluated = await self._evaluate(fixes)
+        return (evaluated[0], *await self._write(lane, fixes, evaluated))
 
     async def _process(self, lane: Lane, batch: list[Submission]) -> None:
         fixes = [f for sub in batch for f in sub.fixes]

@@ -229,7 +229,7 @@ class Messenger:
             self._db, device_id, min(marks.values()), _PUMP_LIMIT, acked_since=min(opened.values())
         )
         handed: set[int] = set()  # pending ones handed over: they count as sent
-        delivered = False
+        moved = False  # some connection's mark went forward: the next page starts further on
         # The hand-over's time is taken before it: a device may ack (and, with Redis, the ack be recorded)
         # before `deliver` returns, since the emit also publishes to the other processes.
         now = _now_ms()
@@ -239,9 +239,13 @@ class Messenger:
                 if number <= marks.get(conn, number):  # already handed over, or the connection closed
                     continue
                 if message.acked_ts is not None and message.acked_ts < opened[conn]:
-                    continue  # acked before this connection opened
+                    # Acked before this connection opened: settled for it, so its mark passes it (else
+                    # a page full of those would hold the next page back for good).
+                    marks[conn] = number
+                    moved = True
+                    continue
                 await self._link.deliver(conn, message.to_device(), self._acker(device_id, number))
-                delivered = True
+                moved = True
                 if conn in marks:
                     marks[conn] = number
                 if message.acked_ts is None:
@@ -253,7 +257,7 @@ class Messenger:
             fleet = self._fleets.get(device_id)
             if fleet is not None:
                 await self._status(device_id, fleet, [str(n) for n in sorted(handed)], "sent", now)
-        return len(pending) == _PUMP_LIMIT and delivered
+        return len(pending) == _PUMP_LIMIT and moved
 
     def _acker(self, device_id: str, number: int) -> Callable[..., Awaitable[None]]:
         async def acked(*_args: Any) -> None:

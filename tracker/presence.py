@@ -75,7 +75,7 @@ class Presence:
     def connected(self, device: str) -> None:
         """A connection of `device` opened here (no I/O)."""
         self._here[device] += 1
-        if self._here[device] == 1:
+        if self._here[device] == 1 and self._redis is not None:  # without Redis there is none to tell
             self._changes[device] = True
             self._wake.set()
 
@@ -86,8 +86,9 @@ class Presence:
             self._here[device] = left
             return
         del self._here[device]
-        self._changes[device] = False
-        self._wake.set()
+        if self._redis is not None:
+            self._changes[device] = False
+            self._wake.set()
 
     async def online(self, devices: Iterable[str]) -> set[str]:
         """Those of `devices` connected to any live process (coroutine). While Redis is down, or when it

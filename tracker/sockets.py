@@ -111,14 +111,16 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = _token(auth)
         device = await _admitted(self._core().auth.device(token, _origin(DEVICE_NS, environ)))
+        # Counted with the registration, before any await: `on_disconnect` undoes both, also when
+        # something below fails after the connection was accepted.
         self._devices[sid] = device
+        self._core().presence.connected(device.id)
+        self._metrics.connected_devices.inc()
         self._core().sessions.opened(DEVICE, device.id, sid, str(token))
         await self.enter_room(sid, device_room(device.id))
         core = self._core()
         if core.settings.redis_url:  # processes share devices: another one may have moved this one on
             await core.geofences.take([device.id])
-        self._core().presence.connected(device.id)
-        self._metrics.connected_devices.inc()
         log.info("device connected device=%s fleet=%s", device.id, device.fleet)
         # Last, with no await after it: the pump's first emit must follow the CONNECT packet, which
         # python-socketio queues as soon as this handler returns.

@@ -170,6 +170,13 @@ class GeofenceEngine:
                 self.heads.pop(device, None)
         self.epochs.update(epochs)
 
+    def held(self, devices: Collection[str]) -> dict[str, int] | None:
+        """The epochs this process holds `devices` under now (None: one process): a copy, for a write to
+        check against, since a take meanwhile changes them."""
+        if self.epochs is None:
+            return None
+        return {d: self.epochs[d] for d in devices if d in self.epochs}
+
     async def take_missing(self, fixes: Sequence[Fix]) -> None:
         """Take the devices of `fixes` this process does not hold (coroutine; several processes only)."""
         if self.epochs is not None:

@@ -22,6 +22,7 @@ DEST = Destination(52.52, 13.40, 60.0)
 def trip(trip_id: str = "1", device: str = "dev", **more: object) -> Trip:
     fields: dict[str, object] = {"approach_m": 510.0, "ref": None, "notify": (), "created_ts": 0}
     fields.update(more)
+    fields.setdefault("saved_ts", fields.get("progress_ts"))  # as read from the store
     return Trip(trip_id, device, "fleet", "started", DEST, expires_ts=10**13, **fields)  # type: ignore[arg-type]
 
 
@@ -180,3 +181,24 @@ def test_the_arrays_and_the_scalars_give_the_same_results() -> None:
     assert {e.status for e in arrays.events} >= {"approaching"} and any(
         t.status == "arrived" for t in arrays.trips.values()
     )
+
+
+@pytest.mark.parametrize("trips", [1, 2])  # one trip takes the whole-batch path, two the per-fix walk
+def test_progress_is_stored_every_progress_interval_while_fixes_come_faster(trips: int) -> None:
+    """Each fix moves the in-memory progress; a progress write still comes due every `progress_ms`
+    after the last one stored, so other processes and a restart read an ETA at most that old."""
+    book = TripBook()
+    for n in range(trips):
+        dest = Destination(52.6 + n, 13.4, 50.0)
+        book.put(Trip(str(n), "d", "f", "started", dest, 200.0, None, (), 0, 10**12))
+    heads = {"d": Head(0, 52.0, 13.4)}
+    writes = 0
+    for i in range(1, 301):  # one fix a second for 5 minutes, 10 m/s north: no status change
+        f = Fix("d", "f", i * 1000, 52.0 + i * 10 / 111_320, 13.4)
+        out = evaluate(
+            book.active, book.speeds, {"d": [f]}, heads, lambda _: None, detour=1.3, progress_ms=30_000
+        )
+        writes += len(out.writes)
+        book.apply(out)
+        heads["d"] = Head(f.ts, f.lat, f.lon)
+    assert writes == 10 * trips  # the first fix, then every 30 s

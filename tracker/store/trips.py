@@ -129,6 +129,7 @@ def trip_of(row: asyncpg.Record) -> Trip:
         eta_ts=row["eta_ts"],
         remaining_m=row["remaining_m"],
         progress_ts=row["progress_ts"],
+        saved_ts=row["progress_ts"],
         speed_mps=row["speed_mps"],
         approaching_ts=row["approaching_ts"],
         arrived_ts=row["arrived_ts"],

@@ -92,8 +92,8 @@ def evaluate_simple(
             out.speeds[trip.device] = eta.Speed(None if v != v else v, m)
         if (
             g <= 0
-            or trip.progress_ts is None
-            or f.ts - trip.progress_ts >= progress_ms
+            or trip.saved_ts is None
+            or f.ts - trip.saved_ts >= progress_ms
             or (trip.status == "started" and r <= trip.approach_m)
         ):
             speed = eta.Speed(None if v != v else v, m) if c else (sp[i] or eta.Speed())
@@ -133,8 +133,8 @@ def _one_by_one(
         g = r - dest.radius_m
         if (
             g <= 0
-            or trip.progress_ts is None
-            or f.ts - trip.progress_ts >= progress_ms
+            or trip.saved_ts is None
+            or f.ts - trip.saved_ts >= progress_ms
             or (trip.status == "started" and r <= trip.approach_m)
         ):
             out.trips[trip.id] = step(trip, f, r, g, speed, detour, out)

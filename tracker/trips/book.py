@@ -81,10 +81,13 @@ class TripBook:
 
     def apply(self, detection: TripDetection) -> None:
         """Make a committed batch's trips current (trips ended meanwhile stay ended)."""
+        written = set(detection.writes) - detection.lost
         for trip_id, trip in detection.trips.items():
             if trip_id in detection.lost:
                 self.remove(trip_id)
             elif self.get(trip_id) is not None:
+                if trip_id in written:
+                    trip.saved_ts = trip.progress_ts  # stored with this batch
                 self.put(trip)
         for trip, eta_ts, remaining, progress_ts, speed_mps in detection.progress:
             # The one change in place, cheaper than a new Trip per fix; a Trip no longer held (ended or

@@ -151,7 +151,7 @@ def _walk(
             continue
         out.trips[trip.id] = trip
         out.before[trip.id] = old.status
-        due = old.progress_ts is None or (trip.progress_ts or 0) - old.progress_ts >= progress_ms
+        due = old.saved_ts is None or (trip.progress_ts or 0) - old.saved_ts >= progress_ms
         if trip.status != old.status or due:
             out.writes.append(trip.id)
 

@@ -56,6 +56,9 @@ class Trip:
     ended_ts: int | None = None
     share: bool = False
     share_ttl_s: int | None = None
+    # The `progress_ts` last stored: a progress write is due `TRACKER_TRIP_PROGRESS_S` after it (the
+    # in-memory progress moves with every fix, so it cannot tell when the store was last written).
+    saved_ts: int | None = None
 
     def moved(
         self,
@@ -88,6 +91,7 @@ class Trip:
             self.ended_ts,
             self.share,
             self.share_ttl_s,
+            self.saved_ts,
         )
 
     def to_json(self) -> dict[str, Any]:

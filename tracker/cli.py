@@ -1,7 +1,7 @@
-"""The server's commands: serve, device add|revoke, viewer add|revoke, geofences check. They only build
-settings and call the core; domain errors become a one-line message and exit status 1 here (`guarded`)
-and nowhere else. The `tracker` console script (`tracker.tools.cli`) builds on this parser and adds the
-tools' commands; nothing here imports a tool."""
+"""The server's commands: serve, device add|revoke, viewer add|revoke, geofences check|dry-run. They only
+build settings and call the core; domain errors become a one-line message and exit status 1 here
+(`guarded`) and nowhere else. The `tracker` console script (`tracker.tools.cli`) builds on this parser and
+adds the tools' commands; nothing here imports a tool."""
 
 from __future__ import annotations
 
@@ -98,6 +98,21 @@ def add_geofences(sub: Any) -> None:
         "check", help="validate every *.yaml of a folder (file:line: reason per problem)"
     )
     check.add_argument("dir", type=Path, help="the geofences folder")
+    dry = geofences.add_parser(
+        "dry-run",
+        help="the events a rules file would have fired on stored fixes (NDJSON on stdout; nothing stored)",
+    )
+    dry.add_argument("file", type=Path, help="a geofences YAML file (it may name the fences in force)")
+    dry.add_argument("--from", dest="from_", required=True, help="ms since the epoch or ISO 8601 with offset")
+    dry.add_argument(
+        "--to", required=True, help="ms since the epoch or ISO 8601 with offset (at most 31 days)"
+    )
+    dry.add_argument("--device", action="append", dest="devices", help="only this device (repeat)")
+    dry.add_argument(
+        "--format", choices=("ndjson", "json"), default="ndjson", help="one event per line, or JSON"
+    )
+    dry.add_argument("--geofences", help="the folder of the fences in force (default: TRACKER_GEOFENCES)")
+    db_flags(dry)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,6 +206,45 @@ def _check_geofences(folder: Path) -> int:
     return 0
 
 
+async def _dry_run(url: str, args: argparse.Namespace, folder: Path) -> int:
+    """`geofences dry-run`: events on stdout as they come; the file's problems on stderr, status 1."""
+    import orjson
+
+    from tracker.geofence import dry_run
+    from tracker.geofence.config import load_folder
+    from tracker.parse import time_ms
+    from tracker.store import Database
+
+    from_ms, to_ms = time_ms(args.from_, "--from"), time_ms(args.to, "--to")
+    dry_run.check_request(0, from_ms, to_ms, args.devices)
+    in_force = load_folder(folder).fences
+    compiled = await asyncio.to_thread(dry_run.compile_file, args.file, in_force)
+    if compiled.rules is None:
+        for error in compiled.errors:
+            print(error, file=sys.stderr)
+        return 1
+    db = await Database.connect(url, min_size=1, max_size=2)
+    out = sys.stdout.buffer
+    try:
+        scope = await dry_run.scope_of(db, args.devices)
+        first = True
+        out.write(b'{"events":[' if args.format == "json" else b"")
+        async for events in dry_run.run(db, compiled.rules, scope, from_ms, to_ms):
+            for event in events:
+                line = orjson.dumps({k: v for k, v in event.to_json().items() if k != "id"})
+                if args.format == "ndjson":
+                    out.write(line + b"\n")
+                else:
+                    out.write(line if first else b"," + line)
+                first = False
+            out.flush()
+        out.write(b'],"errors":[]}\n' if args.format == "json" else b"")
+        out.flush()
+    finally:
+        await db.close()
+    return 0
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
     """The settings a command runs with: its flags over the TRACKER_* environment."""
     return load_settings(
@@ -207,9 +261,12 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     """Run one of COMMANDS, parsed; its exit status. Domain errors are raised (see `guarded`)."""
-    if args.command == "geofences":
+    if args.command == "geofences" and args.action == "check":
         return _check_geofences(args.dir)
     settings = settings_of(args)
+    if args.command == "geofences":
+        with database(settings) as url:
+            return asyncio.run(_dry_run(url, args, settings.geofences))
     if args.command == "serve":
         _serve(settings)
     else:

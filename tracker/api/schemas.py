@@ -159,6 +159,19 @@ _SCHEMAS: dict[str, Any] = {
         lon=NUMBER,
     ),
     "EventPage": page_of("events", "GeofenceEvent"),
+    "DryRunRequest": record(
+        ["yaml"],
+        yaml={"type": "string", "description": "A geofences file (YAML), at most 1 MiB."},
+        devices={"type": "array", "items": ref("Id"), "minItems": 1, "maxItems": 5000},
+        **{
+            "from": {"description": "ms or ISO 8601; default 24 hours before `to`."},
+            "to": {"description": "ms or ISO 8601; default now. At most 31 days after `from`."},
+        },
+    ),
+    "DryRunResult": record(
+        events={"type": "array", "items": {"type": "object", "description": "A GeofenceEvent without id."}},
+        errors={"type": "array", "items": STRING, "description": "`file:line: reason`, or why it stopped."},
+    ),
     "Message": record(
         id=STRING,
         device=STRING,

@@ -91,6 +91,22 @@ def check_folder(folder: Path) -> list[str]:
     return list(load_folder(folder).errors)
 
 
+def combine_posted(result: FileResult, in_force: Sequence[Fence]) -> LoadResult:
+    """A posted rules file (`rules_file.parse_text`) made ready to evaluate: its rules name its own fences
+    and, by id or tag, the fences `in_force` on the server (its own win on a shared id), so that a new
+    rule can be tried on the fences a server has. `fences` holds its own and the ones in force that its
+    rules name; `errors`, as `geofences check` words them, leave it without fences and rules."""
+    if result.errors:
+        return LoadResult(errors=result.errors)
+    fences, rules, errors = _combine([result], in_force)
+    if errors:
+        return LoadResult(errors=tuple(errors))
+    own = {f.id for f in fences}
+    named = {fid for r in rules for fid in r.fences}
+    extra = tuple(f for f in in_force if f.id in named and f.id not in own)
+    return LoadResult(fences + extra, rules)
+
+
 def _rule_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
@@ -99,17 +115,22 @@ def _rule_files(folder: Path) -> list[Path]:
     )
 
 
-def _combine(results: Sequence[FileResult]) -> tuple[tuple[Fence, ...], tuple[Rule, ...], list[str]]:
-    """The combined fences and resolved rules of files that are each valid, and the cross-check's errors."""
+def _combine(
+    results: Sequence[FileResult], known: Sequence[Fence] = ()
+) -> tuple[tuple[Fence, ...], tuple[Rule, ...], list[str]]:
+    """The combined fences and resolved rules of files that are each valid, and the cross-check's errors;
+    rules may also name `known` fences (by id or tag) that no file defines."""
     entries = [e for r in results for e in r.entries]
     drafts = [d for r in results for d in r.drafts]
     errors = duplicate_ids(entries, drafts)
     fences = tuple(f for e in entries for f in e.fences)
-    order = {f.id: i for i, f in enumerate(fences)}
-    by_name: dict[str, list[str]] = {f.id: [f.id] for f in fences}
+    own = {f.id for f in fences}
+    usable = fences + tuple(f for f in known if f.id not in own)
+    order = {f.id: i for i, f in enumerate(usable)}
+    by_name: dict[str, list[str]] = {f.id: [f.id] for f in usable}
     by_name.update({e.id: [f.id for f in e.fences] for e in entries})
     by_tag: dict[str, list[str]] = {}
-    for f in fences:
+    for f in usable:
         for tag in f.tags:
             by_tag.setdefault(tag, []).append(f.id)
     rules: list[Rule] = []

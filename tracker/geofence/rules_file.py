@@ -10,12 +10,14 @@ so that a change to either makes the loader parse it again.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import ValidationError
 from shapely.geometry import MultiPolygon, Polygon
 
@@ -25,6 +27,9 @@ from tracker.geofence.polygons import fence_polygon, position_problem, ring_prob
 from tracker.geofence.schema import FenceSpec, FileSpec, PolygonSpec, RuleSpec, is_id, problems
 from tracker.geofence.yaml_marks import Loc, Where, duplicate_keys, read_document
 from tracker.model import Fence, Rule
+
+# A posted file's `geojson:` may only name a file of the geofences folder by its plain name.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,34 @@ def parse_file(path: Path) -> FileResult:
     return _FileParser(path, text, deps).run()
 
 
+def parse_text(name: str, text: str, geojson_folder: Path | None) -> FileResult:
+    """Parse and validate a rules file that arrives as text (a dry-run's posted file), on its own.
+
+    Such a file comes from a client, not from the server's folder, so it may read nothing else of this
+    machine: its `geojson:` entries may only name a plain file name (no folder, no `..`) inside
+    `geojson_folder`, and none at all when that is None. YAML aliases are refused, since a few lines of
+    them expand into more nodes than any size limit on the text bounds. Problems read `name:line: reason`.
+    """
+    deps: dict[str, str | None] = {name: hashlib.sha256(text.encode()).hexdigest()}
+    alias = _alias_line(text)
+    if alias is not None:
+        return FileResult(name, deps, (f"{name}:{alias}: YAML aliases (*name) are not allowed here",))
+    return _FileParser(Path(name), text, deps, confined=True, geojson_folder=geojson_folder).run()
+
+
+def _alias_line(text: str) -> int | None:
+    """The line of the first YAML alias in `text`, None when there is none (or the text is no YAML:
+    the parser reports that)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        for token in yaml.scan(text, Loader=loader):
+            if isinstance(token, yaml.AliasToken):
+                return int(token.start_mark.line) + 1
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def _is_http_url(text: str) -> bool:
     try:
         url = urlsplit(text)
@@ -129,8 +162,17 @@ def duplicate_ids(entries: Sequence[Entry], drafts: Sequence[Draft]) -> list[str
 class _FileParser:
     """Parses and validates one YAML file on its own; problems go to `errors`."""
 
-    def __init__(self, path: Path, text: str, deps: dict[str, str | None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        text: str,
+        deps: dict[str, str | None],
+        *,
+        confined: bool = False,
+        geojson_folder: Path | None = None,
+    ) -> None:
         self.path, self.text, self.deps = path, text, deps
+        self.confined, self.geojson_folder = confined, geojson_folder  # see `parse_text`
         self.errors: list[str] = []
         self.where = Where(str(path), None)
 
@@ -240,31 +282,45 @@ class _FileParser:
         if "\x00" in spec.geojson:
             self._fail(loc, "must be a file path; it holds a NUL character")
             return None
-        path = Path(spec.geojson)
-        path = path if path.is_absolute() else self.path.parent / path
+        if self.confined:
+            if self.geojson_folder is None:
+                self._fail(loc, "is not read from a posted file; use polygon or circle")
+                return None
+            if not _PLAIN_NAME.fullmatch(spec.geojson):
+                self._fail(
+                    loc,
+                    f"must be a plain file name in the server's geofences folder (no folder, no '..'); "
+                    f"got {spec.geojson!r:.80}",
+                )
+                return None
+            path = self.geojson_folder / spec.geojson
+        else:
+            path = Path(spec.geojson)
+            path = path if path.is_absolute() else self.path.parent / path
+        label = spec.geojson if self.confined else str(path)  # a client is not told the server's folders
         try:
             content = path.read_bytes()
         except OSError as exc:
             self.deps[str(path)] = None
-            self._fail(loc, f"cannot read {path}: {exc.strerror or exc}")
+            self._fail(loc, f"cannot read {label}: {exc.strerror or exc}")
             return None
         self.deps[str(path)] = hashlib.sha256(content).hexdigest()
         try:
             collection, parts = read_features(content)
         except GeoJSONError as exc:
-            self._fail(loc, f"{path}: {exc}")
+            self._fail(loc, f"{label}: {exc}")
             return None
         fences: list[Fence] = []
         for index, (key, name, raw_geom) in enumerate(parts):
             fence_id = f"{spec.id}:{key if key is not None else index}" if collection else spec.id
             if not is_id(fence_id):
                 self._fail(
-                    loc, f"{path}: feature {index} gives fence id {fence_id!r}, which is not a valid id"
+                    loc, f"{label}: feature {index} gives fence id {fence_id!r}, which is not a valid id"
                 )
                 return None
             geom = fence_polygon(raw_geom, fence_id, source)
             if geom is None:
-                self._fail(loc, f"{path}: feature {index} has zero area")
+                self._fail(loc, f"{label}: feature {index} has zero area")
                 return None
             # A collection's features carry their own names; a single shape is named by its entry first.
             shown = (name or spec.name) if collection else (spec.name or name)

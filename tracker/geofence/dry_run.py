@@ -1,0 +1,172 @@
+"""Trying rules on history: the events a rules file would have fired on the stored fixes of a window.
+
+Policy: the same detector as live ingest, not a second one. `DryRun` holds one run's fence states and
+heads (per device, empty at the window's start) and feeds each batch to `detect.detect`, then applies
+the detection as the engine applies a committed one (`Detection.apply_to`, heads that only move forward).
+The window is read in time chunks across every device in scope (`store.history_fixes`), so that all
+devices advance together, as they did live; each chunk is detected in a worker thread while the next is
+read, and its events come out in fix order. Nothing is stored or delivered. Fixes stored with a flag are
+skipped, as live ingest skipped them.
+
+Posted files may name their own fences and those in force on the server, and are bounded: text size,
+window length, devices named (`check_request`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tracker.errors import InvalidInput, NotFound
+from tracker.geofence.config import combine_posted
+from tracker.geofence.detect import RuleSet, detect, newest_per_device
+from tracker.geofence.rules_file import parse_text
+from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, StateKey
+from tracker.store import Database
+from tracker.store.history_fixes import FixColumns, chunks, device_fleets
+
+MAX_YAML_BYTES = 1 << 20
+MAX_WINDOW_MS = 31 * 86_400_000
+MAX_DEVICES = 5_000  # devices a request may name; without a list, every device of its fleets
+POSTED_NAME = "posted.yaml"  # the file name in a posted file's `file:line: reason` errors
+
+
+@dataclass
+class DryRun:
+    """One run's detector state: every device's fence states and head, from an empty start. Feed it
+    batches in time order (a device's fixes never older than its head, which would fire nothing)."""
+
+    rules: RuleSet
+    states: dict[str, dict[StateKey, FenceState]] = field(default_factory=dict)
+    heads: dict[str, Head] = field(default_factory=dict)
+    fixes: int = 0  # fixes fed so far
+
+    def feed(self, fixes: Sequence[Fix]) -> list[GeofenceEvent]:
+        """The events of one batch, in fix order (pure but for this run's state, which it advances)."""
+        todo = newest_per_device(fixes, self.heads)
+        detection = detect(self.rules, self.states, self.heads, fixes, todo)
+        for device, head in detection.heads.items():  # as GeofenceEngine.apply does after COMMIT
+            old = self.heads.get(device)
+            if old is None or head.ts > old.ts:
+                self.heads[device] = head
+        detection.apply_to(self.states, self.rules.keys)
+        self.fixes += len(fixes)
+        return sorted(detection.events, key=lambda e: (e.ts, e.device))  # stable: a fix's own order
+
+    def feed_columns(
+        self, columns: FixColumns, devices: Sequence[str], fleets: Sequence[str]
+    ) -> list[GeofenceEvent]:
+        """`feed` for a chunk read by `store.history_fixes` (`devices`/`fleets`: its device list)."""
+        return self.feed(to_fixes(columns, devices, fleets))
+
+
+def to_fixes(columns: FixColumns, devices: Sequence[str], fleets: Sequence[str]) -> list[Fix]:
+    """The chunk's fixes in time order, as the detector takes them (NaN speed or accuracy: None)."""
+    order = np.argsort(columns.ts, kind="stable")
+    index = columns.device[order]
+    names = np.asarray(devices, dtype=object)[index].tolist()
+    fleet = np.asarray(fleets, dtype=object)[index].tolist()
+    n = len(order)
+    return list(
+        map(
+            Fix,
+            names,
+            fleet,
+            columns.ts[order].tolist(),
+            columns.lat[order].tolist(),
+            columns.lon[order].tolist(),
+            _none_for_nan(columns.speed[order]),
+            [None] * n,
+            _none_for_nan(columns.accuracy[order]),
+        )
+    )
+
+
+def _none_for_nan(values: np.ndarray) -> list[float | None]:
+    out = values.astype(object)
+    out[np.isnan(values)] = None
+    return out.tolist()  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A posted file ready to run, or its problems as `file:line: reason`."""
+
+    rules: RuleSet | None
+    errors: tuple[str, ...]
+
+
+def compile_text(text: str, in_force: Sequence[Fence], geojson_folder: Path | None) -> Compiled:
+    """Parse and validate a posted rules file (synchronous: run it in a thread) against the fences in
+    force; `geojson_folder`: the one folder its `geojson:` may name plain files of (None: none)."""
+    result = combine_posted(parse_text(POSTED_NAME, text, geojson_folder), in_force)
+    if result.errors:
+        return Compiled(None, result.errors)
+    return Compiled(RuleSet(result.fences, result.rules), ())
+
+
+def compile_file(path: Path, in_force: Sequence[Fence]) -> Compiled:
+    """`compile_text` for a file of this machine (the CLI): its `geojson:` files are read as
+    `tracker geofences check` reads them, beside it."""
+    from tracker.geofence.rules_file import parse_file
+
+    result = combine_posted(parse_file(path), in_force)
+    if result.errors:
+        return Compiled(None, result.errors)
+    return Compiled(RuleSet(result.fences, result.rules), ())
+
+
+def check_request(text_bytes: int, from_ms: int, to_ms: int, devices: Sequence[str] | None) -> None:
+    """Raise InvalidInput naming the field when a request is beyond the bounds."""
+    if text_bytes > MAX_YAML_BYTES:
+        raise InvalidInput(f"yaml must be at most {MAX_YAML_BYTES} bytes; got {text_bytes}")
+    if from_ms > to_ms:
+        raise InvalidInput("from must not be later than to")
+    if to_ms - from_ms > MAX_WINDOW_MS:
+        raise InvalidInput(f"to - from must be at most {MAX_WINDOW_MS // 86_400_000} days")
+    if devices is not None and len(devices) > MAX_DEVICES:
+        raise InvalidInput(f"devices must name at most {MAX_DEVICES} devices; got {len(devices)}")
+
+
+async def run(
+    db: Database,
+    rules: RuleSet,
+    scope: Mapping[str, str],
+    from_ms: int,
+    to_ms: int,
+    stats: DryRun | None = None,
+) -> AsyncIterator[list[GeofenceEvent]]:
+    """The events of `rules` on the stored fixes of the devices of `scope` (id -> fleet) with
+    from <= ts < to, a chunk's worth at a time in fix order (async generator). Each chunk is detected in
+    a worker thread while the next one is read; `stats`: a fresh DryRun to run in, to read figures from."""
+    state = stats if stats is not None else DryRun(rules)
+    devices = list(scope)
+    fleets = [scope[d] for d in devices]
+    if not rules.rules:
+        return
+    detecting: asyncio.Future[list[GeofenceEvent]] | None = None
+    try:
+        async for _, _, columns in chunks(db, devices, from_ms, to_ms):
+            if detecting is not None:
+                yield await detecting
+            detecting = asyncio.ensure_future(asyncio.to_thread(state.feed_columns, columns, devices, fleets))
+        if detecting is not None:
+            events, detecting = await detecting, None
+            yield events
+    finally:
+        if detecting is not None and not detecting.done():
+            detecting.cancel()
+
+
+async def scope_of(db: Database, devices: Sequence[str] | None) -> dict[str, str]:
+    """Device id -> fleet of `devices` (None: every registered device), for a caller granted every fleet
+    (the CLI); NotFound names the first device that is not registered (coroutine)."""
+    known = await device_fleets(db, None, devices)
+    for device in devices or ():
+        if device not in known:
+            raise NotFound(f"device {device!r} not found")
+    return known

@@ -14,6 +14,7 @@ from pyproj import Geod
 from shapely.geometry.base import BaseGeometry
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 WGS84 = Geod(ellps="WGS84")
 
@@ -48,6 +49,63 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Geodesic distance in metres between two points: the scalar form, for per-fix paths with a few
     points, where an array call's own cost (about 5 µs) would be most of the work (a scalar takes 1 µs)."""
     return float(WGS84.inv(lon1, lat1, lon2, lat2)[2])
+
+
+# The local form below: WGS84's semi-major axis and first eccentricity squared, and where it is used.
+_A_M = 6378137.0
+_E2 = (1 / 298.257223563) * (2 - 1 / 298.257223563)
+LOCAL_MAX_M = 250.0  # pairs farther apart go to the Geod
+_LOCAL_MAX_LAT = 80.0  # and so do pairs with an end nearer a pole
+_DECIDE_MARGIN_M = 1e-5  # five times the local form's largest error
+
+
+def local_distance_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
+    """Geodesic distance in metres between the points of two equally long arrays, pair by pair, as
+    `pairwise_distance_m` gives it to within 2 µm, about ten times faster: pairs closer than LOCAL_MAX_M
+    and within 80° of the equator are measured on the plane of the ellipsoid's meridian and normal radii
+    at their mid-latitude (its error grows with the square of the distance: 1e-9 m at 50 m, 1e-6 m at
+    200 m, measured against the Geod); every other pair goes to the Geod. Stops and trips measure many
+    short steps, where the Geod's 0.8 µs a pair was most of a day's report."""
+    if len(lat1) == 0:
+        return np.zeros(0, dtype=np.float64)
+    phi1, phi2 = np.radians(lat1), np.radians(lat2)
+    mid = (phi1 + phi2) * 0.5
+    w2 = 1.0 - _E2 * np.sin(mid) ** 2
+    normal = _A_M / np.sqrt(w2)
+    meridian = normal * (1.0 - _E2) / w2
+    dlon = np.radians((lon2 - lon1 + 180.0) % 360.0 - 180.0)
+    d = np.asarray(np.hypot(meridian * (phi2 - phi1), normal * np.cos(mid) * dlon), dtype=np.float64)
+    far = (d > LOCAL_MAX_M) | (np.abs(lat1) > _LOCAL_MAX_LAT) | (np.abs(lat2) > _LOCAL_MAX_LAT)
+    if far.any():
+        d[far] = pairwise_distance_m(lat1[far], lon1[far], lat2[far], lon2[far])
+    return d
+
+
+def local_segment_lengths_m(lat: FloatArray, lon: FloatArray) -> FloatArray:
+    """`segment_lengths_m` through `local_distance_m`: the same lengths to within 2 µm a segment."""
+    if len(lat) < 2:
+        return np.zeros(0, dtype=np.float64)
+    return local_distance_m(lat[:-1], lon[:-1], lat[1:], lon[1:])
+
+
+def pairwise_farther_than_m(
+    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray, radius_m: float
+) -> BoolArray:
+    """For each pair, whether its geodesic distance exceeds `radius_m`: exactly the answer of
+    `pairwise_distance_m(...) > radius_m`, since pairs the fast `local_distance_m` puts within 10 µm of
+    the radius are measured again by the Geod."""
+    d = local_distance_m(lat1, lon1, lat2, lon2)
+    unsure = np.flatnonzero(np.abs(d - radius_m) <= _DECIDE_MARGIN_M)
+    if unsure.size:
+        d[unsure] = pairwise_distance_m(lat1[unsure], lon1[unsure], lat2[unsure], lon2[unsure])
+    return np.asarray(d > radius_m)
+
+
+def farther_than_m(lat0: float, lon0: float, lat: FloatArray, lon: FloatArray, radius_m: float) -> BoolArray:
+    """For each point, whether it lies farther than `radius_m` from (lat0, lon0), decided exactly as
+    `distances_from_m(...) > radius_m` would (see `pairwise_farther_than_m`)."""
+    n = len(lat)
+    return pairwise_farther_than_m(np.full(n, lat0), np.full(n, lon0), lat, lon, radius_m)
 
 
 def distances_from_m(lat0: float, lon0: float, lat: FloatArray, lon: FloatArray) -> FloatArray:

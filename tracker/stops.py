@@ -12,6 +12,10 @@ Policy (in the spirit of Traccar's defaults):
 - A trip's `distance_m` is the geodesic length through its fixes, `avg_speed` that over its duration,
   `max_speed` the highest speed the fixes reported (or, when none reported one, the highest speed
   between consecutive fixes).
+- Every "within the radius" is decided exactly as the WGS84 Geod would decide it, but through the fast
+  local form of `tracker.geo` (the Geod only near the radius); lengths and speeds sum that form's steps,
+  within 2 µm of the Geod's each. A day of a thousand devices is 17 million steps: at the Geod's 0.8 µs a
+  step the daily report could not be fast.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from tracker.geo import FloatArray, distances_from_m, pairwise_distance_m, path_length_m, segment_lengths_m
+from tracker.geo import FloatArray, farther_than_m, local_segment_lengths_m, pairwise_farther_than_m
 from tracker.trail import Trail
 
 Span = tuple[int, int]  # indexes of the first and last fix, inclusive
+DEFAULT_RADIUS_M = 50.0  # a stop's radius and shortest duration when the caller names none
+DEFAULT_MIN_DURATION_S = 300.0
 
 
 def _leave_index(track: Trail, start: int, radius_m: float) -> int:
@@ -34,7 +40,7 @@ def _leave_index(track: Trail, start: int, radius_m: float) -> int:
     j, chunk = start + 1, 32
     while j < n:
         hi = min(n, j + chunk)
-        outside = np.flatnonzero(distances_from_m(lat0, lon0, track.lat[j:hi], track.lon[j:hi]) > radius_m)
+        outside = np.flatnonzero(farther_than_m(lat0, lon0, track.lat[j:hi], track.lon[j:hi], radius_m))
         if outside.size:
             return j + int(outside[0])
         j, chunk = hi, chunk * 4
@@ -51,14 +57,9 @@ def find_stops(track: Trail, radius_m: float, min_duration_ms: int) -> list[Span
     # vectorised filter that leaves only few candidates to scan one by one.
     later = np.searchsorted(ts, ts + min_duration_ms, side="left")
     has_later = np.flatnonzero(later < n)
-    near = (
-        pairwise_distance_m(
-            track.lat[has_later],
-            track.lon[has_later],
-            track.lat[later[has_later]],
-            track.lon[later[has_later]],
-        )
-        <= radius_m
+    b = later[has_later]
+    near = ~pairwise_farther_than_m(
+        track.lat[has_later], track.lon[has_later], track.lat[b], track.lon[b], radius_m
     )
     stops: list[Span] = []
     resume = 0
@@ -75,7 +76,7 @@ def find_stops(track: Trail, radius_m: float, min_duration_ms: int) -> list[Span
 def _moves(track: Trail, span: Span, radius_m: float) -> bool:
     first, last = span
     lat, lon = track.lat[first : last + 1], track.lon[first : last + 1]
-    return float(distances_from_m(float(lat[0]), float(lon[0]), lat, lon).max()) > radius_m
+    return bool(farther_than_m(float(lat[0]), float(lon[0]), lat, lon, radius_m).any())
 
 
 def find_trips(track: Trail, stops: list[Span], radius_m: float) -> list[Span]:
@@ -128,14 +129,15 @@ def trip_item(track: Trail, span: Span) -> dict[str, Any]:
     part = track.take(slice(first, last + 1))
     start_ts, end_ts = int(part.ts[0]), int(part.ts[-1])
     duration_s = (end_ts - start_ts) / 1000
-    distance = path_length_m(part.lat, part.lon)
+    steps = local_segment_lengths_m(part.lat, part.lon)
+    distance = float(steps.sum())
     reported = part.speed[~np.isnan(part.speed)]
     if reported.size:
         max_speed = float(reported.max())
     else:
         dt = np.diff(part.ts) / 1000
         moving = dt > 0
-        seg = segment_lengths_m(part.lat, part.lon)[moving] / dt[moving]
+        seg = steps[moving] / dt[moving]
         max_speed = float(seg.max()) if seg.size else math.nan
     return {
         "start_ts": start_ts,

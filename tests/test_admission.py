@@ -89,7 +89,7 @@ async def test_a_slow_store_refuses_at_once_with_a_wait_and_takes_the_retry(
         assert (await first)["accepted"] == 1 and (await second)["accepted"] == 1
         assert await db.fetchval("SELECT count(*) FROM fixes WHERE device_id = $1", devices[2][0]) == 0
         ack = await c.call("fix", [{"lat": 1.0, "lon": 1.0, "ts": t}, {"lat": 1.0, "lon": 1.0, "ts": t + 1}])
-        assert ack == {"accepted": 2, "duplicates": 0, "rejected": []}
+        assert ack == {"accepted": 2, "duplicates": 0, "rejected": [], "flagged": []}
     finally:
         await blocker.close()  # rolls back, if the test ended before it did
         slow.stop()

@@ -347,7 +347,7 @@ ERRORS = {
     ),
     "unknown event type": (
         "fences:\n" + GOOD_FENCE + "rules:\n  - id: r\n    on: leave\n    fences: [hub]\n",
-        ["5: rules[0].on: must be one of enter, exit, dwell, speeding, cross, not 'leave'"],
+        ["5: rules[0].on: must be one of enter, exit, dwell, speeding, cross, near, not 'leave'"],
     ),
     "confirm_fixes out of range": (
         "fences:\n" + GOOD_FENCE + "rules:\n  - {id: r, on: exit, fences: [hub], confirm_fixes: 101}\n",

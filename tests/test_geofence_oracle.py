@@ -184,7 +184,7 @@ async def send_track(server: Any, clients: list[Client], token: str, fixes: list
         size = 500 if start < len(fixes) // 2 else 60
         batch = [f.to_json() for f in fixes[start : start + size]]
         ack = await client.call("fix", batch, timeout=60)
-        assert ack == {"accepted": len(batch), "duplicates": 0, "rejected": []}, ack
+        assert ack == {"accepted": len(batch), "duplicates": 0, "rejected": [], "flagged": []}, ack
         start += size
 
 

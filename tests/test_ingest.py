@@ -39,7 +39,7 @@ async def test_an_acked_fix_is_already_committed(
     device, d = await connected_device(server, clients)
     ts = now_ms()
     ack = await d.call("fix", {"lat": 47.37, "lon": 8.54, "ts": ts, "speed": 4.2, "attrs": {"job": 17}})
-    assert ack == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert ack == {"accepted": 1, "duplicates": 0, "rejected": [], "flagged": []}
     # Read from another connection the moment the ack arrives: only committed rows are visible.
     row = await db.fetchrow(
         "SELECT ST_Y(geom), ST_X(geom), speed, attrs, cell, received FROM fixes WHERE device_id = $1", device
@@ -110,8 +110,8 @@ async def test_a_retried_batch_counts_duplicates_and_stores_nothing_twice(
         {"lat": 10 + i / 1000, "lon": 20.0, "ts": t - 1000 * (size - i), "attrs": {"i": i}}
         for i in range(size)
     ]
-    assert await d.call("fix", batch) == {"accepted": size, "duplicates": 0, "rejected": []}
-    assert await d.call("fix", batch) == {"accepted": 0, "duplicates": size, "rejected": []}
+    assert await d.call("fix", batch) == {"accepted": size, "duplicates": 0, "rejected": [], "flagged": []}
+    assert await d.call("fix", batch) == {"accepted": 0, "duplicates": size, "rejected": [], "flagged": []}
     # The same key twice within a batch: one is stored, one counts as a duplicate.
     again = {"lat": 11.0, "lon": 21.0, "ts": t + 1}
     fresh = [{"lat": 12.0, "lon": 22.0, "ts": t + 2 + i} for i in range(size - 2)]
@@ -119,6 +119,7 @@ async def test_a_retried_batch_counts_duplicates_and_stores_nothing_twice(
         "accepted": size - 1,
         "duplicates": 1,
         "rejected": [],
+        "flagged": [],
     }
     rows = await stored(db, device)
     assert len(rows) == 2 * size - 1
@@ -257,7 +258,7 @@ async def test_a_write_that_fails_answers_retry_and_stores_nothing(
     assert ack["accepted"] == 0 and ack["retry"] is True and "storage" in ack["error"]
     assert await stored(db, device) == []
     # The same batch sent again is taken whole: the pool replaced the killed connection.
-    assert await d.call("fix", batch) == {"accepted": 5, "duplicates": 0, "rejected": []}
+    assert await d.call("fix", batch) == {"accepted": 5, "duplicates": 0, "rejected": [], "flagged": []}
 
 
 async def test_a_device_over_its_rate_is_told_to_retry_and_others_are_not(

@@ -141,7 +141,12 @@ class Ingestor:
             await self._engine.take([device.id])
         result = await self.submit(fixes)
         self._metrics.ack_seconds.observe(time.perf_counter() - started)
-        return Acceptance(result, rejected)
+        flagged = []
+        if result.flagged:  # positions among the good fixes -> indexes in the payload
+            refused = {r["index"] for r in rejected}
+            index = [i for i in range(len(fixes) + len(refused)) if i not in refused]
+            flagged = [{"index": index[i], "flag": flag} for i, flag in result.flagged]
+        return Acceptance(result, rejected, flagged)
 
     async def submit(self, fixes: Sequence[Fix]) -> WriteResult:
         """Queue validated fixes of one device and wait until they are committed (coroutine).
@@ -279,11 +284,13 @@ class Ingestor:
         self._metrics.batch_size.observe(len(fixes))
         accepted_total = 0
         all_new = len(new) == len(fixes)  # the common case: no retries, no repeats in the batch
+        flagged_any = any(f.flag is not None for f in fixes)
         for sub in batch:
+            flagged = _flagged(sub.fixes, new) if flagged_any else ()
             accepted = len(sub.fixes) if all_new else take_new(sub.fixes, new)
             accepted_total += accepted
             if not sub.future.done():
-                sub.future.set_result(WriteResult(accepted, len(sub.fixes) - accepted))
+                sub.future.set_result(WriteResult(accepted, len(sub.fixes) - accepted, flagged))
         self._metrics.fixes_accepted.inc(accepted_total)
         self._metrics.fixes_duplicate.inc(len(fixes) - accepted_total)
         if detection is not None:
@@ -291,7 +298,14 @@ class Ingestor:
             self._notifier.deliver(events)
             if detection.trips is not None and detection.trips.stored:
                 self._notifier.deliver(detection.trips.stored)
-        moved = self._index.advance(fixes)
+        if flagged_any:
+            self._metrics.fixes_flagged.inc(sum(1 for f in fixes if f.flag is not None))
+        moved = self._index.advance([f for f in fixes if f.flag is None] if flagged_any else fixes)
         self._broadcaster.publish(moved)
         if self._sync is not None:
             self._sync.offer(moved)
+
+
+def _flagged(fixes: Sequence[Fix], new: set[tuple[str, int]]) -> tuple[tuple[int, str], ...]:
+    """(position, flag) of the fixes of one submission that were stored new with a flag."""
+    return tuple((i, f.flag) for i, f in enumerate(fixes) if f.flag is not None and (f.device, f.ts) in new)

@@ -23,6 +23,7 @@ class Metrics:
         self.fixes_accepted = count("tracker_fixes_accepted", "Fixes stored (new)")
         self.fixes_duplicate = count("tracker_fixes_duplicate", "Fixes already stored (retries)")
         self.fixes_rejected = count("tracker_fixes_rejected", "Fixes refused by validation")
+        self.fixes_flagged = count("tracker_fixes_flagged", "Fixes stored with a flag by a fix filter")
         self.submissions_busy = count(
             "tracker_submissions_busy", "Fix events answered with retry (busy or storage down)", ["reason"]
         )

@@ -26,6 +26,7 @@ class Fix:
     battery: float | None = None
     attrs: dict[str, Any] | None = None
     cell: int = 0
+    flag: str | None = None  # why a fix filter set it aside (`FLAGS`); filled in by the ingest loop
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,22 +81,47 @@ class Viewer:
 
 @dataclass(slots=True, frozen=True)
 class WriteResult:
-    """What one submission (one `fix` event) got: accepted and duplicate counts after COMMIT."""
+    """What one submission (one `fix` event) got: accepted and duplicate counts after COMMIT, and the
+    new fixes a filter flagged as (position in the submission, flag)."""
 
     accepted: int
     duplicates: int
+    flagged: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
 class Acceptance:
-    """What one batch from a device got: stored counts, and the fixes refused by validation as
-    `{"index", "error"}` in the batch's order (the `fix` ack's `rejected`)."""
+    """What one batch from a device got: stored counts, the fixes refused by validation as
+    `{"index", "error"}` in the batch's order (the `fix` ack's `rejected`), and the stored fixes a filter
+    flagged as `{"index", "flag"}` (the ack's `flagged`)."""
 
     result: WriteResult
     rejected: list[dict[str, Any]]
+    flagged: list[dict[str, Any]] = field(default_factory=list)
 
 
-EVENT_TYPES = ("enter", "exit", "dwell", "speeding", "cross")
+EVENT_TYPES = ("enter", "exit", "dwell", "speeding", "cross", "near", "far")
+RULE_TYPES = ("enter", "exit", "dwell", "speeding", "cross", "near")  # what a rule's `on` may say
+FLAGS = ("inaccurate", "jump", "duplicate_position")  # why a fix filter sets a stored fix aside
+
+
+@dataclass(slots=True, frozen=True)
+class FixFilter:
+    """A fleet's fix filter (`filters:` in a rules file): a fix is flagged when its accuracy radius is
+    above `max_accuracy_m`, when reaching it from the previous good fix (with `jump_window_s`: only one
+    at most that much older) took more than `max_speed_kmh`, or when it lies within `min_distance_m` of
+    the previous good fix. None: no such test. `fleets` None means every fleet."""
+
+    fleets: frozenset[str] | None = None
+    max_accuracy_m: float | None = None
+    max_speed_kmh: float | None = None
+    min_distance_m: float | None = None
+    jump_window_s: float | None = None
+    source: str = ""
+
+    def applies_to(self, fleet: str) -> bool:
+        """True when devices of `fleet` are subject to this filter."""
+        return self.fleets is None or fleet in self.fleets
 
 
 @dataclass(slots=True, frozen=True)
@@ -136,6 +162,9 @@ class Rule:
     confirm_fixes: int = 1
     notify: tuple[str, ...] = ("viewers",)
     source: str = ""
+    strict: bool = False  # `accuracy: strict`: state changes wait for the whole accuracy circle
+    near_fleets: frozenset[str] | None = None  # on: near, the other side (None: every fleet)
+    distance_m: float | None = None  # on: near
 
     def applies_to(self, fleet: str) -> bool:
         """True when devices of `fleet` are subject to this rule."""
@@ -160,20 +189,24 @@ class GeofenceEvent:
     lat: float
     lon: float
     id: str = ""
+    other: str | None = None  # near/far: the other device of the pair (`fence` is then "")
 
     def to_json(self) -> dict[str, Any]:
-        """The `geofence` event payload of the contract."""
-        return {
+        """The `geofence` event payload of the contract (`fence` null and `other` set for near/far)."""
+        out: dict[str, Any] = {
             "id": self.id,
             "type": self.type,
             "rule": self.rule,
-            "fence": self.fence,
+            "fence": self.fence or None,
             "device": self.device,
             "fleet": self.fleet,
             "ts": self.ts,
             "lat": self.lat,
             "lon": self.lon,
         }
+        if self.other is not None:
+            out["other"] = self.other
+        return out
 
 
 @dataclass(slots=True, frozen=True)

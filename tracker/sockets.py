@@ -153,7 +153,12 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             log.exception("fix event failed device=%s", device.id)
             return _refusal("internal error; retry", retry=True)
         result = done.result
-        return {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": done.rejected}
+        return {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": done.rejected,
+            "flagged": done.flagged,
+        }
 
     async def on_send(self, sid: str, data: Any = None) -> dict[str, Any]:
         """A device's own message: acked with its id once committed; the same `client_id` again answers the

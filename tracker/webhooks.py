@@ -60,6 +60,7 @@ FROM due LEFT JOIN events AS e ON e.id = due.event_id LEFT JOIN trip_events AS t
 WHERE o.id = due.id AND o.state = 'pending' AND o.next_at <= now()
 RETURNING o.id, o.url, o.attempts, o.next_at AS lease,
     e.id AS event_id, e.type, e.rule_id, e.fence_id, e.device_id, e.fleet, e.ts, e.lat, e.lon,
+    e.other_device,
     t.id AS trip_event_id, t.trip_id, t.device_id AS trip_device, t.fleet AS trip_fleet, t.status,
     t.ts AS trip_ts, t.eta_ts, t.remaining_m, t.ref
 """
@@ -201,6 +202,7 @@ class WebhookWorker:
                     lat=r["lat"],
                     lon=r["lon"],
                     id=str(r["event_id"]),
+                    other=r["other_device"],
                 )
             by_url[r["url"]].append(_Row(r["id"], r["url"], r["attempts"], r["lease"], event))
         async with asyncio.TaskGroup() as tg:

@@ -80,6 +80,7 @@ async def positions(request: Request) -> Response:
                 "altitude": r["altitude"],
                 "battery": r["battery"],
                 "cell": cell_hex(r["cell"]),
+                "flag": r["flag"],
             },
         }
         for r in shown

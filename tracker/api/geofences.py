@@ -14,7 +14,7 @@ from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.errors import InvalidInput, NotFound
 from tracker.geo import circle_polygon
-from tracker.model import EVENT_TYPES, Fence, Rule, Viewer
+from tracker.model import EVENT_TYPES, Fence, FixFilter, Rule, Viewer
 from tracker.parse import check_id
 from tracker.store.geofences import events_page, inside_now
 
@@ -53,6 +53,25 @@ def _rule_json(rule: Rule, who: Viewer, admin: bool) -> dict[str, Any]:
         out["dwell_s"] = rule.dwell_s
     if rule.max_speed_kmh is not None:
         out["max_speed_kmh"] = rule.max_speed_kmh
+    if rule.strict:
+        out["accuracy"] = "strict"
+    if rule.on == "near":
+        near = sorted(rule.near_fleets) if rule.near_fleets is not None else fleets
+        if near is not None and who.fleets is not None:
+            near = [f for f in near if f in who.fleets]
+        out["near_fleets"] = near
+        out["distance_m"] = rule.distance_m
+    return out
+
+
+def _filter_json(f: FixFilter, who: Viewer) -> dict[str, Any]:
+    fleets = sorted(f.fleets) if f.fleets is not None else None
+    if fleets is not None and who.fleets is not None:
+        fleets = [x for x in fleets if x in who.fleets]
+    out: dict[str, Any] = {"fleets": fleets}
+    for key in ("max_accuracy_m", "max_speed_kmh", "min_distance_m", "jump_window_s"):
+        if getattr(f, key) is not None:
+            out[key] = getattr(f, key)
     return out
 
 
@@ -61,8 +80,9 @@ async def list_geofences(request: Request) -> Response:
     summary: The fences and rules in force, and problems in the geofence folder
     description: >
       Fences as GeoJSON features (circles drawn as 64-gons, with the exact circle in `properties.circle`);
-      the rules that apply to the token's fleets; `errors` lists `file:line: reason` for files that failed
-      to load (the rules in force are then the last good ones).
+      the rules that apply to the token's fleets, and the fix filters (`filters`) of its fleets; `errors`
+      lists `file:line: reason` for files that failed to load (the rules in force are then the last good
+      ones).
     security: [{bearer: []}]
     responses:
       200:
@@ -80,6 +100,11 @@ async def list_geofences(request: Request) -> Response:
             "type": "FeatureCollection",
             "features": [_fence_feature(f) for f in rules.fences],
             "rules": [_rule_json(r, who, admin) for r in visible],
+            "filters": [
+                _filter_json(f, who)
+                for f in rules.filters.filters
+                if f.fleets is None or who.fleets is None or f.fleets & who.fleets
+            ],
             "errors": list(core.geofences.errors),
         },
         media_type="application/geo+json",

@@ -50,7 +50,8 @@ def _format(request: Request) -> str:
 
 
 async def _track(request: Request, device: Device, from_ms: int, to_ms: int, cap: int, hint: str) -> Trail:
-    t = await history.track(params.core(request).db, device.id, from_ms, to_ms, cap)
+    include = params.flag(request, "include_flagged")
+    t = await history.track(params.core(request).db, device.id, from_ms, to_ms, cap, include)
     if t is None:
         raise InvalidInput(
             f"the window from/to holds more than {cap} fixes of device {device.id!r}: narrow from/to{hint}"
@@ -190,7 +191,10 @@ def _gpx(device: str, full: Trail, tolerance: float, gap_s: float) -> str:
 
 async def _csv(request: Request, device: Device, from_ms: int, to_ms: int) -> AsyncIterator[str]:
     yield CSV_HEADER
-    async for chunk in history.rows(params.core(request).db, device.id, from_ms, to_ms):
+    include = params.flag(request, "include_flagged")
+    async for chunk in history.rows(
+        params.core(request).db, device.id, from_ms, to_ms, include_flagged=include
+    ):
         yield csv_lines(chunk)
 
 

@@ -111,6 +111,16 @@ def integer(request: Request, name: str, default: int, low: int, high: int) -> i
     return value
 
 
+def flag(request: Request, name: str) -> bool:
+    """A true/false query parameter (false when absent)."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "" or raw.lower() == "false":
+        return False
+    if raw.lower() == "true":
+        return True
+    raise InvalidInput(f"{name} must be true or false; got {raw!r:.40}")
+
+
 def number(
     request: Request, name: str, default: float | None, low: float, high: float, *, above_low: bool = False
 ) -> float:

@@ -7,6 +7,7 @@ from typing import Any
 
 from tracker.api.ingest_schemas import INGEST_SCHEMAS
 from tracker.api.trip_schemas import TRIP_SCHEMAS
+from tracker.model import EVENT_TYPES
 from tracker.parse import ID_PATTERN, MAX_TIME_MS
 
 INTEGER = {"type": "integer"}
@@ -146,17 +147,24 @@ _SCHEMAS: dict[str, Any] = {
             last={"oneOf": [_POSITION, {"type": "null"}]},
         ),
     ),
-    "PositionPage": features(["ts", "speed", "heading", "accuracy", "cell"], next_cursor=CURSOR_OR_NULL),
+    "PositionPage": features(
+        ["ts", "speed", "heading", "accuracy", "cell", "flag"], next_cursor=CURSOR_OR_NULL
+    ),
     "GeofenceEvent": record(
+        ["id", "type", "rule", "fence", "device", "fleet", "ts", "lat", "lon"],
         id=STRING,
-        type={"enum": ["enter", "exit", "dwell", "speeding", "cross"]},
+        type={"enum": list(EVENT_TYPES)},
         rule=STRING,
-        fence=STRING,
+        fence={
+            "type": ["string", "null"],
+            "description": "The fence; null for near and far, which are about two devices.",
+        },
         device=STRING,
         fleet=STRING,
         ts=INTEGER,
         lat=NUMBER,
         lon=NUMBER,
+        other={"type": "string", "description": "near and far only: the other device of the pair."},
     ),
     "EventPage": page_of("events", "GeofenceEvent"),
     "DryRunRequest": record(
@@ -207,6 +215,11 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "required": ["id", "on", "fences", "fleets", "confirm_fixes", "notify"],
             },
+        },
+        filters={
+            "type": "array",
+            "items": {"type": "object", "required": ["fleets"]},
+            "description": "The fix filters of the token's fleets (contract part 2, Fix quality).",
         },
         errors={"type": "array", "items": STRING},
     ),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tracker.errors import ConfigError
 from tracker.geofence.rules_file import FileResult, duplicate_ids, parse_file
-from tracker.model import Fence, Rule
+from tracker.model import Fence, FixFilter, Rule
 
 RULE_SUFFIXES = (".yaml", ".yml")
 
@@ -29,6 +29,7 @@ class LoadResult:
     rules: tuple[Rule, ...] = ()
     errors: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=dict)
+    filters: tuple[FixFilter, ...] = ()
 
 
 class FenceLoader:
@@ -68,12 +69,14 @@ class FenceLoader:
             del self._good[gone]
         for gone in set(self._parsed) - set(keys):
             del self._parsed[gone]
-        fences, rules, cross = _combine([self._good[k] for k in keys if k in self._good])
+        good = [self._good[k] for k in keys if k in self._good]
+        fences, rules, cross = _combine(good)
         if cross:
             kept = self._in_force
-            return LoadResult(kept.fences, kept.rules, (*errors, *cross), files)
-        self._in_force = LoadResult(fences, rules, (), files)
-        return LoadResult(fences, rules, tuple(errors), files)
+            return LoadResult(kept.fences, kept.rules, (*errors, *cross), files, kept.filters)
+        filters = tuple(f for r in good for f in r.filters)
+        self._in_force = LoadResult(fences, rules, (), files, filters)
+        return LoadResult(fences, rules, tuple(errors), files, filters)
 
 
 def load_folder(folder: Path) -> LoadResult:
@@ -144,7 +147,7 @@ def _combine(
                 errors.append(f"{ref.at}: unknown fence '{ref.name}'")
             else:
                 errors.append(f"{ref.at}: no fence has tag '{ref.name}'")
-        if not draft.refs:
+        if not draft.refs and draft.rule.on != "near":
             errors.append(f"{draft.label}: fences and fence_tags select no fence")
         rules.append(dataclasses.replace(draft.rule, fences=tuple(sorted(chosen, key=order.__getitem__))))
     return fences, tuple(rules), errors

@@ -4,7 +4,8 @@ Per device and (rule, fence), in fix-time order, a `FenceState` says whether the
 since which fix, how many consecutive fixes disagree (for `confirm_fixes`), and whether the visit's
 dwell or speeding event has fired. A missing state means outside: "unknown" behaves exactly like
 outside in every rule of the contract, so only devices near or inside a fence cost memory. Rule id ""
-is the rule-independent presence (confirm 1) behind "who is inside now".
+is the rule-independent presence (confirm 1) behind "who is inside now". A strict rule
+(`accuracy: strict`) takes no step on a fix whose accuracy circle straddles the fence (`margin.py`).
 
 Only fixes newer than the device's newest processed fix (`heads`) are evaluated; older ones are stored
 by the caller but fire nothing. `detect` never mutates its inputs: the caller writes the returned
@@ -18,8 +19,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from tracker.fix_quality import Filters
 from tracker.geofence.grid import FenceIndex
-from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, Rule, StateKey
+from tracker.geofence.margin import Margins
+from tracker.model import Fence, FenceState, Fix, FixFilter, GeofenceEvent, Head, Rule, StateKey
 from tracker.trips.changes import TripDetection
 
 PRESENCE = ""  # the rule id of the rule-independent presence state
@@ -28,12 +31,21 @@ DeviceStates = Mapping[str, Mapping[StateKey, FenceState]]  # device id -> its f
 
 
 class RuleSet:
-    """Fences and rules compiled for evaluation: the spatial index and, per fence, the rules on it."""
+    """Fences, rules and fix filters compiled for evaluation: the spatial index and, per fence, the rules
+    on it."""
 
-    def __init__(self, fences: Sequence[Fence], rules: Sequence[Rule], version: int = 0) -> None:
+    def __init__(
+        self,
+        fences: Sequence[Fence],
+        rules: Sequence[Rule],
+        version: int = 0,
+        filters: Sequence[FixFilter] = (),
+    ) -> None:
         self.version = version
         self.fences = tuple(fences)
         self.rules = tuple(rules)
+        self.filters = Filters(filters)
+        self.near_rules = tuple(r for r in self.rules if r.on == "near")
         self.index = FenceIndex(self.fences)
         position = {f.id: i for i, f in enumerate(self.fences)}
         self.fence_position = position
@@ -44,6 +56,17 @@ class RuleSet:
                 target = self.cross_by_fence if rule.on == "cross" else self.by_fence
                 target[position[fid]].append(rule)
         self.cross_mask = np.array([bool(rs) for rs in self.cross_by_fence], dtype=np.bool_)
+        strict = sorted({position[fid] for r in self.rules if r.strict for fid in r.fences})
+        self.margins = Margins(self.fences, strict)
+        # the fleets with a strict rule (None: every fleet), whose fixes' accuracy circles are measured
+        self.strict_fleets: frozenset[str] | None = frozenset()
+        for r in self.rules:
+            if r.strict:
+                self.strict_fleets = (
+                    None
+                    if r.fleets is None or self.strict_fleets is None
+                    else (self.strict_fleets | r.fleets)
+                )
         self.keys = {(PRESENCE, f.id) for f in self.fences} | {
             (r.id, fid) for r in self.rules if r.on != "cross" for fid in r.fences
         }
@@ -157,10 +180,47 @@ def detect(
         for p, run in zip(point[starts].tolist(), np.split(fence, starts[1:]), strict=True):
             raw[p] = set(run.tolist())
     crossed = _crossings(rules, todo, heads, lon, lat, raw)
+    unsure = _unsure(rules, ordered, lon, lat, raw)
     offset = 0
     for device, fs in todo.items():
-        _walk(rules, device, fs, raw[offset : offset + len(fs)], crossed, offset, states.get(device, {}), out)
-        offset += len(fs)
+        end = offset + len(fs)
+        _walk(
+            rules,
+            device,
+            fs,
+            raw[offset:end],
+            unsure[offset:end],
+            crossed,
+            offset,
+            states.get(device, {}),
+            out,
+        )
+        offset = end
+    return out
+
+
+def _unsure(
+    rules: RuleSet, ordered: list[Fix], lon: np.ndarray, lat: np.ndarray, raw: list[set[int]]
+) -> list[set[int]]:
+    """Per fix, the fences of strict rules its accuracy circle straddles (`tracker.geofence.margin`)."""
+    none: set[int] = set()
+    out = [none] * len(ordered)
+    if not rules.margins:
+        return out
+    fleets = rules.strict_fleets
+    accuracy = np.fromiter(
+        (
+            f.accuracy if f.accuracy is not None and (fleets is None or f.fleet in fleets) else 0.0
+            for f in ordered
+        ),
+        dtype=np.float64,
+        count=len(ordered),
+    )
+    points, fences = rules.margins.unsure(lon, lat, accuracy, raw)
+    for p, fi in zip(points.tolist(), fences.tolist(), strict=True):
+        if out[p] is none:
+            out[p] = set()
+        out[p].add(fi)
     return out
 
 
@@ -222,6 +282,7 @@ def _walk(
     device: str,
     fixes: list[Fix],
     raw: list[set[int]],
+    unsure: list[set[int]],
     crossed: Mapping[int, list[int]],
     offset: int,
     before: Mapping[StateKey, FenceState],
@@ -245,7 +306,10 @@ def _walk(
             for rule in applicable:
                 key = (rule.id if rule is not None else PRESENCE, fence.id)
                 old = states.get(key)
-                new, flipped = step(old, is_in, rule.confirm_fixes if rule is not None else 1, fix.ts)
+                if rule is not None and rule.strict and fi in unsure[i]:
+                    new, flipped = old, False  # the accuracy circle straddles the edge: no evidence
+                else:
+                    new, flipped = step(old, is_in, rule.confirm_fixes if rule is not None else 1, fix.ts)
                 if rule is not None:
                     new = _fire(rule, fence, fix, old, new, flipped, out.events)
                 if new != old:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from tracker.fix_quality import flag_batch
 from tracker.geofence.config import FenceLoader, LoadResult
 from tracker.geofence.detect import Detection, RuleSet, detect, newest_per_device
 from tracker.metrics import Metrics
@@ -82,10 +83,17 @@ class GeofenceEngine:
                     log.error("geofences: %s", error)
             self.errors = result.errors
             self._metrics.geofence_errors.set(len(result.errors))
-            if result.fences == self.rules.fences and result.rules == self.rules.rules:
+            in_force = self.rules
+            if (result.fences, result.rules, result.filters) == (
+                in_force.fences,
+                in_force.rules,
+                in_force.filters.filters,
+            ):
                 return False
             started = time.perf_counter()
-            rules = await asyncio.to_thread(RuleSet, result.fences, result.rules, self.rules.version + 1)
+            rules = await asyncio.to_thread(
+                RuleSet, result.fences, result.rules, in_force.version + 1, result.filters
+            )
             self.rules = rules
             for device in list(self.states):
                 kept = {k: s for k, s in self.states[device].items() if k in rules.keys}
@@ -100,9 +108,11 @@ class GeofenceEngine:
                 dropped = 0
             self._metrics.geofences_loaded.set(len(rules.fences))
             log.info(
-                "geofences loaded: %d fences, %d rules, %d stale fence states dropped, compiled in %.0f ms",
+                "geofences loaded: %d fences, %d rules, %d fix filters, %d stale fence states dropped, "
+                "compiled in %.0f ms",
                 len(rules.fences),
                 len(rules.rules),
+                len(rules.filters.filters),
                 dropped,
                 (time.perf_counter() - started) * 1000,
             )
@@ -113,7 +123,7 @@ class GeofenceEngine:
         big batches' fences in a thread, trips on the loop a chunk of devices at a time)."""
         rules = self.rules
         started = time.perf_counter()
-        todo = newest_per_device(fixes, self.heads)
+        todo = flag_batch(rules.filters, fixes, newest_per_device(fixes, self.heads), self.heads)
         if len(fixes) >= THREAD_MIN_FIXES and rules.fences:
             detection = await asyncio.to_thread(detect, rules, self.states, self.heads, fixes, todo)
         else:

@@ -24,9 +24,9 @@ from shapely.geometry import MultiPolygon, Polygon
 from tracker.errors import ConfigError
 from tracker.geofence.geojson import GeoJSONError, read_features
 from tracker.geofence.polygons import fence_polygon, position_problem, ring_problem
-from tracker.geofence.schema import FenceSpec, FileSpec, PolygonSpec, RuleSpec, is_id, problems
+from tracker.geofence.schema import FenceSpec, FileSpec, FilterSpec, PolygonSpec, RuleSpec, is_id, problems
 from tracker.geofence.yaml_marks import Loc, Where, duplicate_keys, read_document
-from tracker.model import Fence, Rule
+from tracker.model import Fence, FixFilter, Rule
 
 # A posted file's `geojson:` may only name a file of the geofences folder by its plain name.
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")
@@ -72,6 +72,7 @@ class FileResult:
     errors: tuple[str, ...] = ()
     entries: tuple[Entry, ...] = ()
     drafts: tuple[Draft, ...] = ()
+    filters: tuple[FixFilter, ...] = ()
 
     def is_current(self) -> bool:
         """True while the file and its GeoJSON files are as they were read, so this result still holds."""
@@ -177,22 +178,24 @@ class _FileParser:
         self.where = Where(str(path), None)
 
     def run(self) -> FileResult:
-        entries, drafts = self._parse()
+        entries, drafts, filters = self._parse()
         if not self.errors:
             self.errors.extend(duplicate_ids(entries, drafts))
         if self.errors:
-            entries, drafts = [], []
-        return FileResult(str(self.path), self.deps, tuple(self.errors), tuple(entries), tuple(drafts))
+            entries, drafts, filters = [], [], []
+        return FileResult(
+            str(self.path), self.deps, tuple(self.errors), tuple(entries), tuple(drafts), tuple(filters)
+        )
 
     def _fail(self, loc: Loc, message: str) -> None:
         self.errors.append(self.where.error(loc, message))
 
-    def _parse(self) -> tuple[list[Entry], list[Draft]]:
+    def _parse(self) -> tuple[list[Entry], list[Draft], list[FixFilter]]:
         try:
             root, data = read_document(str(self.path), self.text)
         except ConfigError as exc:
             self.errors.append(str(exc))
-            return [], []
+            return [], [], []
         self.where = Where(str(self.path), root)
         self.errors.extend(duplicate_keys(str(self.path), root))
         try:
@@ -200,12 +203,32 @@ class _FileParser:
         except ValidationError as exc:
             for loc, message in problems(exc, (), FileSpec):
                 self._fail(loc, "must be a mapping with fences and rules" if loc == () else message)
-            return [], []
+            return [], [], []
         entries = [e for i, raw in enumerate(spec.fences or []) if (e := self._fence(i, raw))]
         drafts = [d for i, raw in enumerate(spec.rules or []) if (d := self._rule(i, raw))]
-        return entries, drafts
+        filters = [f for i, raw in enumerate(spec.filters or []) if (f := self._filter(i, raw))]
+        return entries, drafts, filters
 
-    def _validate(self, model: type[FenceSpec] | type[RuleSpec], loc: Loc, raw: Any) -> Any:
+    def _filter(self, i: int, raw: Any) -> FixFilter | None:
+        loc: Loc = ("filters", i)
+        spec: FilterSpec | None = self._validate(FilterSpec, loc, raw)
+        if spec is None:
+            return None
+        if spec.max_accuracy_m is None and spec.max_speed_kmh is None and spec.min_distance_m is None:
+            self._fail(loc, "needs at least one of max_accuracy_m, max_speed_kmh or min_distance_m")
+            return None
+        return FixFilter(
+            fleets=frozenset(spec.fleets) if spec.fleets is not None else None,
+            max_accuracy_m=spec.max_accuracy_m,
+            max_speed_kmh=spec.max_speed_kmh,
+            min_distance_m=spec.min_distance_m or None,
+            jump_window_s=spec.jump_window_s,
+            source=self.where.at(loc),
+        )
+
+    def _validate(
+        self, model: type[FenceSpec] | type[RuleSpec] | type[FilterSpec], loc: Loc, raw: Any
+    ) -> Any:
         try:
             return model.model_validate(raw)
         except ValidationError as exc:
@@ -339,8 +362,19 @@ class _FileParser:
                 self._fail((*loc, key), f"is only allowed with on: {event}")
             elif not given and spec.on == event:
                 self._fail((*loc, key), f"is required with on: {event}")
-        if spec.fences is None and spec.fence_tags is None:
+        for key in ("distance_m", "near_fleets"):
+            if getattr(spec, key) is not None and spec.on != "near":
+                self._fail((*loc, key), "is only allowed with on: near")
+        if spec.on == "near":
+            if spec.distance_m is None:
+                self._fail((*loc, "distance_m"), "is required with on: near")
+            for key in ("fences", "fence_tags"):
+                if getattr(spec, key) is not None:
+                    self._fail((*loc, key), "is not allowed with on: near (it compares devices, not fences)")
+        elif spec.fences is None and spec.fence_tags is None:
             self._fail(loc, "needs fences or fence_tags")
+        if spec.accuracy == "strict" and spec.on in ("cross", "near"):
+            self._fail((*loc, "accuracy"), "strict is only allowed with on: enter, exit, dwell or speeding")
         for j, target in enumerate(spec.notify):
             if target in ("viewers", "device"):
                 continue
@@ -363,6 +397,9 @@ class _FileParser:
             confirm_fixes=spec.confirm_fixes,
             notify=tuple(dict.fromkeys(spec.notify)),
             source=self.where.at(loc),
+            strict=spec.accuracy == "strict",
+            near_fleets=frozenset(spec.near_fleets) if spec.near_fleets is not None else None,
+            distance_m=spec.distance_m,
         )
         at = (*loc, "id")
         return Draft(rule, self.where.label(at), self.where.at(at), self.where.label(loc), tuple(refs))

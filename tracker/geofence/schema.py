@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from tracker.geofence.yaml_marks import Loc
-from tracker.model import EVENT_TYPES
+from tracker.model import RULE_TYPES
 from tracker.parse import ID_PATTERN
 
 
@@ -32,8 +32,14 @@ def _check_id(value: str) -> str:
 
 
 def _check_event_type(value: str) -> str:
-    if value not in EVENT_TYPES:
-        raise ValueError(f"must be one of {', '.join(EVENT_TYPES)}, not {value!r}")
+    if value not in RULE_TYPES:
+        raise ValueError(f"must be one of {', '.join(RULE_TYPES)}, not {value!r}")
+    return value
+
+
+def _check_accuracy(value: str) -> str:
+    if value not in ("ignore", "strict"):
+        raise ValueError(f"must be ignore or strict, not {value!r}")
     return value
 
 
@@ -88,6 +94,19 @@ class RuleSpec(_Strict):
     max_speed_kmh: float | None = Field(default=None, gt=0)
     confirm_fixes: int = Field(default=1, ge=1, le=100)
     notify: list[str] = ["viewers"]
+    accuracy: Annotated[str, AfterValidator(_check_accuracy)] = "ignore"
+    near_fleets: list[Id] | None = Field(default=None, min_length=1)
+    distance_m: float | None = Field(default=None, gt=0, le=100_000)
+
+
+class FilterSpec(_Strict):
+    """One `filters:` entry: the fix filter of some fleets (all, without `fleets`)."""
+
+    fleets: list[Id] | None = Field(default=None, min_length=1)
+    max_accuracy_m: float | None = Field(default=None, gt=0)
+    max_speed_kmh: float | None = Field(default=None, gt=0)
+    min_distance_m: float | None = Field(default=None, ge=0)
+    jump_window_s: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class FileSpec(_Strict):
@@ -95,6 +114,7 @@ class FileSpec(_Strict):
 
     fences: list[Any] | None = None
     rules: list[Any] | None = None
+    filters: list[Any] | None = None
 
 
 _MODELS: dict[str, type[BaseModel]] = {"circle": _Circle, "polygon": _Rings}

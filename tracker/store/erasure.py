@@ -35,8 +35,10 @@ _DELETES = {
         "DELETE FROM fixes WHERE device_id = $1 AND ts IN "
         f"(SELECT ts FROM fixes WHERE device_id = $1 ORDER BY ts LIMIT {CHUNK})"
     ),
-    "events": _counted("DELETE FROM events WHERE device_id = $1"),  # webhook_outbox rows cascade
+    # webhook_outbox rows cascade; near/far events of other devices name this one too
+    "events": _counted("DELETE FROM events WHERE device_id = $1 OR other_device = $1"),
     "fence_states": _counted("DELETE FROM fence_state WHERE device_id = $1"),
+    "near_pairs": _counted("DELETE FROM near_pairs WHERE device_a = $1 OR device_b = $1"),
     "messages": _counted("DELETE FROM messages WHERE device_id = $1"),
     "trips": _counted("DELETE FROM trips WHERE device_id = $1"),  # trip_events and their outbox cascade
 }

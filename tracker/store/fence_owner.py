@@ -56,7 +56,7 @@ _HEADS = """
 SELECT d.id, f.ts_ms, f.lat, f.lon FROM unnest($1::text[]) AS d(id)
 CROSS JOIN LATERAL (
     SELECT (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, ST_Y(geom) AS lat, ST_X(geom) AS lon
-    FROM fixes WHERE device_id = d.id ORDER BY ts DESC LIMIT 1
+    FROM fixes WHERE device_id = d.id AND flag IS NULL ORDER BY ts DESC LIMIT 1
 ) f
 """
 

@@ -33,20 +33,22 @@ _STAGE_COLUMNS = (
     "battery",
     "attrs",
     "cell",
+    "flag",
 )
 
 COPY_MIN_FIXES = 256  # batches of this size or more go through COPY
 
-_COLUMNS = "device_id, ts, geom, speed, heading, accuracy, altitude, battery, attrs, cell"
+_COLUMNS = "device_id, ts, geom, speed, heading, accuracy, altitude, battery, attrs, cell, flag"
 _RETURNING = "RETURNING device_id, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms"
 
 INSERT_FROM_ARRAYS = f"""
 INSERT INTO fixes ({_COLUMNS})
 SELECT device_id, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
-       ST_SetSRID(ST_MakePoint(lon, lat), 4326), speed, heading, accuracy, altitude, battery, attrs, cell
+       ST_SetSRID(ST_MakePoint(lon, lat), 4326), speed, heading, accuracy, altitude, battery, attrs, cell,
+       flag
 FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::real[], $6::real[], $7::real[],
-            $8::real[], $9::real[], $10::jsonb[], $11::bigint[])
-     AS u(device_id, ts_ms, lon, lat, speed, heading, accuracy, altitude, battery, attrs, cell)
+            $8::real[], $9::real[], $10::jsonb[], $11::bigint[], $12::text[])
+     AS u(device_id, ts_ms, lon, lat, speed, heading, accuracy, altitude, battery, attrs, cell, flag)
 ON CONFLICT (device_id, ts) DO NOTHING
 """
 RETURNING_KEYS = _RETURNING
@@ -56,14 +58,15 @@ _INSERT_ARRAYS = INSERT_FROM_ARRAYS + _RETURNING + "\n"
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS fix_stage (
     device_id text, ts_ms bigint, lon float8, lat float8, speed real, heading real,
-    accuracy real, altitude real, battery real, attrs jsonb, cell bigint
+    accuracy real, altitude real, battery real, attrs jsonb, cell bigint, flag text
 ) ON COMMIT DELETE ROWS
 """
 
 _MOVE_STAGED = f"""
 INSERT INTO fixes ({_COLUMNS})
 SELECT device_id, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
-       ST_SetSRID(ST_MakePoint(lon, lat), 4326), speed, heading, accuracy, altitude, battery, attrs, cell
+       ST_SetSRID(ST_MakePoint(lon, lat), 4326), speed, heading, accuracy, altitude, battery, attrs, cell,
+       flag
 FROM fix_stage
 ON CONFLICT (device_id, ts) DO NOTHING
 {_RETURNING}
@@ -85,13 +88,14 @@ def fix_records(fixes: Sequence[Fix]) -> list[tuple[Any, ...]]:
             f.battery,
             orjson.dumps(f.attrs).decode() if f.attrs is not None else None,
             f.cell,
+            f.flag,
         )
         for f in fixes
     ]
 
 
 def fix_columns(records: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
-    """The arrays `INSERT_ARRAYS` takes as $1..$11."""
+    """The arrays `INSERT_ARRAYS` takes as $1..$12."""
     return [list(column) for column in zip(*records, strict=True)]
 
 
@@ -133,7 +137,7 @@ async def positions_page(db: Database, device: str, window: Window) -> list[dict
         rows = await conn.fetch(
             """
             SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_X(geom), ST_Y(geom), speed, heading,
-                   accuracy, altitude, battery, cell
+                   accuracy, altitude, battery, cell, flag
             FROM fixes WHERE device_id = $1 AND ts >= $2 AND ts < $3
             ORDER BY ts LIMIT $4
             """,
@@ -142,5 +146,5 @@ async def positions_page(db: Database, device: str, window: Window) -> list[dict
             ms_to_datetime(window.to_ms),
             window.limit + 1,
         )
-    keys = ("ts", "lon", "lat", "speed", "heading", "accuracy", "altitude", "battery", "cell")
+    keys = ("ts", "lon", "lat", "speed", "heading", "accuracy", "altitude", "battery", "cell", "flag")
     return [dict(zip(keys, r, strict=True)) for r in rows]

@@ -44,13 +44,13 @@ WHERE s.device_id = k.device_id AND s.rule_id = k.rule_id AND s.fence_id = k.fen
 """
 
 _INSERT_EVENTS = """
-INSERT INTO events (type, rule_id, fence_id, device_id, fleet, ts, lat, lon)
+INSERT INTO events (type, rule_id, fence_id, device_id, fleet, ts, lat, lon, other_device)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                     $7::float8[], $8::float8[])
+                     $7::float8[], $8::float8[], $9::text[])
 RETURNING id, type, rule_id, fence_id, device_id, ts
 """
 
-_EVENT_COLUMNS = "id, type, rule_id, fence_id, device_id, fleet, ts, lat, lon"
+_EVENT_COLUMNS = "id, type, rule_id, fence_id, device_id, fleet, ts, lat, lon, other_device"
 
 
 def _from(first: int, sql: str) -> str:
@@ -63,12 +63,12 @@ def _from(first: int, sql: str) -> str:
 # Rows come back as ('f', device, ts) for each new fix and ('e', device, ts, id, type, rule, fence) per event.
 _WRITE_CTES = f"""
 new_fixes AS ({INSERT_FROM_ARRAYS} {RETURNING_KEYS}),
-gone AS ({_from(12, _DELETE_STATES)}),
-kept AS ({_from(15, _UPSERT_STATES)}),
-new_events AS ({_from(22, _INSERT_EVENTS)}),
+gone AS ({_from(13, _DELETE_STATES)}),
+kept AS ({_from(16, _UPSERT_STATES)}),
+new_events AS ({_from(23, _INSERT_EVENTS)}),
 outbox AS (
     INSERT INTO webhook_outbox (event_id, url)
-    SELECT e.id, h.url FROM new_events e JOIN unnest($30::text[], $31::text[]) AS h(rule_id, url)
+    SELECT e.id, h.url FROM new_events e JOIN unnest($32::text[], $33::text[]) AS h(rule_id, url)
         ON h.rule_id = e.rule_id
 )"""
 _WRITE_ROWS = """
@@ -76,10 +76,10 @@ SELECT 'f', device_id, ts_ms, NULL::bigint, NULL::text, NULL::text, NULL::text F
 UNION ALL
 SELECT 'e', device_id, ts, id, type, rule_id, fence_id FROM new_events"""
 _WRITE_ALL = f"WITH {_WRITE_CTES}{_WRITE_ROWS}"
-# The same with the batch's trip changes ($32-$49, `tracker.store.trips.WRITE_CTES`): also ('u', trip id)
+# The same with the batch's trip changes ($34-$51, `tracker.store.trips.WRITE_CTES`): also ('u', trip id)
 # per trip written and ('t', event id, status, trip id) per trip event.
 _WRITE_ALL_TRIPS = f"""WITH {_WRITE_CTES},
-{_from(32, trips_store.WRITE_CTES)}{_WRITE_ROWS}
+{_from(34, trips_store.WRITE_CTES)}{_WRITE_ROWS}
 UNION ALL
 SELECT 'u', NULL, NULL, id, NULL, NULL, NULL FROM tupd
 UNION ALL
@@ -160,7 +160,7 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 
 def _event_arrays(events: Sequence[GeofenceEvent]) -> list[list[Any]]:
-    """Events as the query arrays type, rule, fence, device, fleet, ts, lat, lon."""
+    """Events as the query arrays type, rule, fence, device, fleet, ts, lat, lon, other device."""
     return [
         [e.type for e in events],
         [e.rule for e in events],
@@ -170,6 +170,7 @@ def _event_arrays(events: Sequence[GeofenceEvent]) -> list[list[Any]]:
         [e.ts for e in events],
         [e.lat for e in events],
         [e.lon for e in events],
+        [e.other for e in events],
     ]
 
 
@@ -325,6 +326,7 @@ async def events_page(
             r["lat"],
             r["lon"],
             str(r["id"]),
+            r["other_device"],
         )
         for r in rows
     ]

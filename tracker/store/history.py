@@ -24,7 +24,7 @@ SELECT count(*),
 FROM (
     SELECT (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, ST_Y(geom) AS lat, ST_X(geom) AS lon,
            coalesce(speed::float8, 'NaN') AS speed, coalesce(heading::float8, 'NaN') AS heading
-    FROM fixes WHERE device_id = $1 AND ts >= $2 AND ts < $3
+    FROM fixes WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND ($5 OR flag IS NULL)
     ORDER BY ts LIMIT $4
 ) t
 """
@@ -32,16 +32,20 @@ FROM (
 # speed and heading as PostgreSQL's shortest text of the stored real: 4.2, not 4.199999809265137.
 _ROWS = """
 SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_Y(geom), ST_X(geom), speed::text, heading::text
-FROM fixes WHERE device_id = $1 AND ts >= $2 AND ts < $3
+FROM fixes WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND ($4 OR flag IS NULL)
 ORDER BY ts
 """
 
 
-async def track(db: Database, device: str, from_ms: int, to_ms: int, limit: int) -> Trail | None:
+async def track(
+    db: Database, device: str, from_ms: int, to_ms: int, limit: int, include_flagged: bool = False
+) -> Trail | None:
     """The fixes of `device` with from <= ts < to in time order, or None when there are more than
-    `limit` (coroutine)."""
+    `limit` (coroutine). Fixes a filter flagged are left out unless `include_flagged`."""
     async with db.pool.acquire() as conn:
-        row = await conn.fetchrow(_TRACK, device, ms_to_datetime(from_ms), ms_to_datetime(to_ms), limit + 1)
+        row = await conn.fetchrow(
+            _TRACK, device, ms_to_datetime(from_ms), ms_to_datetime(to_ms), limit + 1, include_flagged
+        )
     assert row is not None
     if row[0] > limit:
         return None
@@ -52,12 +56,15 @@ async def track(db: Database, device: str, from_ms: int, to_ms: int, limit: int)
 
 
 async def rows(
-    db: Database, device: str, from_ms: int, to_ms: int, chunk: int = 5000
+    db: Database, device: str, from_ms: int, to_ms: int, chunk: int = 5000, include_flagged: bool = False
 ) -> AsyncIterator[list[asyncpg.Record]]:
     """Chunks of rows (ts ms, lat, lon, speed text or None, heading text or None) of `device` with
-    from <= ts < to, oldest first, read through a server-side cursor (async generator)."""
+    from <= ts < to, oldest first, read through a server-side cursor (async generator); flagged fixes
+    only with `include_flagged`."""
     async with db.pool.acquire() as conn, conn.transaction(readonly=True):
-        cursor = await conn.cursor(_ROWS, device, ms_to_datetime(from_ms), ms_to_datetime(to_ms))
+        cursor = await conn.cursor(
+            _ROWS, device, ms_to_datetime(from_ms), ms_to_datetime(to_ms), include_flagged
+        )
         while True:
             batch: list[asyncpg.Record] = await cursor.fetch(chunk)
             if not batch:

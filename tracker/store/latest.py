@@ -1,4 +1,5 @@
-"""The newest stored fix of each device, read for a scope (one device, some fleets, every fleet).
+"""The newest stored good fix (no filter flagged it) of each device, read for a scope (one device, some
+fleets, every fleet): what the live position and the fence head follow.
 
 Processes of a cluster learn each other's moves through Redis a broadcast interval late (`tracker.livesync`),
 but an acked fix is already committed here, so an answer that must be the cluster's reads it from here.
@@ -18,7 +19,7 @@ FROM devices d
 CROSS JOIN LATERAL (
     SELECT (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, ST_Y(geom) AS lat,
            ST_X(geom) AS lon, speed, heading, cell
-    FROM fixes WHERE device_id = d.id ORDER BY ts DESC LIMIT 1
+    FROM fixes WHERE device_id = d.id AND flag IS NULL ORDER BY ts DESC LIMIT 1
 ) f
 WHERE ($1::text IS NULL OR d.id = $1) AND ($2::text[] IS NULL OR d.fleet = ANY($2::text[]))
 """

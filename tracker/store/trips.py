@@ -260,11 +260,12 @@ async def page(
 
 
 async def recent_fixes(db: Database, device: str, since_ms: int) -> list[tuple[int, float, float, float]]:
-    """The device's stored fixes since `since_ms` as (ts, lat, lon, accuracy), oldest first (coroutine)."""
+    """The device's stored good fixes since `since_ms` as (ts, lat, lon, accuracy), oldest first
+    (coroutine)."""
     rows = await db.pool.fetch(
         """
         SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_Y(geom), ST_X(geom), coalesce(accuracy, 0)
-        FROM fixes WHERE device_id = $1 AND ts >= to_timestamp($2 / 1000.0) ORDER BY ts
+        FROM fixes WHERE device_id = $1 AND ts >= to_timestamp($2 / 1000.0) AND flag IS NULL ORDER BY ts
         """,
         device,
         since_ms,

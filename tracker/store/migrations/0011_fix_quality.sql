@@ -23,3 +23,4 @@ CREATE TABLE near_pairs (
 );
 CREATE INDEX near_pairs_b ON near_pairs (device_b);
 CREATE INDEX near_pairs_a ON near_pairs (device_a);
+CREATE INDEX events_other ON events (other_device) WHERE other_device IS NOT NULL;

@@ -12,8 +12,8 @@ from typing import Any
 
 
 def add_bench(sub: Any) -> None:
-    """`tracker bench ingest | ingest-log | geofences | messages | trips | history | map | fleet | storm |
-    soak`."""
+    """`tracker bench ingest | ingest-log | geofences | messages | trips | history | dry-run | map | fleet |
+    storm | soak`."""
 
     def bench_flags(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument(
@@ -127,6 +127,7 @@ def add_bench(sub: Any) -> None:
         "periodic freeze (policy), or CPython's (default)",
     )
 
+    _add_dry_run(bench, bench_flags)
     _add_storm(bench, bench_flags)
     _add_soak(bench, bench_flags)
     _add_ingest_log(bench, bench_flags)
@@ -140,6 +141,23 @@ def _server_setting(cmd: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a tracker setting for this run, as TRACKER_NAME (repeat)",
     )
+
+
+def _add_dry_run(bench: Any, bench_flags: Any) -> None:
+    dry = bench.add_parser(
+        "dry-run",
+        help="a rules file tried on a day of stored history over HTTP, fixes/s vs COPY and PostGIS (JSON)",
+    )
+    bench_flags(dry)
+    dry.add_argument("--devices", type=int, default=1_000, help="devices with a day of stored fixes (1000)")
+    dry.add_argument(
+        "--fixes-per-device", type=int, default=17_280, help="fixes per device over 24 h (17280: one per 5 s)"
+    )
+    dry.add_argument(
+        "--baseline-hours", type=float, default=2.0, help="hours of the day the PostGIS baseline covers (2)"
+    )
+    dry.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is reported)")
+    dry.add_argument("--use-database", help="a database a --keep run left: skip loading the day")
 
 
 def _add_storm(bench: Any, bench_flags: Any) -> None:
@@ -308,6 +326,14 @@ def _report(args: argparse.Namespace) -> str:
         return bench_ingest_log(
             args.database_url, args.seconds, args.devices, args.batch, args.partitions, args.writers, args.out
         )
+    if args.action == "dry-run":
+        from tracker.tools.bench.dry_run import Settings as DryRunSettings
+        from tracker.tools.bench.dry_run import bench_dry_run
+
+        dry = DryRunSettings(
+            args.devices, args.fixes_per_device, args.baseline_hours, args.keep, args.use_database
+        )
+        return bench_dry_run(args.database_url, dry, args.out)
     if args.action == "history":
         from tracker.tools.bench.history import Settings, bench_history
 

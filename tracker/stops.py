@@ -33,9 +33,10 @@ DEFAULT_RADIUS_M = 50.0  # a stop's radius and shortest duration when the caller
 DEFAULT_MIN_DURATION_S = 300.0
 
 
-def _leave_index(track: Trail, start: int, radius_m: float) -> int:
-    """The index of the first fix after `start` farther than `radius_m` from it, or len(track)."""
-    n = len(track)
+def _leave_index(track: Trail, start: int, radius_m: float, end: int | None = None) -> int:
+    """The index of the first fix after `start` (and before `end`, default len(track)) farther than
+    `radius_m` from it, or `end`. Scans in growing chunks: most answers lie near the start."""
+    n = len(track) if end is None else end
     lat0, lon0 = float(track.lat[start]), float(track.lon[start])
     j, chunk = start + 1, 32
     while j < n:
@@ -75,8 +76,7 @@ def find_stops(track: Trail, radius_m: float, min_duration_ms: int) -> list[Span
 
 def _moves(track: Trail, span: Span, radius_m: float) -> bool:
     first, last = span
-    lat, lon = track.lat[first : last + 1], track.lon[first : last + 1]
-    return bool(farther_than_m(float(lat[0]), float(lon[0]), lat, lon, radius_m).any())
+    return _leave_index(track, first, radius_m, last + 1) <= last
 
 
 def find_trips(track: Trail, stops: list[Span], radius_m: float) -> list[Span]:

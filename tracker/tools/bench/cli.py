@@ -131,6 +131,7 @@ def add_bench(sub: Any) -> None:
     _add_storm(bench, bench_flags)
     _add_soak(bench, bench_flags)
     _add_ingest_log(bench, bench_flags)
+    _add_report(bench, bench_flags)
 
 
 def _server_setting(cmd: argparse.ArgumentParser) -> None:
@@ -218,6 +219,17 @@ def _add_ingest_log(bench: Any, bench_flags: Any) -> None:
     log.add_argument("--batch", default="10,1000", help="fixes per write, comma-separated sizes (10,1000)")
     log.add_argument("--partitions", type=int, default=8, help="stream partitions by device (8)")
     log.add_argument("--writers", type=int, default=2, help="writes in flight, as TRACKER_INGEST_WRITERS (2)")
+
+
+def _add_report(bench: Any, bench_flags: Any) -> None:
+    report = bench.add_parser(
+        "report", help="a whole fleet's daily report on one stored fleet-day vs. a plain SQL aggregate (JSON)"
+    )
+    bench_flags(report)
+    report.add_argument("--devices", type=int, default=1_000, help="devices of the fleet (default 1000)")
+    report.add_argument("--interval-s", type=float, default=5.0, help="seconds between a device's fixes (5)")
+    report.add_argument("--runs", type=int, default=3, help="timed runs of each, alternating (3)")
+    report.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is reported)")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -334,6 +346,12 @@ def _report(args: argparse.Namespace) -> str:
             args.devices, args.fixes_per_device, args.baseline_hours, args.keep, args.use_database
         )
         return bench_dry_run(args.database_url, dry, args.out)
+    if args.action == "report":
+        from tracker.tools.bench.report_daily import Settings as ReportSettings
+        from tracker.tools.bench.report_daily import bench_report
+
+        report_sizes = ReportSettings(args.devices, args.interval_s, args.runs)
+        return bench_report(args.database_url, report_sizes, args.keep, args.out)
     if args.action == "history":
         from tracker.tools.bench.history import Settings, bench_history
 

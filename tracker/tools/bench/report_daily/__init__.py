@@ -1,0 +1,191 @@
+"""`tracker bench report`: how long the daily report of a whole fleet takes, on one fleet-day of 1,000
+devices at a fix every 5 s (17.3 million fixes).
+
+What it measures. A scratch database is filled through the project's bulk path (see `dataset`). Then,
+alternating (ABAB, `--runs` times each), in this process on a pool like the server's:
+- the baseline: a plain PostgreSQL aggregate over the same rows, per device count(*), min(ts), max(ts)
+  and max(speed) of the day, which reads every fix once and computes nothing;
+- the report: `tracker.reports.daily`, what `GET /api/reports/daily?fleet=...` and `tracker report daily`
+  run: every unflagged fix of the fleet's day streamed out, stops and trips found per device, events and
+  messages counted.
+The figure is the median wall time of each, and their ratio; the CPU seconds of this process and of the
+PostgreSQL backends say where the time went. Then a sample of devices is checked against the per-device
+path of `/stops` and `/trips` (`history.track`, then `tracker.stops`): the report must agree exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from tracker import reports
+from tracker.model import Device
+from tracker.stops import DEFAULT_MIN_DURATION_S, DEFAULT_RADIUS_M, find_stops, find_trips, trip_item
+from tracker.store import history
+from tracker.store.database import Database, ms_to_datetime
+from tracker.tools.bench.flags import check_range
+from tracker.tools.bench.procfs import proc_cpu_s
+from tracker.tools.bench.report import DEFAULT_BASE_URL, machine_facts, progress, rounded, write_report
+from tracker.tools.bench.report_daily.dataset import (
+    CITY,
+    FLAG_EVERY,
+    FLEET,
+    SEED,
+    Settings,
+    bench_day,
+    device_ids,
+    load_day,
+)
+from tracker.tools.bench.scratch import scratch_database
+
+__all__ = ["Settings", "bench_report"]
+
+GOAL_S = 10.0
+SAMPLE = 10  # devices checked against the per-device path
+
+_BASELINE = """
+SELECT device_id, count(*), min(ts), max(ts), max(speed) FROM fixes
+WHERE device_id = ANY($1::text[]) AND ts >= $2 AND ts < $3
+GROUP BY device_id
+"""
+
+
+def bench_report(database_url: str | None, settings: Settings, keep: bool, out: str | None) -> str:
+    """Run the report benchmark; return its JSON report (also written to `out` when given)."""
+    check_range("--devices", settings.devices, 1, 100_000)
+    check_range("--interval-s", settings.interval_s, 0.5, 3600, " s")
+    check_range("--runs", settings.runs, 1, 50)
+    started = time.perf_counter()
+    loadavg = list(os.getloadavg())
+    day = bench_day()
+    with scratch_database(database_url or DEFAULT_BASE_URL, keep) as (db_url, pg):
+        load = asyncio.run(load_day(db_url, day, settings))
+        pg.update(load.pop("postgres"))
+        timed = asyncio.run(_measure(db_url, day, settings))
+        if keep:
+            progress(f"database kept: {db_url}")
+    report_s, baseline_s = timed["report"]["median_s"], timed["baseline"]["median_s"]
+    report = {
+        "machine": {
+            **machine_facts(),
+            "numpy": np.__version__,
+            "asyncpg": asyncpg.__version__,
+            "loadavg_at_start": loadavg,
+            "loadavg_at_end": list(os.getloadavg()),
+            **pg,
+        },
+        "settings": {
+            **vars(settings),
+            "fleet": FLEET,
+            "date": day.date.isoformat(),
+            "tz": day.tz,
+            "fixes_per_device": load["fixes"] // settings.devices,
+            "city_bbox": list(CITY),
+            "seed": SEED,
+            "flagged": f"one fix in {FLAG_EVERY}, by time",
+            "radius_m": DEFAULT_RADIUS_M,
+            "min_duration_s": DEFAULT_MIN_DURATION_S,
+            "database_kept": db_url if keep else None,
+        },
+        "load": load,
+        **timed,
+        "ratio_report_to_baseline": rounded(report_s / baseline_s, 2) if baseline_s else None,
+        "goal_s": GOAL_S,
+        "goal_met": report_s < GOAL_S,
+        "total_s": round(time.perf_counter() - started, 1),
+    }
+    return write_report(report, out)
+
+
+async def _backend_cpu(db: Database) -> float | None:
+    rows = await db.pool.fetch(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND backend_type = 'client backend'"
+    )
+    values = [proc_cpu_s(int(r[0])) for r in rows]
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+async def _measure(db_url: str, day: reports.LocalDay, settings: Settings) -> dict[str, Any]:
+    """Baseline and report, alternating; then the sample check."""
+    # The server's pool size: the report's streams and look-ups take connections from it.
+    db = await Database.connect(db_url, min_size=10, max_size=10)
+    try:
+        devices = [Device(d, FLEET, None) for d in device_ids(settings.devices)]
+        ids = [d.id for d in devices]
+        lo, hi = ms_to_datetime(day.from_ms), ms_to_datetime(day.to_ms)
+        runs: dict[str, list[dict[str, float | None]]] = {"baseline": [], "report": []}
+        result: reports.DailyReport | None = None
+        for i in range(settings.runs):
+            for name in ("baseline", "report"):
+                cpu0, pg0, t0 = time.process_time(), await _backend_cpu(db), time.perf_counter()
+                if name == "baseline":
+                    rows = await db.pool.fetch(_BASELINE, ids, lo, hi)
+                    assert len(rows) <= len(ids)
+                else:
+                    result = await reports.daily(db, devices, day, DEFAULT_RADIUS_M, DEFAULT_MIN_DURATION_S)
+                wall = time.perf_counter() - t0
+                pg1 = await _backend_cpu(db)
+                runs[name].append(
+                    {
+                        "s": round(wall, 3),
+                        "bench_cpu_s": round(time.process_time() - cpu0, 2),
+                        "postgres_cpu_s": rounded(pg1 - pg0, 2)
+                        if pg0 is not None and pg1 is not None
+                        else None,
+                    }
+                )
+                progress(f"run {i + 1}: {name} {wall:.2f} s")
+        assert result is not None
+        agree = await _check(db, result, day, devices[:: max(1, len(devices) // SAMPLE)][:SAMPLE])
+    finally:
+        await db.close()
+    rows_ = result.days
+    fleet = result.fleets[0] if result.fleets else {}
+    return {
+        "baseline": _summary(runs["baseline"], "per device count, min(ts), max(ts), max(speed) in SQL"),
+        "report": _summary(runs["report"], "tracker.reports.daily over the whole fleet"),
+        "result": {
+            "devices": len(rows_),
+            "stops": fleet.get("stops"),
+            "distance_km": rounded(fleet.get("distance_m", 0) / 1000, 1),
+            "moving_h": rounded(fleet.get("moving_s", 0) / 3600, 1),
+            "stopped_h": rounded(fleet.get("stopped_s", 0) / 3600, 1),
+        },
+        "agrees_with_stops_and_trips": agree,
+    }
+
+
+def _summary(runs: list[dict[str, float | None]], what: str) -> dict[str, Any]:
+    walls = [float(r["s"] or 0.0) for r in runs]
+    return {"what": what, "median_s": round(statistics.median(walls), 3), "min_s": min(walls), "runs": runs}
+
+
+async def _check(
+    db: Database, result: reports.DailyReport, day: reports.LocalDay, sample: list[Device]
+) -> dict[str, Any]:
+    """Whether the report's rows of `sample` are what the per-device path of /stops and /trips gives."""
+    by_id = {row["device"]: row for row in result.days}
+    wrong: list[str] = []
+    min_ms = round(DEFAULT_MIN_DURATION_S * 1000)
+    for d in sample:
+        track = await history.track(db, d.id, day.from_ms, day.to_ms, 10_000_000)
+        assert track is not None
+        stops = find_stops(track, DEFAULT_RADIUS_M, min_ms)
+        trips = [trip_item(track, s) for s in find_trips(track, stops, DEFAULT_RADIUS_M)]
+        row = by_id[d.id]
+        expected = (
+            len(stops),
+            round(sum(t["distance_m"] for t in trips), 3),
+            len(track) and int(track.ts[0]),
+        )
+        got = (row["stops"], row["distance_m"], row["first_ts"] or 0)
+        if abs(expected[1] - got[1]) > 1e-3 or expected[0] != got[0] or expected[2] != got[2]:
+            wrong.append(f"{d.id}: expected {expected}, got {got}")
+    return {"devices": len(sample), "disagree": wrong, "ok": not wrong}

@@ -1,7 +1,7 @@
-"""The server's commands: serve, device add|revoke, viewer add|revoke, geofences check|dry-run. They only
-build settings and call the core; domain errors become a one-line message and exit status 1 here
-(`guarded`) and nowhere else. The `tracker` console script (`tracker.tools.cli`) builds on this parser and
-adds the tools' commands; nothing here imports a tool."""
+"""The server's commands: serve, device add|revoke, viewer add|revoke, geofences check|dry-run, report
+daily. They only build settings and call the core; domain errors become a one-line message and exit
+status 1 here (`guarded`) and nowhere else. The `tracker` console script (`tracker.tools.cli`) builds on
+this parser and adds the tools' commands; nothing here imports a tool."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tracker import __version__
 from tracker.errors import TrackerError
 from tracker.settings import Settings, load_settings
 
-COMMANDS = ("serve", "device", "viewer", "geofences")  # this module's; the tools add theirs
+COMMANDS = ("serve", "device", "viewer", "geofences", "report")  # this module's; the tools add theirs
 
 
 def new_parser() -> tuple[argparse.ArgumentParser, Any]:
@@ -115,12 +115,28 @@ def add_geofences(sub: Any) -> None:
     db_flags(dry)
 
 
+def add_report(sub: Any) -> None:
+    """`report daily`: a fleet's day, for cron jobs."""
+    report = sub.add_parser("report", help="reports from the stored history").add_subparsers(
+        dest="action", required=True
+    )
+    daily = report.add_parser(
+        "daily", help="a fleet's day, a row per device (CSV or JSON on stdout), as GET /api/reports/daily"
+    )
+    daily.add_argument("--date", required=True, help="the local day, YYYY-MM-DD")
+    daily.add_argument("--fleet", required=True, help="the fleet to report on")
+    daily.add_argument("--tz", default="UTC", help="IANA time zone the day is local to (default UTC)")
+    daily.add_argument("--format", choices=("csv", "json"), default="csv", help="default csv")
+    db_flags(daily)
+
+
 def _parser() -> argparse.ArgumentParser:
     """The server's own commands only (the console script's parser is `tracker.tools.cli.parser`)."""
     p, sub = new_parser()
     add_serve(sub)
     add_accounts(sub)
     add_geofences(sub)
+    add_report(sub)
     return p
 
 
@@ -184,6 +200,31 @@ async def _account(url: str, args: argparse.Namespace) -> str:
         return token
     finally:
         await db.close()
+
+
+async def _report(url: str, args: argparse.Namespace) -> str:
+    """`report daily`: the report of one fleet's day as CSV or JSON text."""
+    import orjson
+
+    from tracker import reports
+    from tracker.errors import NotFound
+    from tracker.parse import check_id
+    from tracker.stops import DEFAULT_MIN_DURATION_S, DEFAULT_RADIUS_M
+    from tracker.store import Database, accounts
+
+    day = reports.local_day(args.date, args.tz, date_label="--date", tz_label="--tz")
+    fleet = check_id(args.fleet, "--fleet")
+    db = await Database.connect(url, min_size=1, max_size=3)  # the fixes stream on two connections
+    try:
+        devices = await accounts.list_devices(db, frozenset([fleet]))
+        if not devices:
+            raise NotFound(f"fleet {fleet!r} has no devices")
+        report = await reports.daily(db, devices, day, DEFAULT_RADIUS_M, DEFAULT_MIN_DURATION_S)
+    finally:
+        await db.close()
+    if args.format == "json":
+        return orjson.dumps(report.as_json()).decode()
+    return reports.csv_text(report).rstrip("\n")
 
 
 def _check_geofences(folder: Path) -> int:
@@ -269,6 +310,9 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(_dry_run(url, args, settings.geofences))
     if args.command == "serve":
         _serve(settings)
+    elif args.command == "report":
+        with database(settings) as url:
+            print(asyncio.run(_report(url, args)))
     else:
         with database(accounts_database(settings)) as url:
             print(asyncio.run(_account(url, args)))

@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     wiring.add_accounts(sub)
     wiring.add_geofences(sub)
+    wiring.add_report(sub)
     _add_replay(sub)
     _add_simulate(sub)
     add_bench(sub)

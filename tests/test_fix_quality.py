@@ -15,7 +15,6 @@ from harness import (
     ADMIN_TOKEN,
     REALDATA,
     Client,
-    ServerProcess,
     add_device,
     add_viewer,
     device_client,
@@ -30,6 +29,7 @@ from tracker.fix_quality import Filters, flag_batch
 from tracker.geo import segment_lengths_m
 from tracker.geofence.detect import newest_per_device
 from tracker.model import Fix, FixFilter, Head
+from tracker.tools.server_process import ServerProcess
 from tracker.tools.trackfile import TrackFileError, read_track
 
 MAX_KMH = 250.0
@@ -245,5 +245,5 @@ async def test_no_trail_segment_is_faster_than_the_filter_on_real_tracks(
 def _over(ts: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> int:
     """Segments between consecutive fixes whose implied speed is above MAX_KMH."""
     dist = segment_lengths_m(np.asarray(lat, np.float64), np.asarray(lon, np.float64))
-    dt = np.diff(np.asarray(ts, np.int64)) / 1000
+    dt = np.diff(np.asarray(ts, np.int64)).astype(np.float64) / 1000
     return int(np.sum(dist * 3.6 > MAX_KMH * dt))

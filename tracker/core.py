@@ -95,6 +95,7 @@ class Core:
             shared=bool(settings.redis_url),
             trip_detour=settings.trip_detour,
             trip_progress_ms=round(settings.trip_progress_s * 1000),
+            index=index,
         )
         await geofences.start({p.device: Head(p.ts, p.lat, p.lon) for p, _ in latest})
         webhooks = WebhookWorker(

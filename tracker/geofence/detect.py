@@ -22,6 +22,8 @@ import numpy as np
 from tracker.fix_quality import Filters
 from tracker.geofence.grid import FenceIndex
 from tracker.geofence.margin import Margins
+from tracker.geofence.proximity import NearDetection, NearPairs, detect_near
+from tracker.index import LiveIndex
 from tracker.model import Fence, FenceState, Fix, FixFilter, GeofenceEvent, Head, Rule, StateKey
 from tracker.trips.changes import TripDetection
 
@@ -81,13 +83,15 @@ class RuleSet:
 @dataclass
 class Detection:
     """What one batch changed: events in order, fence state changes (None = back to outside), new heads,
-    and the trips it moved (`tracker.trips.detect`; None when no device of the batch has a trip)."""
+    the trips it moved (`tracker.trips.detect`; None when no device of the batch has a trip) and the
+    device pairs it brought near or far (`tracker.geofence.proximity`; their events are in `events`)."""
 
     version: int
     events: list[GeofenceEvent] = field(default_factory=list)
     state_changes: dict[str, dict[StateKey, FenceState | None]] = field(default_factory=dict)
     heads: dict[str, Head] = field(default_factory=dict)
     trips: TripDetection | None = None
+    near: NearDetection | None = None
 
     @property
     def changes_state(self) -> bool:
@@ -96,6 +100,7 @@ class Detection:
             bool(self.events)
             or any(self.state_changes.values())
             or (self.trips is not None and bool(self.trips.writes))
+            or bool(self.near)
         )
 
     def apply_to(
@@ -157,17 +162,35 @@ def detect(
     heads: Mapping[str, Head],
     fixes: Sequence[Fix],
     todo: Mapping[str, list[Fix]] | None = None,
+    near: tuple[LiveIndex, NearPairs] | None = None,
 ) -> Detection:
     """Evaluate a batch of fixes against `rules`; see the module docstring (`todo`: the batch's
-    `newest_per_device`, when the caller has it already). Pure."""
+    `newest_per_device`, when the caller has it already; `near`: the other devices' newest positions and
+    the pairs near now, for `on: near` rules). Pure."""
     out = Detection(rules.version)
     if todo is None:
         todo = newest_per_device(fixes, heads)
     for device, fs in todo.items():
         last = fs[-1]
         out.heads[device] = Head(last.ts, last.lat, last.lon)
+    _detect_fences(rules, states, heads, todo, out)
+    if near is not None and rules.near_rules and todo:
+        out.near = detect_near(rules.near_rules, todo, *near)
+        if out.near is not None:
+            out.events.extend(out.near.events)
+    return out
+
+
+def _detect_fences(
+    rules: RuleSet,
+    states: DeviceStates,
+    heads: Mapping[str, Head],
+    todo: Mapping[str, list[Fix]],
+    out: Detection,
+) -> None:
+    """The fence rules' part of `detect`, into `out`."""
     if not todo or not rules.fences:
-        return out
+        return
     ordered = [f for fs in todo.values() for f in fs]
     lon = np.fromiter((f.lon for f in ordered), dtype=np.float64, count=len(ordered))
     lat = np.fromiter((f.lat for f in ordered), dtype=np.float64, count=len(ordered))
@@ -196,7 +219,6 @@ def detect(
             out,
         )
         offset = end
-    return out
 
 
 def _unsure(

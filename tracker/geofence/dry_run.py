@@ -24,7 +24,9 @@ import numpy as np
 from tracker.errors import InvalidInput, NotFound
 from tracker.geofence.config import combine_posted
 from tracker.geofence.detect import RuleSet, detect, newest_per_device
+from tracker.geofence.proximity import NearPairs, fix_position
 from tracker.geofence.rules_file import parse_file, parse_text
+from tracker.index import LiveIndex
 from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, StateKey
 from tracker.store import Database
 from tracker.store.history_fixes import FixColumns, chunks, device_fleets
@@ -32,6 +34,7 @@ from tracker.store.history_fixes import FixColumns, chunks, device_fleets
 MAX_YAML_BYTES = 1 << 20
 MAX_WINDOW_MS = 31 * 86_400_000
 MAX_DEVICES = 5_000  # devices a request may name; without a list, every device of its fleets
+NEAR_SLICE_MS = 1_000  # with near rules, the batches a chunk is cut into (live batches last ~0.1 s)
 POSTED_NAME = "posted.yaml"  # the file name in a posted file's `file:line: reason` errors
 
 
@@ -44,16 +47,36 @@ class DryRun:
     states: dict[str, dict[StateKey, FenceState]] = field(default_factory=dict)
     heads: dict[str, Head] = field(default_factory=dict)
     fixes: int = 0  # fixes fed so far
+    # For `on: near` rules: every device's newest position so far, and the pairs near now.
+    index: LiveIndex = field(default_factory=LiveIndex)
+    pairs: NearPairs = field(default_factory=NearPairs)
 
     def feed(self, fixes: Sequence[Fix]) -> list[GeofenceEvent]:
-        """The events of one batch, in fix order (pure but for this run's state, which it advances)."""
+        """The events of one batch (sorted by time), in fix order (pure but for this run's state, which it
+        advances). With near rules the batch is cut into NEAR_SLICE_MS slices, as live ingest sees a fleet
+        in small batches: who is near whom is decided on each device's newest fix of a slice."""
+        if not self.rules.near_rules or not fixes:
+            return self._feed(fixes)
+        slot = np.asarray([f.ts // NEAR_SLICE_MS for f in fixes], dtype=np.int64)
+        cuts = np.flatnonzero(np.diff(slot)) + 1
+        events: list[GeofenceEvent] = []
+        for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), len(fixes)], strict=True):
+            events.extend(self._feed(fixes[start:end]))
+        return events
+
+    def _feed(self, fixes: Sequence[Fix]) -> list[GeofenceEvent]:
         todo = newest_per_device(fixes, self.heads)
-        detection = detect(self.rules, self.states, self.heads, fixes, todo)
+        near = (self.index, self.pairs) if self.rules.near_rules else None
+        detection = detect(self.rules, self.states, self.heads, fixes, todo, near)
         for device, head in detection.heads.items():  # as GeofenceEngine.apply does after COMMIT
             old = self.heads.get(device)
             if old is None or head.ts > old.ts:
                 self.heads[device] = head
         detection.apply_to(self.states, self.rules.keys)
+        if near is not None:
+            if detection.near is not None:
+                detection.near.apply_to(self.pairs)
+            self.index.load((fix_position(fs[-1]), 0) for fs in todo.values())
         self.fixes += len(fixes)
         return sorted(detection.events, key=lambda e: (e.ts, e.device))  # stable: a fix's own order
 

@@ -1,5 +1,6 @@
 """The geofences in force for a running server: loading and hot reload, every device's fence states and head,
-its active trips (`tracker.trips.book`), and the per-batch evaluation the ingest loop calls.
+its active trips (`tracker.trips.book`), the device pairs near now (`on: near`), and the per-batch
+evaluation the ingest loop calls.
 
 Reloading reads and compiles in a worker thread, then swaps the compiled `RuleSet` in one assignment, so
 a batch is always evaluated against one whole version. A bad file leaves the rules in force (the loader
@@ -18,9 +19,11 @@ from pathlib import Path
 from tracker.fix_quality import flag_batch
 from tracker.geofence.config import FenceLoader, LoadResult
 from tracker.geofence.detect import Detection, RuleSet, detect, newest_per_device
+from tracker.geofence.proximity import NearPairs
+from tracker.index import LiveIndex
 from tracker.metrics import Metrics
 from tracker.model import FenceState, Fix, Head, StateKey
-from tracker.store import Database, fence_owner
+from tracker.store import Database, fence_owner, near_pairs
 from tracker.store import trips as trips_store
 from tracker.store.geofences import keep_states, load_states
 from tracker.trips import detect as trip_detect
@@ -46,8 +49,12 @@ class GeofenceEngine:
         shared: bool = False,
         trip_detour: float = 1.3,
         trip_progress_ms: int = 30_000,
+        index: LiveIndex | None = None,
     ) -> None:
         self.folder = folder
+        # Every device's newest position (the live index), for `on: near` rules, and the pairs near now.
+        self.index = index if index is not None else LiveIndex()
+        self.pairs = NearPairs()
         self._db = db
         self._metrics = metrics
         self._loader = FenceLoader(folder)
@@ -73,6 +80,9 @@ class GeofenceEngine:
         if self.epochs is None:
             for trip in await trips_store.all_active(self._db):
                 self.trips.put(trip)
+            near_rules = [r.id for r in self.rules.near_rules]
+            if near_rules:
+                self.pairs.replace((), await near_pairs.load(self._db, None, near_rules))
 
     async def reload(self) -> bool:
         """Re-read the folder; put a changed, valid set in force (coroutine). True when rules changed."""
@@ -103,6 +113,10 @@ class GeofenceEngine:
                     del self.states[device]
             if self.folder.is_dir():
                 dropped = await keep_states(self._db, rules.keys)
+                kept_near = {r.id for r in rules.near_rules}
+                await near_pairs.keep_rules(self._db, kept_near)
+                for key in [k for k in self.pairs.since if k[0] not in kept_near]:
+                    self.pairs.drop(key)
             else:  # a mistyped --geofences must not wipe the stored state of the real rules
                 log.warning("geofences folder %s does not exist; stored fence state is kept", self.folder)
                 dropped = 0
@@ -124,10 +138,16 @@ class GeofenceEngine:
         rules = self.rules
         started = time.perf_counter()
         todo = flag_batch(rules.filters, fixes, newest_per_device(fixes, self.heads), self.heads)
-        if len(fixes) >= THREAD_MIN_FIXES and rules.fences:
-            detection = await asyncio.to_thread(detect, rules, self.states, self.heads, fixes, todo)
+        near = None
+        if rules.near_rules:
+            near = (self.index, self.pairs)
+            if self.epochs is not None:  # another process may have changed these devices' pairs
+                ids = [r.id for r in rules.near_rules]
+                self.pairs.replace(todo, await near_pairs.load(self._db, list(todo), ids))
+        if len(fixes) >= THREAD_MIN_FIXES and (rules.fences or rules.near_rules):
+            detection = await asyncio.to_thread(detect, rules, self.states, self.heads, fixes, todo, near)
         else:
-            detection = detect(rules, self.states, self.heads, fixes, todo)
+            detection = detect(rules, self.states, self.heads, fixes, todo, near)
         if self.trips.active:
             detection.trips = await self._move_trips(rules, todo)
         self._metrics.geofence_seconds.observe(time.perf_counter() - started)
@@ -206,6 +226,8 @@ class GeofenceEngine:
             if old is None or head.ts > old.ts:
                 self.heads[device] = head
         detection.apply_to(self.states, self.rules.keys)
+        if detection.near is not None:
+            detection.near.apply_to(self.pairs)
         if detection.trips is not None:
             self.trips.apply(detection.trips)
             for trip_event in detection.trips.stored:
@@ -218,6 +240,7 @@ class GeofenceEngine:
         self.states.pop(device, None)
         self.heads.pop(device, None)
         self.trips.forget(device)
+        self.pairs.forget(device)
         if self.epochs is not None:
             self.epochs.pop(device, None)
 

@@ -18,7 +18,8 @@ import asyncpg
 
 from tracker.geofence.detect import Detection
 from tracker.model import FenceState, Fix, GeofenceEvent, StateKey, Window
-from tracker.store import fence_owner
+from tracker.geofence.proximity import pair_key
+from tracker.store import fence_owner, near_pairs
 from tracker.store import trips as trips_store
 from tracker.store.database import Database
 from tracker.store.fixes import (
@@ -47,7 +48,7 @@ _INSERT_EVENTS = """
 INSERT INTO events (type, rule_id, fence_id, device_id, fleet, ts, lat, lon, other_device)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                      $7::float8[], $8::float8[], $9::text[])
-RETURNING id, type, rule_id, fence_id, device_id, ts
+RETURNING id, type, rule_id, fence_id, device_id, ts, other_device
 """
 
 _EVENT_COLUMNS = "id, type, rule_id, fence_id, device_id, fleet, ts, lat, lon, other_device"
@@ -60,7 +61,8 @@ def _from(first: int, sql: str) -> str:
 
 # Small batches that change fence state: fixes, fence states, events and outbox rows in ONE statement (its
 # own transaction), with data-modifying CTEs; the same single round trip as a batch without state changes.
-# Rows come back as ('f', device, ts) for each new fix and ('e', device, ts, id, type, rule, fence) per event.
+# Rows come back as ('f', device, ts) for each new fix and ('e', device, ts, id, type, rule, fence, other)
+# per event.
 _WRITE_CTES = f"""
 new_fixes AS ({INSERT_FROM_ARRAYS} {RETURNING_KEYS}),
 gone AS ({_from(13, _DELETE_STATES)}),
@@ -72,18 +74,18 @@ outbox AS (
         ON h.rule_id = e.rule_id
 )"""
 _WRITE_ROWS = """
-SELECT 'f', device_id, ts_ms, NULL::bigint, NULL::text, NULL::text, NULL::text FROM new_fixes
+SELECT 'f', device_id, ts_ms, NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::text FROM new_fixes
 UNION ALL
-SELECT 'e', device_id, ts, id, type, rule_id, fence_id FROM new_events"""
+SELECT 'e', device_id, ts, id, type, rule_id, fence_id, other_device FROM new_events"""
 _WRITE_ALL = f"WITH {_WRITE_CTES}{_WRITE_ROWS}"
 # The same with the batch's trip changes ($34-$51, `tracker.store.trips.WRITE_CTES`): also ('u', trip id)
 # per trip written and ('t', event id, status, trip id) per trip event.
 _WRITE_ALL_TRIPS = f"""WITH {_WRITE_CTES},
 {_from(34, trips_store.WRITE_CTES)}{_WRITE_ROWS}
 UNION ALL
-SELECT 'u', NULL, NULL, id, NULL, NULL, NULL FROM tupd
+SELECT 'u', NULL, NULL, id, NULL, NULL, NULL, NULL FROM tupd
 UNION ALL
-SELECT 't', NULL, NULL, id, status, trip_id::text, NULL FROM tev
+SELECT 't', NULL, NULL, id, status, trip_id::text, NULL, NULL FROM tev
 """
 
 
@@ -95,6 +97,8 @@ async def write_batch(
     epochs: Mapping[str, int] | None = None,
 ) -> tuple[set[tuple[str, int]], list[GeofenceEvent]]:
     """Store fixes and what they changed atomically; return (new fix keys, events with ids) (coroutine).
+    Near/far events whose pair change did not take effect (another process stored it first) are dropped
+    from `detection.events` (`tracker.store.near_pairs`).
 
     `webhooks(rule_id)` gives the URLs an event of that rule goes to (one outbox row each). With several
     processes, `epochs` are the fence epochs this process holds (`tracker.store.fence_owner`): state and
@@ -103,11 +107,19 @@ async def write_batch(
     if detection is None or not detection.changes_state:
         return await write_fixes(conn, fixes), []
     held = _held(detection, epochs)
-    if len(fixes) < COPY_MIN_FIXES and held is None:
+    near = detection.near
+    if len(fixes) < COPY_MIN_FIXES and held is None and not near:
         return await _write_all(conn, fixes, detection, webhooks)
     async with conn.transaction():
         if held is not None:
             await fence_owner.check(conn, held)
+        if near:
+            applied = await near_pairs.write(conn, near)
+            detection.events = [
+                e
+                for e in detection.events
+                if e.other is None or pair_key(e.rule, e.device, e.other) in applied
+            ]
         if len(fixes) < COPY_MIN_FIXES:
             return await _write_all(conn, fixes, detection, webhooks)
         if detection.trips is not None:
@@ -174,11 +186,13 @@ def _event_arrays(events: Sequence[GeofenceEvent]) -> list[list[Any]]:
     ]
 
 
-def _set_ids(events: Sequence[GeofenceEvent], ids: dict[tuple[str, str, str, str, int], str]) -> None:
-    """Give each event its stored id, found by (type, rule, fence, device, ts): unique within a batch,
-    since one fix fires a type once per rule and fence."""
+def _set_ids(
+    events: Sequence[GeofenceEvent], ids: dict[tuple[str, str, str, str, int, str | None], str]
+) -> None:
+    """Give each event its stored id, found by (type, rule, fence, device, ts, other): unique within a
+    batch, since one fix fires a type once per rule and fence, or per rule and other device."""
     for e in events:
-        e.id = ids[(e.type, e.rule, e.fence, e.device, e.ts)]
+        e.id = ids[(e.type, e.rule, e.fence, e.device, e.ts, e.other)]
 
 
 async def _write_all(
@@ -203,7 +217,7 @@ async def _write_all(
         *(trips_store.write_args(trips) if trips is not None else ()),
     )
     new = {(r[1], r[2]) for r in rows if r[0] == "f"}
-    _set_ids(events, {(r[4], r[5], r[6], r[1], r[2]): str(r[3]) for r in rows if r[0] == "e"})
+    _set_ids(events, {(r[4], r[5], r[6], r[1], r[2], r[7]): str(r[3]) for r in rows if r[0] == "e"})
     if trips is not None:
         trips_store.written(
             trips,
@@ -229,7 +243,10 @@ async def _insert_events(conn: asyncpg.Connection, events: list[GeofenceEvent]) 
     rows = await conn.fetch(_INSERT_EVENTS, *_event_arrays(events))
     _set_ids(
         events,
-        {(r["type"], r["rule_id"], r["fence_id"], r["device_id"], r["ts"]): str(r["id"]) for r in rows},
+        {
+            (r["type"], r["rule_id"], r["fence_id"], r["device_id"], r["ts"], r["other_device"]): str(r["id"])
+            for r in rows
+        },
     )
     return events
 

@@ -26,6 +26,7 @@ from tracker.trail import (
     CSV_HEADER,
     IntArray,
     Trail,
+    budget_runs,
     csv_lines,
     run_starts,
     runs_length_m,
@@ -36,6 +37,11 @@ from tracker.trail import (
 
 MAX_TRAIL_FIXES = 200_000
 MAX_REPORT_FIXES = 500_000
+MAX_BUDGET_FIXES = 2_000_000  # with max_points: a week at 3 Hz, read as 48 MB of arrays
+MAX_POINTS = 20_000
+MAX_POINTS_DEFAULT = 2_000
+THIN_BUCKETS = 50_000  # with max_points, the database first keeps a fix per 1/50000 of the window...
+THIN_PER_POINT = 25  # ...or per 1/(25 max_points), whichever is finer
 MAX_GAP_S = 31_536_000.0  # a year: gap_s is a silence, not a window
 FORMATS = ("geojson", "gpx", "csv")
 DEFAULT_RADIUS_M = 50.0
@@ -94,6 +100,18 @@ async def trail(request: Request) -> Response:
           Seconds without a fix after which the trail breaks into a new run; 0 never breaks. Default: 0 for
           GeoJSON (the contract's single LineString), TRACKER_TRAIL_GAP_S (600) for GPX. Not with format=csv.
         schema: {type: number, minimum: 0, maximum: 31536000}
+      - name: max_points
+        in: query
+        description: >
+          At most about this many points (each run keeps its first and last fix), for a map or a replay
+          sized to the screen: the fixes are cut by a time-aware Douglas-Peucker (the distance between a
+          fix and where the kept neighbours, interpolated in time, put the device), so `times` stay those
+          of real fixes and interpolating between them replays the trail; 10 to 20000. The database first
+          keeps one fix per 1/50000 of the window (finer for max_points above 2000) and the first and
+          last of each run, so `distance_m` is measured along those (on a week at 1 Hz, one fix in 12 s)
+          and `fixes` counts the window's fixes. With it the window may hold up to 2000000 fixes (a week
+          at 3 Hz), speed and heading are not read, and `simplify` is not taken. Not with format=csv.
+        schema: {type: integer, minimum: 10, maximum: 20000}
       - {name: format, in: query, schema: {enum: [geojson, gpx, csv], default: geojson}}
     responses:
       200:
@@ -133,6 +151,7 @@ async def trail(request: Request) -> Response:
                     gap_s: {type: number}
                     distance_m: {type: number}
                     times: {type: array, items: {type: integer}}
+                    max_points: {type: integer, description: 'The max_points asked for, when it was.'}
           application/gpx+xml:
             schema: {type: string, description: 'GPX 1.1: one trk, a trkseg per run, a time per trkpt.'}
           text/csv:
@@ -146,6 +165,8 @@ async def trail(request: Request) -> Response:
     # setting it is given); a GPX track has room for segments, so it breaks at the setting by default.
     default_gap = params.core(request).settings.trail_gap_s if fmt == "gpx" else 0.0
     gap_s = params.number(request, "gap_s", default_gap, 0.0, MAX_GAP_S)
+    if "max_points" in request.query_params:
+        return await _budget_trail(request, device, from_ms, to_ms, fmt, tolerance, gap_s)
     if fmt == "csv":
         if tolerance > 0:
             raise InvalidInput("simplify does not apply to format=csv, which streams every fix; drop it")
@@ -164,6 +185,41 @@ async def trail(request: Request) -> Response:
         return Response(xml, media_type="application/gpx+xml", headers=_download(device, "gpx"))
     feature = await asyncio.to_thread(_geojson, device.id, from_ms, to_ms, full, tolerance, gap_s)
     return JSONResponse(feature, media_type="application/geo+json")
+
+
+async def _budget_trail(
+    request: Request, device: Device, from_ms: int, to_ms: int, fmt: str, tolerance: float, gap_s: float
+) -> Response:
+    """`/trail` with `max_points`: the replay's read of a long window, thinned by the database to a fix per
+    slice of time (positions and times only), then cut to the point budget in a worker thread (coroutine)."""
+    max_points = params.integer(request, "max_points", MAX_POINTS_DEFAULT, 10, MAX_POINTS)
+    if fmt == "csv":
+        raise InvalidInput("max_points does not apply to format=csv, which streams every fix; drop it")
+    if tolerance > 0:
+        raise InvalidInput("simplify and max_points both thin the trail: pass one of them")
+    include_flagged = params.flag(request, "include_flagged")
+    buckets = max(THIN_BUCKETS, THIN_PER_POINT * max_points)
+    found = await history.thinned_track(
+        params.core(request).db, device.id, from_ms, to_ms, buckets, gap_s, MAX_BUDGET_FIXES, include_flagged
+    )
+    if found is None:
+        raise InvalidInput(
+            f"the window from/to holds more than {MAX_BUDGET_FIXES} fixes of device {device.id!r}: "
+            "narrow from/to, or use format=csv"
+        )
+    full, fixes = found
+
+    def run() -> Response:
+        starts = run_starts(full.ts, gap_s * 1000)
+        drawn, drawn_starts = budget_runs(full, starts, max_points)
+        if fmt == "gpx":
+            xml = to_gpx(device.id, drawn, drawn_starts)
+            return Response(xml, media_type="application/gpx+xml", headers=_download(device, "gpx"))
+        feature = to_geojson(device.id, from_ms, to_ms, drawn, runs_length_m(full, starts), drawn_starts)
+        feature["properties"].update(fixes=fixes, gap_s=gap_s, max_points=max_points)
+        return JSONResponse(feature, media_type="application/geo+json")
+
+    return await asyncio.to_thread(run)
 
 
 def _drawn(full: Trail, tolerance: float, gap_s: float) -> tuple[Trail, IntArray, IntArray]:

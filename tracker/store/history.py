@@ -10,8 +10,10 @@ memory.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
+import numpy as np
 
 from tracker.store.database import Database, ms_to_datetime
 from tracker.trail import Trail
@@ -70,3 +72,62 @@ async def rows(
             if not batch:
                 return
             yield batch
+
+
+# The replay's read (`thinned_track`): one pass over the window in index order that keeps the first fix of
+# each of `buckets` equal slices of time, and the first and last fix of each run (a silence longer than
+# the gap on either side), so that a week at 1 Hz (600k fixes) comes back as some 50k rows rather than
+# 600k Python objects, with no count or sort first. The last row also says how many fixes were scanned.
+# The scan never reads `flag`, so it stays on the covering primary key (index-only): flagged fixes, left out
+# of a trail unless asked for, are found by their own partial index (`_FLAGGED`) and dropped afterwards.
+_THINNED = """
+SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_Y(geom), ST_X(geom), n
+FROM (
+    SELECT ts, geom, lag(ts) OVER w AS prev, lead(ts) OVER w AS next, row_number() OVER w AS n
+    FROM (
+        SELECT ts, geom FROM fixes
+        WHERE device_id = $1 AND ts >= $2 AND ts < $3
+        ORDER BY ts LIMIT $6
+    ) f
+    WINDOW w AS (ORDER BY ts)
+) t
+WHERE prev IS NULL OR next IS NULL
+   OR date_bin($4, ts, $2) <> date_bin($4, prev, $2)
+   OR ($5 > interval '0' AND (ts - prev > $5 OR next - ts > $5))
+ORDER BY ts
+"""
+_FLAGGED = """
+SELECT (extract(epoch FROM ts) * 1000)::bigint FROM fixes
+WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND flag IS NOT NULL
+"""
+
+
+async def thinned_track(
+    db: Database,
+    device: str,
+    from_ms: int,
+    to_ms: int,
+    buckets: int,
+    gap_s: float,
+    limit: int,
+    include_flagged: bool = False,
+) -> tuple[Trail, int] | None:
+    """At most about `buckets` fixes of `device` with from <= ts < to, one per equal slice of the window
+    plus the first and last of each run (runs break after more than `gap_s` without a fix; 0 never),
+    positions and times only (speed and heading NaN), and how many fixes the window holds; None when it
+    holds more than `limit` (coroutine)."""
+    slice_ = timedelta(milliseconds=max((to_ms - from_ms) // buckets, 1))
+    start, end = ms_to_datetime(from_ms), ms_to_datetime(to_ms)
+    async with db.pool.acquire() as conn:
+        found = await conn.fetch(_THINNED, device, start, end, slice_, timedelta(seconds=gap_s), limit + 1)
+        flagged = [] if include_flagged else [r[0] for r in await conn.fetch(_FLAGGED, device, start, end)]
+    scanned = int(found[-1][3]) if found else 0
+    if scanned > limit:
+        return None
+    if not found:
+        return Trail.from_columns([], [], []), 0
+    ts, lat, lon, _ = zip(*found, strict=True)
+    track = Trail.from_columns(ts, lat, lon)
+    if flagged:
+        track = track.take(np.flatnonzero(~np.isin(track.ts, np.asarray(flagged, dtype=np.int64))))
+    return track, scanned - len(flagged)

@@ -19,12 +19,13 @@ uniform vec3 u_palette[11];
 in vec2 a_offset;
 in float a_heading;
 in vec2 a_style;
+in float a_shown;
 flat out vec3 v_colour;
 flat out vec2 v_rotation;
 flat out float v_arrow;
 void main() {
-  gl_Position = u_matrix * vec4(a_offset, 0.0, 1.0);
-  gl_PointSize = u_size;
+  gl_Position = a_shown > 0.5 ? u_matrix * vec4(a_offset, 0.0, 1.0) : vec4(2.0, 2.0, 2.0, 1.0);
+  gl_PointSize = a_shown > 0.5 ? u_size : 0.0;
   int index = u_mode == 0 ? int(a_style.x) : 3 + int(a_style.y);
   v_colour = u_palette[index];
   v_arrow = a_heading >= 0.0 ? 1.0 : 0.0;
@@ -83,6 +84,7 @@ export class DeviceLayer {
     this.renderingMode = "2d";
     this.palette = new Float32Array(palette.flatMap(hexToRgb));
     this.mode = 0;
+    this.minSize = 6; // px: the replay's few devices are drawn larger at low zoom
     this.count = 0;
     this.capacity = 0;
     this.ref = null; // [x, y] mercator of the reference point
@@ -102,6 +104,7 @@ export class DeviceLayer {
     this.offsets = grow(Float32Array, this.offsets, 2);
     this.headings = grow(Float32Array, this.headings, 1);
     this.styles = grow(Uint8Array, this.styles, 2);
+    this.shown = grow(Uint8Array, this.shown, 1); // 0: hidden in a cluster (clusters.js)
     this.capacity = capacity;
   }
 
@@ -111,6 +114,7 @@ export class DeviceLayer {
     if (slot === undefined) {
       if (this.count === this.capacity) this._grow(this.capacity * 2);
       slot = this.count++;
+      this.shown[slot] = 1;
       this.slots.set(id, slot);
       this.ids.push(id);
     }
@@ -124,6 +128,21 @@ export class DeviceLayer {
     this.styles[2 * slot] = status;
     this.styles[2 * slot + 1] = fleet;
     this.dirty = true;
+  }
+
+  /** Hides (in a cluster) or shows the device in `slot`; drawn at the next flush(). */
+  setShown(slot, shown) {
+    const v = shown ? 1 : 0;
+    if (this.shown[slot] !== v) {
+      this.shown[slot] = v;
+      this.dirty = true;
+    }
+  }
+
+  showAll() {
+    this.shown.fill(1);
+    this.dirty = true;
+    this.map?.triggerRepaint();
   }
 
   clear() {
@@ -142,17 +161,19 @@ export class DeviceLayer {
 
   /** Asks for a frame if something changed since the last one. */
   flush() {
-    if (this.dirty) this.map?.triggerRepaint();
+    if (this.dirty && !this.hidden) this.map?.triggerRepaint();
   }
 
   /** The device drawn nearest to a screen point, within `radius` pixels, or null. */
   pick(point, radius = 12) {
+    if (this.hidden) return null;
     const at = this.map.unproject(point);
     const m = maplibregl.MercatorCoordinate.fromLngLat(at);
     const perPixel = 1 / (512 * 2 ** this.map.getZoom());
     let best = null;
     let bestD = (radius * perPixel) ** 2;
     for (let i = 0; i < this.count; i++) {
+      if (!this.shown[i]) continue;
       const dx = this.offsets[2 * i] + this.ref[0] - m.x;
       const dy = this.offsets[2 * i + 1] + this.ref[1] - m.y;
       const d = dx * dx + dy * dy;
@@ -193,8 +214,10 @@ export class DeviceLayer {
       offset: gl.getAttribLocation(program, "a_offset"),
       heading: gl.getAttribLocation(program, "a_heading"),
       style: gl.getAttribLocation(program, "a_style"),
+      shown: gl.getAttribLocation(program, "a_shown"),
     };
-    this.buffers = { offset: gl.createBuffer(), heading: gl.createBuffer(), style: gl.createBuffer() };
+    this.buffers = { offset: gl.createBuffer(), heading: gl.createBuffer(), style: gl.createBuffer(),
+      shown: gl.createBuffer() };
     this.vao = gl.createVertexArray();
     gl.bindVertexArray(this.vao);
     const bind = (buffer, loc, size, type, normalized) => {
@@ -205,6 +228,7 @@ export class DeviceLayer {
     bind(this.buffers.offset, this.attr.offset, 2, gl.FLOAT, false);
     bind(this.buffers.heading, this.attr.heading, 1, gl.FLOAT, false);
     bind(this.buffers.style, this.attr.style, 2, gl.UNSIGNED_BYTE, false);
+    bind(this.buffers.shown, this.attr.shown, 1, gl.UNSIGNED_BYTE, false);
     gl.bindVertexArray(null);
     this.uploaded = -1;
     this.dirty = true;
@@ -217,7 +241,7 @@ export class DeviceLayer {
   }
 
   render(gl, options) {
-    if (this.count === 0) return;
+    if (this.count === 0 || this.hidden) return;
     if (this.dirty) {
       const n = this.count;
       gl.bindBuffer(gl.ARRAY_BUFFER, this.buffers.offset);
@@ -226,6 +250,8 @@ export class DeviceLayer {
       gl.bufferData(gl.ARRAY_BUFFER, this.headings.subarray(0, n), gl.DYNAMIC_DRAW);
       gl.bindBuffer(gl.ARRAY_BUFFER, this.buffers.style);
       gl.bufferData(gl.ARRAY_BUFFER, this.styles.subarray(0, 2 * n), gl.DYNAMIC_DRAW);
+      gl.bindBuffer(gl.ARRAY_BUFFER, this.buffers.shown);
+      gl.bufferData(gl.ARRAY_BUFFER, this.shown.subarray(0, n), gl.DYNAMIC_DRAW);
       this.dirty = false;
     }
     // The matrix maps mercator 0..1 to clip space; fold in the reference point in float64.
@@ -237,7 +263,7 @@ export class DeviceLayer {
     const zoom = this.map.getZoom();
     // Small at city scale, where thousands overlap anyway, full size in the streets. Every pixel counts:
     // software rendering (headless Chromium) pays per fragment, 5x going from 4 to 10 px with 10,000 devices.
-    const size = Math.max(6, Math.min(28, 6 + (zoom - 10) * 4)) * (window.devicePixelRatio || 1);
+    const size = Math.max(this.minSize, Math.min(28, 6 + (zoom - 10) * 4)) * (window.devicePixelRatio || 1);
 
     gl.useProgram(this.program);
     gl.uniformMatrix4fv(this.loc.u_matrix, false, m);

@@ -1,4 +1,5 @@
-// The live feed of geofence events, newest first, each an element with the stable hook `data-event-id`.
+// The live feed of geofence events, newest first, each an element with the stable hook `data-event-id`
+// (the replay keeps a second one, with the messages of its window too, `data-message-id`).
 // It starts with the last hour from `/api/events` and then grows from the socket's `geofence` events. After
 // a reconnect it reads `/api/events` again, so events fired while the socket was down still show; an event
 // seen both ways shows once.
@@ -13,7 +14,7 @@ export class EventFeed {
     this.seen = new Set();
     element.addEventListener("click", (event) => {
       const li = event.target.closest("[data-event-id]");
-      if (li) onPick(li.dataset.device, Number(li.dataset.lon), Number(li.dataset.lat));
+      if (li && li.dataset.lat) onPick(li.dataset.device, Number(li.dataset.lon), Number(li.dataset.lat));
     });
   }
 
@@ -55,9 +56,39 @@ export class EventFeed {
     what.className = "what";
     what.textContent = `${event.fence} · rule ${event.rule} · ${event.fleet}`;
     li.append(type, time, who, what);
+    this._insert(li, event.ts);
+  }
+
+  /** A message of a device's conversation (the replay shows them with the events), `data-message-id`. */
+  addMessage(message) {
+    const key = `message:${message.id}`;
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    const li = document.createElement("li");
+    li.className = "feed-message";
+    li.dataset.eventId = key;
+    li.dataset.messageId = message.id;
+    li.dataset.device = message.device;
+    li.dataset.ts = message.ts;
+    const type = document.createElement("span");
+    type.className = "type type-message";
+    type.textContent = message.direction === "from_device" ? "from" : "to";
+    const time = document.createElement("time");
+    time.dateTime = new Date(message.ts).toISOString();
+    time.textContent = clock(message.ts);
+    const what = document.createElement("span");
+    what.className = "what";
+    const body = message.body;
+    what.textContent = typeof body === "string" ? body : body && typeof body.text === "string" ? body.text
+      : JSON.stringify(body);
+    li.append(type, time, document.createTextNode(` ${message.device}`), what);
+    this._insert(li, message.ts);
+  }
+
+  _insert(li, ts) {
     // Newest first: an event older than the top one (a late backlog) goes below the newer ones.
     let before = this.element.firstElementChild;
-    while (before && Number(before.dataset.ts) > event.ts) {
+    while (before && Number(before.dataset.ts) > ts) {
       before = before.nextElementSibling;
     }
     this.element.insertBefore(li, before);

@@ -2,6 +2,7 @@
 // parts (README.md lists them); this only says which talks to which.
 import "./style.css";
 import { createApi } from "./api.js";
+import { Clusters } from "./clusters.js";
 import { legend } from "./colours.js";
 import { ConnectionState } from "./connection.js";
 import { Conversation } from "./conversation.js";
@@ -15,6 +16,7 @@ import { connectLive } from "./liveupdates.js";
 import { MapView } from "./map.js";
 import { DeviceNames } from "./names.js";
 import { Redraw } from "./redraw.js";
+import { Replay } from "./replay.js";
 import { forgetToken, signIn } from "./session.js";
 import { Stats } from "./stats.js";
 import { TripView } from "./trips.js";
@@ -33,7 +35,9 @@ function start(config, token, me) {
   $("who").textContent = me.name;
 
   // A device picked in the list, on the map or in the feed (null: none) is shown by all three.
+  let selected = null;
   const select = (id, fromList) => {
+    selected = id || null;
     list.setSelected(id);
     mapView.select(id);
     details.show(id);
@@ -74,6 +78,20 @@ function start(config, token, me) {
   const details = new DeviceDetails(fleet, mapView, api, config.trailGapS ?? 0);
   const conversation = new Conversation(api, (device, body) => live.send(device, body), () => list.refresh());
   const trips = new TripView(api, mapView, () => list.refresh());
+  // Clusters of the live devices at low zoom; the replay hides both while it is open.
+  const clusters = new Clusters(mapView.map, mapView.devices);
+  const replay = new Replay({
+    api,
+    mapView,
+    names: (id) => (fleet.get(id) ? deviceName(fleet.get(id)) : id),
+    known: () => [...fleet.byId.keys()],
+    trailGapS: config.trailGapS ?? 0,
+    onOpen(open) {
+      mapView.devices.hidden = open;
+      clusters.setEnabled(!open);
+      mapView.map.triggerRepaint();
+    },
+  });
   const live = connectLive(token, {
     api, fleet, fleetChoice, names, feed, details, conversation, trips, connection, stats,
   });
@@ -84,6 +102,8 @@ function start(config, token, me) {
     list.setColourMode(mode);
     legend($("legend"), mode, fleetChoice.fleets());
   });
+  $("replay-open").addEventListener("click", () => replay.open());
+  $("details-replay").addEventListener("click", () => replay.open(selected ? [selected] : []));
   $("search").addEventListener("input", (e) => list.setFilter(e.target.value));
   $("details-close").addEventListener("click", () => select(null));
   $("signout").addEventListener("click", () => {
@@ -101,6 +121,7 @@ function start(config, token, me) {
       const { added, changed } = fleet.take();
       if (!added.length && !changed.length) return false;
       mapView.updateDevices(added, changed);
+      clusters.update();
       mapView.frameFleet(fleet.byId.values(), now);
       return true;
     },
@@ -109,7 +130,8 @@ function start(config, token, me) {
       details.render();
       trips.tick();
       names.check();
-      return drew;
+      clusters.tick();
+      return replay.tick(now) || drew;
     },
     spent: (ms) => stats.frame(ms),
   });
@@ -130,6 +152,8 @@ function start(config, token, me) {
     subscriptions: () => connection.subscriptions,
     devicePoints: () => mapView.devices.points(),
     map: mapView.map,
+    clusters: () => clusters.list(),
+    replay: () => replay.state(),
   };
 }
 

@@ -12,8 +12,8 @@ from typing import Any
 
 
 def add_bench(sub: Any) -> None:
-    """`tracker bench ingest | ingest-log | geofences | messages | trips | history | dry-run | map | fleet |
-    storm | soak`."""
+    """`tracker bench ingest | ingest-log | geofences | messages | trips | history | dry-run | map | replay |
+    fleet | storm | soak`."""
 
     def bench_flags(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument(
@@ -90,6 +90,19 @@ def add_bench(sub: Any) -> None:
     map_.add_argument("--rate", type=float, default=1.0, help="fixes per second per device")
     map_.add_argument("--screenshot", help="write a PNG of the page under the last load here")
     map_.add_argument("--feed", default="server,redis", help="server (real devices), redis (full rate)")
+    map_.add_argument(
+        "--clusters", action="store_true", help="also measure each load zoomed out, devices in clusters"
+    )
+    replay = bench.add_parser(
+        "replay", help="the map's history replay of a week at 1 Hz: open time, fps playing (JSON)"
+    )
+    bench_flags(replay)
+    replay.add_argument("--days", type=float, default=7.0, help="the replay's window, days")
+    replay.add_argument("--interval-ms", type=int, default=1000, help="ms between a device's fixes")
+    replay.add_argument("--devices", type=int, default=1, help="devices replayed at once")
+    replay.add_argument("--repeats", type=int, default=5, help="timed HTTP reads of each kind")
+    replay.add_argument("--seconds", type=float, default=10.0, help="measured seconds idle and playing")
+    replay.add_argument("--screenshot", help="write a PNG of the page while it plays here")
     fleet = bench.add_parser(
         "fleet",
         help="N devices on their own sockets at a fixed rate vs. a bare python-socketio server (JSON)",
@@ -277,6 +290,20 @@ def _report(args: argparse.Namespace) -> str:
             args.screenshot,
             args.out,
             args.feed,
+            args.clusters,
+        )
+    if args.action == "replay":
+        from tracker.tools.bench.replay import bench_replay
+
+        return bench_replay(
+            args.database_url,
+            args.days,
+            args.interval_ms,
+            args.devices,
+            args.repeats,
+            args.seconds,
+            args.screenshot,
+            args.out,
         )
     if args.action == "fleet":
         from tracker.tools.bench.fleet import bench_fleet, build_settings

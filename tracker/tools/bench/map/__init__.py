@@ -24,7 +24,10 @@ Chromium (`tracker/tools/browser.py`) opens the map with the viewer's token, req
 (map tiles) blocked. Per window: frames counted with requestAnimationFrame, main-thread script time from
 the DevTools Performance domain, the page's own `window.tracker.stats()`, the CPU of each process. The
 baseline is the same page in the same run with nothing sent: an idle window before the runs and one right
-after each loaded window.
+after each loaded window. With `--clusters`, each loaded window is followed by one more with the same
+devices sending and the map zoomed out to `CLUSTER_ZOOM` (the whole city in a few clusters, counted every
+half second from the moving devices), reported as `clustered` with its ratios to the loaded window at the
+framed (street-level, exact devices) view: what clustering costs or saves.
 
 The pieces: `run` (the whole run and the report), `measure` (one feed: its page and windows), `sources`
 (registering devices, starting the load generator or the feed), `page` (Chromium), `figures` and `summary`
@@ -55,6 +58,7 @@ def bench_map(
     screenshot: str | None,
     out: str | None,
     feed: str = ",".join(FEEDS),
+    clusters: bool = False,
 ) -> str:
     """Run the map benchmark; return its JSON report (also written to `out` when given)."""
     counts = parse_counts(devices)
@@ -68,7 +72,7 @@ def bench_map(
             "the redis feed starts a private redis-server, which is not on PATH: install it "
             "(apt-get install -y redis-server) or pass --feed server"
         )
-    settings = MapSettings(counts, seconds, warmup, rate, screenshot, feeds)
+    settings = MapSettings(counts, seconds, warmup, rate, screenshot, feeds, clusters)
     report = run(database_url or DEFAULT_BASE_URL, settings)
     text = write_report(report, out)
     print_summary(report)

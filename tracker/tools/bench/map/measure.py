@@ -35,6 +35,9 @@ SETTLE_S = 1.0  # after the last ack of a pause, before an idle window
 DRAIN_TIMEOUT_S = 30.0
 PRIME_TIMEOUT_S = 120.0
 PLACE_TIMEOUT_S = 30.0  # the page knows the placed devices within this (it takes ~1 s)
+CLUSTER_ZOOM = 10  # the bench's 16 km of Berlin in a few squares of the map's cluster grid
+_VIEW = "() => { const m = window.tracker.map; return { center: m.getCenter(), zoom: m.getZoom() }; }"
+_ZOOM_TO = "z => window.tracker.map.jumpTo({ zoom: z })"
 
 
 class FeedBench:
@@ -209,6 +212,7 @@ class FeedBench:
                 assert self.view is not None
                 await self.view.page.screenshot(path=self.s.screenshot)
                 progress(f"screenshot written to {self.s.screenshot}")
+            clustered = await self._clustered(k) if self.s.clusters else None
             await self.source.command("send", active=0)
             await self._drain()
             idle = await self._window(f"{self.label}: {k} devices paused", 0)
@@ -226,9 +230,31 @@ class FeedBench:
                     "idle": idle,
                     "goals": goals(loaded),
                     "ratios_to_idle": ratios(loaded, idle),
+                    **(
+                        {"clustered": clustered, "ratios_clustered_to_exact": ratios(clustered, loaded)}
+                        if clustered
+                        else {}
+                    ),
                 }
             )
         return {"idle_before": idle_before, "runs": runs}
+
+    async def _clustered(self, k: int) -> dict[str, Any]:
+        """A loaded window zoomed out to CLUSTER_ZOOM, once the page shows clusters; the view restored."""
+        assert self.view is not None
+        page = self.view.page
+        before = await page.evaluate(_VIEW)
+        await page.evaluate(_ZOOM_TO, CLUSTER_ZOOM)
+        await page.wait_for_function("() => window.tracker.clusters().length > 0", timeout=30_000)
+        figures = await self._window(f"{self.label}: {k} devices sending, clustered", k)
+        shown = await page.evaluate("() => window.tracker.clusters()")
+        figures["clusters"] = {
+            "zoom": CLUSTER_ZOOM,
+            "markers": len(shown),
+            "devices_in_clusters": sum(c["count"] for c in shown),
+        }
+        await page.evaluate("v => window.tracker.map.jumpTo(v)", before)
+        return figures
 
     async def _placed(self) -> int:
         """Devices placed: with a stored fix (server feed), emitted at least once (redis feed)."""

@@ -19,3 +19,6 @@ class MapSettings:
     rate: float
     screenshot: str | None
     feeds: list[str] = field(default_factory=lambda: list(FEEDS))
+    clusters: bool = (
+        False  # also measure each loaded window zoomed out to CLUSTER_ZOOM, where devices cluster
+    )

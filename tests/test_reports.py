@@ -15,11 +15,13 @@ import asyncpg
 import httpx
 import numpy as np
 import pytest
-from harness import ADMIN_TOKEN, Client, Server, add_device, add_viewer, device_client, uid
+from harness import ADMIN_TOKEN, ROOT, Client, Server, add_device, add_viewer, device_client, uid
+from playwright.async_api import async_playwright
 
 from tracker.errors import InvalidInput
 from tracker.reports import local_day, movement
 from tracker.stops import find_stops, find_trips, stop_item, trip_item
+from tracker.tools.browser import VIEWPORT, launch_chromium
 from tracker.trail import Trail
 
 BERLIN = "Europe/Berlin"
@@ -362,3 +364,97 @@ def test_reported_distance_is_the_geodesic_length_of_the_trips() -> None:
     item = trip_item(track, (0, 4999))
     exact = float(Geod(ellps="WGS84").line_length(lon, lat))
     assert math.isclose(item["distance_m"], exact, abs_tol=1e-3)
+
+
+# --- the reports page in Chromium -----------------------------------------------------------------
+
+SCREENSHOT = ROOT / "docs" / "screenshots" / "reports.png"
+
+
+async def test_the_reports_page_shows_the_day_sorts_by_column_and_exports_csv(
+    server: Server, http: httpx.AsyncClient, clients: list[Client], tmp_path: Any
+) -> None:
+    fleet = uid("fleet")
+    day = local_day(DAY, "UTC")
+    t0 = day.from_ms + 9 * 3_600_000
+    far, far_token = await add_device(server, fleet, uid("far"))
+    near, near_token = await add_device(server, fleet, uid("near"))
+    idle, _ = await add_device(server, fleet, uid("idle"))
+    viewer = await add_viewer(server, [fleet])
+    ts, lat, lon = journey([("move", 30), ("stay", 40), ("move", 10)], t0=t0)
+    await send(server, clients, far_token, fixes_of(ts, lat, lon, [12.5] * len(ts)))
+    ts2, lat2, lon2 = journey([("move", 5)], t0=t0)
+    await send(server, clients, near_token, fixes_of(ts2, lat2, lon2, [4.0] * len(ts2)))
+    api = await report(http, viewer, date=DAY, tz="UTC", fleet=fleet)
+    by_id = {row["device"]: row for row in api["days"]}
+    assert by_id[far]["distance_m"] > by_id[near]["distance_m"] > by_id[idle]["distance_m"] == 0
+
+    async with async_playwright() as p:
+        browser = await launch_chromium(p)
+        try:
+            context = await browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            async def only_the_server(route: Any) -> None:
+                await (route.continue_() if route.request.url.startswith(server.url) else route.abort())
+
+            await page.route("**/*", only_the_server)
+            await page.goto(f"{server.url}/?token={viewer}")
+            await page.wait_for_selector("body[data-state=live]", timeout=20_000)
+            await page.click("#reports-open")
+            await page.wait_for_selector("#reports:not([hidden])")
+            await page.fill("#reports-date", DAY)
+            await page.fill("#reports-tz", "UTC")
+            await page.select_option("#reports-fleet", fleet)
+            await page.click("#reports-form button[type=submit]")
+            await page.wait_for_selector("#reports[data-reports-state=ready]", timeout=20_000)
+
+            async def column(key: str) -> list[str]:
+                cells = page.locator(f"#reports-table tbody td[data-key={key}]")
+                return [
+                    str(await cells.nth(i).get_attribute("data-value")) for i in range(await cells.count())
+                ]
+
+            assert await column("device") == sorted([far, near, idle])  # by device first
+            distances = await column("distance_m")
+            assert [float(d) for d in distances] == [
+                by_id[d]["distance_m"] for d in sorted([far, near, idle])
+            ]
+            assert await column("stops") == [str(by_id[d]["stops"]) for d in sorted([far, near, idle])]
+            assert await column("first_ts") == [
+                str(by_id[d]["first_ts"] or "") for d in sorted([far, near, idle])
+            ]
+            await page.click("#reports-table th[data-key=distance_m]")
+            assert await column("device") == [idle, near, far]
+            assert (
+                await page.get_attribute("#reports-table th[data-key=distance_m]", "aria-sort") == "ascending"
+            )
+            await page.click("#reports-table th[data-key=distance_m]")
+            assert await column("device") == [far, near, idle]
+            await page.click("#reports-table th[data-key=max_speed]")  # no speed (idle) sorts last
+            assert await column("device") == [near, far, idle]
+            text = await page.inner_text(
+                f"#reports-table tbody tr[data-device='{far}'] td[data-key=max_speed]"
+            )
+            assert text == "45 km/h"
+            assert "Fleet total (2/3 active)" in await page.inner_text("#reports-table tfoot")
+
+            async with page.expect_download() as info:
+                await page.click("#reports-export")
+            download = await info.value
+            saved = tmp_path / "report.csv"
+            await download.save_as(saved)
+            expected = await report(http, viewer, date=DAY, tz="UTC", fleet=fleet, format="csv")
+            assert saved.read_text() == expected.text
+            assert download.suggested_filename == f"report-{DAY}-{fleet}.csv"
+
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOT))
+            assert SCREENSHOT.read_bytes().startswith(b"\x89PNG")
+            await page.click("#reports-close")
+            assert await page.is_hidden("#reports")
+            assert not errors, errors
+        finally:
+            await browser.close()

@@ -17,6 +17,7 @@ import { MapView } from "./map.js";
 import { DeviceNames } from "./names.js";
 import { Redraw } from "./redraw.js";
 import { Replay } from "./replay.js";
+import { ReportsView } from "./reports.js";
 import { forgetToken, signIn } from "./session.js";
 import { Stats } from "./stats.js";
 import { TripView } from "./trips.js";
@@ -103,6 +104,8 @@ function start(config, token, me) {
     legend($("legend"), mode, fleetChoice.fleets());
   });
   $("replay-open").addEventListener("click", () => replay.open());
+  const reports = new ReportsView($("app"), token, () => fleetChoice.fleets());
+  $("reports-open").addEventListener("click", () => reports.open());
   $("details-replay").addEventListener("click", () => replay.open(selected ? [selected] : []));
   $("search").addEventListener("input", (e) => list.setFilter(e.target.value));
   $("details-close").addEventListener("click", () => select(null));

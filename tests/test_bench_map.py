@@ -42,6 +42,7 @@ def test_bench_map_measures_the_page_under_load(pg_base: str, tmp_path: Path) ->
         warmup=4,
         feed="server,redis",
         screenshot=shot,
+        clusters=True,
     )
     assert shot.read_bytes().startswith(b"\x89PNG")
     assert report["settings"]["feeds"] == ["server", "redis"]
@@ -80,5 +81,9 @@ def test_bench_map_measures_the_page_under_load(pg_base: str, tmp_path: Path) ->
     assert loaded["cpu_s"]["feed"] > 0 and loaded["cpu_s"]["redis"] is not None
     assert idle["feed"]["positions"] == 0 and idle["page"]["positions"] == 0
     _goals_and_ratios(run)
+    # Zoomed out with the same devices sending: clusters, and their ratios to the exact view.
+    clustered = run["clustered"]
+    assert clustered["clusters"]["markers"] > 0 and clustered["clusters"]["devices_in_clusters"] > 0
+    assert clustered["page"]["fps"] > 0 and run["ratios_clustered_to_exact"]["fps"] > 0
     assert "127.0.0.1" not in target["blocked_requests"]["by_host"]
     assert target["server_log_error_lines"] == 0

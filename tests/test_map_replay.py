@@ -194,7 +194,6 @@ async def test_replay_moves_the_device_along_its_trail_and_the_feed_follows_the_
     await _seek(page, paused["to"])
     await message.wait_for()
     assert "at the yard" in await message.inner_text()
-    await _seek(page, t0 + 2 * STEP_MS - STEP_MS // 3)
     await _shoot(page, "replay")
 
     await page.click("#replay-close")
@@ -224,7 +223,7 @@ async def test_several_devices_replay_at_once_each_where_it_was(
     for k, device in enumerate(devices):
         done = (120_000 - k * 60_000) / STEP_MS
         assert _near(at["devices"][device], 52.40 + 0.05 * done, 13.20 + k / 100), (k, at)
-    assert await page.locator(".replay-label[data-replay-device]").count() == 3
+    assert await page.locator(".replay-marker[data-replay-device]").count() == 3
     assert await page.evaluate("window.tracker.map.getLayer('devices') !== undefined")
 
 

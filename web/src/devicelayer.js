@@ -84,7 +84,6 @@ export class DeviceLayer {
     this.renderingMode = "2d";
     this.palette = new Float32Array(palette.flatMap(hexToRgb));
     this.mode = 0;
-    this.minSize = 6; // px: the replay's few devices are drawn larger at low zoom
     this.count = 0;
     this.capacity = 0;
     this.ref = null; // [x, y] mercator of the reference point
@@ -263,7 +262,7 @@ export class DeviceLayer {
     const zoom = this.map.getZoom();
     // Small at city scale, where thousands overlap anyway, full size in the streets. Every pixel counts:
     // software rendering (headless Chromium) pays per fragment, 5x going from 4 to 10 px with 10,000 devices.
-    const size = Math.max(this.minSize, Math.min(28, 6 + (zoom - 10) * 4)) * (window.devicePixelRatio || 1);
+    const size = Math.max(6, Math.min(28, 6 + (zoom - 10) * 4)) * (window.devicePixelRatio || 1);
 
     gl.useProgram(this.program);
     gl.uniformMatrix4fv(this.loc.u_matrix, false, m);

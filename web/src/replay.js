@@ -5,15 +5,16 @@
 // Each trail is read once with `/trail?max_points=`, sized to the screen (about two points per pixel of the
 // map's longer side, whatever the window holds: a week at 1 Hz is 600k fixes), with the times of its
 // points, so moving the clock costs a binary search and an interpolation per device, never a request. The
-// devices are drawn by a second DeviceLayer (the live layer's WebGL path) coloured per device, the trails as
-// one GeoJSON source set once per load, names as a few DOM labels.
+// trails are one GeoJSON source, set once per load; the devices (20 at most) are DOM markers, an arrow and
+// the name, coloured per device: moving one is a CSS transform, with no repaint of the map, which without a
+// GPU costs a frame or more (a WebGL layer of them, redrawn as the clock ran, played at 5-16 frames per
+// second in headless Chromium; the markers keep the page's idle rate).
 //
 // Hooks: `#replay[data-replay-state]` is `idle`, `loading`, `ready`, `playing`, `paused` or `error`;
 // `#replay-clock[data-ts]` the clock; `#replay-feed` holds `[data-event-id]` and `[data-message-id]`;
 // `tracker.replay()` in the console says where each device is drawn.
 import * as maplibregl from "maplibre-gl";
-import { PALETTE, STATUS_COLOURS } from "./colours.js";
-import { DeviceLayer } from "./devicelayer.js";
+import { PALETTE } from "./colours.js";
 import { EventFeed } from "./feed.js";
 import { ReplayTrack } from "./replaytrack.js";
 
@@ -21,12 +22,10 @@ export const MAX_DEVICES = 20;
 const MAX_WINDOW_MS = 7 * 86_400_000;
 const DEFAULT_WINDOW_MS = 86_400_000;
 const PAGES = 20; // events and messages: at most this many pages of 1000 per device
-const STATUS_INDEX = Object.fromEntries(Object.keys(STATUS_COLOURS).map((s, i) => [s, i]));
 const NOTHING = { type: "FeatureCollection", features: [] };
-// While playing, the devices are redrawn at most every DRAW_MIN_MS, spaced out (to DRAW_MAX_MS) while frames
-// are slow: without a GPU each redraw repaints the whole map in software, and redrawing on every frame left
-// 5 frames per second; as redraw.js paces the live devices.
-const DRAW_MIN_MS = 50;
+// While playing, the devices move at most every DRAW_MIN_MS, spaced out (to DRAW_MAX_MS) while frames are
+// slow, as redraw.js paces the live devices.
+const DRAW_MIN_MS = 16;
 const DRAW_MAX_MS = 1000;
 const SLOW_FRAME_MS = 1000 / 40;
 const FAST_FRAME_MS = 1000 / 50;
@@ -56,16 +55,13 @@ export class Replay {
     this.shownUpTo = 0; // items[0 .. shownUpTo) are in the feed
     this.clock = null;
     this.playing = false;
-    this.labels = new Map(); // device -> its name's marker
-    this.labelsOn = new Set(); // devices whose label is on the map
+    this.markers = new Map(); // device -> its marker (arrow and name)
+    this.drawn = new Map(); // device -> [lon, lat] where its marker is, while it is on the map
     this.panel = $("replay");
     this.slider = $("replay-slider");
     this.clockEl = $("replay-clock");
     this.note = $("replay-note");
     this.feed = new EventFeed($("replay-feed"), (device, lon, lat) => this.mapView.flyTo(lon, lat));
-    this.layer = new DeviceLayer("replay-devices", [...Object.values(STATUS_COLOURS), ...PALETTE]);
-    this.layer.setMode("fleet");
-    this.layer.minSize = 16;
     this._wire();
   }
 
@@ -226,7 +222,6 @@ export class Replay {
       map.addLayer({ id: "replay-trails", type: "line", source: "replay-trails",
         layout: { "line-join": "round", "line-cap": "round" },
         paint: { "line-color": ["get", "colour"], "line-width": 3, "line-opacity": 0.75 } });
-      map.addLayer(this.layer);
     }
     const features = this.tracks.filter((t) => t.points).map((t, i) => ({ ...t.feature,
       properties: { device: t.id, colour: PALETTE[i % PALETTE.length] } }));
@@ -239,11 +234,15 @@ export class Replay {
     }
     this.tracks.forEach((t, i) => {
       const el = document.createElement("div");
-      el.className = "replay-label";
+      el.className = "replay-marker";
       el.dataset.replayDevice = t.id;
-      el.style.borderColor = PALETTE[i % PALETTE.length];
-      el.textContent = this.names(t.id);
-      this.labels.set(t.id, new maplibregl.Marker({ element: el, anchor: "bottom", offset: [0, -12] }));
+      el.style.setProperty("--colour", PALETTE[i % PALETTE.length]);
+      const arrow = document.createElement("i");
+      const name = document.createElement("span");
+      name.textContent = this.names(t.id);
+      el.append(arrow, name);
+      this.markers.set(t.id, { marker: new maplibregl.Marker({ element: el, anchor: "top-left",
+        offset: [-9, -9] }), el, arrow });
     });
   }
 
@@ -253,10 +252,9 @@ export class Replay {
     this.shownUpTo = 0;
     this.clock = null;
     this.feed.clear();
-    for (const m of this.labels.values()) m.remove();
-    this.labels.clear();
-    this.labelsOn.clear();
-    this.layer.clear();
+    for (const m of this.markers.values()) m.marker.remove();
+    this.markers.clear();
+    this.drawn.clear();
     this.mapView.map.getSource("replay-trails")?.setData(NOTHING);
     this.slider.disabled = true;
     $("replay-play").disabled = true;
@@ -311,26 +309,24 @@ export class Replay {
     }
     this.clockEl.textContent = new Date(this.clock).toLocaleString();
     this.clockEl.dataset.ts = String(Math.round(this.clock));
-    this.tracks.forEach((t, i) => {
+    const bearing = this.mapView.map.getBearing();
+    for (const t of this.tracks) {
       const p = t.at(this.clock);
-      const label = this.labels.get(t.id);
-      const slot = this.layer.slots.get(t.id);
+      const m = this.markers.get(t.id);
       if (!p) {
         // Not yet seen in the window: not drawn.
-        if (slot !== undefined) this.layer.setShown(slot, false);
-        if (this.labelsOn.delete(t.id)) label.remove();
-        return;
+        if (this.drawn.delete(t.id)) m.marker.remove();
+        continue;
       }
-      this.layer.set(t.id, p.lon, p.lat, p.heading, STATUS_INDEX[p.status], i % PALETTE.length);
-      this.layer.setShown(this.layer.slots.get(t.id), true);
-      label.setLngLat([p.lon, p.lat]);
-      if (!this.labelsOn.has(t.id)) {
-        this.labelsOn.add(t.id);
-        label.addTo(this.mapView.map);
-      }
-      label.getElement().dataset.status = p.status;
-    });
-    this.layer.flush();
+      m.marker.setLngLat([p.lon, p.lat]);
+      if (!this.drawn.has(t.id)) m.marker.addTo(this.mapView.map);
+      this.drawn.set(t.id, [p.lon, p.lat]);
+      if (m.el.dataset.status !== p.status) m.el.dataset.status = p.status;
+      const shape = p.heading == null ? "dot" : "";
+      if (m.arrow.className !== shape) m.arrow.className = shape;
+      const turn = p.heading == null ? "" : `rotate(${Math.round(p.heading - bearing)}deg)`;
+      if (m.arrow.style.transform !== turn) m.arrow.style.transform = turn;
+    }
     this._feedTo(back);
   }
 
@@ -353,11 +349,6 @@ export class Replay {
   /** What the replay shows (for tests, the bench and the console): `devices` maps each device drawn now to
    * its [lon, lat]. */
   state() {
-    const devices = {};
-    for (const t of this.tracks) {
-      const slot = this.layer.slots.get(t.id);
-      if (slot !== undefined && this.layer.shown[slot] === 1) devices[t.id] = this.layer.position(t.id);
-    }
     return {
       state: this.panel.dataset.replayState,
       clock: this.clock,
@@ -365,7 +356,7 @@ export class Replay {
       to: this.to ?? null,
       openMs: this.openMs ?? null,
       drawEveryMs: this.everyMs ?? null,
-      devices,
+      devices: Object.fromEntries(this.drawn),
       tracks: this.tracks.map((t) => ({ id: t.id, fixes: t.fixes, points: t.points })),
       feed: this.shownUpTo,
     };

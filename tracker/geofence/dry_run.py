@@ -110,6 +110,8 @@ def to_fixes(columns: FixColumns, devices: Sequence[str], fleets: Sequence[str])
 
 
 def _none_for_nan(values: np.ndarray) -> list[float | None]:
+    if not np.isnan(values).any():  # the common case: every fix has one
+        return values.tolist()  # type: ignore[no-any-return]
     out = values.astype(object)
     out[np.isnan(values)] = None
     return out.tolist()  # type: ignore[no-any-return]

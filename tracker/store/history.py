@@ -75,25 +75,26 @@ async def rows(
 
 
 # The replay's read (`thinned_track`): one pass over the window in index order that keeps the first fix of
-# each of `buckets` equal slices of time, and the first and last fix of each run (a silence longer than
-# the gap on either side), so that a week at 1 Hz (600k fixes) comes back as some 50k rows rather than
-# 600k Python objects, with no count or sort first. The last row also says how many fixes were scanned.
+# each of `buckets` equal slices of time, the first fix after each silence longer than the gap, and the
+# window's last fix, so that
+# a week at 1 Hz (600k fixes) comes back as some 50k rows rather than 600k Python objects, with no count or
+# sort first; the slice is computed once per fix and compared with the one before (the work per fix is what
+# this query costs). The last row also says how many fixes were scanned.
 # The scan never reads `flag`, so it stays on the covering primary key (index-only): flagged fixes, left out
 # of a trail unless asked for, are found by their own partial index (`_FLAGGED`) and dropped afterwards.
 _THINNED = """
 SELECT (extract(epoch FROM ts) * 1000)::bigint, ST_Y(geom), ST_X(geom), n
 FROM (
-    SELECT ts, geom, lag(ts) OVER w AS prev, lead(ts) OVER w AS next, row_number() OVER w AS n
+    SELECT ts, geom, b, lag(ts) OVER w AS prev, lag(b) OVER w AS prev_b, lead(ts) OVER w AS next,
+           row_number() OVER w AS n
     FROM (
-        SELECT ts, geom FROM fixes
+        SELECT ts, geom, date_bin($4, ts, $2) AS b FROM fixes
         WHERE device_id = $1 AND ts >= $2 AND ts < $3
         ORDER BY ts LIMIT $6
     ) f
     WINDOW w AS (ORDER BY ts)
 ) t
-WHERE prev IS NULL OR next IS NULL
-   OR date_bin($4, ts, $2) <> date_bin($4, prev, $2)
-   OR ($5 > interval '0' AND (ts - prev > $5 OR next - ts > $5))
+WHERE prev IS NULL OR next IS NULL OR b <> prev_b OR ($5 > interval '0' AND ts - prev > $5)
 ORDER BY ts
 """
 _FLAGGED = """
@@ -112,8 +113,8 @@ async def thinned_track(
     limit: int,
     include_flagged: bool = False,
 ) -> tuple[Trail, int] | None:
-    """At most about `buckets` fixes of `device` with from <= ts < to, one per equal slice of the window
-    plus the first and last of each run (runs break after more than `gap_s` without a fix; 0 never),
+    """At most about `buckets` fixes of `device` with from <= ts < to: the first of each equal slice of the
+    window, the first of each run (runs break after more than `gap_s` without a fix; 0 never) and the last,
     positions and times only (speed and heading NaN), and how many fixes the window holds; None when it
     holds more than `limit` (coroutine)."""
     slice_ = timedelta(milliseconds=max((to_ms - from_ms) // buckets, 1))

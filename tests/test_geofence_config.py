@@ -19,6 +19,7 @@ from shapely.geometry import MultiPolygon, Point, Polygon, shape
 from tracker.errors import ConfigError
 from tracker.geofence.config import FenceLoader, check_folder, load_folder
 from tracker.geofence.watch import watch
+from tracker.model import RULE_TYPES
 
 ZURICH = REALDATA / "geofences" / "zurich_stadtkreise.geojson"
 
@@ -650,9 +651,14 @@ async def test_watch_sees_a_removed_file(tmp_path: Path) -> None:
 
 
 def test_the_projects_own_fleet_rules_load_cleanly() -> None:
-    """Every file in geofences/ (the demo's rules) is valid, and covers each rule type it promises."""
+    """Every file in geofences/ (the demo's rules) is valid, and uses every rule type and option its
+    README documents: each `on:`, accuracy: strict, near_fleets, and fix filters."""
     result = load_folder(Path(__file__).resolve().parent.parent / "geofences")
     assert result.errors == ()
-    assert {r.on for r in result.rules} == {"enter", "exit", "dwell", "speeding", "cross"}
+    assert {r.on for r in result.rules} == set(RULE_TYPES)
+    assert any(r.strict for r in result.rules) and any(r.near_fleets for r in result.rules)
+    assert any(r.confirm_fixes > 1 for r in result.rules) and any(r.fleets for r in result.rules)
+    for test in ("max_accuracy_m", "max_speed_kmh"):
+        assert any(getattr(f, test) is not None for f in result.filters), test
     tags = {t for f in result.fences for t in f.tags}
     assert {"depot", "zone", "restricted"} <= tags

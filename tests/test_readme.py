@@ -29,7 +29,7 @@ async def test_the_python_device_example_streams_a_fix(server: Server) -> None:
     _, token = await add_device(server, uid("fleet"))
     out = _python_example(server.url, token)
     assert out.returncode == 0, out.stderr
-    assert "{'accepted': 1, 'duplicates': 0, 'rejected': []}" in out.stdout
+    assert "{'accepted': 1, 'duplicates': 0, 'rejected': [], 'flagged': []}" in out.stdout
 
 
 async def test_the_python_device_example_says_why_it_was_refused(server: Server) -> None:

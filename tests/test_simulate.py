@@ -19,7 +19,8 @@ import shapely
 
 from tracker.geo import pairwise_distance_m
 from tracker.geofence.config import load_folder
-from tracker.geofence.detect import RuleSet, detect
+from tracker.geofence.detect import RuleSet
+from tracker.geofence.dry_run import DryRun
 from tracker.model import Fix
 from tracker.stops import find_stops, stop_item
 from tracker.tools.cli import parser
@@ -349,19 +350,23 @@ def test_shifts_start_and_end_with_stops_at_depots(tracks: list[SimTrack]) -> No
 def test_the_sample_set_makes_every_berlin_rule_fire(files: list[Path]) -> None:
     result = load_folder(ROOT / "geofences")
     assert not result.errors
-    rules = RuleSet(result.fences, result.rules)
-    events: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    # The whole shift day through the detector in time order, every device at once (as the dry-run runs
+    # history), so that devices meet each other for the `near` rule.
+    run = DryRun(RuleSet(result.fences, result.rules))
+    fixes = []
     for path in files:
         got = read(path)
         fleet = FLEETS[path.stem.split("-")[0]]
-        fixes = [
+        fixes += [
             Fix(path.stem, fleet, ts, lat, lon, speed=speed, heading=heading)
             for ts, lat, lon, speed, heading in zip(
                 got.ts, got.lat, got.lon, got.speed, got.heading, strict=True
             )
         ]
-        for e in detect(rules, {}, {}, fixes).events:
-            events[(e.rule, e.type, e.fleet)] += 1
+    fixes.sort(key=lambda f: f.ts)
+    events: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    for e in run.feed(fixes):
+        events[(e.rule, e.type, e.fleet)] += 1
     for (rule, kind, fleet), n in sorted(events.items()):
         print(f"{rule:22} {kind:9} {fleet:9} {n}")
     by_type: collections.Counter[str] = collections.Counter()
@@ -376,5 +381,8 @@ def test_the_sample_set_makes_every_berlin_rule_fire(files: list[Path]) -> None:
     assert events[("restricted-crossing", "cross", "vans")] >= 1
     assert events[("long-stop-at-depot", "dwell", "couriers")] >= 1
     assert events[("long-stop-at-depot", "dwell", "vans")] >= 1
+    assert (
+        events[("courier-meets-van", "near", "couriers")] + events[("courier-meets-van", "near", "vans")] >= 1
+    )
     arrivals = events[("depot-arrival", "enter", "couriers")] + events[("depot-arrival", "enter", "vans")]
     assert arrivals >= 2 * len(files)  # every shift starts and ends at a depot or the hub

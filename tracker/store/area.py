@@ -1,4 +1,5 @@
-"""Who was in an area during a time window, from the stored fixes.
+"""Who was in an area during a time window, from the stored fixes (not those a fix filter flagged: a jump
+must not put a device where it never was).
 
 One query per request, grouped by device: the time range prunes `fixes` to the partitions of the window
 (and its BRIN index on `ts` narrows them further), `geom && envelope` lets the GiST index on `geom` pick
@@ -129,7 +130,7 @@ async def _visits(
                (extract(epoch FROM max(f.ts)) * 1000)::bigint AS last_ts,
                count(*) AS fixes
         FROM shape, fixes f JOIN devices d ON d.id = f.device_id
-        WHERE f.ts >= {lower} AND f.ts < {upper}
+        WHERE f.ts >= {lower} AND f.ts < {upper} AND f.flag IS NULL
           AND ({granted} IS NULL OR d.fleet = ANY({granted}))
           AND ({where})
         GROUP BY f.device_id, d.fleet

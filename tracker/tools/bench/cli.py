@@ -12,8 +12,8 @@ from typing import Any
 
 
 def add_bench(sub: Any) -> None:
-    """`tracker bench ingest | ingest-log | geofences | messages | trips | history | dry-run | map | replay |
-    fleet | storm | soak`."""
+    """`tracker bench ingest | ingest-log | geofences | near | messages | trips | history | dry-run | map |
+    replay | fleet | storm | soak`."""
 
     def bench_flags(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument(
@@ -145,6 +145,7 @@ def add_bench(sub: Any) -> None:
     _add_soak(bench, bench_flags)
     _add_ingest_log(bench, bench_flags)
     _add_report(bench, bench_flags)
+    _add_near(bench)
 
 
 def _server_setting(cmd: argparse.ArgumentParser) -> None:
@@ -243,6 +244,27 @@ def _add_report(bench: Any, bench_flags: Any) -> None:
     report.add_argument("--interval-s", type=float, default=5.0, help="seconds between a device's fixes (5)")
     report.add_argument("--runs", type=int, default=3, help="timed runs of each, alternating (3)")
     report.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is reported)")
+
+
+def _add_near(bench: Any) -> None:
+    near = bench.add_parser(
+        "near",
+        help="an on: near rule's cost per ingest batch in detect() vs. the same batches without (JSON)",
+    )
+    near.add_argument(
+        "--devices", type=int, default=10_000, help="live devices, a fix each every 5 s (10000)"
+    )
+    near.add_argument(
+        "--near-devices", type=int, default=1_000, help="of them in the near rule's fleets (1000)"
+    )
+    near.add_argument(
+        "--distances", default="100,500", help="near rules' distance_m, comma-separated (100,500)"
+    )
+    near.add_argument("--minutes", type=float, default=5.0, help="simulated minutes measured (5)")
+    near.add_argument(
+        "--geofences", help="fences measured with and without (default: the project's geofences/)"
+    )
+    near.add_argument("--out", help="also write the JSON report to this file")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -379,6 +401,12 @@ def _report(args: argparse.Namespace) -> str:
 
         report_sizes = ReportSettings(args.devices, args.interval_s, args.runs)
         return bench_report(args.database_url, report_sizes, args.keep, args.out)
+    if args.action == "near":
+        from tracker.tools.bench.near import bench_near
+
+        return bench_near(
+            args.devices, args.near_devices, args.distances, args.minutes, args.geofences, args.out
+        )
     if args.action == "history":
         from tracker.tools.bench.history import Settings, bench_history
 

@@ -458,3 +458,26 @@ async def test_the_reports_page_shows_the_day_sorts_by_column_and_exports_csv(
             assert not errors, errors
         finally:
             await browser.close()
+
+
+def test_the_fast_radius_decisions_are_the_geod_s_everywhere() -> None:
+    """Stops decide "within the radius" through the local form; its answer must be the Geod's, also near
+    the radius, near the poles, across the antimeridian and far beyond 100 km."""
+    from pyproj import Geod
+
+    from tracker.geo import local_distance_m, pairwise_farther_than_m
+
+    geod = Geod(ellps="WGS84")
+    rng = np.random.default_rng(19)
+    n = 200_000
+    for far_m in (60.0, 250.0, 5_000.0, 150_000.0, 5_000_000.0):
+        lat1, lon1 = rng.uniform(-89.9, 89.9, n), rng.uniform(-180.0, 180.0, n)
+        lon2, lat2, _ = geod.fwd(lon1, lat1, rng.uniform(0.0, 360.0, n), rng.uniform(0.0, far_m, n))
+        exact = np.asarray(geod.inv(lon1, lat1, lon2, lat2)[2])
+        assert float(np.abs(local_distance_m(lat1, lon1, lat2, lon2) - exact).max()) < 2e-6
+        for radius_m in (1.0, 50.0, far_m / 2, 100_000.0):
+            assert np.array_equal(pairwise_farther_than_m(lat1, lon1, lat2, lon2, radius_m), exact > radius_m)
+        for i in range(50):  # a radius exactly at the pair's distance, and a hair below it
+            one = (lat1[i : i + 1], lon1[i : i + 1], lat2[i : i + 1], lon2[i : i + 1])
+            assert not pairwise_farther_than_m(*one, float(exact[i]))[0]
+            assert pairwise_farther_than_m(*one, float(np.nextafter(exact[i], 0.0)))[0] == (exact[i] > 0)

@@ -7,6 +7,8 @@ from a fence's `center_lonlat`. Arrays are numpy float64 and every function is v
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 import shapely
@@ -57,28 +59,51 @@ _E2 = (1 / 298.257223563) * (2 - 1 / 298.257223563)
 LOCAL_MAX_M = 250.0  # lengths of pairs farther apart come from the Geod
 _DECIDE_MAX_M = 100_000.0  # decisions about pairs farther apart too
 _LOCAL_MAX_LAT = 80.0  # and both about pairs with an end nearer a pole
+_RAD_PER_DEG = math.pi / 180.0
 
 
 def _local_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
     """The distance on the plane of the ellipsoid's meridian and normal radii at the pair's mid-latitude.
     Its error against the Geod grows with the cube of the distance: measured on random pairs within 80°
     of the equator at most 1e-9 m at 50 m, 6e-7 m at 250 m, 1.5e-7 of the distance at 1 km and 1.6e-3 at
-    100 km (`_local_error_m` bounds it at three times that)."""
-    phi1, phi2 = np.radians(lat1), np.radians(lat2)
-    mid = (phi1 + phi2) * 0.5
-    w2 = 1.0 - _E2 * np.sin(mid) ** 2
-    normal = _A_M / np.sqrt(w2)
-    meridian = normal * (1.0 - _E2) / w2
-    dlon = np.radians((lon2 - lon1 + 180.0) % 360.0 - 180.0)
-    return np.asarray(np.hypot(meridian * (phi2 - phi1), normal * np.cos(mid) * dlon), dtype=np.float64)
+    100 km (`_local_error_m` bounds it at three times that). Written in place, a pass per step: it runs
+    over every fix of a day's report more than once."""
+    s2 = np.add(lat1, lat2)
+    s2 *= 0.5 * _RAD_PER_DEG
+    np.sin(s2, out=s2)
+    s2 *= s2  # sin² of the mid-latitude
+    w2 = 1.0 - _E2 * s2
+    per_deg = np.sqrt(w2)
+    np.divide(_A_M * _RAD_PER_DEG, per_deg, out=per_deg)  # the normal radius, in metres per degree
+    east = np.subtract(lon2, lon1)
+    if east.size and float(np.abs(east).max()) > 180.0:
+        east = (east + 180.0) % 360.0 - 180.0  # across the antimeridian
+    np.subtract(1.0, s2, out=s2)
+    np.sqrt(s2, out=s2)  # cos of the mid-latitude
+    east *= s2
+    east *= per_deg
+    north = np.subtract(lat2, lat1)
+    per_deg *= 1.0 - _E2
+    per_deg /= w2  # the meridian radius, in metres per degree
+    north *= per_deg
+    return np.asarray(np.hypot(east, north, out=east), dtype=np.float64)
 
 
-def _local_error_m(d: FloatArray) -> FloatArray:
-    return np.asarray(d * (5e-8 + 5e-7 * (d / 1000.0) ** 2) + 1e-6, dtype=np.float64)
+def _local_error_m(d: float) -> float:
+    return d * (5e-8 + 5e-7 * (d / 1000.0) ** 2) + 1e-6
 
 
-def _polar(lat1: FloatArray, lat2: FloatArray) -> BoolArray:
+def _polar(lat1: FloatArray, lat2: FloatArray) -> BoolArray | None:
+    """Which pairs have an end within 10° of a pole, or None when none has (the common case, found
+    without a mask)."""
+    if all(float(a.max()) <= _LOCAL_MAX_LAT and float(a.min()) >= -_LOCAL_MAX_LAT for a in (lat1, lat2)):
+        return None
     return np.asarray((np.abs(lat1) > _LOCAL_MAX_LAT) | (np.abs(lat2) > _LOCAL_MAX_LAT))
+
+
+def _to_geod(d: FloatArray, doubt: BoolArray, lat1: FloatArray, lat2: FloatArray) -> npt.NDArray[np.intp]:
+    polar = _polar(lat1, lat2)
+    return np.flatnonzero(doubt if polar is None else doubt | polar)
 
 
 def local_distance_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
@@ -90,7 +115,7 @@ def local_distance_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2:
     if len(lat1) == 0:
         return np.zeros(0, dtype=np.float64)
     d = _local_m(lat1, lon1, lat2, lon2)
-    far = np.flatnonzero((d > LOCAL_MAX_M) | _polar(lat1, lat2))
+    far = _to_geod(d, d > LOCAL_MAX_M, lat1, lat2)
     if far.size:
         d[far] = pairwise_distance_m(lat1[far], lon1[far], lat2[far], lon2[far])
     return d
@@ -112,9 +137,13 @@ def pairwise_farther_than_m(
     if len(lat1) == 0:
         return np.zeros(0, dtype=np.bool_)
     d = _local_m(lat1, lon1, lat2, lon2)
-    unsure = np.flatnonzero(
-        (np.abs(d - radius_m) <= _local_error_m(d)) | (d > _DECIDE_MAX_M) | _polar(lat1, lat2)
-    )
+    # The local form may be on the wrong side of the radius only within its error of it. Within 100 km
+    # that error grows more slowly than the distance, so those pairs all lie within `band` of the radius
+    # (the error at a little beyond it); farther pairs go to the Geod.
+    band = _local_error_m(min(1.01 * radius_m + 1.0, _DECIDE_MAX_M))
+    doubt = np.abs(d - radius_m) <= band
+    doubt |= d > _DECIDE_MAX_M
+    unsure = _to_geod(d, doubt, lat1, lat2)
     if unsure.size:
         d[unsure] = pairwise_distance_m(lat1[unsure], lon1[unsure], lat2[unsure], lon2[unsure])
     return np.asarray(d > radius_m)

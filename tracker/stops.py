@@ -63,14 +63,18 @@ def find_stops(track: Trail, radius_m: float, min_duration_ms: int) -> list[Span
         track.lat[has_later], track.lon[has_later], track.lat[b], track.lon[b], radius_m
     )
     stops: list[Span] = []
-    resume = 0
-    for start in has_later[near].tolist():
-        if start < resume:
-            continue
+    candidates = has_later[near]
+    k = 0
+    while k < len(candidates):
+        start = int(candidates[k])
         leave = _leave_index(track, start, radius_m)
         if ts[leave - 1] - ts[start] >= min_duration_ms:
             stops.append((start, leave - 1))
-            resume = leave
+            # The next stop starts after this one: skip the candidates within it (a parked night is
+            # thousands of them) in one step.
+            k = int(np.searchsorted(candidates, leave, side="left"))
+        else:
+            k += 1
     return stops
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +24,7 @@ from tracker.trail import Trail
 STREAMS = 2  # connections reading fixes at once: the measured machine has two cores
 _EPOCH_2000_MS = 946_684_800_000  # PostgreSQL's binary timestamps count µs from 2000-01-01 UTC
 _HEADER = 19  # PGCOPY signature (11), flags (4), header extension length (4, zero)
-_FLUSH_BYTES = 4 << 20  # parse what arrived every few MB, not on every network read
+_FLUSH_BYTES = 2 << 20  # parse what arrived every few MB, not on every network read
 
 # One row: field count, then length + value for key (int8), ts (timestamptz), point (WKB, 21 bytes),
 # speed (float4, NaN when not reported). Big-endian but for the WKB, which is asked for little-endian.
@@ -70,67 +71,63 @@ GROUP BY device_id, direction
 """
 
 Counts = dict[str, dict[str, int]]  # device -> kind -> count
-
-
-def _trail(rows: npt.NDArray[np.void]) -> Trail:
-    """The fixes of one device's rows (in time order) as a Trail; heading is not read (NaN)."""
-    n = len(rows)
-    ts = rows["ts_us"].astype(np.int64) // 1000 + _EPOCH_2000_MS
-    nan = np.full(n, np.nan)
-    return Trail(
-        ts,
-        rows["lat"].astype(np.float64),
-        rows["lon"].astype(np.float64),
-        rows["speed"].astype(np.float64),
-        nan,
-    )
+_Columns = tuple[npt.NDArray[Any], ...]  # key, ts (ms), lat, lon, speed of consecutive rows
 
 
 class _Splitter:
-    """Cuts one COPY stream into whole devices: rows are parsed as they arrive and each device is handed
-    on (to `queue`) once the next one begins."""
+    """Cuts one COPY stream into whole devices: rows are parsed a few MB at a time, their columns
+    converted for all of them at once, and each device handed on (to `queue`) once the next one begins."""
 
     def __init__(self, names: dict[int, str], queue: asyncio.Queue[tuple[str, Trail] | None]) -> None:
         self._names = names
         self._queue = queue
-        self._pending = bytearray()
-        self._rows: list[npt.NDArray[np.void]] = []
-        self._header_done = False
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._skip = _HEADER
+        self._carry: _Columns | None = None  # the columns of the unfinished device
 
     async def feed(self, chunk: bytes) -> None:
-        self._pending += chunk
-        if len(self._pending) >= _FLUSH_BYTES:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size >= _FLUSH_BYTES:
             await self._parse(final=False)
 
     async def finish(self) -> None:
         await self._parse(final=True)
 
     async def _parse(self, final: bool) -> None:
-        start = 0
-        if not self._header_done and len(self._pending) >= _HEADER:
-            start, self._header_done = _HEADER, True
-        whole = (len(self._pending) - start) // _ROW.itemsize
-        if final:  # the trailer (-1 as int16) is left over
-            whole = (len(self._pending) - start - 2) // _ROW.itemsize
-        if whole > 0:
-            end = start + whole * _ROW.itemsize
-            self._rows.append(np.frombuffer(bytes(self._pending[start:end]), dtype=_ROW))
-            del self._pending[:end]
-        elif start:
-            del self._pending[:start]
-        await self._hand_on(final)
-
-    async def _hand_on(self, final: bool) -> None:
-        if not self._rows:
+        data = b"".join(self._chunks)
+        end = len(data) - 2 if final else len(data)  # the trailer (-1 as int16) is left over
+        whole = max(0, (end - self._skip) // _ROW.itemsize)
+        rows = np.frombuffer(data, dtype=_ROW, count=whole, offset=self._skip) if whole else None
+        rest = data[self._skip + whole * _ROW.itemsize :]
+        self._chunks, self._size, self._skip = ([rest] if rest else []), len(rest), 0
+        columns = self._carry
+        if rows is not None:
+            parsed: _Columns = (
+                rows["key"].astype(np.int64),
+                rows["ts_us"].astype(np.int64) // 1000 + _EPOCH_2000_MS,
+                rows["lat"].astype(np.float64),
+                rows["lon"].astype(np.float64),
+                rows["speed"].astype(np.float64),
+            )
+            columns = (
+                parsed
+                if columns is None
+                else tuple(np.concatenate(p) for p in zip(columns, parsed, strict=True))
+            )
+        if columns is None:
             return
-        rows = self._rows[0] if len(self._rows) == 1 else np.concatenate(self._rows)
-        keys = rows["key"]
-        cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-        bounds = [0, *cuts.tolist(), len(rows)]
+        keys = columns[0]
+        bounds = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist(), len(keys)]
         done = len(bounds) - 1 if final else len(bounds) - 2  # the last device may go on
         for a, b in zip(bounds[:done], bounds[1 : done + 1], strict=True):
-            await self._queue.put((self._names[int(keys[a])], _trail(rows[a:b])))
-        self._rows = [rows[bounds[done] :]] if not final and bounds[done] < len(rows) else []
+            ts, lat, lon, speed = (c[a:b] for c in columns[1:])
+            await self._queue.put(
+                (self._names[int(keys[a])], Trail(ts, lat, lon, speed, np.full(b - a, np.nan)))
+            )
+        last = bounds[done]
+        self._carry = None if final or last == len(keys) else tuple(c[last:] for c in columns)
 
 
 async def tracks(

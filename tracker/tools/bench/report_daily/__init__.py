@@ -159,6 +159,8 @@ async def _measure(db_url: str, day: reports.LocalDay, settings: Settings) -> di
             "stopped_h": rounded(fleet.get("stopped_s", 0) / 3600, 1),
         },
         "agrees_with_stops_and_trips": agree,
+        "cpu_note": "bench_cpu_s is this process; postgres_cpu_s the pool's client backends, not the "
+        "parallel workers PostgreSQL may start for the baseline's aggregate",
     }
 
 

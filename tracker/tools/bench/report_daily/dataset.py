@@ -146,7 +146,8 @@ async def load_day(db_url: str, day: LocalDay, settings: Settings) -> dict[str, 
         load_s = time.perf_counter() - t0
         async with db.pool.acquire() as conn:
             flagged = await conn.execute(
-                "UPDATE fixes SET flag = 'jump' WHERE (extract(epoch FROM ts) * 1000)::bigint % ($1 * 1000) < 1000",
+                "UPDATE fixes SET flag = 'jump' "
+                "WHERE (extract(epoch FROM ts) * 1000)::bigint % ($1 * 1000) < 1000",
                 FLAG_EVERY,
             )
             t1 = time.perf_counter()

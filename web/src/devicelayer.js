@@ -126,7 +126,8 @@ export class DeviceLayer {
     this.headings[slot] = heading == null ? -1 : heading;
     this.styles[2 * slot] = status;
     this.styles[2 * slot + 1] = fleet;
-    this.dirty = true;
+    // A device hidden in a cluster moves unseen: no repaint for it (its numbers go up with the next one).
+    if (this.shown[slot]) this.dirty = true;
   }
 
   /** Hides (in a cluster) or shows the device in `slot`; drawn at the next flush(). */

@@ -11,7 +11,13 @@ export function createApi(token) {
   async function get(path, params = {}) {
     const url = new URL(path, window.location.origin);
     for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) url.searchParams.set(k, v);
-    const response = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
+    return answer(await fetch(url, { headers: { Authorization: `Bearer ${token}` } }));
+  }
+  async function post(path, body) {
+    const headers = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
+    return answer(await fetch(new URL(path, window.location.origin), { method: "POST", headers, body: JSON.stringify(body) }));
+  }
+  async function answer(response) {
     if (!response.ok) {
       let message = `${response.status} ${response.statusText}`;
       try {
@@ -23,5 +29,5 @@ export function createApi(token) {
     }
     return response.json();
   }
-  return { get };
+  return { get, post };
 }

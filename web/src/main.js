@@ -9,6 +9,7 @@ import { Conversation } from "./conversation.js";
 import { DeviceDetails } from "./details.js";
 import { EventFeed } from "./feed.js";
 import { Fleet } from "./fleet.js";
+import { FenceDraw } from "./fencedraw.js";
 import { FleetChoice } from "./fleetchoice.js";
 import { deviceName } from "./format.js";
 import { DeviceList } from "./list.js";
@@ -104,6 +105,8 @@ function start(config, token, me) {
     legend($("legend"), mode, fleetChoice.fleets());
   });
   $("replay-open").addEventListener("click", () => replay.open());
+  const fenceDraw = new FenceDraw({ api, map: mapView.map, ready: mapView.ready });
+  $("fence-open").addEventListener("click", () => fenceDraw.open());
   const reports = new ReportsView($("app"), token, () => fleetChoice.fleets());
   $("reports-open").addEventListener("click", () => reports.open());
   $("details-replay").addEventListener("click", () => replay.open(selected ? [selected] : []));
@@ -157,6 +160,7 @@ function start(config, token, me) {
     map: mapView.map,
     clusters: () => clusters.list(),
     replay: () => replay.state(),
+    fence: () => fenceDraw.describe(),
   };
 }
 

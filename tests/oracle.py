@@ -94,7 +94,7 @@ def read_google_csv(path: Path) -> list[tuple[int, float, float]]:
 
 def read_google_accuracy(path: Path) -> dict[int, float]:
     """The same file's `accuracy` (metres, as the phone reported it) by fix time."""
-    out = {}
+    out: dict[int, float] = {}
     with path.open(newline="") as f:
         for row in csv.DictReader(f, delimiter=";"):
             dt = datetime.fromisoformat(row["tracked_at"].replace("Z", "+00:00"))

@@ -1,19 +1,20 @@
 """Reads for daily reports: every fix of many devices over one window, and their event and message counts.
 
-Policy: a fleet-day is millions of fixes, so they do not come back as rows. Each of a few connections
-streams a share of the devices through binary COPY, rows of fixed width (device key, time, WKB point,
-speed) that numpy reads in place, in (device, time) order straight off the covering primary key (an
-index-only scan). Flagged fixes are left out as in every trail, but not by a filter in that scan (the
-flag is not in the index, so the scan would visit the heap for every fix): the few flagged keys come from
-their own partial index and are dropped here. The device key is PostgreSQL's 64-bit hash of the id, so
-that rows stay fixed-width; ids that hash alike are read one by one instead.
+Policy: a fleet-day is millions of fixes, so they do not come back as rows of Python objects. Each of a
+few connections streams a share of the devices through binary COPY, in (device, time) order straight off
+the covering primary key (an index-only scan), and numpy reads the rows in place: a row is the device id,
+the time, the WKB point and the speed, and all rows of one device have the same width, so each device is
+one strided array. Nothing is computed per row in PostgreSQL beyond the WKB (a hash of the id as a
+fixed-width key cost a third of the server's time). Flagged fixes are left out as in every trail, but not
+by a filter in that scan (the flag is not in the index, so the scan would visit the table for every fix,
+five times slower): the few flagged keys come from their own partial index and are dropped here.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
@@ -25,28 +26,10 @@ STREAMS = 2  # connections reading fixes at once: the measured machine has two c
 _EPOCH_2000_MS = 946_684_800_000  # PostgreSQL's binary timestamps count µs from 2000-01-01 UTC
 _HEADER = 19  # PGCOPY signature (11), flags (4), header extension length (4, zero)
 _FLUSH_BYTES = 2 << 20  # parse what arrived every few MB, not on every network read
-
-# One row: field count, then length + value for key (int8), ts (timestamptz), point (WKB, 21 bytes),
-# speed (float4, NaN when not reported). Big-endian but for the WKB, which is asked for little-endian.
-_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("key_len", ">i4"),
-        ("key", ">i8"),
-        ("ts_len", ">i4"),
-        ("ts_us", ">i8"),
-        ("wkb_len", ">i4"),
-        ("wkb_order", "u1"),
-        ("wkb_type", "<u4"),
-        ("lon", "<f8"),
-        ("lat", "<f8"),
-        ("speed_len", ">i4"),
-        ("speed", ">f4"),
-    ]
-)
+_FIXED = 51  # bytes of a row besides its device id: field count, 4 lengths, ts (8), WKB (21), speed (4)
 
 _FIXES = """
-SELECT hashtextextended(device_id, 0), ts, ST_AsBinary(geom, 'NDR'), coalesce(speed, 'NaN'::real)
+SELECT device_id, ts, ST_AsBinary(geom, 'NDR'), coalesce(speed, 'NaN'::real)
 FROM fixes WHERE device_id = ANY($1::text[]) AND ts >= $2 AND ts < $3
 ORDER BY device_id, ts
 """
@@ -55,8 +38,6 @@ _FLAGGED = """
 SELECT device_id, (extract(epoch FROM ts) * 1000)::bigint FROM fixes
 WHERE device_id = ANY($1::text[]) AND ts >= $2 AND ts < $3 AND flag IS NOT NULL
 """
-
-_KEYS = "SELECT id, hashtextextended(id, 0) FROM unnest($1::text[]) AS id"
 
 _EVENTS = """
 SELECT device_id, type, count(*) FROM events
@@ -70,21 +51,52 @@ WHERE created_ts >= $2 AND created_ts < $3 AND device_id = ANY($1::text[])
 GROUP BY device_id, direction
 """
 
-Counts = dict[str, dict[str, int]]  # device -> kind -> count
-_Columns = tuple[npt.NDArray[Any], ...]  # key, ts (ms), lat, lon, speed of consecutive rows
+
+@cache
+def _row(id_len: int) -> np.dtype[np.void]:
+    """The row of a device whose id is `id_len` bytes: big-endian but for the WKB, asked little-endian."""
+    return np.dtype(
+        [
+            ("head", f"V{6 + id_len}"),  # field count, id length, id
+            ("ts_len", ">i4"),
+            ("ts_us", ">i8"),
+            ("wkb_len", ">i4"),
+            ("wkb_order", "u1"),
+            ("wkb_type", "<u4"),
+            ("lon", "<f8"),
+            ("lat", "<f8"),
+            ("speed_len", ">i4"),
+            ("speed", ">f4"),
+        ]
+    )
+
+
+def _run_length(rows: npt.NDArray[np.uint8], id_len: int) -> int:
+    """How many of `rows` (byte rows of one width, from a device's first row on) are that device's: up to
+    the first whose id (with its length) differs. Rows past the device may lie at other offsets, but the
+    first of the next device starts exactly there and differs, so the first difference is the end.
+    Searched in growing blocks: a device's rows are compared about once."""
+    first = rows[0, 2 : 6 + id_len]
+    k, block = 1, 64
+    while k < len(rows):
+        hi = min(len(rows), k + block)
+        differs = np.flatnonzero((rows[k:hi, 2 : 6 + id_len] != first).any(axis=1))
+        if differs.size:
+            return k + int(differs[0])
+        k, block = hi, block * 4
+    return len(rows)
 
 
 class _Splitter:
-    """Cuts one COPY stream into whole devices: rows are parsed a few MB at a time, their columns
-    converted for all of them at once, and each device handed on (to `queue`) once the next one begins."""
+    """Cuts one COPY stream into whole devices: what arrived is parsed a few MB at a time, device by
+    device, and each device handed on (to `queue`) once the next one begins."""
 
-    def __init__(self, names: dict[int, str], queue: asyncio.Queue[tuple[str, Trail] | None]) -> None:
-        self._names = names
+    def __init__(self, queue: asyncio.Queue[tuple[str, Trail] | None]) -> None:
         self._queue = queue
         self._chunks: list[bytes] = []
         self._size = 0
         self._skip = _HEADER
-        self._carry: _Columns | None = None  # the columns of the unfinished device
+        self._open: tuple[str, list[Trail]] | None = None  # the device the stream may still go on with
 
     async def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -94,40 +106,55 @@ class _Splitter:
 
     async def finish(self) -> None:
         await self._parse(final=True)
+        await self._close_open()
+
+    async def _close_open(self) -> None:
+        if self._open is not None:
+            device, parts = self._open
+            self._open = None
+            await self._queue.put((device, parts[0] if len(parts) == 1 else _joined(parts)))
 
     async def _parse(self, final: bool) -> None:
         data = b"".join(self._chunks)
         end = len(data) - 2 if final else len(data)  # the trailer (-1 as int16) is left over
-        whole = max(0, (end - self._skip) // _ROW.itemsize)
-        rows = np.frombuffer(data, dtype=_ROW, count=whole, offset=self._skip) if whole else None
-        rest = data[self._skip + whole * _ROW.itemsize :]
+        p = self._skip
+        while p + 6 <= end:
+            id_len = int.from_bytes(data[p + 2 : p + 6], "big")
+            width = _FIXED + id_len
+            fits = (end - p) // width
+            if fits == 0:
+                break
+            rows = np.frombuffer(data, dtype=np.uint8, count=fits * width, offset=p).reshape(fits, width)
+            run = _run_length(rows, id_len)
+            device = data[p + 6 : p + 6 + id_len].decode()
+            part = _trail(np.frombuffer(data, dtype=_row(id_len), count=run, offset=p))
+            if self._open is not None and self._open[0] == device:
+                self._open[1].append(part)
+            else:
+                await self._close_open()
+                self._open = (device, [part])
+            p += run * width
+            if run < fits:  # the next device has begun: this one is whole
+                await self._close_open()
+        rest = data[p:]
         self._chunks, self._size, self._skip = ([rest] if rest else []), len(rest), 0
-        columns = self._carry
-        if rows is not None:
-            parsed: _Columns = (
-                rows["key"].astype(np.int64),
-                rows["ts_us"].astype(np.int64) // 1000 + _EPOCH_2000_MS,
-                rows["lat"].astype(np.float64),
-                rows["lon"].astype(np.float64),
-                rows["speed"].astype(np.float64),
-            )
-            columns = (
-                parsed
-                if columns is None
-                else tuple(np.concatenate(p) for p in zip(columns, parsed, strict=True))
-            )
-        if columns is None:
-            return
-        keys = columns[0]
-        bounds = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist(), len(keys)]
-        done = len(bounds) - 1 if final else len(bounds) - 2  # the last device may go on
-        for a, b in zip(bounds[:done], bounds[1 : done + 1], strict=True):
-            ts, lat, lon, speed = (c[a:b] for c in columns[1:])
-            await self._queue.put(
-                (self._names[int(keys[a])], Trail(ts, lat, lon, speed, np.full(b - a, np.nan)))
-            )
-        last = bounds[done]
-        self._carry = None if final or last == len(keys) else tuple(c[last:] for c in columns)
+
+
+def _trail(rows: npt.NDArray[np.void]) -> Trail:
+    """One device's rows (in time order) as a Trail; heading is not read (NaN)."""
+    return Trail(
+        rows["ts_us"].astype(np.int64) // 1000 + _EPOCH_2000_MS,
+        rows["lat"].astype(np.float64),
+        rows["lon"].astype(np.float64),
+        rows["speed"].astype(np.float64),
+        np.full(len(rows), np.nan),
+    )
+
+
+def _joined(parts: list[Trail]) -> Trail:
+    return Trail(
+        *(np.concatenate([getattr(t, c) for t in parts]) for c in ("ts", "lat", "lon", "speed", "heading"))
+    )
 
 
 async def tracks(
@@ -139,33 +166,22 @@ async def tracks(
     if not devices:
         return
     lo, hi = ms_to_datetime(from_ms), ms_to_datetime(to_ms)
-    async with db.pool.acquire() as conn:
-        keyed = await conn.fetch(_KEYS, list(devices))
-        flagged = await conn.fetch(_FLAGGED, list(devices), lo, hi)
-    by_key: dict[int, list[str]] = {}
-    for device, key in keyed:
-        by_key.setdefault(int(key), []).append(device)
-    names = {k: ids[0] for k, ids in by_key.items() if len(ids) == 1}
-    alike = sorted(d for ids in by_key.values() if len(ids) > 1 for d in ids)
     drop: dict[str, list[int]] = {}
-    for device, ts in flagged:
+    for device, ts in await db.pool.fetch(_FLAGGED, list(devices), lo, hi):
         drop.setdefault(device, []).append(int(ts))
-    streamed = sorted(names.values())
-    shares = [streamed[i::STREAMS] for i in range(STREAMS)] + [[d] for d in alike]
+    ordered = sorted(devices)
+    shares = [ordered[i::STREAMS] for i in range(STREAMS)]
     queue: asyncio.Queue[tuple[str, Trail] | None] = asyncio.Queue(maxsize=64)
 
     async def read(share: list[str]) -> None:
-        splitter = _Splitter({int(k): d for d, k in keyed if d in share} if len(share) == 1 else names, queue)
+        splitter = _Splitter(queue)
         async with db.pool.acquire() as conn:
             await conn.copy_from_query(_FIXES, share, lo, hi, output=splitter.feed, format="binary")
         await splitter.finish()
 
     async def read_all() -> None:
         try:
-            # The streams run at once; devices whose keys collide are read one at a time after them.
-            await asyncio.gather(*(read(s) for s in shares[:STREAMS] if s))
-            for s in shares[STREAMS:]:
-                await read(s)
+            await asyncio.gather(*(read(s) for s in shares if s))
         finally:
             await queue.put(None)
 
@@ -181,6 +197,9 @@ async def tracks(
         await reader  # raises what a stream raised
     finally:
         reader.cancel()
+
+
+Counts = dict[str, dict[str, int]]  # device -> kind -> count
 
 
 async def event_counts(db: Database, devices: Sequence[str], from_ms: int, to_ms: int) -> Counts:

@@ -244,6 +244,7 @@ def _add_report(bench: Any, bench_flags: Any) -> None:
     report.add_argument("--interval-s", type=float, default=5.0, help="seconds between a device's fixes (5)")
     report.add_argument("--runs", type=int, default=3, help="timed runs of each, alternating (3)")
     report.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is reported)")
+    report.add_argument("--use-database", help="a database a --keep run left: skip loading the day")
 
 
 def _add_near(bench: Any) -> None:
@@ -399,7 +400,7 @@ def _report(args: argparse.Namespace) -> str:
         from tracker.tools.bench.report_daily import Settings as ReportSettings
         from tracker.tools.bench.report_daily import bench_report
 
-        report_sizes = ReportSettings(args.devices, args.interval_s, args.runs)
+        report_sizes = ReportSettings(args.devices, args.interval_s, args.runs, args.use_database)
         return bench_report(args.database_url, report_sizes, args.keep, args.out)
     if args.action == "near":
         from tracker.tools.bench.near import bench_near

@@ -20,23 +20,33 @@ import os
 import statistics
 import time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import numpy as np
 
 from tracker import reports
 from tracker.model import Device
+from tracker.reports import local_day
 from tracker.stops import DEFAULT_MIN_DURATION_S, DEFAULT_RADIUS_M, find_stops, find_trips, trip_item
 from tracker.store import history
 from tracker.store.database import Database, ms_to_datetime
 from tracker.tools.bench.flags import check_range
 from tracker.tools.bench.procfs import proc_cpu_s
-from tracker.tools.bench.report import DEFAULT_BASE_URL, machine_facts, progress, rounded, write_report
+from tracker.tools.bench.report import (
+    DEFAULT_BASE_URL,
+    BenchError,
+    machine_facts,
+    progress,
+    rounded,
+    write_report,
+)
 from tracker.tools.bench.report_daily.dataset import (
     CITY,
     FLAG_EVERY,
     FLEET,
     SEED,
+    TZ,
     Settings,
     bench_day,
     device_ids,
@@ -63,13 +73,19 @@ def bench_report(database_url: str | None, settings: Settings, keep: bool, out: 
     check_range("--runs", settings.runs, 1, 50)
     started = time.perf_counter()
     loadavg = list(os.getloadavg())
-    day = bench_day()
-    with scratch_database(database_url or DEFAULT_BASE_URL, keep) as (db_url, pg):
-        load = asyncio.run(load_day(db_url, day, settings))
-        pg.update(load.pop("postgres"))
+    if settings.use_database:
+        db_url = settings.use_database
+        day, pg = asyncio.run(_kept_day(db_url, settings))
+        load: dict[str, Any] = {"reused": db_url}
         timed = asyncio.run(_measure(db_url, day, settings))
-        if keep:
-            progress(f"database kept: {db_url}")
+    else:
+        day = bench_day()
+        with scratch_database(database_url or DEFAULT_BASE_URL, keep) as (db_url, pg):
+            load = asyncio.run(load_day(db_url, day, settings))
+            pg.update(load.pop("postgres"))
+            timed = asyncio.run(_measure(db_url, day, settings))
+            if keep:
+                progress(f"database kept: {db_url} (measure it again with --use-database)")
     report_s, baseline_s = timed["report"]["median_s"], timed["baseline"]["median_s"]
     report = {
         "machine": {
@@ -81,11 +97,11 @@ def bench_report(database_url: str | None, settings: Settings, keep: bool, out: 
             **pg,
         },
         "settings": {
-            **vars(settings),
+            **{k: v for k, v in vars(settings).items() if k != "use_database"},
             "fleet": FLEET,
             "date": day.date.isoformat(),
             "tz": day.tz,
-            "fixes_per_device": load["fixes"] // settings.devices,
+            "fixes_per_device": timed.pop("fixes") // settings.devices,
             "city_bbox": list(CITY),
             "seed": SEED,
             "flagged": f"one fix in {FLAG_EVERY}, by time",
@@ -101,6 +117,25 @@ def bench_report(database_url: str | None, settings: Settings, keep: bool, out: 
         "total_s": round(time.perf_counter() - started, 1),
     }
     return write_report(report, out)
+
+
+async def _kept_day(db_url: str, settings: Settings) -> tuple[reports.LocalDay, dict[str, Any]]:
+    """The day a kept database holds (the local day of its first fix), and the server's facts."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        first = await conn.fetchval("SELECT min(ts) FROM fixes WHERE device_id = $1", device_ids(1)[0])
+        devices = await conn.fetchval("SELECT count(*) FROM devices WHERE fleet = $1", FLEET)
+        facts = {
+            "postgres": await conn.fetchval("SHOW server_version"),
+            "postgis": await conn.fetchval("SELECT postgis_lib_version()"),
+            "shared_buffers": await conn.fetchval("SHOW shared_buffers"),
+            "jit": await conn.fetchval("SHOW jit"),
+        }
+    finally:
+        await conn.close()
+    if first is None or devices != settings.devices:
+        raise BenchError(f"{db_url} holds no bench day of {settings.devices} devices (--devices)")
+    return local_day(first.astimezone(ZoneInfo(TZ)).date().isoformat(), TZ), facts
 
 
 async def _backend_cpu(db: Database) -> float | None:
@@ -122,12 +157,13 @@ async def _measure(db_url: str, day: reports.LocalDay, settings: Settings) -> di
         lo, hi = ms_to_datetime(day.from_ms), ms_to_datetime(day.to_ms)
         runs: dict[str, list[dict[str, float | None]]] = {"baseline": [], "report": []}
         result: reports.DailyReport | None = None
+        fixes = 0
         for i in range(settings.runs):
             for name in ("baseline", "report"):
                 cpu0, pg0, t0 = time.process_time(), await _backend_cpu(db), time.perf_counter()
                 if name == "baseline":
                     rows = await db.pool.fetch(_BASELINE, ids, lo, hi)
-                    assert len(rows) <= len(ids)
+                    fixes = sum(int(r[1]) for r in rows)
                 else:
                     result = await reports.daily(db, devices, day, DEFAULT_RADIUS_M, DEFAULT_MIN_DURATION_S)
                 wall = time.perf_counter() - t0
@@ -149,6 +185,7 @@ async def _measure(db_url: str, day: reports.LocalDay, settings: Settings) -> di
     rows_ = result.days
     fleet = result.fleets[0] if result.fleets else {}
     return {
+        "fixes": fixes,
         "baseline": _summary(runs["baseline"], "per device count, min(ts), max(ts), max(speed) in SQL"),
         "report": _summary(runs["report"], "tracker.reports.daily over the whole fleet"),
         "result": {

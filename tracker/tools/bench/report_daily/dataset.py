@@ -51,6 +51,7 @@ class Settings:
     devices: int = 1_000
     interval_s: float = 5.0
     runs: int = 3
+    use_database: str | None = None  # a database a --keep run left: skip loading
 
 
 def bench_day() -> LocalDay:

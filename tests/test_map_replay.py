@@ -32,6 +32,7 @@ from harness import (
 from playwright.async_api import Browser, Page, async_playwright
 
 from tracker.tools.browser import launch_chromium
+from tracker.trail import Trail, budget_indexes, budget_runs, run_starts
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 SHOT_VIEWPORT = {"width": 1200, "height": 720}  # smaller PNGs for the README than the tests' 1600 x 900
@@ -346,3 +347,26 @@ def test_screenshots_are_in_the_readme() -> None:
     for name in ("live", "replay", "clusters"):
         assert f"docs/screenshots/{name}.png" in readme
     assert Path(ROOT / "docs" / "screenshots").is_dir()
+
+
+def test_the_budget_keeps_a_stop_on_a_straight_road_and_each_run_s_ends() -> None:
+    # East along a parallel at 10 m/s for 100 s, 60 s stopped, 100 s on: every fix on one straight line, so
+    # plain Douglas-Peucker would keep only the ends; in time the stop is where a replay would go wrong.
+    ts, lon = [], []
+    x = 0.0
+    for i in range(261):
+        ts.append(1_700_000_000_000 + i * 1000)
+        lon.append(13.0 + x / 68_000)
+        if not 100 <= i < 160:
+            x += 10.0
+    track = Trail.from_columns(ts, [52.0] * len(ts), lon)
+    kept = budget_indexes(track, run_starts(track.ts, 0), 4).tolist()
+    assert kept == [0, 100, 160, 260]
+    # Two runs (a silence of over 30 s between them): each keeps its first and last fix, within budget.
+    gap = Trail.from_columns([*ts[:100], *(t + 60_000 for t in ts[100:])], [52.0] * 261, lon)
+    starts = run_starts(gap.ts, 30_000)
+    assert starts.tolist() == [0, 100]
+    drawn, drawn_starts = budget_runs(gap, starts, 6)
+    assert {0, 99, 100, 260} <= set(budget_indexes(gap, starts, 6).tolist()) and len(drawn) <= 6
+    assert drawn_starts[0] == 0 and drawn.ts[drawn_starts[1]] == gap.ts[100]
+    assert budget_indexes(track, run_starts(track.ts, 0), 1000).tolist() == list(range(261))

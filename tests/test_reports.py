@@ -481,3 +481,53 @@ def test_the_fast_radius_decisions_are_the_geod_s_everywhere() -> None:
             one = (lat1[i : i + 1], lon1[i : i + 1], lat2[i : i + 1], lon2[i : i + 1])
             assert not pairwise_farther_than_m(*one, float(exact[i]))[0]
             assert pairwise_farther_than_m(*one, float(np.nextafter(exact[i], 0.0)))[0] == (exact[i] > 0)
+
+
+async def test_the_copy_stream_is_cut_into_whole_devices_whatever_the_chunks_and_id_lengths() -> None:
+    """The binary COPY parser (`tracker.store.reports`): devices of different id lengths, one of them
+    long enough to span several parses, read back exactly from chunks of any size."""
+    import asyncio
+    import struct
+
+    from tracker.store import reports as store
+
+    rng = np.random.default_rng(3)
+    devices = {"a": 3, "bb-2": 40_000, "c": 1, "dddddddddd-10": 700, "e": 5}  # id -> fixes
+    expected: dict[str, list[tuple[int, float, float, float]]] = {}
+    body = bytearray(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
+    for device, n in devices.items():
+        rows = expected.setdefault(device, [])
+        for i in range(n):
+            ts_ms, lat, lon = (
+                1_700_000_000_000 + i * 5000,
+                float(rng.uniform(-80, 80)),
+                float(rng.uniform(-180, 180)),
+            )
+            speed = float("nan") if i % 3 == 0 else float(np.float32(rng.uniform(0, 30)))
+            rows.append((ts_ms, lat, lon, speed))
+            key = device.encode()
+            body += struct.pack(">hi", 4, len(key)) + key
+            body += struct.pack(">iq", 8, (ts_ms - 946_684_800_000) * 1000)
+            body += struct.pack(">i", 21) + struct.pack("<BIdd", 1, 1, lon, lat)
+            body += struct.pack(">if", 4, speed)
+    body += struct.pack(">h", -1)
+    for _ in range(3):
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        splitter = store._Splitter(queue)
+        i = 0
+        while i < len(body):
+            step = int(rng.integers(1, 200_000))
+            await splitter.feed(bytes(body[i : i + step]))
+            i += step
+        await splitter.finish()
+        got = {}
+        while not queue.empty():
+            device, trail = queue.get_nowait()
+            assert device not in got
+            got[device] = trail
+        assert set(got) == set(devices)
+        for device, rows in expected.items():
+            trail = got[device]
+            assert trail.ts.tolist() == [r[0] for r in rows]
+            assert trail.lat.tolist() == [r[1] for r in rows] and trail.lon.tolist() == [r[2] for r in rows]
+            assert np.array_equal(trail.speed, np.array([r[3] for r in rows]), equal_nan=True)

@@ -71,20 +71,25 @@ def _row(id_len: int) -> np.dtype[np.void]:
     )
 
 
-def _run_length(rows: npt.NDArray[np.uint8], id_len: int) -> int:
-    """How many of `rows` (byte rows of one width, from a device's first row on) are that device's: up to
-    the first whose id (with its length) differs. Rows past the device may lie at other offsets, but the
-    first of the next device starts exactly there and differs, so the first difference is the end.
-    Searched in growing blocks: a device's rows are compared about once."""
-    first = rows[0, 2 : 6 + id_len]
+@cache
+def _id_view(id_len: int) -> np.dtype[np.void]:
+    """A row as (field count, id with its length, the rest): the id compared as one opaque value."""
+    return np.dtype([("fields", "V2"), ("id", f"V{4 + id_len}"), ("rest", f"V{_FIXED - 6}")])
+
+
+def _run_length(ids: npt.NDArray[np.void]) -> int:
+    """How many of `ids` (the ids of rows of one width, from a device's first row on) are that device's:
+    up to the first that differs. Rows past the device may lie at other offsets, but the first of the
+    next device starts exactly there and differs, so the first difference is the end. Searched in
+    growing blocks: a device's rows are compared about once."""
     k, block = 1, 64
-    while k < len(rows):
-        hi = min(len(rows), k + block)
-        differs = np.flatnonzero((rows[k:hi, 2 : 6 + id_len] != first).any(axis=1))
+    while k < len(ids):
+        hi = min(len(ids), k + block)
+        differs = np.flatnonzero(ids[k:hi] != ids[0])
         if differs.size:
             return k + int(differs[0])
         k, block = hi, block * 4
-    return len(rows)
+    return len(ids)
 
 
 class _Splitter:
@@ -124,8 +129,7 @@ class _Splitter:
             fits = (end - p) // width
             if fits == 0:
                 break
-            rows = np.frombuffer(data, dtype=np.uint8, count=fits * width, offset=p).reshape(fits, width)
-            run = _run_length(rows, id_len)
+            run = _run_length(np.frombuffer(data, dtype=_id_view(id_len), count=fits, offset=p)["id"])
             device = data[p + 6 : p + 6 + id_len].decode()
             part = _trail(np.frombuffer(data, dtype=_row(id_len), count=run, offset=p))
             if self._open is not None and self._open[0] == device:

@@ -177,6 +177,11 @@ async def test_flagged_fixes_are_stored_but_move_nothing(
     assert ack["accepted"] == 1 and ack["flagged"] == []
     assert (await viewer.next("geofence"))["ts"] == t + 400_000
     assert (await d.call("fix", batch))["duplicates"] == 4
+    # Two fixes of one timestamp: the first is stored (good), the second is a duplicate, not flagged.
+    ack = await d.call(
+        "fix", [{**IN, "ts": t + 401_000, "accuracy": 5}, {**IN, "ts": t + 401_000, "accuracy": 500}]
+    )
+    assert (ack["accepted"], ack["duplicates"], ack["flagged"]) == (1, 1, [])
 
 
 async def test_a_fleet_filter_is_stricter(server: ServerProcess, clients: list[Client]) -> None:

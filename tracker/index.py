@@ -10,6 +10,7 @@ import heapq
 import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import h3
 import h3.api.basic_int as h3i
@@ -41,6 +42,8 @@ class LiveIndex:
         self._cell_of: dict[str, int] = {}
         self._by_fleet: dict[str, set[str]] = {}
         self._by_cell: dict[int, set[str]] = {}
+        # fleet -> cell -> devices: a lookup for some fleets visits only their devices
+        self._fleet_cells: dict[str, dict[int, set[str]]] = {}
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -57,8 +60,9 @@ class LiveIndex:
             current = self._latest.get(device)
             if current is not None and current.ts >= f.ts:
                 continue
-            position = Position(device, f.fleet, f.ts, f.lat, f.lon, f.speed, f.heading, cell_hex(f.cell))
-            self._put(position, f.cell)
+            cell = f.cell or h3i.latlng_to_cell(f.lat, f.lon, self.resolution)  # 0: not assigned yet
+            position = Position(device, f.fleet, f.ts, f.lat, f.lon, f.speed, f.heading, cell_hex(cell))
+            self._put(position, cell)
             moved.append(position)
         return moved
 
@@ -77,37 +81,35 @@ class LiveIndex:
                 self._put(position, cell)
 
     def _put(self, position: Position, cell: int) -> None:
-        device = position.device
+        device, fleet = position.device, position.fleet
+        old = self._latest.get(device)
         old_cell = self._cell_of.get(device)
-        if old_cell != cell:
-            if old_cell is not None:
-                members = self._by_cell[old_cell]
-                members.discard(device)
-                if not members:
-                    del self._by_cell[old_cell]
+        if old is not None and (old.fleet != fleet or old_cell != cell):
+            self._unplace(device, old.fleet, old_cell)
+        if old is None or old.fleet != fleet or old_cell != cell:
             self._by_cell.setdefault(cell, set()).add(device)
+            self._fleet_cells.setdefault(fleet, {}).setdefault(cell, set()).add(device)
+            self._by_fleet.setdefault(fleet, set()).add(device)
             self._cell_of[device] = cell
-        if device not in self._latest:
-            self._by_fleet.setdefault(position.fleet, set()).add(device)
         self._latest[device] = position
+
+    def _unplace(self, device: str, fleet: str, cell: int | None) -> None:
+        """Take `device` out of the reverse maps of `fleet` and `cell` (the position stays)."""
+        _discard(self._by_fleet, fleet, device)
+        if cell is not None:
+            _discard(self._by_cell, cell, device)
+            cells = self._fleet_cells.get(fleet)
+            if cells is not None:
+                _discard(cells, cell, device)
+                if not cells:
+                    del self._fleet_cells[fleet]
 
     def forget(self, device: str) -> None:
         """Drop `device` (it was erased)."""
         position = self._latest.pop(device, None)
         if position is None:
             return
-        members = self._by_fleet.get(position.fleet)
-        if members is not None:
-            members.discard(device)
-            if not members:
-                del self._by_fleet[position.fleet]
-        cell = self._cell_of.pop(device, None)
-        if cell is not None:
-            members = self._by_cell.get(cell)
-            if members is not None:
-                members.discard(device)
-                if not members:
-                    del self._by_cell[cell]
+        self._unplace(device, position.fleet, self._cell_of.pop(device, None))
 
     def get(self, device: str) -> Position | None:
         """The newest position of `device`, if any."""
@@ -115,7 +117,7 @@ class LiveIndex:
 
     def in_fleets(self, fleets: Iterable[str]) -> list[Position]:
         """Newest positions of every device of `fleets`."""
-        return [self._latest[d] for fleet in fleets for d in self._by_fleet.get(fleet, ())]
+        return _positions(self._latest, [d for fleet in fleets for d in tuple(self._by_fleet.get(fleet, ()))])
 
     def fleets(self) -> list[str]:
         """Every fleet with at least one positioned device."""
@@ -173,11 +175,34 @@ class LiveIndex:
             if allowed is None:
                 return list(self._latest.values())
             return self.in_fleets(allowed)
-        found: list[Position] = []
-        by_cell = self._by_cell
-        for cell in h3i.grid_disk(h3i.latlng_to_cell(lat, lon, res), k):
-            for device in by_cell.get(cell, ()):
-                p = self._latest[device]
-                if allowed is None or p.fleet in allowed:
-                    found.append(p)
-        return found
+        disk = h3i.grid_disk(h3i.latlng_to_cell(lat, lon, res), k)
+        maps = [self._by_cell] if allowed is None else [self._fleet_cells.get(f, {}) for f in allowed]
+        # Each set is copied by one C call (tuple) before it is walked: a near rule reads the index from a
+        # worker thread while the event loop moves devices in it.
+        ids = [d for by_cell in maps if by_cell for cell in disk for d in tuple(by_cell.get(cell, ()))]
+        return _positions(self._latest, ids)
+
+    def candidates(
+        self, lat: float, lon: float, radius_m: float, fleets: Collection[str] | None = None
+    ) -> list[Position]:
+        """Newest positions of `fleets` (None: every fleet) that may lie within `radius_m` of the point: a
+        superset from the H3 grid disk (as `nearby`), to be measured by the caller, who may have several
+        points to measure at once."""
+        if radius_m < 0:
+            return []
+        return self._nearby_candidates(lat, lon, radius_m, fleets)
+
+
+def _positions(latest: dict[str, Position], ids: Iterable[str]) -> list[Position]:
+    """The positions of `ids` still in `latest` (a device may be forgotten while a thread reads)."""
+    found = (latest.get(d) for d in ids)
+    return [p for p in found if p is not None]
+
+
+def _discard(groups: dict[Any, set[str]], key: Any, device: str) -> None:
+    """Remove `device` from `groups[key]`, and the group once empty."""
+    members = groups.get(key)
+    if members is not None:
+        members.discard(device)
+        if not members:
+            del groups[key]

@@ -190,6 +190,7 @@ class GeofenceEvent:
     lon: float
     id: str = ""
     other: str | None = None  # near/far: the other device of the pair (`fence` is then "")
+    other_fleet: str | None = None  # near/far, live only: its fleet, whose viewers are told too
 
     def to_json(self) -> dict[str, Any]:
         """The `geofence` event payload of the contract (`fence` null and `other` set for near/far)."""

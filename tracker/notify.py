@@ -67,9 +67,12 @@ class Notifier:
         rule = self._rule(event.rule)
         targets = rule.notify if rule is not None else ("viewers",)
         payload = event.to_json()
+        rooms = event_rooms(event.fleet, event.device)
+        if event.other is not None and event.other_fleet is not None:  # near/far: both devices' viewers
+            rooms = list(dict.fromkeys(rooms + event_rooms(event.other_fleet, event.other)))
         for target in targets:
             if target == "viewers":
-                await self._viewers.emit("geofence", payload, event_rooms(event.fleet, event.device))
+                await self._viewers.emit("geofence", payload, rooms)
             elif target == "device":
                 await self._devices.emit("alert", payload, device_room(event.device))
         if rule is not None and rule.webhooks:

@@ -64,6 +64,13 @@ def _rule_json(rule: Rule, who: Viewer, admin: bool) -> dict[str, Any]:
     return out
 
 
+def _concerns(rule: Rule, who: Viewer) -> bool:
+    """True when `rule` can fire for a device `who` sees (a near rule: on either side)."""
+    if who.fleets is None or rule.fleets is None or rule.fleets & who.fleets:
+        return True
+    return rule.on == "near" and (rule.near_fleets is None or bool(rule.near_fleets & who.fleets))
+
+
 def _filter_json(f: FixFilter, who: Viewer) -> dict[str, Any]:
     fleets = sorted(f.fleets) if f.fleets is not None else None
     if fleets is not None and who.fleets is not None:
@@ -94,7 +101,7 @@ async def list_geofences(request: Request) -> Response:
     core = params.core(request)
     admin = who.fleets is None and core.auth.is_admin(params.bearer(request))
     rules = core.geofences.rules
-    visible = [r for r in rules.rules if r.fleets is None or who.fleets is None or r.fleets & who.fleets]
+    visible = [r for r in rules.rules if _concerns(r, who)]
     return JSONResponse(
         {
             "type": "FeatureCollection",

@@ -7,9 +7,10 @@ the edge from firing again and again. A pair is one state whichever device moved
 fleet fires once, not twice. The event is the moving device's, with `other` naming the other one.
 
 Detection is pure and per batch, like the fence state machine: each moving device's newest good fix is
-looked up in the live H3 index (`LiveIndex.nearby`, a grid disk sized to the distance) for devices near
-it, never compared with all devices; devices moving in the same batch are looked up among the batch's
-own positions, and the pairs a mover is already near are measured again for `far`. The caller writes
+looked up in the live H3 index (`LiveIndex.candidates`, a grid disk sized to the distance, visiting only
+the partner fleets' devices) for devices near it, never compared with all devices; devices moving in the
+same batch are looked up among the batch's own positions; all candidates of the batch are then measured
+in one geodesic call, and the pairs a mover is already near are measured again for `far`. The caller writes
 the transitions conditionally (`tracker.store.near_pairs`): when two processes see the same approach at
 once, only one stores the event.
 """
@@ -19,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from tracker.geo import cell_hex, distance_m
+import numpy as np
+
+from tracker.geo import cell_hex, distance_m, pairwise_distance_m
 from tracker.index import LiveIndex
 from tracker.model import Fix, GeofenceEvent, Position, Rule
 
 FAR_FACTOR = 1.2  # a near pair is far again beyond distance_m times this
-CANDIDATES_MAX = 100_000  # devices one lookup may return (a whole fleet in one spot, at worst)
 
 PairKey = tuple[str, str, str]  # (rule id, lower device id, higher device id)
 
@@ -132,41 +134,65 @@ def detect_near(
         return None
     batch = LiveIndex(index.resolution)  # where the batch puts its movers, which the index does not know yet
     batch.load((fix_position(f), 0) for f in movers.values())
-    out = NearDetection()
-    seen: set[PairKey] = set()
+    # Every (mover, rule) lookup's candidates first, then one geodesic call for all of them.
+    asks: list[tuple[str, Fix, Rule]] = []
+    others: list[list[Position]] = []
     for device, fix in movers.items():
         for rule in near_rules:
             fleets = partners(rule, fix.fleet)
             if fleets is False:
                 continue
             assert rule.distance_m is not None and not isinstance(fleets, bool)
-            found = {
-                p.device for p, _ in batch.nearby(fix.lat, fix.lon, rule.distance_m, fleets, CANDIDATES_MAX)
-            }
-            found.update(
-                p.device
-                for p, _ in index.nearby(fix.lat, fix.lon, rule.distance_m, fleets, CANDIDATES_MAX)
+            found = batch.candidates(fix.lat, fix.lon, rule.distance_m, fleets)
+            found += (
+                p
+                for p in index.candidates(fix.lat, fix.lon, rule.distance_m, fleets)
                 if p.device not in movers
             )
-            found.discard(device)
-            for other in sorted(found):
-                key = pair_key(rule.id, device, other)
-                if key not in seen:
-                    seen.add(key)
-                    if key not in pairs.since:
-                        out.began[key] = fix.ts
-                        out.events.append(_event("near", rule, fix, other))
-            for key in sorted(pairs.of(device)):
-                if key[0] != rule.id or key in seen:
-                    continue
+            asks.append((device, fix, rule))
+            others.append([p for p in found if p.device != device])
+    sizes = [len(found) for found in others]
+    flat = [p for found in others for p in found]
+    from_lat = np.repeat([fix.lat for _, fix, _ in asks], sizes) if asks else np.zeros(0)
+    from_lon = np.repeat([fix.lon for _, fix, _ in asks], sizes) if asks else np.zeros(0)
+    to_lat = np.fromiter((p.lat for p in flat), np.float64, len(flat))
+    to_lon = np.fromiter((p.lon for p in flat), np.float64, len(flat))
+    dist = pairwise_distance_m(from_lat, from_lon, to_lat, to_lon).tolist()
+    out = NearDetection()
+    seen: set[PairKey] = set()
+    offset = 0
+    for (device, fix, rule), found, size in zip(asks, others, sizes, strict=True):
+        assert rule.distance_m is not None
+        fleet_of = {p.device: p.fleet for p in found}
+        near = sorted(
+            {
+                p.device
+                for p, d in zip(found, dist[offset : offset + size], strict=True)
+                if d <= rule.distance_m
+            }
+        )
+        offset += size
+        for other in near:
+            key = pair_key(rule.id, device, other)
+            if key not in seen:
                 seen.add(key)
-                other = key[2] if key[1] == device else key[1]
-                where = movers.get(other) or index.get(other)
-                if where is None:
-                    continue
-                if distance_m(fix.lat, fix.lon, where.lat, where.lon) > rule.distance_m * FAR_FACTOR:
-                    out.ended.add(key)
-                    out.events.append(_event("far", rule, fix, other))
+                if key not in pairs.since:
+                    out.began[key] = fix.ts
+                    out.events.append(_event("near", rule, fix, other, fleet_of[other]))
+        for key in sorted(pairs.of(device)):
+            if key[0] != rule.id or key in seen:
+                continue
+            seen.add(key)
+            other = key[2] if key[1] == device else key[1]
+            moved = movers.get(other)
+            where = (moved.lat, moved.lon, moved.fleet) if moved is not None else None
+            if where is None and (known := index.get(other)) is not None:
+                where = (known.lat, known.lon, known.fleet)
+            if where is None:
+                continue
+            if distance_m(fix.lat, fix.lon, where[0], where[1]) > rule.distance_m * FAR_FACTOR:
+                out.ended.add(key)
+                out.events.append(_event("far", rule, fix, other, where[2]))
     return out
 
 
@@ -175,5 +201,16 @@ def fix_position(f: Fix) -> Position:
     return Position(f.device, f.fleet, f.ts, f.lat, f.lon, f.speed, f.heading, cell_hex(f.cell))
 
 
-def _event(kind: str, rule: Rule, fix: Fix, other: str) -> GeofenceEvent:
-    return GeofenceEvent(kind, rule.id, "", fix.device, fix.fleet, fix.ts, fix.lat, fix.lon, other=other)
+def _event(kind: str, rule: Rule, fix: Fix, other: str, other_fleet: str) -> GeofenceEvent:
+    return GeofenceEvent(
+        kind,
+        rule.id,
+        "",
+        fix.device,
+        fix.fleet,
+        fix.ts,
+        fix.lat,
+        fix.lon,
+        other=other,
+        other_fleet=other_fleet,
+    )

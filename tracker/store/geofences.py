@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 
 from tracker.geofence.detect import Detection
-from tracker.model import FenceState, Fix, GeofenceEvent, StateKey, Window
 from tracker.geofence.proximity import pair_key
+from tracker.model import FenceState, Fix, GeofenceEvent, StateKey, Window
 from tracker.store import fence_owner, near_pairs
 from tracker.store import trips as trips_store
 from tracker.store.database import Database

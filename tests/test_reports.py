@@ -465,7 +465,7 @@ def test_the_fast_radius_decisions_are_the_geod_s_everywhere() -> None:
     the radius, near the poles, across the antimeridian and far beyond 100 km."""
     from pyproj import Geod
 
-    from tracker.geo import local_distance_m, pairwise_farther_than_m
+    from tracker.geo import farther_than_m, local_distance_m, pairwise_farther_than_m
 
     geod = Geod(ellps="WGS84")
     rng = np.random.default_rng(19)
@@ -477,6 +477,18 @@ def test_the_fast_radius_decisions_are_the_geod_s_everywhere() -> None:
         assert float(np.abs(local_distance_m(lat1, lon1, lat2, lon2) - exact).max()) < 2e-6
         for radius_m in (1.0, 50.0, far_m / 2, 100_000.0):
             assert np.array_equal(pairwise_farther_than_m(lat1, lon1, lat2, lon2, radius_m), exact > radius_m)
+        for i in range(20):  # from one point, as a stop's scan measures: a parked device's box included
+            ends = slice(i * 1000, (i + 1) * 1000)
+            here = (float(lat1[i * 1000]), float(lon1[i * 1000]))
+            lon3, lat3, _ = geod.fwd(
+                np.full(1000, here[1]),
+                np.full(1000, here[0]),
+                rng.uniform(0, 360, 1000),
+                rng.uniform(0, far_m, 1000),
+            )
+            from_here = np.asarray(geod.inv(np.full(1000, here[1]), np.full(1000, here[0]), lon3, lat3)[2])
+            for radius_m in (5.0, 50.0, far_m / 2):
+                assert np.array_equal(farther_than_m(*here, lat3, lon3, radius_m), from_here > radius_m), ends
         for i in range(50):  # a radius exactly at the pair's distance, and a hair below it
             one = (lat1[i : i + 1], lon1[i : i + 1], lat2[i : i + 1], lon2[i : i + 1])
             assert not pairwise_farther_than_m(*one, float(exact[i]))[0]

@@ -60,6 +60,7 @@ LOCAL_MAX_M = 250.0  # lengths of pairs farther apart come from the Geod
 _DECIDE_MAX_M = 100_000.0  # decisions about pairs farther apart too
 _LOCAL_MAX_LAT = 80.0  # and both about pairs with an end nearer a pole
 _RAD_PER_DEG = math.pi / 180.0
+_MAX_M_PER_DEG = 6_399_593.6259 * _RAD_PER_DEG  # WGS84's largest radius of curvature (the polar a²/b)
 
 
 def _local_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
@@ -151,9 +152,28 @@ def pairwise_farther_than_m(
 
 def farther_than_m(lat0: float, lon0: float, lat: FloatArray, lon: FloatArray, radius_m: float) -> BoolArray:
     """For each point, whether it lies farther than `radius_m` from (lat0, lon0), decided exactly as
-    `distances_from_m(...) > radius_m` would (see `pairwise_farther_than_m`)."""
+    `distances_from_m(...) > radius_m` would (see `pairwise_farther_than_m`). Points in a box around
+    (lat0, lon0) small enough to lie within the radius on any ellipsoid radius are not measured at all:
+    a parked device's fixes, most of a day, cost two comparisons each."""
     n = len(lat)
-    return pairwise_farther_than_m(np.full(n, lat0), np.full(n, lon0), lat, lon, radius_m)
+    band = _local_error_m(min(1.01 * radius_m + 1.0, _DECIDE_MAX_M))
+    # Within the box the local form is at most sqrt(2) * half, however the radii of curvature vary (none
+    # exceeds the polar one), so the geodesic is at most that plus `band`: below the radius.
+    half = 0.999 * (radius_m - band) / math.sqrt(2.0)
+    if n < 64 or half <= 0 or abs(lat0) > _LOCAL_MAX_LAT - 1.0:
+        return pairwise_farther_than_m(np.full(n, lat0), np.full(n, lon0), lat, lon, radius_m)
+    dlat = half / _MAX_M_PER_DEG
+    dlon = half / (_MAX_M_PER_DEG * math.cos(math.radians(max(0.0, abs(lat0) - dlat))))
+    near = np.abs(lat - lat0) <= dlat
+    near &= np.abs(lon - lon0) <= dlon
+    out = np.zeros(n, dtype=np.bool_)
+    rest = np.flatnonzero(~near)
+    if rest.size:
+        m = rest.size
+        out[rest] = pairwise_farther_than_m(
+            np.full(m, lat0), np.full(m, lon0), lat[rest], lon[rest], radius_m
+        )
+    return out
 
 
 def distances_from_m(lat0: float, lon0: float, lat: FloatArray, lon: FloatArray) -> FloatArray:

@@ -327,6 +327,11 @@ async def test_max_points_keeps_the_budget_real_fixes_and_their_times(
 
         everything = (await http.get(url, params={**window, "max_points": 1000})).json()["properties"]
         assert everything["points"] == 400
+        # A window of over a day is read in two halves at once: the same fixes, the same ends.
+        wide = {"from": t0 - 86_400_000, "to": t0 + 400_000, "max_points": 1000}
+        p_wide = (await http.get(url, params=wide)).json()["properties"]
+        assert p_wide["fixes"] == 400 and p_wide["times"][0] == t0 and p_wide["times"][-1] == t0 + 399_000
+        assert set(p_wide["times"]) <= set(stored) and p_wide["times"] == sorted(p_wide["times"])
         bads: list[tuple[dict[str, Any], str]] = [
             ({"max_points": 5}, "max_points must be between 10 and 20000"),
             ({"max_points": 100, "simplify": 10}, "pass one of them"),

@@ -9,6 +9,8 @@ memory.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -85,7 +87,9 @@ async def rows(
 # window's last fix, so that
 # a week at 1 Hz (600k fixes) comes back as some 50k rows rather than 600k Python objects, with no count or
 # sort first; the slice is computed once per fix and compared with the one before (the work per fix is what
-# this query costs). The last row also says how many fixes were scanned.
+# this query costs). The last row also says how many fixes were scanned. A long window is read as two
+# halves at once, on two connections (the machine has two cores; the query is one backend's CPU), their
+# slices aligned on the window's start.
 # The scan never reads `flag`, so it stays on the covering primary key (index-only): flagged fixes, left out
 # of a trail unless asked for, are found by their own partial index (`_FLAGGED`) and dropped afterwards.
 _THINNED = """
@@ -94,7 +98,7 @@ FROM (
     SELECT ts, geom, b, lag(ts) OVER w AS prev, lag(b) OVER w AS prev_b, lead(ts) OVER w AS next,
            row_number() OVER w AS n
     FROM (
-        SELECT ts, geom, date_bin($4, ts, $2) AS b FROM fixes
+        SELECT ts, geom, date_bin($4, ts, $7) AS b FROM fixes
         WHERE device_id = $1 AND ts >= $2 AND ts < $3
         ORDER BY ts LIMIT $6
     ) f
@@ -103,6 +107,7 @@ FROM (
 WHERE prev IS NULL OR next IS NULL OR b <> prev_b OR ($5 > interval '0' AND ts - prev > $5)
 ORDER BY ts
 """
+_HALVES_FROM_MS = 86_400_000  # windows of a day or more are read as two halves at once
 _FLAGGED = """
 SELECT (extract(epoch FROM ts) * 1000)::bigint FROM fixes
 WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND flag IS NOT NULL
@@ -123,14 +128,32 @@ async def thinned_track(
     window, the first of each run (runs break after more than `gap_s` without a fix; 0 never) and the last,
     positions and times only (speed and heading NaN), and how many fixes the window holds; None when it
     holds more than `limit` (coroutine)."""
-    slice_ = timedelta(milliseconds=max((to_ms - from_ms) // buckets, 1))
+    slice_ms = max((to_ms - from_ms) // buckets, 1)
+    cut = from_ms + (to_ms - from_ms) // 2 // slice_ms * slice_ms
+    bounds = [from_ms, cut, to_ms] if to_ms - from_ms >= _HALVES_FROM_MS else [from_ms, to_ms]
     start, end = ms_to_datetime(from_ms), ms_to_datetime(to_ms)
-    async with db.pool.acquire() as conn:
-        found = await conn.fetch(_THINNED, device, start, end, slice_, timedelta(seconds=gap_s), limit + 1)
-        flagged = [] if include_flagged else [r[0] for r in await conn.fetch(_FLAGGED, device, start, end)]
-    scanned = int(found[-1][3]) if found else 0
+
+    async def part(a: int, b: int) -> list[asyncpg.Record]:
+        async with db.pool.acquire() as conn:
+            got: list[asyncpg.Record] = await conn.fetch(
+                _THINNED,
+                device,
+                ms_to_datetime(a),
+                ms_to_datetime(b),
+                timedelta(milliseconds=slice_ms),
+                timedelta(seconds=gap_s),
+                limit + 1,
+                start,
+            )
+            return got
+
+    parts = await asyncio.gather(*(part(a, b) for a, b in itertools.pairwise(bounds)))
+    scanned = sum(int(p[-1][3]) for p in parts if p)
     if scanned > limit:
         return None
+    found = [row for p in parts for row in p]
+    async with db.pool.acquire() as conn:
+        flagged = [] if include_flagged else [r[0] for r in await conn.fetch(_FLAGGED, device, start, end)]
     if not found:
         return Trail.from_columns([], [], []), 0
     ts, lat, lon, _ = zip(*found, strict=True)

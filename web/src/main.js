@@ -85,6 +85,7 @@ function start(config, token, me) {
   const replay = new Replay({
     api,
     mapView,
+    feed: new EventFeed($("replay-feed"), (device, lon, lat) => mapView.flyTo(lon, lat)),
     names: (id) => (fleet.get(id) ? deviceName(fleet.get(id)) : id),
     known: () => [...fleet.byId.keys()],
     trailGapS: config.trailGapS ?? 0,

@@ -15,7 +15,6 @@
 // `tracker.replay()` in the console says where each device is drawn.
 import * as maplibregl from "maplibre-gl";
 import { PALETTE } from "./colours.js";
-import { EventFeed } from "./feed.js";
 import { ReplayTrack } from "./replaytrack.js";
 
 export const MAX_DEVICES = 20;
@@ -41,8 +40,9 @@ function localInput(ts) {
 }
 
 export class Replay {
-  /** `names(id)` says what a device is called; `known()` lists the device ids to pick from. */
-  constructor({ api, mapView, names, known, trailGapS, onOpen }) {
+  /** `names(id)` says what a device is called; `known()` lists the device ids to pick from; `feed` is an
+   * EventFeed on `#replay-feed`. */
+  constructor({ api, mapView, feed, names, known, trailGapS, onOpen }) {
     this.api = api;
     this.mapView = mapView;
     this.names = names;
@@ -61,7 +61,7 @@ export class Replay {
     this.slider = $("replay-slider");
     this.clockEl = $("replay-clock");
     this.note = $("replay-note");
-    this.feed = new EventFeed($("replay-feed"), (device, lon, lat) => this.mapView.flyTo(lon, lat));
+    this.feed = feed;
     this._wire();
   }
 

@@ -32,14 +32,13 @@ async def measure_page(
     the page's figures."""
     from playwright.async_api import async_playwright
 
-    errors: list[str] = []
+    errors: list[str] = []  # uncaught errors of the page (blocked tiles are console errors, not these)
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
             context = await browser.new_context(viewport=VIEWPORT)
             page = await context.new_page()
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
             async def route(r: Any) -> None:
                 await (r.continue_() if r.request.url.startswith(url) else r.abort())

@@ -275,3 +275,34 @@ async def test_a_window_of_many_fixes_streams(server: Server, database_url: str)
     assert lines == events
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
     assert {e["type"] for e in events[:20]} == {"enter"} and events[0]["ts"] == start + 1
+
+
+async def test_near_rules_run_on_history_and_are_bounded(server: Server, clients: list[Client]) -> None:
+    """A near rule tried on history pairs the devices as they moved, names the other device, and a posted
+    near rule's distance is bounded (each fix measures every device that close)."""
+    tag = uid("n")
+    van, van_token = await add_device(server, f"vans-{tag}")
+    bike, bike_token = await add_device(server, f"bikes-{tag}")
+    v = await device_client(server, van_token, clients)
+    b = await device_client(server, bike_token, clients)
+    t = now_ms() - 60_000
+    m = 1 / 67_800  # a metre of longitude at 52.5° N
+    for i, east in enumerate((300, 200, 30, 20, 200)):  # the bike rides up to the parked van and away
+        assert (await v.call("fix", {**IN, "ts": t + 2000 * i}))["accepted"] == 1
+        assert (
+            await b.call("fix", {"lat": IN["lat"], "lon": IN["lon"] + east * m, "ts": t + 2000 * i + 500})
+        )["accepted"] == 1
+    rule = (
+        f"rules:\n  - {{id: meet, on: near, fleets: [vans-{tag}], near_fleets: [bikes-{tag}], "
+        "distance_m: 50}\n"
+    )
+    body = {"yaml": rule, "from": t, "to": t + 20_000, "devices": [van, bike]}
+    events = (await dry_run(server, body)).json()
+    assert events["errors"] == []
+    # Whichever of the two fixes of that second came last in its slice of history fires it.
+    got = [(e["type"], {e["device"], e["other"]}, e["ts"]) for e in events["events"]]
+    assert [(kind, pair) for kind, pair, _ in got] == [("near", {van, bike}), ("far", {van, bike})]
+    assert got[0][2] in (t + 4000, t + 4500) and got[1][2] in (t + 8000, t + 8500)
+    far = rule.replace("distance_m: 50", "distance_m: 50000")
+    errors = (await dry_run(server, {**body, "yaml": far})).json()["errors"]
+    assert len(errors) == 1 and "distance_m must be at most 5000 in a dry-run" in errors[0], errors

@@ -71,7 +71,12 @@ async def _scope(request: Request, who: Viewer, devices: list[str] | None) -> di
     or every device of its fleets (coroutine)."""
     db = params.core(request).db
     if devices is None:
-        return await device_fleets(db, sorted(who.fleets) if who.fleets is not None else None, None)
+        scope = await device_fleets(db, sorted(who.fleets) if who.fleets is not None else None, None)
+        if len(scope) > dry_run.MAX_DEVICES:
+            raise InvalidInput(
+                f"the token's fleets hold {len(scope)} devices; name at most {dry_run.MAX_DEVICES} in devices"
+            )
+        return scope
     known = await device_fleets(db, None, devices)
     for device in devices:
         if device not in known:
@@ -122,21 +127,30 @@ async def geofence_dry_run(request: Request) -> Response:
     state = request.app.state
     if getattr(state, "dry_runs", 0) >= MAX_RUNNING:
         raise Busy(f"{MAX_RUNNING} dry-runs are running on this process; retry in a minute", 10.0)
-    scope = await _scope(request, who, devices)
-    core = params.core(request)
-    compiled = await asyncio.to_thread(
-        dry_run.compile_text, text, core.geofences.rules.fences, core.geofences.folder
-    )
-    ndjson = NDJSON in request.headers.get("accept", "")
-    if compiled.rules is None:
+    # The slot is taken before the first await (so that simultaneous requests cannot all pass the check)
+    # and given back by the answer's stream when it ends, or here when no stream starts.
+    state.dry_runs = getattr(state, "dry_runs", 0) + 1
+    streaming = False
+    try:
+        scope = await _scope(request, who, devices)
+        core = params.core(request)
+        compiled = await asyncio.to_thread(
+            dry_run.compile_text, text, core.geofences.rules.fences, core.geofences.folder
+        )
+        ndjson = NDJSON in request.headers.get("accept", "")
+        if compiled.rules is None:
+            if ndjson:
+                lines = b"".join(orjson.dumps({"error": e}) + b"\n" for e in compiled.errors)
+                return Response(lines, media_type=NDJSON)
+            return JSONResponse({"events": [], "errors": list(compiled.errors)})
+        events = _events(request, compiled.rules, scope, from_ms, to_ms)
+        streaming = True
         if ndjson:
-            lines = b"".join(orjson.dumps({"error": e}) + b"\n" for e in compiled.errors)
-            return Response(lines, media_type=NDJSON)
-        return JSONResponse({"events": [], "errors": list(compiled.errors)})
-    events = _events(request, compiled.rules, scope, from_ms, to_ms)
-    if ndjson:
-        return StreamingResponse(_ndjson(events), media_type=NDJSON)
-    return StreamingResponse(_json(events), media_type="application/json")
+            return StreamingResponse(_ndjson(events), media_type=NDJSON)
+        return StreamingResponse(_json(events), media_type="application/json")
+    finally:
+        if not streaming:
+            state.dry_runs -= 1
 
 
 def _event_json(event: GeofenceEvent) -> dict[str, Any]:
@@ -148,12 +162,14 @@ def _event_json(event: GeofenceEvent) -> dict[str, Any]:
 async def _events(
     request: Request, rules: RuleSet, scope: dict[str, str], from_ms: int, to_ms: int
 ) -> AsyncIterator[list[GeofenceEvent] | str]:
-    """Each chunk's events, then a string if the run failed midway (async generator); counts the run."""
+    """Each chunk's events, then a string if the run failed midway (async generator); gives back the
+    run's slot, taken by the request, when it ends."""
     state = request.app.state
-    state.dry_runs = getattr(state, "dry_runs", 0) + 1
     try:
         async for events in dry_run.run(params.core(request).db, rules, scope, from_ms, to_ms):
             yield events
+    except dry_run.DryRunStopped as exc:
+        yield f"the dry-run stopped early: {exc}"
     except Exception as exc:  # the 200 is sent: the failure becomes the answer's last error
         log.exception("geofence dry-run failed after its answer started")
         yield f"the dry-run stopped early: {type(exc).__name__}"

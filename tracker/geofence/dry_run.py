@@ -34,6 +34,10 @@ from tracker.store.history_fixes import FixColumns, chunks, device_fleets
 MAX_YAML_BYTES = 1 << 20
 MAX_WINDOW_MS = 31 * 86_400_000
 MAX_DEVICES = 5_000  # devices a request may name; without a list, every device of its fleets
+MAX_EVENTS = 1_000_000  # a run that fires more is stopped: nobody reads them, and they cost memory
+MAX_RULES = 500  # rules of a posted file
+MAX_FENCES = 5_000  # fences of a posted file
+MAX_NEAR_DISTANCE_M = 5_000.0  # a posted near rule's distance_m: each fix measures the devices that close
 NEAR_SLICE_MS = 1_000  # with near rules, the batches a chunk is cut into (live batches last ~0.1 s)
 POSTED_NAME = "posted.yaml"  # the file name in a posted file's `file:line: reason` errors
 
@@ -50,6 +54,8 @@ class DryRun:
     # For `on: near` rules: every device's newest position so far, and the pairs near now.
     index: LiveIndex = field(default_factory=LiveIndex)
     pairs: NearPairs = field(default_factory=NearPairs)
+    events: int = 0  # events fired so far
+    cancelled: bool = False  # set from the event loop when the caller went away: the thread stops
 
     def feed(self, fixes: Sequence[Fix]) -> list[GeofenceEvent]:
         """The events of one batch (sorted by time), in fix order (pure but for this run's state, which it
@@ -65,6 +71,8 @@ class DryRun:
         return events
 
     def _feed(self, fixes: Sequence[Fix]) -> list[GeofenceEvent]:
+        if self.cancelled:
+            raise DryRunStopped("the dry-run was cancelled")
         todo = newest_per_device(fixes, self.heads)
         near = (self.index, self.pairs) if self.rules.near_rules else None
         detection = detect(self.rules, self.states, self.heads, fixes, todo, near)
@@ -78,6 +86,11 @@ class DryRun:
                 detection.near.apply_to(self.pairs)
             self.index.load((fix_position(fs[-1]), 0) for fs in todo.values())
         self.fixes += len(fixes)
+        self.events += len(detection.events)
+        if self.events > MAX_EVENTS:
+            raise DryRunStopped(
+                f"more than {MAX_EVENTS} events by ts {detection.events[-1].ts}; narrow from/to or devices"
+            )
         return sorted(detection.events, key=lambda e: (e.ts, e.device))  # stable: a fix's own order
 
     def feed_columns(
@@ -117,6 +130,28 @@ def _none_for_nan(values: np.ndarray) -> list[float | None]:
     return out.tolist()  # type: ignore[no-any-return]
 
 
+class DryRunStopped(InvalidInput):
+    """A run stopped before its end: cancelled, or beyond MAX_EVENTS (the message says which)."""
+
+
+def _bounds(rules: RuleSet) -> tuple[str, ...]:
+    """A posted file's problems of size: what it would cost the server to run, beyond its bounds."""
+    errors = []
+    if len(rules.rules) > MAX_RULES:
+        errors.append(
+            f"{POSTED_NAME}: a dry-run takes at most {MAX_RULES} rules; this file has {len(rules.rules)}"
+        )
+    if len(rules.fences) > MAX_FENCES:
+        errors.append(f"{POSTED_NAME}: a dry-run takes at most {MAX_FENCES} fences with those in force")
+    for rule in rules.near_rules:
+        if rule.distance_m is not None and rule.distance_m > MAX_NEAR_DISTANCE_M:
+            errors.append(
+                f"{rule.source}: distance_m must be at most {MAX_NEAR_DISTANCE_M:.0f} in a dry-run; "
+                f"got {rule.distance_m:g}"
+            )
+    return tuple(errors)
+
+
 @dataclass(frozen=True, slots=True)
 class Compiled:
     """A posted file ready to run, or its problems as `file:line: reason`."""
@@ -131,7 +166,9 @@ def compile_text(text: str, in_force: Sequence[Fence], geojson_folder: Path | No
     result = combine_posted(parse_text(POSTED_NAME, text, geojson_folder), in_force)
     if result.errors:
         return Compiled(None, result.errors)
-    return Compiled(RuleSet(result.fences, result.rules), ())
+    rules = RuleSet(result.fences, result.rules)
+    too_big = _bounds(rules)
+    return Compiled(None, too_big) if too_big else Compiled(rules, ())
 
 
 def compile_file(path: Path, in_force: Sequence[Fence]) -> Compiled:
@@ -181,6 +218,7 @@ async def run(
             yield events
     finally:
         if detecting is not None and not detecting.done():
+            state.cancelled = True  # the thread cannot be cancelled: it stops at its next slice
             detecting.cancel()
 
 

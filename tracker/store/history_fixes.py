@@ -5,7 +5,8 @@ binary)` whose rows all have the same width (no NULLs: missing speed and accurac
 as its position in the caller's list), so numpy reads a chunk as one structured array instead of asyncpg
 making a Python object per value. Chunks are cut by time, not by count, so a device's fixes never come
 back out of order across chunks; their length adapts to the density seen so far (about `CHUNK_FIXES`
-each). Rows within a chunk are in no particular order: the caller sorts them. Fixes stored with a `flag`
+each), is bounded by the number of devices (`BUSIEST_INTERVAL_MS`), and a silence is skipped to the next
+fix. Rows within a chunk are in no particular order: the caller sorts them. Fixes stored with a `flag`
 are left out, as live fence evaluation left them out.
 """
 
@@ -24,6 +25,7 @@ CHUNK_FIXES = 250_000  # fixes per chunk aimed at: a few MB of rows, a fraction 
 FIRST_CHUNK_MS = 10 * 60_000
 MIN_CHUNK_MS = 1_000
 MAX_CHUNK_MS = 24 * 3_600_000
+BUSIEST_INTERVAL_MS = 2_000  # the densest reporting a chunk's length allows for (a fix every 2 s each)
 
 # One binary COPY row: the field count, then each field's length and value, big-endian.
 _ROW = np.dtype(
@@ -120,19 +122,46 @@ async def chunks(
     fixes (async generator; one pooled connection while it runs; empty chunks are skipped)."""
     if not devices or from_ms >= to_ms:
         return
-    span = FIRST_CHUNK_MS
+    # However quiet the window was so far, a span never holds more than `target` fixes of devices
+    # reporting every BUSIEST_INTERVAL_MS: a sparse night must not make the morning one huge chunk.
+    longest = max(MIN_CHUNK_MS, min(MAX_CHUNK_MS, target * BUSIEST_INTERVAL_MS // len(devices)))
+    span = min(FIRST_CHUNK_MS, longest)
     start = from_ms
     async with db.pool.acquire() as conn:
         while start < to_ms:
             end = min(to_ms, start + span)
             columns = await read_chunk(conn, devices, start, end)
-            if len(columns):
-                yield start, end, columns
-            # The next span from this one's density, at most 4x longer: a quiet night is no promise.
+            if not len(columns):  # skip the silence to the next fix, keeping the span
+                following = await _next_fix_ms(conn, devices, end, to_ms)
+                if following is None:
+                    return
+                start = following
+                continue
+            yield start, end, columns
+            # The next span from this one's density, at most 4x longer: a quiet hour is no promise.
             per_ms = len(columns) / (end - start)
-            wanted = target / per_ms if per_ms > 0 else span * 4
-            span = int(min(max(wanted, MIN_CHUNK_MS), span * 4, MAX_CHUNK_MS))
+            span = int(min(max(target / per_ms, MIN_CHUNK_MS), span * 4, longest))
             start = end
+
+
+async def _next_fix_ms(
+    conn: asyncpg.Connection, devices: Sequence[str], from_ms: int, to_ms: int
+) -> int | None:
+    """The time of the first unflagged fix of `devices` with from <= ts < to, None when there is none: one
+    probe of the primary key per device (coroutine)."""
+    found: int | None = await conn.fetchval(
+        """
+        SELECT (extract(epoch FROM min(n.ts)) * 1000)::bigint FROM unnest($1::text[]) AS d(id)
+        CROSS JOIN LATERAL (
+            SELECT ts FROM fixes WHERE device_id = d.id AND ts >= $2 AND ts < $3 AND flag IS NULL
+            ORDER BY ts LIMIT 1
+        ) n
+        """,
+        list(devices),
+        ms_to_datetime(from_ms),
+        ms_to_datetime(to_ms),
+    )
+    return found
 
 
 async def device_fleets(

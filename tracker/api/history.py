@@ -113,6 +113,12 @@ async def trail(request: Request) -> Response:
           at 3 Hz), speed and heading are not read, and `simplify` is not taken. Not with format=csv.
         schema: {type: integer, minimum: 10, maximum: 20000}
       - {name: format, in: query, schema: {enum: [geojson, gpx, csv], default: geojson}}
+      - name: include_flagged
+        in: query
+        description: >
+          true: also the fixes a fix filter flagged (`flag` in /positions), which a trail leaves out by
+          default (contract part 2, "Fix quality").
+        schema: {type: boolean, default: false}
     responses:
       200:
         description: The trail.

@@ -25,7 +25,7 @@ from harness import (
     write_rules,
 )
 
-from tracker.fix_quality import Filters, flag_batch
+from tracker.fix_quality import Filters, flag_batch, flag_late
 from tracker.geo import segment_lengths_m
 from tracker.geofence.detect import newest_per_device
 from tracker.model import Fix, FixFilter, Head
@@ -76,11 +76,29 @@ def test_each_test_against_the_previous_good_fix() -> None:
     assert _flags(filters, fixes) == [None, None, "jump", "inaccurate", "duplicate_position", None]
 
 
-def test_a_late_fix_is_only_tested_for_accuracy() -> None:
+def test_a_late_fix_is_tested_for_accuracy_in_the_batch() -> None:
+    """The batch's own pass sees only accuracy for a late fix; its jumps are `flag_late`'s (below)."""
     filters = Filters([FixFilter(max_accuracy_m=50, max_speed_kmh=100)])
     head = Head(100_000, 52.0, 13.0)
     fixes = [_fix(50_000, 53.0, 13.0), _fix(60_000, 52.0, 13.0, accuracy=60)]
     assert _flags(filters, fixes, head) == [None, "inaccurate"]
+
+
+def test_a_backlog_is_tested_against_the_stored_fixes_around_it() -> None:
+    """A backlog sent after a newer fix: a spike in it is a jump from the good fix before it, and a last
+    late fix that could not have reached the next stored fix is a jump too."""
+    limit = FixFilter(max_speed_kmh=100)
+    km = 1 / 111.2
+    stored = [(0, 52.0, 13.0), (100_000, 52.0 + 1 * km, 13.0)]  # 1 km in 100 s: 36 km/h
+    late = [
+        _fix(20_000, 52.0 + 0.2 * km, 13.0),
+        _fix(40_000, 52.0 + 5 * km, 13.0),  # a spike: 4.8 km in 20 s
+        _fix(60_000, 52.0 + 0.6 * km, 13.0),
+        _fix(80_000, 52.0 - 1 * km, 13.0),  # reachable from the fix before, but 2 km from the next in 20 s
+        _fix(100_000, 52.0 + 1 * km, 13.0),  # already stored (a retried backlog): left alone
+    ]
+    flag_late(limit, late, stored)
+    assert [f.flag for f in late] == [None, "jump", None, "jump", None]
 
 
 def test_a_wrong_last_good_fix_is_outlived() -> None:
@@ -177,6 +195,16 @@ async def test_flagged_fixes_are_stored_but_move_nothing(
     assert ack["accepted"] == 1 and ack["flagged"] == []
     assert (await viewer.next("geofence"))["ts"] == t + 400_000
     assert (await d.call("fix", batch))["duplicates"] == 4
+    # A backlog older than the newest fix: a spike in it is a jump from the stored good fix before it.
+    ack = await d.call(
+        "fix",
+        [
+            {**IN, "ts": t + 200_000},  # 8 km in 200 s from the first fix: good
+            {"lat": 10.0, "lon": 10.0, "ts": t + 250_000},
+            {**IN, "ts": t + 300_000},
+        ],
+    )
+    assert ack["accepted"] == 3 and ack["flagged"] == [{"index": 1, "flag": "jump"}]
     # Two fixes of one timestamp: the first is stored (good), the second is a duplicate, not flagged.
     ack = await d.call(
         "fix", [{**IN, "ts": t + 401_000, "accuracy": 5}, {**IN, "ts": t + 401_000, "accuracy": 500}]

@@ -8,8 +8,10 @@ each fix newer than the device's newest good fix (its head) is tested against th
 no two consecutive good fixes are further apart than the speed allows. A device whose last good fix was
 itself wrong (a cold start far away) is freed as time passes and the implied speed falls; with
 `jump_window_s` a fix more than that after the last good one is believed whatever the speed, which
-frees it sooner at the price of that one step. A late fix (older than the head) is only tested for its
-accuracy, since its neighbours in time are not at hand.
+frees it sooner at the price of that one step. A late fix (older than the head: an offline backlog) is
+tested against the stored good fixes around it (`flag_late`, which the engine reads for it): against the
+good fix before it, and a late fix from which the next stored good fix is out of reach is a jump too, so
+a backlog cannot draw a jump into a trail either.
 
 Where several filters name a fleet, each test takes the strictest threshold. The tests run on the whole
 batch at once (numpy, one geodesic call); only a device with a flagged fix is then walked fix by fix,
@@ -167,3 +169,59 @@ def _walk(limit: FixFilter, head: Head | None, good: list[Fix]) -> list[Fix]:
         kept.append(f)
         prev = (f.ts, f.lat, f.lon)
     return kept
+
+
+def late_fixes(
+    filters: Filters, fixes: Sequence[Fix], advancing: Mapping[str, list[Fix]]
+) -> dict[str, list[Fix]]:
+    """Per device, its good fixes of the batch that advance nothing (older than its head, with a timestamp
+    the batch does not repeat), in time order, for the devices whose filter tests jumps: what `flag_late`
+    takes. `advancing`: the batch's `newest_per_device`, before flagging."""
+    if not filters:
+        return {}
+    ahead = {id(f) for fs in advancing.values() for f in fs}
+    out: dict[str, list[Fix]] = {}
+    for f in fixes:
+        if f.flag is None and id(f) not in ahead:
+            limit = filters.for_fleet(f.fleet)
+            if limit is not None and limit.max_speed_kmh is not None:
+                out.setdefault(f.device, []).append(f)
+    for fs in out.values():
+        fs.sort(key=lambda f: f.ts)
+    return out
+
+
+def flag_late(limit: FixFilter, late: list[Fix], stored: Sequence[tuple[int, float, float]]) -> None:
+    """Flag the jumps among one device's late fixes (time order), given its stored good fixes as (ts, lat,
+    lon) in time order from the one before the first late fix to the one after the last: each late fix
+    is tested against the good fix before it, stored or late; a stored fix out of reach of the late fixes
+    before it flags them, newest first, until one reaches it. Fixes already stored (a retried backlog)
+    are left alone."""
+    assert limit.max_speed_kmh is not None
+    speed = limit.max_speed_kmh / 3.6
+    window = limit.jump_window_s
+
+    def reachable(a: tuple[int, float, float], b: tuple[int, float, float]) -> bool:
+        dt = (b[0] - a[0]) / 1000
+        if window is not None and dt > window:
+            return True
+        return distance_m(a[1], a[2], b[1], b[2]) <= speed * dt
+
+    known = {ts for ts, _, _ in stored}
+    merged = sorted(
+        [(ts, 0, (ts, lat, lon), None) for ts, lat, lon in stored]
+        + [(f.ts, 1, (f.ts, f.lat, f.lon), f) for f in late if f.ts not in known],
+        key=lambda item: (item[0], item[1]),
+    )
+    kept: list[tuple[tuple[int, float, float], Fix | None]] = []
+    for _, _, point, fix in merged:
+        if fix is None:  # a stored good fix: the late fixes before it must reach it
+            while kept and kept[-1][1] is not None and not reachable(kept[-1][0], point):
+                late_fix = kept.pop()[1]
+                assert late_fix is not None
+                late_fix.flag = JUMP
+            kept.append((point, None))
+        elif kept and not reachable(kept[-1][0], point):
+            fix.flag = JUMP
+        else:
+            kept.append((point, fix))

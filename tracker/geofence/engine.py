@@ -16,7 +16,7 @@ import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from tracker.fix_quality import flag_batch
+from tracker.fix_quality import flag_batch, flag_late, late_fixes
 from tracker.geofence.config import FenceLoader, LoadResult
 from tracker.geofence.detect import Detection, RuleSet, detect, newest_per_device
 from tracker.geofence.proximity import NearPairs
@@ -25,6 +25,7 @@ from tracker.metrics import Metrics
 from tracker.model import FenceState, Fix, Head, StateKey
 from tracker.store import Database, fence_owner, near_pairs
 from tracker.store import trips as trips_store
+from tracker.store.fixes import good_fixes_around
 from tracker.store.geofences import keep_states, load_states
 from tracker.trips import detect as trip_detect
 from tracker.trips.book import TripBook
@@ -137,7 +138,13 @@ class GeofenceEngine:
         big batches' fences in a thread, trips on the loop a chunk of devices at a time)."""
         rules = self.rules
         started = time.perf_counter()
-        todo = flag_batch(rules.filters, fixes, newest_per_device(fixes, self.heads), self.heads)
+        advancing = newest_per_device(fixes, self.heads)
+        todo = flag_batch(rules.filters, fixes, advancing, self.heads)
+        late = late_fixes(rules.filters, fixes, advancing)
+        for device, fs in late.items():  # an offline backlog: tested against the stored fixes around it
+            limit = rules.filters.for_fleet(fs[0].fleet)
+            assert limit is not None
+            flag_late(limit, fs, await good_fixes_around(self._db, device, fs[0].ts, fs[-1].ts))
         near = None
         if rules.near_rules:
             near = (self.index, self.pairs)

@@ -148,3 +148,30 @@ async def positions_page(db: Database, device: str, window: Window) -> list[dict
         )
     keys = ("ts", "lon", "lat", "speed", "heading", "accuracy", "altitude", "battery", "cell", "flag")
     return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+async def good_fixes_around(
+    db: Database, device: str, from_ms: int, to_ms: int
+) -> list[tuple[int, float, float]]:
+    """The device's stored good (unflagged) fixes with from <= ts <= to, with the one before and the one
+    after, as (ts, lat, lon) in time order: the neighbours a late run of fixes is tested against
+    (coroutine)."""
+    rows = await db.pool.fetch(
+        """
+        SELECT ts_ms, lat, lon FROM (
+            (SELECT ts, geom FROM fixes WHERE device_id = $1 AND ts < $2 AND flag IS NULL
+             ORDER BY ts DESC LIMIT 1)
+            UNION ALL
+            (SELECT ts, geom FROM fixes WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND flag IS NULL)
+            UNION ALL
+            (SELECT ts, geom FROM fixes WHERE device_id = $1 AND ts > $3 AND flag IS NULL
+             ORDER BY ts LIMIT 1)
+        ) f, LATERAL (SELECT (extract(epoch FROM f.ts) * 1000)::bigint AS ts_ms, ST_Y(f.geom) AS lat,
+                             ST_X(f.geom) AS lon) p
+        ORDER BY ts_ms
+        """,
+        device,
+        ms_to_datetime(from_ms),
+        ms_to_datetime(to_ms),
+    )
+    return [(r[0], r[1], r[2]) for r in rows]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bench_command import run_bench
 
 DEVICES = 200
@@ -30,13 +31,14 @@ def _page_fed(loaded: dict[str, Any]) -> None:
     assert loaded["cpu_s"]["chromium"] > 0 and loaded["cpu_s"]["server"] > 0
 
 
+@pytest.mark.timeout(300)  # two feeds, each with a page, and a clustered window per feed
 def test_bench_map_measures_the_page_under_load(pg_base: str, tmp_path: Path) -> None:
     shot = tmp_path / "page.png"
     report = run_bench(
         "map",
         pg_base,
         tmp_path,
-        timeout=240,
+        timeout=280,
         devices=DEVICES,
         seconds=2,
         warmup=4,

@@ -90,7 +90,10 @@ export class Clusters {
   _group(zoom) {
     const { layer } = this;
     const n = layer.count;
-    if (!n) return;
+    if (!n) {
+      this._draw(new Map()); // the devices were cleared (another fleet chosen): their clusters go too
+      return;
+    }
     const scale = (512 * 2 ** zoom) / CELL_PX; // mercator -> cells
     const [rx, ry] = layer.ref;
     const cellOf = new Float64Array(n);

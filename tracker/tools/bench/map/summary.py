@@ -58,7 +58,10 @@ def print_summary(report: dict[str, Any]) -> None:
                 )
                 if lost:
                     progress(f"warning: {lost} device connections were lost by the end of {run['label']}")
-            for name, window in (("loaded", loaded), ("idle", run["idle"])):
+            windows = [("loaded", loaded), ("idle", run["idle"])]
+            if "clustered" in run:  # --clusters: the same load, zoomed out
+                windows.insert(1, ("zoomed", run["clustered"]))
+            for name, window in windows:
                 rows.append(_row(run, name, window))
     if rows:
         progress("feed    devices window   fps  script ms/upd  handler p95  drawEvery  pos/s recv/offered")
@@ -68,7 +71,7 @@ def print_summary(report: dict[str, Any]) -> None:
 
 def _row(run: dict[str, Any], name: str, window: dict[str, Any]) -> str:
     page, script = window["page"], window["script"]
-    offered = run["offered_positions_per_s"] if name == "loaded" else 0
+    offered = run["offered_positions_per_s"] if name != "idle" else 0
     return (
         f"{run['feed']:<7} {run['devices']:>7} {name:<6} {_fmt(page['fps']):>6} "
         f"{_fmt(script['script_ms_per_update']):>14} {_fmt((page['handler_ms'] or {}).get('p95')):>12} "

@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tracker.api import params
+from tracker.api.budget_trail import budget_trail
 from tracker.api.responses import JSONResponse
 from tracker.errors import InvalidInput
 from tracker.model import Device
@@ -26,7 +27,6 @@ from tracker.trail import (
     CSV_HEADER,
     IntArray,
     Trail,
-    budget_runs,
     csv_lines,
     run_starts,
     runs_length_m,
@@ -37,11 +37,6 @@ from tracker.trail import (
 
 MAX_TRAIL_FIXES = 200_000
 MAX_REPORT_FIXES = 500_000
-MAX_BUDGET_FIXES = 2_000_000  # with max_points: a week at 3 Hz, read as 48 MB of arrays
-MAX_POINTS = 20_000
-MAX_POINTS_DEFAULT = 2_000
-THIN_BUCKETS = 50_000  # with max_points, the database first keeps a fix per 1/50000 of the window...
-THIN_PER_POINT = 25  # ...or per 1/(25 max_points), whichever is finer
 MAX_GAP_S = 31_536_000.0  # a year: gap_s is a silence, not a window
 FORMATS = ("geojson", "gpx", "csv")
 DEFAULT_RADIUS_M = 50.0
@@ -172,7 +167,9 @@ async def trail(request: Request) -> Response:
     default_gap = params.core(request).settings.trail_gap_s if fmt == "gpx" else 0.0
     gap_s = params.number(request, "gap_s", default_gap, 0.0, MAX_GAP_S)
     if "max_points" in request.query_params:
-        return await _budget_trail(request, device, from_ms, to_ms, fmt, tolerance, gap_s)
+        return await budget_trail(
+            request, device, from_ms, to_ms, fmt, tolerance, gap_s, _download(device, "gpx")
+        )
     if fmt == "csv":
         if tolerance > 0:
             raise InvalidInput("simplify does not apply to format=csv, which streams every fix; drop it")
@@ -191,41 +188,6 @@ async def trail(request: Request) -> Response:
         return Response(xml, media_type="application/gpx+xml", headers=_download(device, "gpx"))
     feature = await asyncio.to_thread(_geojson, device.id, from_ms, to_ms, full, tolerance, gap_s)
     return JSONResponse(feature, media_type="application/geo+json")
-
-
-async def _budget_trail(
-    request: Request, device: Device, from_ms: int, to_ms: int, fmt: str, tolerance: float, gap_s: float
-) -> Response:
-    """`/trail` with `max_points`: the replay's read of a long window, thinned by the database to a fix per
-    slice of time (positions and times only), then cut to the point budget in a worker thread (coroutine)."""
-    max_points = params.integer(request, "max_points", MAX_POINTS_DEFAULT, 10, MAX_POINTS)
-    if fmt == "csv":
-        raise InvalidInput("max_points does not apply to format=csv, which streams every fix; drop it")
-    if tolerance > 0:
-        raise InvalidInput("simplify and max_points both thin the trail: pass one of them")
-    include_flagged = params.flag(request, "include_flagged")
-    buckets = max(THIN_BUCKETS, THIN_PER_POINT * max_points)
-    found = await history.thinned_track(
-        params.core(request).db, device.id, from_ms, to_ms, buckets, gap_s, MAX_BUDGET_FIXES, include_flagged
-    )
-    if found is None:
-        raise InvalidInput(
-            f"the window from/to holds more than {MAX_BUDGET_FIXES} fixes of device {device.id!r}: "
-            "narrow from/to, or use format=csv"
-        )
-    full, fixes = found
-
-    def run() -> Response:
-        starts = run_starts(full.ts, gap_s * 1000)
-        drawn, drawn_starts = budget_runs(full, starts, max_points)
-        if fmt == "gpx":
-            xml = to_gpx(device.id, drawn, drawn_starts)
-            return Response(xml, media_type="application/gpx+xml", headers=_download(device, "gpx"))
-        feature = to_geojson(device.id, from_ms, to_ms, drawn, runs_length_m(full, starts), drawn_starts)
-        feature["properties"].update(fixes=fixes, gap_s=gap_s, max_points=max_points)
-        return JSONResponse(feature, media_type="application/geo+json")
-
-    return await asyncio.to_thread(run)
 
 
 def _drawn(full: Trail, tolerance: float, gap_s: float) -> tuple[Trail, IntArray, IntArray]:

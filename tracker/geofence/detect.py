@@ -261,40 +261,38 @@ def _crossings(
     """
     if not rules.cross_mask.any():
         return {}
-    starts: list[tuple[float, float]] = []
-    ends: list[int] = []
-    head_of: dict[int, int] = {}  # batch position -> index into starts, for segments from a head
-    offset = 0
-    for device, fs in todo.items():
+    # Each fix's incoming segment, as arrays: from the fix before it, or for a device's first fix from its
+    # head (none without a head).
+    n = len(lon)
+    counts = np.fromiter((len(fs) for fs in todo.values()), dtype=np.int64, count=len(todo))
+    first = np.zeros(n, dtype=np.bool_)
+    first[np.cumsum(counts) - counts] = True
+    head_lon = np.full(n, np.nan)
+    head_lat = np.full(n, np.nan)
+    for position, device in zip((np.cumsum(counts) - counts).tolist(), todo, strict=True):
         head = heads.get(device)
-        for i in range(len(fs)):
-            if i == 0:
-                if head is None:
-                    continue
-                head_of[offset] = len(starts)
-                starts.append((head.lon, head.lat))
-            else:
-                starts.append((fs[i - 1].lon, fs[i - 1].lat))
-            ends.append(offset + i)
-        offset += len(fs)
-    if not ends:
+        if head is not None:
+            head_lon[position], head_lat[position] = head.lon, head.lat
+    e = np.flatnonzero(~first | ~np.isnan(head_lon))
+    if not len(e):
         return {}
-    s = np.array(starts, dtype=np.float64)
-    e = np.array(ends, dtype=np.int64)
-    seg, fence = rules.index.crossings(s[:, 0], s[:, 1], lon[e], lat[e], rules.cross_mask)
-    head_inside: dict[int, set[int]] = {}
-    if head_of:
-        rows = np.array(sorted(head_of.values()), dtype=np.int64)
-        hp, hf = rules.index.inside(s[rows, 0], s[rows, 1])
+    from_head = first[e]
+    s_lon = np.where(from_head, head_lon[e], lon[e - 1])
+    s_lat = np.where(from_head, head_lat[e], lat[e - 1])
+    seg, fence = rules.index.crossings(s_lon, s_lat, lon[e], lat[e], rules.cross_mask)
+    if not len(seg):
+        return {}
+    head_inside: dict[int, set[int]] = {}  # segment index -> fences covering its head
+    rows = np.unique(seg[from_head[seg]])
+    if len(rows):
+        hp, hf = rules.index.inside(s_lon[rows], s_lat[rows])
         for p, f in zip(hp.tolist(), hf.tolist(), strict=True):
             head_inside.setdefault(int(rows[p]), set()).add(f)
-    start_inside: dict[int, set[int]] = {}
-    for j, pos in enumerate(ends):
-        start_inside[j] = head_inside.get(j, set()) if pos in head_of else raw[pos - 1]
     out: dict[int, list[int]] = {}
     for j, f in zip(seg.tolist(), fence.tolist(), strict=True):
-        pos = ends[j]
-        if f not in raw[pos] and f not in start_inside[j]:
+        pos = int(e[j])
+        start_inside = head_inside.get(j, set()) if from_head[j] else raw[pos - 1]
+        if f not in raw[pos] and f not in start_inside:
             out.setdefault(pos, []).append(f)
     return out
 

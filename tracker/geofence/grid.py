@@ -179,6 +179,7 @@ class FenceIndex:
         counts = np.bincount(seg, minlength=len(self._breaks))
         self._offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(counts)])
         self._tree = shapely.STRtree([s.outer for s in self._shapes]) if self._shapes else None
+        self._subtrees: dict[bytes, tuple[shapely.STRtree | None, Ints]] = {}  # by fence mask (`crossings`)
         # Per fence, for the vectorised exact tests: prepared polygons, and circles' centres and radii.
         self._outer = np.array([s.outer for s in self._shapes] + [None], dtype=object)[:-1]
         centers = [f.center_lonlat or (0.0, 0.0) for f in self.fences]
@@ -224,6 +225,20 @@ class FenceIndex:
         """The exact test of one fence, for checks and tests."""
         return self._shapes[fence].covers(lon, lat)
 
+    def _tree_of(self, fences: Bools | None) -> tuple[shapely.STRtree | None, Ints]:
+        """The STRtree of the fences in the mask (None: all) and the fence index of each of its entries.
+        Built once per mask: segments are tested only against the fences asked about (the cross rules'),
+        never against every district a fleet drives through, whose exact test is the costly part."""
+        if fences is None:
+            return self._tree, np.arange(len(self._shapes), dtype=np.int64)
+        key = fences.tobytes()
+        found = self._subtrees.get(key)
+        if found is None:
+            chosen = np.flatnonzero(fences).astype(np.int64)
+            tree = shapely.STRtree([self._shapes[i].outer for i in chosen]) if len(chosen) else None
+            found = self._subtrees[key] = (tree, chosen)
+        return found
+
     def crossings(
         self, lon0: Floats, lat0: Floats, lon1: Floats, lat1: Floats, fences: Bools | None = None
     ) -> tuple[Ints, Ints]:
@@ -233,16 +248,14 @@ class FenceIndex:
         the radius (closest point found in a local plane, its distance measured on the ellipsoid).
         `fences` restricts the answer to a mask of fence indexes.
         """
-        if len(lon0) == 0 or self._tree is None:
+        tree, chosen = self._tree_of(fences)
+        if len(lon0) == 0 or tree is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         lines = shapely.linestrings(
             np.stack([np.column_stack([lon0, lat0]), np.column_stack([lon1, lat1])], axis=1)
         )
-        seg, fence = self._tree.query(lines, predicate="intersects")
-        seg, fence = seg.astype(np.int64), fence.astype(np.int64)
-        if fences is not None:
-            keep = fences[fence]
-            seg, fence = seg[keep], fence[keep]
+        seg, fence = tree.query(lines, predicate="intersects")
+        seg, fence = seg.astype(np.int64), chosen[fence.astype(np.int64)]
         keep = np.ones(len(seg), dtype=np.bool_)
         for i in np.flatnonzero([self.fences[int(f)].center_lonlat is not None for f in fence]):
             f = self.fences[int(fence[i])]

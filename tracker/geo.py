@@ -61,6 +61,7 @@ _DECIDE_MAX_M = 100_000.0  # decisions about pairs farther apart too
 _LOCAL_MAX_LAT = 80.0  # and both about pairs with an end nearer a pole
 _RAD_PER_DEG = math.pi / 180.0
 _MAX_M_PER_DEG = 6_399_593.6259 * _RAD_PER_DEG  # WGS84's largest radius of curvature (the polar a²/b)
+_MIN_M_PER_DEG = 110_574.0  # and the shortest degree of latitude (at the equator: 110,574.27 m), rounded down
 
 
 def _local_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
@@ -129,14 +130,11 @@ def local_segment_lengths_m(lat: FloatArray, lon: FloatArray) -> FloatArray:
     return local_distance_m(lat[:-1], lon[:-1], lat[1:], lon[1:])
 
 
-def pairwise_farther_than_m(
+def _decide(
     lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray, radius_m: float
 ) -> BoolArray:
-    """For each pair, whether its geodesic distance exceeds `radius_m`: exactly the answer of
-    `pairwise_distance_m(...) > radius_m`, decided by the local form where its error bound leaves no
-    doubt and by the Geod for the rest (pairs near the radius, beyond 100 km or near a pole)."""
-    if len(lat1) == 0:
-        return np.zeros(0, dtype=np.bool_)
+    """`pairwise_distance_m(...) > radius_m` through the local form, and the Geod where its error bound
+    leaves a doubt (pairs near the radius, beyond 100 km or near a pole)."""
     d = _local_m(lat1, lon1, lat2, lon2)
     # The local form may be on the wrong side of the radius only within its error of it. Within 100 km
     # that error grows more slowly than the distance, so those pairs all lie within `band` of the radius
@@ -150,30 +148,52 @@ def pairwise_farther_than_m(
     return np.asarray(d > radius_m)
 
 
+def _inner_box(lat1: FloatArray, lat2: FloatArray, radius_m: float) -> tuple[float, float] | None:
+    """Half-sizes in degrees (latitude, longitude) of a box within which every pair of these points is
+    within `radius_m`, however the radii of curvature vary (none exceeds the polar one): the local form
+    is then at most sqrt(2) times the half-size in metres, and the geodesic at most that plus the local
+    form's error. None near the poles, where the local form is not used."""
+    lo, hi = min(float(lat1.min()), float(lat2.min())), max(float(lat1.max()), float(lat2.max()))
+    band = _local_error_m(min(1.01 * radius_m + 1.0, _DECIDE_MAX_M))
+    half = 0.999 * (radius_m - band) / math.sqrt(2.0)
+    if half <= 0 or lo < -_LOCAL_MAX_LAT + 1.0 or hi > _LOCAL_MAX_LAT - 1.0:
+        return None
+    dlat = half / _MAX_M_PER_DEG
+    nearest_equator = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
+    return dlat, half / (_MAX_M_PER_DEG * math.cos(math.radians(max(0.0, nearest_equator - dlat))))
+
+
+def pairwise_farther_than_m(
+    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray, radius_m: float
+) -> BoolArray:
+    """For each pair, whether its geodesic distance exceeds `radius_m`: exactly the answer of
+    `pairwise_distance_m(...) > radius_m`. Most pairs of a track are settled by two comparisons: those
+    whose latitudes alone are farther apart (no path between two parallels is shorter than the meridian
+    arc, at least 110,574 m a degree) and those inside `_inner_box`; the rest by the local form and, where
+    it leaves a doubt, the Geod (`_decide`)."""
+    n = len(lat1)
+    if n < 64:
+        return _decide(lat1, lon1, lat2, lon2, radius_m) if n else np.zeros(0, dtype=np.bool_)
+    dlat = np.abs(lat2 - lat1)
+    out = dlat > radius_m / _MIN_M_PER_DEG
+    settled = out.copy()
+    box = _inner_box(lat1, lat2, radius_m)
+    if box is not None:
+        inside = dlat <= box[0]
+        inside &= np.abs(lon2 - lon1) <= box[1]
+        settled |= inside
+    rest = np.flatnonzero(~settled)
+    if rest.size:
+        out[rest] = _decide(lat1[rest], lon1[rest], lat2[rest], lon2[rest], radius_m)
+    return out
+
+
 def farther_than_m(lat0: float, lon0: float, lat: FloatArray, lon: FloatArray, radius_m: float) -> BoolArray:
     """For each point, whether it lies farther than `radius_m` from (lat0, lon0), decided exactly as
-    `distances_from_m(...) > radius_m` would (see `pairwise_farther_than_m`). Points in a box around
-    (lat0, lon0) small enough to lie within the radius on any ellipsoid radius are not measured at all:
-    a parked device's fixes, most of a day, cost two comparisons each."""
+    `distances_from_m(...) > radius_m` would (see `pairwise_farther_than_m`): a parked device's fixes,
+    most of a fleet's day, cost two comparisons each."""
     n = len(lat)
-    band = _local_error_m(min(1.01 * radius_m + 1.0, _DECIDE_MAX_M))
-    # Within the box the local form is at most sqrt(2) * half, however the radii of curvature vary (none
-    # exceeds the polar one), so the geodesic is at most that plus `band`: below the radius.
-    half = 0.999 * (radius_m - band) / math.sqrt(2.0)
-    if n < 64 or half <= 0 or abs(lat0) > _LOCAL_MAX_LAT - 1.0:
-        return pairwise_farther_than_m(np.full(n, lat0), np.full(n, lon0), lat, lon, radius_m)
-    dlat = half / _MAX_M_PER_DEG
-    dlon = half / (_MAX_M_PER_DEG * math.cos(math.radians(max(0.0, abs(lat0) - dlat))))
-    near = np.abs(lat - lat0) <= dlat
-    near &= np.abs(lon - lon0) <= dlon
-    out = np.zeros(n, dtype=np.bool_)
-    rest = np.flatnonzero(~near)
-    if rest.size:
-        m = rest.size
-        out[rest] = pairwise_farther_than_m(
-            np.full(m, lat0), np.full(m, lon0), lat[rest], lon[rest], radius_m
-        )
-    return out
+    return pairwise_farther_than_m(np.full(n, lat0), np.full(n, lon0), lat, lon, radius_m)
 
 
 def distances_from_m(lat0: float, lon0: float, lat: FloatArray, lon: FloatArray) -> FloatArray:

@@ -14,7 +14,8 @@ changes and events in the same transaction as the fixes, and applies them to mem
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
+import math
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -200,8 +201,10 @@ def _detect_fences(
     raw = [none] * len(ordered)
     if len(point):
         starts = np.flatnonzero(np.r_[True, point[1:] != point[:-1]])
-        for p, run in zip(point[starts].tolist(), np.split(fence, starts[1:]), strict=True):
-            raw[p] = set(run.tolist())
+        bounds = [*starts.tolist(), len(point)]
+        fences = fence.tolist()
+        for k, p in enumerate(point[starts].tolist()):
+            raw[p] = set(fences[bounds[k] : bounds[k + 1]])
     crossed = _crossings(rules, todo, heads, lon, lat, raw)
     unsure = _unsure(rules, ordered, lon, lat, raw)
     offset = 0
@@ -314,8 +317,29 @@ def _walk(
     fleet = fixes[0].fleet
     pos_of = rules.fence_position
     rules_here: dict[int, list[Rule | None]] = {}  # fence index -> the rules on it for this fleet
+    # `quiet`: the last fix changed no state and left none pending (confirm_fixes). Then a fix covered by
+    # the same fences, sure of each, changes nothing either (every step would return its state as it
+    # is), unless an unfired dwell comes due (`wake_ts`) or the fix is fast enough for an unfired
+    # speeding rule (`speed_cap`, km/h). Most fixes are such (a device driving on inside one district),
+    # and skip the rules.
+    quiet = False
+    wake_ts, speed_cap = math.inf, math.inf
+    previous: set[int] | None = None
     for i, fix in enumerate(fixes):
         here = raw[i]
+        if (
+            quiet
+            and not unsure[i]
+            and (here is previous or here == previous)
+            and fix.ts < wake_ts
+            and (fix.speed is None or fix.speed * 3.6 <= speed_cap)
+        ):
+            previous = here
+            _cross(rules, fleet, fix, crossed.get(offset + i, ()), out.events)
+            continue
+        previous = here
+        moved = False
+        wake_ts, speed_cap = math.inf, math.inf
         relevant = here.union([pos_of[fid] for _, fid in states if fid in pos_of]) if states else here
         for fi in sorted(relevant):
             fence = rules.fences[fi]
@@ -332,19 +356,31 @@ def _walk(
                     new, flipped = step(old, is_in, rule.confirm_fixes if rule is not None else 1, fix.ts)
                 if rule is not None:
                     new = _fire(rule, fence, fix, old, new, flipped, out.events)
-                if new != old:
+                    if new is not None and new.inside and not new.fired:
+                        if rule.on == "dwell" and rule.dwell_s is not None:
+                            wake_ts = min(wake_ts, new.since + rule.dwell_s * 1000)
+                        elif rule.on == "speeding" and rule.max_speed_kmh is not None:
+                            speed_cap = min(speed_cap, rule.max_speed_kmh)
+                if new is not old:  # step and _fire return the same object when nothing changed
+                    moved = True
                     if new is None:
                         states.pop(key, None)
                     else:
                         states[key] = new
                     changed[key] = new
-        for fi in crossed.get(offset + i, ()):
-            fence = rules.fences[fi]
-            for rule in rules.cross_by_fence[fi]:
-                if rule.applies_to(fleet):
-                    out.events.append(_event("cross", rule, fence, fix))
+        quiet = not (moved or unsure[i]) and all(s.pending == 0 for s in states.values())
+        _cross(rules, fleet, fix, crossed.get(offset + i, ()), out.events)
     if changed:
         out.state_changes[device] = changed
+
+
+def _cross(rules: RuleSet, fleet: str, fix: Fix, fences: Iterable[int], events: list[GeofenceEvent]) -> None:
+    """The cross events of one fix whose incoming segment crossed `fences`."""
+    for fi in fences:
+        fence = rules.fences[fi]
+        for rule in rules.cross_by_fence[fi]:
+            if rule.applies_to(fleet):
+                events.append(_event("cross", rule, fence, fix))
 
 
 def _fire(

@@ -23,23 +23,19 @@ from tracker.tools.bench.report import percentile
 
 
 class CountingIndex(LiveIndex):
-    """The live index, counting the lookups `detect_near` makes in it and the devices they return (the
-    batch's own index inside `detect_near` is not counted: it is looked up once for each of these)."""
+    """The live index, counting the lookups `detect_near` makes in it and the candidates they return (the
+    devices of the partner fleets in the grid disk, before they are measured; the batch's own index inside
+    `detect_near` is not counted: it is looked up once for each of these)."""
 
     def __init__(self, resolution: int) -> None:
         super().__init__(resolution)
         self.lookups = 0
         self.found = 0
 
-    def nearby(
-        self,
-        lat: float,
-        lon: float,
-        radius_m: float,
-        fleets: Collection[str] | None = None,
-        limit: int = 100,
-    ) -> list[tuple[Position, float]]:
-        found = super().nearby(lat, lon, radius_m, fleets, limit)
+    def candidates(
+        self, lat: float, lon: float, radius_m: float, fleets: Collection[str] | None = None
+    ) -> list[Position]:
+        found = super().candidates(lat, lon, radius_m, fleets)
         self.lookups += 1
         self.found += len(found)
         return found
@@ -136,7 +132,7 @@ class World:
             "near_pairs_most": self.most_pairs,
             "index_lookups": lookups,
             "index_lookups_per_batch": round(lookups / batches, 1) if batches else None,
-            "found_per_lookup": round(self.index.found / lookups, 2) if lookups else None,
+            "candidates_per_lookup": round(self.index.found / lookups, 2) if lookups else None,
         }
 
 

@@ -483,3 +483,18 @@ def write_rules(tmp: Path, text: str, name: str = "rules.yaml") -> None:
     folder = tmp / "geofences"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(text)
+
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+def screenshot_file(name: str) -> Path:
+    """Where a browser test saves its view `name`: docs/screenshots/<name>.png, which the README shows,
+    when TRACKER_UPDATE_SCREENSHOTS=1 (how they are made); else a scratch file, so that a test run leaves
+    the checkout as it found it (every run's pixels differ a little)."""
+    if os.environ.get("TRACKER_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS / f"{name}.png"
+    folder = Path(tempfile.gettempdir()) / f"tracker-screenshots-{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.png"

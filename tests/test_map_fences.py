@@ -15,12 +15,22 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import ROOT, Client, Server, add_device, add_viewer, device_client, now_ms, own_server, uid
+from harness import (
+    ROOT,
+    Client,
+    Server,
+    add_device,
+    add_viewer,
+    device_client,
+    now_ms,
+    own_server,
+    screenshot_file,
+    uid,
+)
 from playwright.async_api import Browser, Page, async_playwright
 
 from tracker.tools.browser import launch_chromium
 
-SCREENSHOT = ROOT / "docs" / "screenshots" / "fences.png"
 VIEWPORT = {"width": 1200, "height": 720}  # as test_map_replay.py's screenshots
 MAX_PNG_BYTES = 400_000
 # The area clicked on the map, [lon, lat] corners, and the device's path across it.
@@ -124,9 +134,9 @@ async def test_a_drawn_polygon_becomes_yaml_and_its_preview_lists_what_it_would_
              map.once('idle', done); map.jumpTo({ center: [13.405, 52.5225], zoom: z - 0.5 }); })""",
         ZOOM,
     )
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOT))
-    data = SCREENSHOT.read_bytes()
+    shot = screenshot_file("fences")
+    await page.screenshot(path=str(shot))
+    data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) < MAX_PNG_BYTES, len(data)
 
     # An invalid edit: the dry-run's problem, as file:line: reason, and no events.

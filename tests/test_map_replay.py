@@ -25,6 +25,7 @@ from harness import (
     device_client,
     now_ms,
     own_server,
+    screenshot_file,
     uid,
     until,
     write_rules,
@@ -34,7 +35,6 @@ from playwright.async_api import Browser, Page, async_playwright
 from tracker.tools.browser import launch_chromium
 from tracker.trail import Trail, budget_indexes, budget_runs, run_starts
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 SHOT_VIEWPORT = {"width": 1200, "height": 720}  # smaller PNGs for the README than the tests' 1600 x 900
 MAX_PNG_BYTES = 400_000
 RULES = """
@@ -135,9 +135,9 @@ def _near(point: list[float] | None, lat: float, lon: float, tol: float = 1e-6) 
 
 
 async def _shoot(page: Page, name: str) -> None:
-    """Writes docs/screenshots/<name>.png and checks it is there, a PNG, and small enough for the README."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+    """Saves the view (docs/screenshots/<name>.png with TRACKER_UPDATE_SCREENSHOTS=1) and checks it is
+    there, a PNG, and small enough for the README."""
+    path = screenshot_file(name)
     await page.screenshot(path=str(path))
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) < MAX_PNG_BYTES, (path, len(data))

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import numpy as np
 import pytest
-from harness import ADMIN_TOKEN, ROOT, Client, Server, add_device, add_viewer, device_client, uid
+from harness import ADMIN_TOKEN, Client, Server, add_device, add_viewer, device_client, screenshot_file, uid
 from playwright.async_api import async_playwright
 
 from tracker.errors import InvalidInput
@@ -368,8 +368,6 @@ def test_reported_distance_is_the_geodesic_length_of_the_trips() -> None:
 
 # --- the reports page in Chromium -----------------------------------------------------------------
 
-SCREENSHOT = ROOT / "docs" / "screenshots" / "reports.png"
-
 
 async def test_the_reports_page_shows_the_day_sorts_by_column_and_exports_csv(
     server: Server, http: httpx.AsyncClient, clients: list[Client], tmp_path: Any
@@ -450,9 +448,9 @@ async def test_the_reports_page_shows_the_day_sorts_by_column_and_exports_csv(
             assert saved.read_text() == expected.text
             assert download.suggested_filename == f"report-{DAY}-{fleet}.csv"
 
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(SCREENSHOT))
-            assert SCREENSHOT.read_bytes().startswith(b"\x89PNG")
+            shot = screenshot_file("reports")  # docs/screenshots/ with TRACKER_UPDATE_SCREENSHOTS=1
+            await page.screenshot(path=str(shot))
+            assert shot.read_bytes().startswith(b"\x89PNG")
             await page.click("#reports-close")
             assert await page.is_hidden("#reports")
             assert not errors, errors

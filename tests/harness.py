@@ -24,6 +24,7 @@ import asyncpg
 import httpx
 import pytest
 import socketio
+from playwright.async_api import Browser, Page
 
 from tracker.tools.server_process import ServerProcess, spawn_tracker
 from tracker.tools.server_process import free_port as free_port  # tests import it from here
@@ -498,3 +499,23 @@ def screenshot_file(name: str) -> Path:
     folder = Path(tempfile.gettempdir()) / f"tracker-screenshots-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{name}.png"
+
+
+@contextlib.asynccontextmanager
+async def server_tab(browser: Browser, server: Server, viewport: Any, **options: Any) -> AsyncIterator[Page]:
+    """A browser tab of its own (storage included) that reaches `server` only (map tiles and anything else
+    blocked); on leaving it is closed, and the test fails if the page threw."""
+    context = await browser.new_context(viewport=viewport, **options)
+    tab = await context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+
+    async def route(r: Any) -> None:
+        await (r.continue_() if r.request.url.startswith(server.url) else r.abort())
+
+    await tab.route("**/*", route)
+    try:
+        yield tab
+    finally:
+        await context.close()
+    assert not errors, errors

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 import yaml
@@ -25,6 +24,7 @@ from harness import (
     now_ms,
     own_server,
     screenshot_file,
+    server_tab,
     uid,
 )
 from playwright.async_api import Browser, Page, async_playwright
@@ -55,18 +55,11 @@ async def page(fence_server: Server) -> AsyncIterator[Page]:
     """A tab on the map (anything off the server blocked); fails the test if the page threw."""
     async with async_playwright() as p:
         browser: Browser = await launch_chromium(p)
-        context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
-        tab = await context.new_page()
-        errors: list[str] = []
-        tab.on("pageerror", lambda e: errors.append(str(e)))
-
-        async def route(r: Any) -> None:
-            await (r.continue_() if r.request.url.startswith(fence_server.url) else r.abort())
-
-        await tab.route("**/*", route)
-        yield tab
-        await browser.close()
-        assert not errors, errors
+        try:
+            async with server_tab(browser, fence_server, VIEWPORT) as tab:
+                yield tab
+        finally:
+            await browser.close()
 
 
 async def _at(page: Page, lon: float, lat: float) -> tuple[float, float]:

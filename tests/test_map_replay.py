@@ -26,6 +26,7 @@ from harness import (
     now_ms,
     own_server,
     screenshot_file,
+    server_tab,
     uid,
     until,
     write_rules,
@@ -72,18 +73,8 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def page(browser: Browser, replay_server: Server) -> AsyncIterator[Page]:
     """A tab on the map (tiles and anything off the server blocked); fails the test if the page threw."""
-    context = await browser.new_context(viewport=SHOT_VIEWPORT)  # type: ignore[arg-type]
-    tab = await context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-
-    async def route(r: Any) -> None:
-        await (r.continue_() if r.request.url.startswith(replay_server.url) else r.abort())
-
-    await tab.route("**/*", route)
-    yield tab
-    await context.close()
-    assert not errors, errors
+    async with server_tab(browser, replay_server, SHOT_VIEWPORT) as tab:
+        yield tab
 
 
 async def _fix(client: Client, ts: int, at: tuple[float, float], **fields: Any) -> None:

@@ -15,7 +15,17 @@ import asyncpg
 import httpx
 import numpy as np
 import pytest
-from harness import ADMIN_TOKEN, Client, Server, add_device, add_viewer, device_client, screenshot_file, uid
+from harness import (
+    ADMIN_TOKEN,
+    Client,
+    Server,
+    add_device,
+    add_viewer,
+    device_client,
+    screenshot_file,
+    server_tab,
+    uid,
+)
 from playwright.async_api import async_playwright
 
 from tracker.errors import InvalidInput
@@ -390,70 +400,63 @@ async def test_the_reports_page_shows_the_day_sorts_by_column_and_exports_csv(
     async with async_playwright() as p:
         browser = await launch_chromium(p)
         try:
-            context = await browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-            page = await context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            async with server_tab(browser, server, VIEWPORT, accept_downloads=True) as page:
+                await page.goto(f"{server.url}/?token={viewer}")
+                await page.wait_for_selector("body[data-state=live]", timeout=20_000)
+                await page.click("#reports-open")
+                await page.wait_for_selector("#reports:not([hidden])")
+                await page.fill("#reports-date", DAY)
+                await page.fill("#reports-tz", "UTC")
+                await page.select_option("#reports-fleet", fleet)
+                await page.click("#reports-form button[type=submit]")
+                await page.wait_for_selector("#reports[data-reports-state=ready]", timeout=20_000)
 
-            async def only_the_server(route: Any) -> None:
-                await (route.continue_() if route.request.url.startswith(server.url) else route.abort())
+                async def column(key: str) -> list[str]:
+                    cells = page.locator(f"#reports-table tbody td[data-key={key}]")
+                    return [
+                        str(await cells.nth(i).get_attribute("data-value"))
+                        for i in range(await cells.count())
+                    ]
 
-            await page.route("**/*", only_the_server)
-            await page.goto(f"{server.url}/?token={viewer}")
-            await page.wait_for_selector("body[data-state=live]", timeout=20_000)
-            await page.click("#reports-open")
-            await page.wait_for_selector("#reports:not([hidden])")
-            await page.fill("#reports-date", DAY)
-            await page.fill("#reports-tz", "UTC")
-            await page.select_option("#reports-fleet", fleet)
-            await page.click("#reports-form button[type=submit]")
-            await page.wait_for_selector("#reports[data-reports-state=ready]", timeout=20_000)
-
-            async def column(key: str) -> list[str]:
-                cells = page.locator(f"#reports-table tbody td[data-key={key}]")
-                return [
-                    str(await cells.nth(i).get_attribute("data-value")) for i in range(await cells.count())
+                assert await column("device") == sorted([far, near, idle])  # by device first
+                distances = await column("distance_m")
+                assert [float(d) for d in distances] == [
+                    by_id[d]["distance_m"] for d in sorted([far, near, idle])
                 ]
+                assert await column("stops") == [str(by_id[d]["stops"]) for d in sorted([far, near, idle])]
+                assert await column("first_ts") == [
+                    str(by_id[d]["first_ts"] or "") for d in sorted([far, near, idle])
+                ]
+                await page.click("#reports-table th[data-key=distance_m]")
+                assert await column("device") == [idle, near, far]
+                assert (
+                    await page.get_attribute("#reports-table th[data-key=distance_m]", "aria-sort")
+                    == "ascending"
+                )
+                await page.click("#reports-table th[data-key=distance_m]")
+                assert await column("device") == [far, near, idle]
+                await page.click("#reports-table th[data-key=max_speed]")  # no speed (idle) sorts last
+                assert await column("device") == [near, far, idle]
+                text = await page.inner_text(
+                    f"#reports-table tbody tr[data-device='{far}'] td[data-key=max_speed]"
+                )
+                assert text == "45 km/h"
+                assert "Fleet total (2/3 active)" in await page.inner_text("#reports-table tfoot")
 
-            assert await column("device") == sorted([far, near, idle])  # by device first
-            distances = await column("distance_m")
-            assert [float(d) for d in distances] == [
-                by_id[d]["distance_m"] for d in sorted([far, near, idle])
-            ]
-            assert await column("stops") == [str(by_id[d]["stops"]) for d in sorted([far, near, idle])]
-            assert await column("first_ts") == [
-                str(by_id[d]["first_ts"] or "") for d in sorted([far, near, idle])
-            ]
-            await page.click("#reports-table th[data-key=distance_m]")
-            assert await column("device") == [idle, near, far]
-            assert (
-                await page.get_attribute("#reports-table th[data-key=distance_m]", "aria-sort") == "ascending"
-            )
-            await page.click("#reports-table th[data-key=distance_m]")
-            assert await column("device") == [far, near, idle]
-            await page.click("#reports-table th[data-key=max_speed]")  # no speed (idle) sorts last
-            assert await column("device") == [near, far, idle]
-            text = await page.inner_text(
-                f"#reports-table tbody tr[data-device='{far}'] td[data-key=max_speed]"
-            )
-            assert text == "45 km/h"
-            assert "Fleet total (2/3 active)" in await page.inner_text("#reports-table tfoot")
+                async with page.expect_download() as info:
+                    await page.click("#reports-export")
+                download = await info.value
+                saved = tmp_path / "report.csv"
+                await download.save_as(saved)
+                expected = await report(http, viewer, date=DAY, tz="UTC", fleet=fleet, format="csv")
+                assert saved.read_text() == expected.text
+                assert download.suggested_filename == f"report-{DAY}-{fleet}.csv"
 
-            async with page.expect_download() as info:
-                await page.click("#reports-export")
-            download = await info.value
-            saved = tmp_path / "report.csv"
-            await download.save_as(saved)
-            expected = await report(http, viewer, date=DAY, tz="UTC", fleet=fleet, format="csv")
-            assert saved.read_text() == expected.text
-            assert download.suggested_filename == f"report-{DAY}-{fleet}.csv"
-
-            shot = screenshot_file("reports")  # docs/screenshots/ with TRACKER_UPDATE_SCREENSHOTS=1
-            await page.screenshot(path=str(shot))
-            assert shot.read_bytes().startswith(b"\x89PNG")
-            await page.click("#reports-close")
-            assert await page.is_hidden("#reports")
-            assert not errors, errors
+                shot = screenshot_file("reports")  # docs/screenshots/ with TRACKER_UPDATE_SCREENSHOTS=1
+                await page.screenshot(path=str(shot))
+                assert shot.read_bytes().startswith(b"\x89PNG")
+                await page.click("#reports-close")
+                assert await page.is_hidden("#reports")
         finally:
             await browser.close()
 

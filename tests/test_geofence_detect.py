@@ -11,8 +11,9 @@ from harness import REALDATA
 from shapely.geometry import shape
 
 from tracker.geo import distances_from_m
-from tracker.geofence.detect import PRESENCE, RuleSet, detect
+from tracker.geofence.detect import detect
 from tracker.geofence.grid import FenceIndex
+from tracker.geofence.ruleset import PRESENCE, RuleSet
 from tracker.model import Fence, FenceState, Fix, Head, Rule, StateKey
 
 SQUARE = Fence("sq", None, ("depot",), shapely.box(10.0, 50.0, 10.01, 50.01))

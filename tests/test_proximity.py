@@ -24,8 +24,9 @@ from harness import (
     write_rules,
 )
 
-from tracker.geofence.detect import RuleSet, detect
+from tracker.geofence.detect import detect
 from tracker.geofence.proximity import NearPairs, fix_position, pair_key
+from tracker.geofence.ruleset import RuleSet
 from tracker.index import LiveIndex
 from tracker.model import Fix, Rule
 

@@ -19,8 +19,8 @@ import shapely
 
 from tracker.geo import pairwise_distance_m
 from tracker.geofence.config import load_folder
-from tracker.geofence.detect import RuleSet
 from tracker.geofence.dry_run import DryRun
+from tracker.geofence.ruleset import RuleSet
 from tracker.model import Fix
 from tracker.stops import find_stops, stop_item
 from tracker.tools.cli import parser

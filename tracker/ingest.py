@@ -30,7 +30,7 @@ from tracker.errors import Busy
 from tracker.geofence.detect import Detection
 from tracker.geofence.engine import GeofenceEngine
 from tracker.index import LiveIndex, assign_cells
-from tracker.lanes import Lane, Submission, fail, take_new
+from tracker.lanes import Lane, Submission, fail, flagged_new, take_new
 from tracker.livesync import LiveSync
 from tracker.metrics import Metrics
 from tracker.model import Acceptance, Device, Fix, GeofenceEvent, WriteResult
@@ -286,7 +286,7 @@ class Ingestor:
         all_new = len(new) == len(fixes)  # the common case: no retries, no repeats in the batch
         flagged_any = any(f.flag is not None for f in fixes)
         for sub in batch:
-            flagged = _flagged(sub.fixes, new) if flagged_any else ()
+            flagged = flagged_new(sub.fixes, new) if flagged_any else ()
             accepted = len(sub.fixes) if all_new else take_new(sub.fixes, new)
             accepted_total += accepted
             if not sub.future.done():
@@ -305,16 +305,3 @@ class Ingestor:
         if self._sync is not None:
             self._sync.offer(moved)
 
-
-def _flagged(fixes: Sequence[Fix], new: set[tuple[str, int]]) -> tuple[tuple[int, str], ...]:
-    """(position, flag) of the fixes of one submission that were stored new with a flag: of fixes sharing
-    a timestamp only the first, the one stored (as `take_new` counts them)."""
-    out = []
-    seen: set[int] = set()
-    for i, f in enumerate(fixes):
-        if f.ts in seen:
-            continue
-        seen.add(f.ts)
-        if f.flag is not None and (f.device, f.ts) in new:
-            out.append((i, f.flag))
-    return tuple(out)

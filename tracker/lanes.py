@@ -60,3 +60,17 @@ def fail(batch: list[Submission], error: Busy) -> None:
     for sub in batch:
         if not sub.future.done():
             sub.future.set_exception(error)
+
+
+def flagged_new(fixes: Sequence[Fix], new: set[tuple[str, int]]) -> tuple[tuple[int, str], ...]:
+    """(position, flag) of the fixes of one submission that were stored new with a flag: of fixes sharing
+    a timestamp only the first, the one stored (as `take_new` counts them)."""
+    out = []
+    seen: set[int] = set()
+    for i, f in enumerate(fixes):
+        if f.ts in seen:
+            continue
+        seen.add(f.ts)
+        if f.flag is not None and (f.device, f.ts) in new:
+            out.append((i, f.flag))
+    return tuple(out)

@@ -24,7 +24,7 @@ from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.errors import Busy, Forbidden, InvalidInput, NotFound
 from tracker.geofence import dry_run
-from tracker.geofence.detect import RuleSet
+from tracker.geofence.ruleset import RuleSet
 from tracker.model import GeofenceEvent, Viewer
 from tracker.parse import check_id, time_ms
 from tracker.store.database import DAY_MS

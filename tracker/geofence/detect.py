@@ -20,65 +20,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from tracker.fix_quality import Filters
-from tracker.geofence.grid import FenceIndex
-from tracker.geofence.margin import Margins
 from tracker.geofence.proximity import NearDetection, NearPairs, detect_near
+from tracker.geofence.ruleset import PRESENCE, RuleSet
 from tracker.index import LiveIndex
-from tracker.model import Fence, FenceState, Fix, FixFilter, GeofenceEvent, Head, Rule, StateKey
+from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, Rule, StateKey
 from tracker.trips.changes import TripDetection
 
-PRESENCE = ""  # the rule id of the rule-independent presence state
-
 DeviceStates = Mapping[str, Mapping[StateKey, FenceState]]  # device id -> its fence states
-
-
-class RuleSet:
-    """Fences, rules and fix filters compiled for evaluation: the spatial index and, per fence, the rules
-    on it."""
-
-    def __init__(
-        self,
-        fences: Sequence[Fence],
-        rules: Sequence[Rule],
-        version: int = 0,
-        filters: Sequence[FixFilter] = (),
-    ) -> None:
-        self.version = version
-        self.fences = tuple(fences)
-        self.rules = tuple(rules)
-        self.filters = Filters(filters)
-        self.near_rules = tuple(r for r in self.rules if r.on == "near")
-        self.index = FenceIndex(self.fences)
-        position = {f.id: i for i, f in enumerate(self.fences)}
-        self.fence_position = position
-        self.by_fence: list[list[Rule]] = [[] for _ in self.fences]
-        self.cross_by_fence: list[list[Rule]] = [[] for _ in self.fences]
-        for rule in self.rules:
-            for fid in rule.fences:
-                target = self.cross_by_fence if rule.on == "cross" else self.by_fence
-                target[position[fid]].append(rule)
-        self.cross_mask = np.array([bool(rs) for rs in self.cross_by_fence], dtype=np.bool_)
-        strict = sorted({position[fid] for r in self.rules if r.strict for fid in r.fences})
-        self.margins = Margins(self.fences, strict)
-        # the fleets with a strict rule (None: every fleet), whose fixes' accuracy circles are measured
-        self.strict_fleets: frozenset[str] | None = frozenset()
-        for r in self.rules:
-            if r.strict:
-                self.strict_fleets = (
-                    None
-                    if r.fleets is None or self.strict_fleets is None
-                    else (self.strict_fleets | r.fleets)
-                )
-        self.keys = {(PRESENCE, f.id) for f in self.fences} | {
-            (r.id, fid) for r in self.rules if r.on != "cross" for fid in r.fences
-        }
-        self.by_id = {r.id: r for r in self.rules}
-
-    def fence(self, fence_id: str) -> Fence | None:
-        """The loaded fence of that id, None when there is none."""
-        position = self.fence_position.get(fence_id)
-        return None if position is None else self.fences[position]
 
 
 @dataclass
@@ -206,7 +154,7 @@ def _detect_fences(
         for k, p in enumerate(point[starts].tolist()):
             raw[p] = set(fences[bounds[k] : bounds[k + 1]])
     crossed = _crossings(rules, todo, heads, lon, lat, raw)
-    unsure = _unsure(rules, ordered, lon, lat, raw)
+    unsure = rules.margins.unsure_per_fix(ordered, rules.strict_fleets, lon, lat, raw)
     offset = 0
     for device, fs in todo.items():
         end = offset + len(fs)
@@ -222,31 +170,6 @@ def _detect_fences(
             out,
         )
         offset = end
-
-
-def _unsure(
-    rules: RuleSet, ordered: list[Fix], lon: np.ndarray, lat: np.ndarray, raw: list[set[int]]
-) -> list[set[int]]:
-    """Per fix, the fences of strict rules its accuracy circle straddles (`tracker.geofence.margin`)."""
-    none: set[int] = set()
-    out = [none] * len(ordered)
-    if not rules.margins:
-        return out
-    fleets = rules.strict_fleets
-    accuracy = np.fromiter(
-        (
-            f.accuracy if f.accuracy is not None and (fleets is None or f.fleet in fleets) else 0.0
-            for f in ordered
-        ),
-        dtype=np.float64,
-        count=len(ordered),
-    )
-    points, fences = rules.margins.unsure(lon, lat, accuracy, raw)
-    for p, fi in zip(points.tolist(), fences.tolist(), strict=True):
-        if out[p] is none:
-            out[p] = set()
-        out[p].add(fi)
-    return out
 
 
 def _crossings(

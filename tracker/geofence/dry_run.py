@@ -23,9 +23,10 @@ import numpy as np
 
 from tracker.errors import InvalidInput, NotFound
 from tracker.geofence.config import combine_posted
-from tracker.geofence.detect import RuleSet, detect, newest_per_device
+from tracker.geofence.detect import detect, newest_per_device
 from tracker.geofence.proximity import NearPairs, fix_position
 from tracker.geofence.rules_file import parse_file, parse_text
+from tracker.geofence.ruleset import RuleSet
 from tracker.index import LiveIndex
 from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, StateKey
 from tracker.store import Database

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from tracker.fix_quality import flag_batch, flag_late, late_fixes
 from tracker.geofence.config import FenceLoader, LoadResult
-from tracker.geofence.detect import Detection, RuleSet, detect, newest_per_device
+from tracker.geofence.detect import Detection, detect, newest_per_device
 from tracker.geofence.proximity import NearPairs
+from tracker.geofence.ruleset import RuleSet
 from tracker.index import LiveIndex
 from tracker.metrics import Metrics
 from tracker.model import FenceState, Fix, Head, StateKey

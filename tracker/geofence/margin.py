@@ -24,7 +24,7 @@ import numpy.typing as npt
 import shapely
 
 from tracker.geo import WGS84, pairwise_distance_m
-from tracker.model import Fence
+from tracker.model import Fence, Fix
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -63,6 +63,35 @@ class Margins:
 
     def __bool__(self) -> bool:
         return len(self._fences) > 0
+
+    def unsure_per_fix(
+        self,
+        fixes: Sequence[Fix],
+        fleets: frozenset[str] | None,
+        lon: Floats,
+        lat: Floats,
+        covered: Sequence[set[int]],
+    ) -> list[set[int]]:
+        """Per fix, the positions of the fences its accuracy circle straddles (`unsure`), for the fixes of
+        `fleets` (None: all; the fleets some strict rule concerns). Most fixes share one empty set."""
+        none: set[int] = set()
+        out = [none] * len(fixes)
+        if not self:
+            return out
+        accuracy = np.fromiter(
+            (
+                f.accuracy if f.accuracy is not None and (fleets is None or f.fleet in fleets) else 0.0
+                for f in fixes
+            ),
+            dtype=np.float64,
+            count=len(fixes),
+        )
+        points, positions = self.unsure(lon, lat, accuracy, covered)
+        for p, fi in zip(points.tolist(), positions.tolist(), strict=True):
+            if out[p] is none:
+                out[p] = set()
+            out[p].add(fi)
+        return out
 
     def unsure(
         self, lon: Floats, lat: Floats, accuracy: Floats, covered: Sequence[set[int]]

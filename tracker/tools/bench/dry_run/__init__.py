@@ -31,7 +31,7 @@ import orjson
 
 from tracker.auth import hash_token, new_token
 from tracker.geofence import dry_run
-from tracker.geofence.detect import RuleSet
+from tracker.geofence.ruleset import RuleSet
 from tracker.model import Viewer
 from tracker.store import Database, accounts
 from tracker.store.database import DAY_MS

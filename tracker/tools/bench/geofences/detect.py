@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from tracker.geofence.detect import RuleSet, detect
+from tracker.geofence.detect import detect
+from tracker.geofence.ruleset import RuleSet
 from tracker.model import Fence, FenceState, Fix, Head, Rule, StateKey
 from tracker.tools.bench.geofences.answers import BATCH, Clock, timed
 from tracker.tools.bench.geofences.fences import SEED

@@ -15,8 +15,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracker.geofence.detect import RuleSet, detect
+from tracker.geofence.detect import detect
 from tracker.geofence.proximity import NearPairs
+from tracker.geofence.ruleset import RuleSet
 from tracker.index import LiveIndex
 from tracker.model import Fence, FenceState, Fix, Head, Position, Rule, StateKey
 from tracker.tools.bench.report import percentile

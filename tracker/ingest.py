@@ -304,4 +304,3 @@ class Ingestor:
         self._broadcaster.publish(moved)
         if self._sync is not None:
             self._sync.offer(moved)
-

@@ -179,10 +179,10 @@ def late_fixes(
     takes. `advancing`: the batch's `newest_per_device`, before flagging."""
     if not filters:
         return {}
-    ahead = {id(f) for fs in advancing.values() for f in fs}
+    ahead = {(f.device, f.ts) for fs in advancing.values() for f in fs}  # and their repeats in the batch
     out: dict[str, list[Fix]] = {}
     for f in fixes:
-        if f.flag is None and id(f) not in ahead:
+        if f.flag is None and (f.device, f.ts) not in ahead:
             limit = filters.for_fleet(f.fleet)
             if limit is not None and limit.max_speed_kmh is not None:
                 out.setdefault(f.device, []).append(f)

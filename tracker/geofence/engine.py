@@ -142,10 +142,12 @@ class GeofenceEngine:
         advancing = newest_per_device(fixes, self.heads)
         todo = flag_batch(rules.filters, fixes, advancing, self.heads)
         late = late_fixes(rules.filters, fixes, advancing)
-        for device, fs in late.items():  # an offline backlog: tested against the stored fixes around it
-            limit = rules.filters.for_fleet(fs[0].fleet)
-            assert limit is not None
-            flag_late(limit, fs, await good_fixes_around(self._db, device, fs[0].ts, fs[-1].ts))
+        if late:  # an offline backlog (or a retry): tested against the stored fixes around it
+            around = await good_fixes_around(self._db, {d: (fs[0].ts, fs[-1].ts) for d, fs in late.items()})
+            for device, fs in late.items():
+                limit = rules.filters.for_fleet(fs[0].fleet)
+                assert limit is not None
+                flag_late(limit, fs, around[device])
         near = None
         if rules.near_rules:
             near = (self.index, self.pairs)

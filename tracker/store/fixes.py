@@ -11,7 +11,7 @@ Either way `ON CONFLICT (device_id, ts) DO NOTHING RETURNING` tells new fixes fr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -151,27 +151,33 @@ async def positions_page(db: Database, device: str, window: Window) -> list[dict
 
 
 async def good_fixes_around(
-    db: Database, device: str, from_ms: int, to_ms: int
-) -> list[tuple[int, float, float]]:
-    """The device's stored good (unflagged) fixes with from <= ts <= to, with the one before and the one
-    after, as (ts, lat, lon) in time order: the neighbours a late run of fixes is tested against
-    (coroutine)."""
+    db: Database, runs: Mapping[str, tuple[int, int]]
+) -> dict[str, list[tuple[int, float, float]]]:
+    """Per device of `runs` (device -> (from, to) ms), its stored good (unflagged) fixes with from <= ts <=
+    to, with the one before and the one after, as (ts, lat, lon) in time order: the neighbours a late run
+    of fixes is tested against. One query for every device (coroutine)."""
+    devices = list(runs)
     rows = await db.pool.fetch(
         """
-        SELECT ts_ms, lat, lon FROM (
-            (SELECT ts, geom FROM fixes WHERE device_id = $1 AND ts < $2 AND flag IS NULL
+        SELECT k.device_id, (extract(epoch FROM f.ts) * 1000)::bigint AS ts_ms, ST_Y(f.geom), ST_X(f.geom)
+        FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(device_id, lo, hi)
+        CROSS JOIN LATERAL (
+            (SELECT ts, geom FROM fixes WHERE device_id = k.device_id AND ts < k.lo AND flag IS NULL
              ORDER BY ts DESC LIMIT 1)
             UNION ALL
-            (SELECT ts, geom FROM fixes WHERE device_id = $1 AND ts >= $2 AND ts <= $3 AND flag IS NULL)
+            (SELECT ts, geom FROM fixes
+             WHERE device_id = k.device_id AND ts >= k.lo AND ts <= k.hi AND flag IS NULL)
             UNION ALL
-            (SELECT ts, geom FROM fixes WHERE device_id = $1 AND ts > $3 AND flag IS NULL
+            (SELECT ts, geom FROM fixes WHERE device_id = k.device_id AND ts > k.hi AND flag IS NULL
              ORDER BY ts LIMIT 1)
-        ) f, LATERAL (SELECT (extract(epoch FROM f.ts) * 1000)::bigint AS ts_ms, ST_Y(f.geom) AS lat,
-                             ST_X(f.geom) AS lon) p
-        ORDER BY ts_ms
+        ) f
+        ORDER BY k.device_id, ts_ms
         """,
-        device,
-        ms_to_datetime(from_ms),
-        ms_to_datetime(to_ms),
+        devices,
+        [ms_to_datetime(runs[d][0]) for d in devices],
+        [ms_to_datetime(runs[d][1]) for d in devices],
     )
-    return [(r[0], r[1], r[2]) for r in rows]
+    out: dict[str, list[tuple[int, float, float]]] = {d: [] for d in devices}
+    for device, ts, lat, lon in rows:
+        out[device].append((ts, lat, lon))
+    return out

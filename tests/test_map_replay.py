@@ -331,6 +331,11 @@ async def test_max_points_keeps_the_budget_real_fixes_and_their_times(
         for bad, says in bads:
             r = await http.get(url, params={**window, **bad})
             assert r.status_code == 400 and says in r.json()["error"], r.text
+        # A gap shorter than the thinning slice (a week / 50000 = 12.1 s) would make each kept fix a run.
+        week = {"from": t0 - 7 * 86_400_000 + 400_000, "to": t0 + 400_000, "max_points": 1000}
+        r = await http.get(url, params={**week, "gap_s": 10})
+        assert r.status_code == 400 and "gap_s must be 0 or at least 12.1 s" in r.json()["error"], r.text
+        assert (await http.get(url, params={**week, "gap_s": 13})).status_code == 200
         gpx = await http.get(url, params={**window, "max_points": 10, "format": "gpx"})
         assert gpx.status_code == 200 and gpx.text.count("<trkpt") == p["points"]
         spec = (await http.get("/openapi.json")).json()

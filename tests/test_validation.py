@@ -110,7 +110,7 @@ def test_ids_that_match_the_contract_pattern(good: str) -> None:
     assert check_id(good, "id") == good
 
 
-@pytest.mark.parametrize("bad", ["", "-van", "van 7", "x" * 65, "ü", 7, None])
+@pytest.mark.parametrize("bad", ["", "-van", "van 7", "x" * 65, "ü", 7, None, "van\n"])
 def test_ids_that_do_not(bad: Any) -> None:
     with pytest.raises(InvalidInput, match="id must be 1-64 characters"):
         check_id(bad, "id")

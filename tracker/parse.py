@@ -29,7 +29,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def check_id(value: Any, what: str) -> str:
     """Return `value` when it is a valid id (device, fleet, fence, rule), else raise InvalidInput."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):  # `$` alone lets "a\n" pass
         raise InvalidInput(
             f"{what} must be 1-64 characters of letters, digits and _.:- starting with a letter or "
             f"digit; got {value!r:.80}"

@@ -44,6 +44,14 @@ async def budget_trail(
         raise InvalidInput("simplify and max_points both thin the trail: pass one of them")
     include_flagged = params.flag(request, "include_flagged")
     buckets = max(THIN_BUCKETS, THIN_PER_POINT * max_points)
+    # Runs are told apart on the thinned fixes, a slice apart: a gap shorter than a slice would make every
+    # kept fix a run of its own (and have the database send back every fix of the window).
+    slice_s = (to_ms - from_ms) / buckets / 1000
+    if 0 < gap_s < slice_s:
+        raise InvalidInput(
+            f"gap_s must be 0 or at least {slice_s:.1f} s with max_points over this window "
+            f"(its fixes are thinned to one per {slice_s:.1f} s); got {gap_s:g}"
+        )
     found = await history.thinned_track(
         params.core(request).db, device.id, from_ms, to_ms, buckets, gap_s, MAX_BUDGET_FIXES, include_flagged
     )

@@ -14,13 +14,14 @@ from starlette.routing import Route
 from tracker import reports
 from tracker.api import params
 from tracker.api.responses import JSONResponse
-from tracker.errors import Forbidden, InvalidInput
+from tracker.errors import Busy, Forbidden, InvalidInput
 from tracker.model import Device
 from tracker.parse import check_id
 from tracker.stops import DEFAULT_MIN_DURATION_S, DEFAULT_RADIUS_M
 from tracker.store import accounts
 
 FORMATS = ("json", "csv")
+MAX_RUNNING = 2  # reports at once per process: each holds two pooled connections for seconds
 
 
 async def _scope(request: Request) -> list[Device]:
@@ -84,6 +85,7 @@ async def daily(request: Request) -> Response:
       401: {$ref: '#/components/responses/Unauthorized'}
       403: {$ref: '#/components/responses/Forbidden'}
       404: {$ref: '#/components/responses/NotFound'}
+      503: {description: Two reports are being computed on this process; retry later (Retry-After).}
     """
     query = request.query_params
     fmt = query.get("format") or "json"
@@ -96,8 +98,15 @@ async def daily(request: Request) -> Response:
     day = reports.local_day(query["date"], query["tz"])
     radius_m = params.number(request, "radius_m", DEFAULT_RADIUS_M, 1.0, 100_000.0)
     min_duration_s = params.number(request, "min_duration_s", DEFAULT_MIN_DURATION_S, 1.0, 30 * 86_400.0)
-    devices = await _scope(request)
-    report = await reports.daily(params.core(request).db, devices, day, radius_m, min_duration_s)
+    state = request.app.state
+    if getattr(state, "reports_running", 0) >= MAX_RUNNING:
+        raise Busy(f"{MAX_RUNNING} reports are being computed on this process; retry in a minute", 10.0)
+    state.reports_running = getattr(state, "reports_running", 0) + 1  # before the first await
+    try:
+        devices = await _scope(request)
+        report = await reports.daily(params.core(request).db, devices, day, radius_m, min_duration_s)
+    finally:
+        state.reports_running -= 1
     if fmt == "csv":
         name = f"report-{day.date.isoformat()}{'-' + query['fleet'] if query.get('fleet') else ''}.csv"
         return Response(

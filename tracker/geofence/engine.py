@@ -19,7 +19,7 @@ from pathlib import Path
 from tracker.fix_quality import flag_batch, flag_late, late_fixes
 from tracker.geofence.config import FenceLoader, LoadResult
 from tracker.geofence.detect import Detection, detect, newest_per_device
-from tracker.geofence.proximity import NearPairs
+from tracker.geofence.proximity import NearPairs, near_candidates
 from tracker.geofence.ruleset import RuleSet
 from tracker.index import LiveIndex
 from tracker.metrics import Metrics
@@ -28,6 +28,7 @@ from tracker.store import Database, fence_owner, near_pairs
 from tracker.store import trips as trips_store
 from tracker.store.fixes import good_fixes_around
 from tracker.store.geofences import keep_states, load_states
+from tracker.store.latest import newest_positions
 from tracker.trips import detect as trip_detect
 from tracker.trips.book import TripBook
 from tracker.trips.changes import TripDetection
@@ -151,9 +152,14 @@ class GeofenceEngine:
         near = None
         if rules.near_rules:
             near = (self.index, self.pairs)
-            if self.epochs is not None:  # another process may have changed these devices' pairs
+            if self.epochs is not None:  # another process may have moved these devices' pairs and partners
                 ids = [r.id for r in rules.near_rules]
                 self.pairs.replace(todo, await near_pairs.load(self._db, list(todo), ids))
+                others = near_candidates(rules.near_rules, todo, self.index, self.pairs)
+                fresh = LiveIndex(self.index.resolution)
+                if others:
+                    fresh.load(await newest_positions(self._db, devices=sorted(others)))
+                near = (fresh, self.pairs)
         if len(fixes) >= THREAD_MIN_FIXES and (rules.fences or rules.near_rules):
             detection = await asyncio.to_thread(detect, rules, self.states, self.heads, fixes, todo, near)
         else:

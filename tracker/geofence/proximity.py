@@ -117,6 +117,28 @@ def partners(rule: Rule, fleet: str) -> frozenset[str] | None | bool:
     return frozenset().union(*(f for f in found if f is not None))
 
 
+def near_candidates(
+    rules: Iterable[Rule], todo: Mapping[str, list[Fix]], index: LiveIndex, pairs: NearPairs
+) -> set[str]:
+    """The devices `detect_near` may pair the batch's movers with, as `index` places them: those in the
+    grid disks of the movers' near rules and those they are near now. With several processes the index
+    knows another process's moves a broadcast interval late, so the caller reads these devices' newest
+    stored fixes and passes them to `detect_near` as its index: a decision is never made on a position
+    older than an acked fix (two devices reporting in turn through two processes flapped near/far)."""
+    near_rules = [r for r in rules if r.on == "near" and r.distance_m is not None]
+    found: set[str] = set()
+    for device, fs in todo.items():
+        fix = fs[-1]
+        for rule in near_rules:
+            fleets = partners(rule, fix.fleet)
+            if fleets is False:
+                continue
+            assert rule.distance_m is not None and not isinstance(fleets, bool)
+            found.update(p.device for p in index.candidates(fix.lat, fix.lon, rule.distance_m, fleets))
+        found.update(k[1] if k[2] == device else k[2] for k in pairs.of(device))
+    return found - set(todo)
+
+
 def detect_near(
     rules: Iterable[Rule], todo: Mapping[str, list[Fix]], index: LiveIndex, pairs: NearPairs
 ) -> NearDetection | None:

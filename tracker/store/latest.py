@@ -22,16 +22,21 @@ CROSS JOIN LATERAL (
     FROM fixes WHERE device_id = d.id AND flag IS NULL ORDER BY ts DESC LIMIT 1
 ) f
 WHERE ($1::text IS NULL OR d.id = $1) AND ($2::text[] IS NULL OR d.fleet = ANY($2::text[]))
+  AND ($3::text[] IS NULL OR d.id = ANY($3::text[]))
 """
 
 
 async def newest_positions(
-    db: Database, *, device: str | None = None, fleets: list[str] | None = None
+    db: Database,
+    *,
+    device: str | None = None,
+    fleets: list[str] | None = None,
+    devices: list[str] | None = None,
 ) -> list[tuple[Position, int]]:
-    """The newest stored fix of `device`, or of every device of `fleets` (None: of every fleet), as
-    (position, integer H3 cell) pairs for `LiveIndex.load` (coroutine)."""
+    """The newest stored fix of `device`, or of every device of `fleets` (None: of every fleet), or of
+    `devices`, as (position, integer H3 cell) pairs for `LiveIndex.load` (coroutine)."""
     async with db.pool.acquire() as conn:
-        rows: list[asyncpg.Record] = await conn.fetch(_SQL, device, fleets)
+        rows: list[asyncpg.Record] = await conn.fetch(_SQL, device, fleets, devices)
     return [
         (Position(d, fl, ts, lat, lon, sp, hd, cell_hex(cell)), cell)
         for d, fl, ts, lat, lon, sp, hd, cell in rows

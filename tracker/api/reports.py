@@ -15,7 +15,7 @@ from tracker import reports
 from tracker.api import params
 from tracker.api.responses import JSONResponse
 from tracker.errors import Busy, Forbidden, InvalidInput
-from tracker.model import Device
+from tracker.model import Device, Viewer
 from tracker.parse import check_id
 from tracker.stops import DEFAULT_MIN_DURATION_S, DEFAULT_RADIUS_M
 from tracker.store import accounts
@@ -24,9 +24,8 @@ FORMATS = ("json", "csv")
 MAX_RUNNING = 2  # reports at once per process: each holds two pooled connections for seconds
 
 
-async def _scope(request: Request) -> list[Device]:
+async def _scope(request: Request, who: Viewer) -> list[Device]:
     """The devices the request reports on, ordered by id (coroutine)."""
-    who = await params.viewer(request)
     query = request.query_params
     fleet = check_id(query["fleet"], "fleet") if query.get("fleet") else None
     if fleet is not None and not who.grants(fleet):
@@ -87,6 +86,7 @@ async def daily(request: Request) -> Response:
       404: {$ref: '#/components/responses/NotFound'}
       503: {description: Two reports are being computed on this process; retry later (Retry-After).}
     """
+    who = await params.viewer(request)  # first: a request without a valid token learns nothing else
     query = request.query_params
     fmt = query.get("format") or "json"
     if fmt not in FORMATS:
@@ -103,7 +103,7 @@ async def daily(request: Request) -> Response:
         raise Busy(f"{MAX_RUNNING} reports are being computed on this process; retry in a minute", 10.0)
     state.reports_running = getattr(state, "reports_running", 0) + 1  # before the first await
     try:
-        devices = await _scope(request)
+        devices = await _scope(request, who)
         report = await reports.daily(params.core(request).db, devices, day, radius_m, min_duration_s)
     finally:
         state.reports_running -= 1

@@ -137,7 +137,7 @@ def _live_fixes(plan: Plan, rng: np.random.Generator) -> list[Fix]:
     ]
 
 
-def _batches(steps: Iterator[list[Fix]], size: int) -> Iterator[list[Fix]]:
+def batches(steps: Iterator[list[Fix]], size: int) -> Iterator[list[Fix]]:
     """The fixes of consecutive steps cut into batches of `size` (the last one smaller)."""
     pending: list[Fix] = []
     for step in steps:
@@ -179,9 +179,9 @@ async def load_history(db_url: str, plan: Plan) -> dict[str, Any]:
         progress(f"registered {len(ids)} devices in {register_s:.1f} s")
         rng = np.random.default_rng(SEED)
         total = plan.settings.devices * plan.settings.fixes_per_device
-        history_fixes = await _write_all(db, _batches(_walk(plan, rng), BATCH), total, "history")
+        history_fixes = await _write_all(db, batches(_walk(plan, rng), BATCH), total, "history")
         live = _live_fixes(plan, rng)
-        live_fixes = await _write_all(db, _batches(iter([live]), BATCH), len(live), "live-only")
+        live_fixes = await _write_all(db, batches(iter([live]), BATCH), len(live), "live-only")
         t0 = time.perf_counter()
         async with db.pool.acquire() as conn:
             await conn.execute("VACUUM (ANALYZE) fixes", timeout=3600)

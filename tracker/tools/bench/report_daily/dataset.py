@@ -31,6 +31,7 @@ from tracker.reports import LocalDay, local_day
 from tracker.store import accounts
 from tracker.store.database import Database
 from tracker.store.fixes import days_of, write_fixes
+from tracker.tools.bench.history.dataset import batches
 from tracker.tools.bench.report import progress
 
 FLEET = "fleet-r"
@@ -119,17 +120,6 @@ def _steps(ids: list[str], day: LocalDay, settings: Settings) -> Iterator[list[F
         ]
 
 
-def _batches(steps: Iterator[list[Fix]], size: int) -> Iterator[list[Fix]]:
-    pending: list[Fix] = []
-    for step in steps:
-        pending.extend(step)
-        while len(pending) >= size:
-            yield pending[:size]
-            pending = pending[size:]
-    if pending:
-        yield pending
-
-
 async def load_day(db_url: str, day: LocalDay, settings: Settings) -> dict[str, Any]:
     """Register the fleet, write its day, flag a few fixes, vacuum and analyse; the load figures."""
     db = await Database.connect(db_url, min_size=WRITERS + 1, max_size=WRITERS + 1)
@@ -143,7 +133,7 @@ async def load_day(db_url: str, day: LocalDay, settings: Settings) -> dict[str, 
                 )
             )
         t0 = time.perf_counter()
-        written = await _write_all(db, _batches(_steps(ids, day, settings), BATCH))
+        written = await _write_all(db, batches(_steps(ids, day, settings), BATCH))
         load_s = time.perf_counter() - t0
         async with db.pool.acquire() as conn:
             flagged = await conn.execute(

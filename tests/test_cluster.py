@@ -4,7 +4,8 @@ every process answers /api/nearby and /api/geofences/{id}/inside alike, message 
 subscriptions reach viewers on any process as one process would deliver them, webhooks go out once for the
 cluster, and a process killed with SIGKILL under load loses nothing: its devices go to the others and
 resend, every acked fix is stored, fence events are exactly what the fixes imply, undelivered messages are
-delivered by the process that now holds the device.
+delivered by the process that now holds the device, and webhooks still go out once each, but for the one
+POST the victim may have made and not recorded (at least once: repeated under its delivery id).
 
 `online` in /api/devices is tests/test_presence.py's."""
 
@@ -434,9 +435,14 @@ async def test_a_process_killed_under_load_loses_nothing(
         enters = [r[0] for r in await db.fetch(_ENTERS, fleet)]
         assert len(enters) == len(streamers) * len(implied_events(streamers[0].fixes)) // 2
         await until(lambda: _settled(db, enters), timeout=LEASE_S + 30)
-        posts = Counter(event for event, _ in hooks.at(path))
-        assert set(posts) == set(enters)
-        assert [e for e, n in posts.items() if n > 1] == [], posts
+        posts = Counter(hooks.at(path))
+        assert {event for event, _ in posts} == set(enters)
+        assert len(posts) == len(enters), posts  # one outbox row (delivery id) per event
+        # Delivery is at least once: a POST the victim made but was killed before recording is repeated by a
+        # survivor under the same delivery id (receivers dedupe on it). The victim POSTs one URL's rows one at
+        # a time, so at most one row can be caught that way; every other event arrives exactly once.
+        repeated = [key for key, n in posts.items() if n > 1]
+        assert len(repeated) <= 1 and all(posts[key] == 2 for key in repeated), posts
         for survivor in cluster.processes[1:]:
             survivor.check_alive()
             assert survivor.log_error_samples() == []

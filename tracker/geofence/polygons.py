@@ -17,6 +17,8 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from tracker.geofence.yaml_marks import Loc
+
 log = logging.getLogger("tracker.geofence")
 
 
@@ -77,3 +79,23 @@ def fence_polygon(geom: Polygon | MultiPolygon, fence_id: str, source: str) -> P
         )
         geom = repair(geom)
     return None if geom.is_empty or geom.area == 0 else geom
+
+
+def rings_polygon(
+    rings: Sequence[tuple[Loc, Sequence[Any]]], fence_id: str, source: str
+) -> tuple[Polygon | MultiPolygon | None, list[tuple[Loc | None, str]]]:
+    """The fence polygon of a shell and its holes, each given with where it was written, and the
+    problems found (where, reason; None for the polygon as a whole); no polygon when there is one."""
+    found: list[tuple[Loc | None, str]] = []
+    for ring_loc, ring in rings:
+        problem = ring_problem(ring)
+        if problem:
+            index, message = problem
+            found.append(
+                (ring_loc, message) if index is None else ((*ring_loc, index), message.split(": ", 1)[1])
+            )
+    if found:
+        return None, found
+    shell, *holes = ([(p[0], p[1]) for p in ring] for _, ring in rings)
+    geom = fence_polygon(Polygon(shell, holes), fence_id, source)
+    return geom, [] if geom is not None else [(None, "has zero area")]

@@ -15,17 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import yaml
 from pydantic import ValidationError
 from shapely.geometry import MultiPolygon, Polygon
 
 from tracker.errors import ConfigError
 from tracker.geofence.geojson import GeoJSONError, read_features
-from tracker.geofence.polygons import fence_polygon, position_problem, ring_problem
+from tracker.geofence.polygons import fence_polygon, position_problem, rings_polygon
+from tracker.geofence.rule_checks import rule_problems
 from tracker.geofence.schema import FenceSpec, FileSpec, FilterSpec, PolygonSpec, RuleSpec, is_id, problems
-from tracker.geofence.yaml_marks import Loc, Where, duplicate_keys, read_document
+from tracker.geofence.yaml_marks import Loc, Where, alias_line, duplicate_keys, read_document
 from tracker.model import Fence, FixFilter, Rule
 
 # A posted file's `geojson:` may only name a file of the geofences folder by its plain name.
@@ -111,31 +110,10 @@ def parse_text(name: str, text: str, geojson_folder: Path | None) -> FileResult:
     them expand into more nodes than any size limit on the text bounds. Problems read `name:line: reason`.
     """
     deps: dict[str, str | None] = {name: hashlib.sha256(text.encode()).hexdigest()}
-    alias = _alias_line(text)
+    alias = alias_line(text)
     if alias is not None:
         return FileResult(name, deps, (f"{name}:{alias}: YAML aliases (*name) are not allowed here",))
     return _FileParser(Path(name), text, deps, confined=True, geojson_folder=geojson_folder).run()
-
-
-def _alias_line(text: str) -> int | None:
-    """The line of the first YAML alias in `text`, None when there is none (or the text is no YAML:
-    the parser reports that)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        for token in yaml.scan(text, Loader=loader):
-            if isinstance(token, yaml.AliasToken):
-                return int(token.start_mark.line) + 1
-    except yaml.YAMLError:
-        return None
-    return None
-
-
-def _is_http_url(text: str) -> bool:
-    try:
-        url = urlsplit(text)
-    except ValueError:  # a malformed URL, such as an unclosed IPv6 bracket (http://[::1)
-        return False
-    return url.scheme in ("http", "https") and bool(url.hostname)
 
 
 def duplicate_ids(entries: Sequence[Entry], drafts: Sequence[Draft]) -> list[str]:
@@ -280,22 +258,9 @@ class _FileParser:
         else:
             rings = [((*loc, "exterior"), spec.exterior)]
             rings += [((*loc, "holes", h), hole) for h, hole in enumerate(spec.holes)]
-        ok = True
-        for ring_loc, ring in rings:
-            problem = ring_problem(ring)
-            if problem:
-                index, message = problem
-                if index is None:
-                    self._fail(ring_loc, message)
-                else:
-                    self._fail((*ring_loc, index), message.split(": ", 1)[1])
-                ok = False
-        if not ok:
-            return None
-        shell, *holes = ([(p[0], p[1]) for p in ring] for _, ring in rings)
-        geom = fence_polygon(Polygon(shell, holes), fence_id, source)
-        if geom is None:
-            self._fail(loc, "has zero area")
+        geom, found = rings_polygon(rings, fence_id, source)
+        for where, message in found:
+            self._fail(where if where is not None else loc, message)
         return geom
 
     def _geojson(
@@ -355,32 +320,10 @@ class _FileParser:
         spec: RuleSpec | None = self._validate(RuleSpec, loc, raw)
         if spec is None:
             return None
-        before = len(self.errors)
-        for key, event in (("dwell_s", "dwell"), ("max_speed_kmh", "speeding")):
-            given = getattr(spec, key) is not None
-            if given and spec.on != event:
-                self._fail((*loc, key), f"is only allowed with on: {event}")
-            elif not given and spec.on == event:
-                self._fail((*loc, key), f"is required with on: {event}")
-        for key in ("distance_m", "near_fleets"):
-            if getattr(spec, key) is not None and spec.on != "near":
-                self._fail((*loc, key), "is only allowed with on: near")
-        if spec.on == "near":
-            if spec.distance_m is None:
-                self._fail((*loc, "distance_m"), "is required with on: near")
-            for key in ("fences", "fence_tags"):
-                if getattr(spec, key) is not None:
-                    self._fail((*loc, key), "is not allowed with on: near (it compares devices, not fences)")
-        elif spec.fences is None and spec.fence_tags is None:
-            self._fail(loc, "needs fences or fence_tags")
-        if spec.accuracy == "strict" and spec.on in ("cross", "near"):
-            self._fail((*loc, "accuracy"), "strict is only allowed with on: enter, exit, dwell or speeding")
-        for j, target in enumerate(spec.notify):
-            if target in ("viewers", "device"):
-                continue
-            if not _is_http_url(target):
-                self._fail((*loc, "notify", j), f"must be viewers, device or an http(s) URL, not {target!r}")
-        if len(self.errors) > before:
+        found = rule_problems(spec)
+        for where, message in found:
+            self._fail((*loc, *where), message)
+        if found:
             return None
         refs = [Ref("id", n, self.where.label((*loc, "fences", j))) for j, n in enumerate(spec.fences or [])]
         refs += [

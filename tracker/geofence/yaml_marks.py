@@ -154,3 +154,16 @@ def _walk(node: yaml.Node | None, loc: Loc, out: list[tuple[int, Loc]], done: se
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _walk(item, (*loc, i), out, done)
+
+
+def alias_line(text: str) -> int | None:
+    """The line of the first YAML alias in `text`, None when there is none (or the text is no YAML:
+    the parser reports that)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        for token in yaml.scan(text, Loader=loader):
+            if isinstance(token, yaml.AliasToken):
+                return int(token.start_mark.line) + 1
+    except yaml.YAMLError:
+        return None
+    return None

@@ -137,9 +137,13 @@ async def test_near_and_far_end_to_end_once_each(world: tuple[Server, str], clie
     van, van_token = await add_device(server, f"vans-{tag}")
     bike, bike_token = await add_device(server, f"bikes-{tag}")
     # One viewer per fleet: whichever device's fix fires the event, both are told.
-    vans_viewer = await viewer_client(server, await add_viewer(server, [f"vans-{tag}"]), clients)
+    tokens = {
+        van: await add_viewer(server, [f"vans-{tag}"]),
+        bike: await add_viewer(server, [f"bikes-{tag}"]),
+    }
+    vans_viewer = await viewer_client(server, tokens[van], clients)
     assert (await vans_viewer.call("subscribe", {"fleet": f"vans-{tag}"}))["ok"]
-    bikes_viewer = await viewer_client(server, await add_viewer(server, [f"bikes-{tag}"]), clients)
+    bikes_viewer = await viewer_client(server, tokens[bike], clients)
     assert (await bikes_viewer.call("subscribe", {"fleet": f"bikes-{tag}"}))["ok"]
     v = await device_client(server, van_token, clients)
     b = await device_client(server, bike_token, clients)
@@ -179,6 +183,16 @@ async def test_near_and_far_end_to_end_once_each(world: tuple[Server, str], clie
     for viewer in (vans_viewer, bikes_viewer):
         delivered = await viewer.next("geofence")
         assert delivered["id"] == near[0]["id"] and delivered["type"] == "near"
+    # It is stored once, under the fleet of the device whose fix fired it, and listed to both sides: by
+    # fleet and by either device (the other side's half of /api/events).
+    for own, token in tokens.items():
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+        ) as http:
+            for params in ({}, {"device": own}):
+                r = await http.get("/api/events", params={"rule": "meet", "from": t - 1, **params})
+                assert r.status_code == 200, r.text
+                assert [e["id"] for e in r.json()["events"]] == [near[0]["id"]], (own, params)
 
     async def far_seen() -> bool:
         await both(500)

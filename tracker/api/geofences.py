@@ -158,7 +158,7 @@ async def list_events(request: Request) -> Response:
       - {name: device, in: query, schema: {$ref: '#/components/schemas/Id'}}
       - {name: fence, in: query, schema: {$ref: '#/components/schemas/Id'}}
       - {name: rule, in: query, schema: {$ref: '#/components/schemas/Id'}}
-      - {name: type, in: query, schema: {enum: [enter, exit, dwell, speeding, cross]}}
+      - {name: type, in: query, schema: {enum: [enter, exit, dwell, speeding, cross, near, far]}}
       - {$ref: '#/components/parameters/From'}
       - {$ref: '#/components/parameters/To'}
       - {$ref: '#/components/parameters/PageLimit'}

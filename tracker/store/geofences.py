@@ -297,6 +297,29 @@ async def inside_now(db: Database, fence: str, fleets: Sequence[str] | None) -> 
     return [{"id": r[0], "fleet": r[1], "since_ts": r[2]} for r in rows]
 
 
+# The filters of an events page, on `events AS e`.
+_PAGE_FILTERS = """e.ts >= $1 AND e.ts < $2 AND e.id > $3
+    AND ($5::text IS NULL OR e.device_id = $5 OR e.other_device = $5)
+    AND ($6::text IS NULL OR e.fence_id = $6)
+    AND ($7::text IS NULL OR e.rule_id = $7) AND ($8::text IS NULL OR e.type = $8)"""
+_E_COLUMNS = ", ".join(f"e.{c}" for c in _EVENT_COLUMNS.split(", "))
+
+# Two halves, each an index walk in id order that stops at the page's end: the events of the fleets, and
+# the near/far events of other fleets' devices that name one of theirs as the other (without what the
+# first half has). One OR of both could only be answered by reading the whole window.
+_EVENTS_PAGE_SQL = f"""
+(SELECT {_E_COLUMNS} FROM events AS e
+ WHERE ($4::text[] IS NULL OR e.fleet = ANY($4::text[])) AND {_PAGE_FILTERS}
+ ORDER BY e.id LIMIT $9)
+UNION ALL
+(SELECT {_E_COLUMNS} FROM events AS e JOIN devices AS d ON d.id = e.other_device
+ WHERE $4::text[] IS NOT NULL AND d.fleet = ANY($4::text[]) AND NOT e.fleet = ANY($4::text[])
+   AND {_PAGE_FILTERS}
+ ORDER BY e.id LIMIT $9)
+ORDER BY id LIMIT $9
+"""
+
+
 async def events_page(
     db: Database,
     *,
@@ -310,18 +333,13 @@ async def events_page(
     """Up to `window.limit` + 1 stored events matching every given filter in the window (`after`: an id),
     oldest first (coroutine).
 
-    "Oldest first" is storage order (the id), which is fix-time order for each device.
+    "Oldest first" is storage order (the id), which is fix-time order for each device. A `near`/`far`
+    event is stored once, under the fleet of the device whose fix fired it; it belongs as much to the
+    other device, so it is listed for the other's fleets and for `device` = the other too.
     """
     async with db.pool.acquire() as conn:
         rows = await conn.fetch(
-            f"""
-            SELECT {_EVENT_COLUMNS} FROM events
-            WHERE ts >= $1 AND ts < $2 AND id > $3
-              AND ($4::text[] IS NULL OR fleet = ANY($4::text[]))
-              AND ($5::text IS NULL OR device_id = $5) AND ($6::text IS NULL OR fence_id = $6)
-              AND ($7::text IS NULL OR rule_id = $7) AND ($8::text IS NULL OR type = $8)
-            ORDER BY id LIMIT $9
-            """,
+            _EVENTS_PAGE_SQL,
             window.from_ms,
             window.to_ms,
             window.after or 0,

@@ -25,6 +25,7 @@ from tracker.sessions import DEVICE, VIEWER
 from tracker.settings import Settings
 from tracker.socket_gate import AdmissionGate
 from tracker.sockets import DeviceNamespace, DeviceRooms, ViewerNamespace, ViewerRooms, build_server
+from tracker.store.compaction import run as compact_closed_days
 
 # How uvicorn serves the app, for `tracker serve` and `tracker demo` alike. Engine.IO pings every client
 # itself (25 s), so uvicorn's own WebSocket pings (every 20 s) would only double the idle cost of
@@ -65,6 +66,12 @@ def create_app(settings: Settings, database_url: str | None = None, *, manage_gc
         holder["core"] = app.state.core = await Core.start(
             settings, url, viewers, metrics, devices, devices, cut, viewers.here() if shared else None
         )
+        # Closed days' indexes are rebuilt in the background (one process of a cluster at a time).
+        compaction = None
+        if settings.compact_after_s > 0:
+            compaction = asyncio.create_task(
+                compact_closed_days(url, settings.compact_after_s, settings.retention_days), name="compaction"
+            )
         # Last in start-up, so that the first freeze keeps everything the core has loaded out of the
         # collector's walks.
         gc_task = None
@@ -75,8 +82,9 @@ def create_app(settings: Settings, database_url: str | None = None, *, manage_gc
         try:
             yield
         finally:
-            if gc_task is not None:
-                gc_task.cancel()
+            for task in (gc_task, compaction):
+                if task is not None:
+                    task.cancel()
             await holder["core"].stop()
 
     http = Starlette(routes=api.routes(), exception_handlers=api.exception_handlers, lifespan=lifespan)

@@ -1,7 +1,7 @@
 """The server's commands: serve, device add|revoke, viewer add|revoke, geofences check|dry-run, report
-daily. They only build settings and call the core; domain errors become a one-line message and exit
-status 1 here (`guarded`) and nowhere else. The `tracker` console script (`tracker.tools.cli`) builds on
-this parser and adds the tools' commands; nothing here imports a tool."""
+daily, db compact. They only build settings and call the core; domain errors become a one-line message
+and exit status 1 here (`guarded`) and nowhere else. The `tracker` console script (`tracker.tools.cli`)
+builds on this parser and adds the tools' commands; nothing here imports a tool."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tracker import __version__
 from tracker.errors import TrackerError
 from tracker.settings import Settings, load_settings
 
-COMMANDS = ("serve", "device", "viewer", "geofences", "report")  # this module's; the tools add theirs
+COMMANDS = ("serve", "device", "viewer", "geofences", "report", "db")  # this module's; the tools add theirs
 
 
 def new_parser() -> tuple[argparse.ArgumentParser, Any]:
@@ -130,6 +130,19 @@ def add_report(sub: Any) -> None:
     db_flags(daily)
 
 
+def add_db(sub: Any) -> None:
+    """`db compact`: rebuild closed days' indexes, for cron (the server does it itself unless told not to)."""
+    db = sub.add_parser("db", help="database upkeep").add_subparsers(dest="action", required=True)
+    compact = db.add_parser(
+        "compact", help="rebuild the indexes of closed days of fixes not compacted yet (as the server does)"
+    )
+    compact.add_argument(
+        "--after-s", type=float, default=3600.0, help="seconds after its UTC day ended a day is due (3600)"
+    )
+    compact.add_argument("--days", type=int, default=7, help="closed days looked at, newest first (7)")
+    db_flags(compact)
+
+
 def _parser() -> argparse.ArgumentParser:
     """The server's own commands only (the console script's parser is `tracker.tools.cli.parser`)."""
     p, sub = new_parser()
@@ -137,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     add_accounts(sub)
     add_geofences(sub)
     add_report(sub)
+    add_db(sub)
     return p
 
 
@@ -227,6 +241,27 @@ async def _report(url: str, args: argparse.Namespace) -> str:
     return reports.csv_text(report).rstrip("\n")
 
 
+async def _compact(url: str, args: argparse.Namespace, retention_days: int | None) -> str:
+    """`db compact`: a line per partition compacted (Busy when another process is at it)."""
+    import time
+
+    from tracker.errors import InvalidInput
+    from tracker.store import Database, compaction
+
+    if args.after_s < 0 or not 1 <= args.days <= 3660:
+        raise InvalidInput("--after-s must be >= 0 and --days between 1 and 3660")
+    await (await Database.connect(url, min_size=1, max_size=1)).close()  # migrated, as the server would
+    done = await compaction.compact(
+        url, int(time.time() * 1000), args.after_s, window_days=args.days, retention_days=retention_days
+    )
+    lines = [
+        f"{c.partition}: indexes {c.index_bytes_before >> 20} -> {c.index_bytes_after >> 20} MB "
+        f"in {c.seconds:.1f} s"
+        for c in done
+    ]
+    return "\n".join(lines) or "nothing to compact"
+
+
 def _check_geofences(folder: Path) -> int:
     """`geofences check`: exit 0 when all is valid, 1 with `file:line: reason` lines, 2 without the folder."""
     import logging
@@ -313,6 +348,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         with database(settings) as url:
             print(asyncio.run(_report(url, args)))
+    elif args.command == "db":
+        with database(settings) as url:
+            print(asyncio.run(_compact(url, args, settings.retention_days)))
     else:
         with database(accounts_database(settings)) as url:
             print(asyncio.run(_account(url, args)))

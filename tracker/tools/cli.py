@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     wiring.add_accounts(sub)
     wiring.add_geofences(sub)
     wiring.add_report(sub)
+    wiring.add_db(sub)
     _add_replay(sub)
     _add_simulate(sub)
     add_bench(sub)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from tracker.geofence.crossings import batch_crossings
 from tracker.geofence.proximity import NearDetection, NearPairs, detect_near
 from tracker.geofence.ruleset import PRESENCE, RuleSet
 from tracker.index import LiveIndex
@@ -112,17 +113,19 @@ def detect(
     fixes: Sequence[Fix],
     todo: Mapping[str, list[Fix]] | None = None,
     near: tuple[LiveIndex, NearPairs] | None = None,
+    crossed: Mapping[tuple[str, int], Sequence[int]] | None = None,
 ) -> Detection:
     """Evaluate a batch of fixes against `rules`; see the module docstring (`todo`: the batch's
     `newest_per_device`, when the caller has it already; `near`: the other devices' newest positions and
-    the pairs near now, for `on: near` rules). Pure."""
+    the pairs near now, for `on: near` rules; `crossed`: the fences each (device, ts) crossed coming in,
+    measured by a caller that feeds only some of a device's fixes, instead of the batch's segments). Pure."""
     out = Detection(rules.version)
     if todo is None:
         todo = newest_per_device(fixes, heads)
     for device, fs in todo.items():
         last = fs[-1]
         out.heads[device] = Head(last.ts, last.lat, last.lon)
-    _detect_fences(rules, states, heads, todo, out)
+    _detect_fences(rules, states, heads, todo, out, crossed)
     if near is not None and rules.near_rules and todo:
         out.near = detect_near(rules.near_rules, todo, *near)
         if out.near is not None:
@@ -136,6 +139,7 @@ def _detect_fences(
     heads: Mapping[str, Head],
     todo: Mapping[str, list[Fix]],
     out: Detection,
+    given: Mapping[tuple[str, int], Sequence[int]] | None,
 ) -> None:
     """The fence rules' part of `detect`, into `out`."""
     if not todo or not rules.fences:
@@ -153,7 +157,12 @@ def _detect_fences(
         fences = fence.tolist()
         for k, p in enumerate(point[starts].tolist()):
             raw[p] = set(fences[bounds[k] : bounds[k + 1]])
-    crossed = _crossings(rules, todo, heads, lon, lat, raw)
+    if given is None:
+        crossed = batch_crossings(rules, todo, heads, lon, lat, raw)
+    elif given:
+        crossed = {i: list(c) for i, f in enumerate(ordered) if (c := given.get((f.device, f.ts)))}
+    else:
+        crossed = {}
     unsure = rules.margins.unsure_per_fix(ordered, rules.strict_fleets, lon, lat, raw)
     offset = 0
     for device, fs in todo.items():
@@ -170,57 +179,6 @@ def _detect_fences(
             out,
         )
         offset = end
-
-
-def _crossings(
-    rules: RuleSet,
-    todo: Mapping[str, list[Fix]],
-    heads: Mapping[str, Head],
-    lon: np.ndarray,
-    lat: np.ndarray,
-    raw: list[set[int]],
-) -> dict[int, list[int]]:
-    """Fence indexes each fix's incoming segment crosses, by position in the batch (cross rules only).
-
-    A crossing counts when both ends are outside the fence; for the first fix of a device the segment
-    starts at its head, whose own inside test is made here.
-    """
-    if not rules.cross_mask.any():
-        return {}
-    # Each fix's incoming segment, as arrays: from the fix before it, or for a device's first fix from its
-    # head (none without a head).
-    n = len(lon)
-    counts = np.fromiter((len(fs) for fs in todo.values()), dtype=np.int64, count=len(todo))
-    first = np.zeros(n, dtype=np.bool_)
-    first[np.cumsum(counts) - counts] = True
-    head_lon = np.full(n, np.nan)
-    head_lat = np.full(n, np.nan)
-    for position, device in zip((np.cumsum(counts) - counts).tolist(), todo, strict=True):
-        head = heads.get(device)
-        if head is not None:
-            head_lon[position], head_lat[position] = head.lon, head.lat
-    e = np.flatnonzero(~first | ~np.isnan(head_lon))
-    if not len(e):
-        return {}
-    from_head = first[e]
-    s_lon = np.where(from_head, head_lon[e], lon[e - 1])
-    s_lat = np.where(from_head, head_lat[e], lat[e - 1])
-    seg, fence = rules.index.crossings(s_lon, s_lat, lon[e], lat[e], rules.cross_mask)
-    if not len(seg):
-        return {}
-    head_inside: dict[int, set[int]] = {}  # segment index -> fences covering its head
-    rows = np.unique(seg[from_head[seg]])
-    if len(rows):
-        hp, hf = rules.index.inside(s_lon[rows], s_lat[rows])
-        for p, f in zip(hp.tolist(), hf.tolist(), strict=True):
-            head_inside.setdefault(int(rows[p]), set()).add(f)
-    out: dict[int, list[int]] = {}
-    for j, f in zip(seg.tolist(), fence.tolist(), strict=True):
-        pos = int(e[j])
-        start_inside = head_inside.get(j, set()) if from_head[j] else raw[pos - 1]
-        if f not in raw[pos] and f not in start_inside:
-            out.setdefault(pos, []).append(f)
-    return out
 
 
 def _walk(
@@ -244,7 +202,8 @@ def _walk(
     # the same fences, sure of each, changes nothing either (every step would return its state as it
     # is), unless an unfired dwell comes due (`wake_ts`) or the fix is fast enough for an unfired
     # speeding rule (`speed_cap`, km/h). Most fixes are such (a device driving on inside one district),
-    # and skip the rules.
+    # and skip the rules. The dry-run's triage (triage.py) feeds only the fixes that may miss this path:
+    # a change here is a change there.
     quiet = False
     wake_ts, speed_cap = math.inf, math.inf
     previous: set[int] | None = None

@@ -5,8 +5,11 @@ heads (per device, empty at the window's start) and feeds each batch to `detect.
 the detection as the engine applies a committed one (`Detection.apply_to`, heads that only move forward).
 The window is read in time chunks across every device in scope (`store.history_fixes`), so that all
 devices advance together, as they did live; each chunk is detected in a worker thread while the next is
-read, and its events come out in fix order. Nothing is stored or delivered. Fixes stored with a flag are
-skipped, as live ingest skipped them.
+read, and its events come out in fix order. Without near rules, a chunk's triage (`triage.py`, numpy over
+its columns) picks the fixes that may change some state, and only those become `Fix` objects and reach
+the detector: most fixes of a day are a device driving on inside the same fences, which the detector
+would skip anyway. Nothing is stored or delivered. Fixes stored with a flag are skipped, as live ingest
+skipped them.
 
 Posted files may name their own fences and those in force on the server, and are bounded: text size,
 window length, devices named (`check_request`).
@@ -27,6 +30,7 @@ from tracker.geofence.detect import detect, newest_per_device
 from tracker.geofence.proximity import NearPairs, fix_position
 from tracker.geofence.rules_file import parse_file, parse_text
 from tracker.geofence.ruleset import RuleSet
+from tracker.geofence.triage import Floats, Ints, Triage
 from tracker.index import LiveIndex
 from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, StateKey
 from tracker.store import Database
@@ -57,6 +61,8 @@ class DryRun:
     pairs: NearPairs = field(default_factory=NearPairs)
     events: int = 0  # events fired so far
     cancelled: bool = False  # set from the event loop when the caller went away: the thread stops
+    triage: bool = True  # feed_columns feeds the detector only the fixes that may change state
+    _triage: Triage | None = field(default=None, repr=False)
 
     def feed(self, fixes: Sequence[Fix]) -> list[GeofenceEvent]:
         """The events of one batch (sorted by time), in fix order (pure but for this run's state, which it
@@ -71,12 +77,17 @@ class DryRun:
             events.extend(self._feed(fixes[start:end]))
         return events
 
-    def _feed(self, fixes: Sequence[Fix]) -> list[GeofenceEvent]:
+    def _feed(
+        self,
+        fixes: Sequence[Fix],
+        crossed: Mapping[tuple[str, int], Sequence[int]] | None = None,
+        counted: int | None = None,
+    ) -> list[GeofenceEvent]:
         if self.cancelled:
             raise DryRunStopped("the dry-run was cancelled")
         todo = newest_per_device(fixes, self.heads)
         near = (self.index, self.pairs) if self.rules.near_rules else None
-        detection = detect(self.rules, self.states, self.heads, fixes, todo, near)
+        detection = detect(self.rules, self.states, self.heads, fixes, todo, near, crossed)
         for device, head in detection.heads.items():  # as GeofenceEngine.apply does after COMMIT
             old = self.heads.get(device)
             if old is None or head.ts > old.ts:
@@ -86,7 +97,7 @@ class DryRun:
             if detection.near is not None:
                 detection.near.apply_to(self.pairs)
             self.index.load((fix_position(fs[-1]), 0) for fs in todo.values())
-        self.fixes += len(fixes)
+        self.fixes += len(fixes) if counted is None else counted
         self.events += len(detection.events)
         if self.events > MAX_EVENTS:
             raise DryRunStopped(
@@ -97,13 +108,51 @@ class DryRun:
     def feed_columns(
         self, columns: FixColumns, devices: Sequence[str], fleets: Sequence[str]
     ) -> list[GeofenceEvent]:
-        """`feed` for a chunk read by `store.history_fixes` (`devices`/`fleets`: its device list)."""
-        return self.feed(to_fixes(columns, devices, fleets))
+        """`feed` for a chunk read by `store.history_fixes` (`devices`/`fleets`: its device list, the
+        same for every chunk of a run). Without near rules, only the fixes the triage keeps (`triage.py`)
+        become `Fix` objects and reach the detector, with the crossings it measured on every segment."""
+        if not self.triage or self.rules.near_rules or not self.rules.fences:
+            return self.feed(to_fixes(columns, devices, fleets))
+        if self._triage is None:
+            self._triage = Triage(self.rules, fleets)
+        plan = self._triage.plan(columns, *self._heads_of(columns, devices), self._carried(columns, devices))
+        fixes = fixes_at(columns, plan.kept, devices, fleets)
+        crossed = {(devices[d], ts): fences for (d, ts), fences in plan.crossed.items()}
+        return self._feed(fixes, crossed, len(columns))
+
+    def _heads_of(self, columns: FixColumns, devices: Sequence[str]) -> tuple[Ints, Floats, Floats]:
+        """Per device index: its head's ts (-1: none), lon and lat (NaN: none)."""
+        head_ts = np.full(len(devices), -1, dtype=np.int64)
+        head_lon = np.full(len(devices), np.nan)
+        head_lat = np.full(len(devices), np.nan)
+        for d in np.unique(columns.device).tolist():
+            head = self.heads.get(devices[d])
+            if head is not None:
+                head_ts[d], head_lon[d], head_lat[d] = head.ts, head.lon, head.lat
+        return head_ts, head_lon, head_lat
+
+    def _carried(self, columns: FixColumns, devices: Sequence[str]) -> tuple[Ints, Ints]:
+        """(device index, since) of the unfired dwell visits the chunk's devices are in."""
+        assert self._triage is not None
+        dwell = self._triage.dwell_ids
+        found = [
+            (d, state.since)
+            for d in np.unique(columns.device).tolist()
+            for (rule, _), state in self.states.get(devices[d], {}).items()
+            if rule in dwell and state.inside and not state.fired
+        ]
+        return np.array([d for d, _ in found], dtype=np.int64), np.array(
+            [s for _, s in found], dtype=np.int64
+        )
 
 
 def to_fixes(columns: FixColumns, devices: Sequence[str], fleets: Sequence[str]) -> list[Fix]:
     """The chunk's fixes in time order, as the detector takes them (NaN speed or accuracy: None)."""
-    order = np.argsort(columns.ts, kind="stable")
+    return fixes_at(columns, np.argsort(columns.ts, kind="stable"), devices, fleets)
+
+
+def fixes_at(columns: FixColumns, order: Ints, devices: Sequence[str], fleets: Sequence[str]) -> list[Fix]:
+    """The chunk's fixes at `order` (indexes), in that order (NaN speed or accuracy: None)."""
     index = columns.device[order]
     names = np.asarray(devices, dtype=object)[index].tolist()
     fleet = np.asarray(fleets, dtype=object)[index].tolist()

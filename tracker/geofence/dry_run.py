@@ -30,7 +30,7 @@ from tracker.geofence.detect import detect, newest_per_device
 from tracker.geofence.proximity import NearPairs, fix_position
 from tracker.geofence.rules_file import parse_file, parse_text
 from tracker.geofence.ruleset import RuleSet
-from tracker.geofence.triage import Floats, Ints, Triage
+from tracker.geofence.triage import Floats, Ints, Plan, Triage
 from tracker.index import LiveIndex
 from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, StateKey
 from tracker.store import Database
@@ -111,14 +111,24 @@ class DryRun:
         """`feed` for a chunk read by `store.history_fixes` (`devices`/`fleets`: its device list, the
         same for every chunk of a run). Without near rules, only the fixes the triage keeps (`triage.py`)
         become `Fix` objects and reach the detector, with the crossings it measured on every segment."""
-        if not self.triage or self.rules.near_rules or not self.rules.fences:
+        plan = self.plan(columns, devices, fleets)
+        if plan is None:
             return self.feed(to_fixes(columns, devices, fleets))
+        return self.feed_kept(*kept_fixes(plan, columns, devices, fleets), len(columns))
+
+    def plan(self, columns: FixColumns, devices: Sequence[str], fleets: Sequence[str]) -> Plan | None:
+        """The chunk's triage against this run's state; None when every fix must be fed (near rules)."""
+        if not self.triage or self.rules.near_rules or not self.rules.fences:
+            return None
         if self._triage is None:
             self._triage = Triage(self.rules, fleets)
-        plan = self._triage.plan(columns, *self._heads_of(columns, devices), self._carried(columns, devices))
-        fixes = fixes_at(columns, plan.kept, devices, fleets)
-        crossed = {(devices[d], ts): fences for (d, ts), fences in plan.crossed.items()}
-        return self._feed(fixes, crossed, len(columns))
+        return self._triage.plan(columns, *self._heads_of(columns, devices), self._carried(columns, devices))
+
+    def feed_kept(
+        self, fixes: Sequence[Fix], crossed: Mapping[tuple[str, int], Sequence[int]], chunk_fixes: int
+    ) -> list[GeofenceEvent]:
+        """`feed` for the fixes a plan kept of a chunk of `chunk_fixes` (`kept_fixes`)."""
+        return self._feed(fixes, crossed, chunk_fixes)
 
     def _heads_of(self, columns: FixColumns, devices: Sequence[str]) -> tuple[Ints, Floats, Floats]:
         """Per device index: its head's ts (-1: none), lon and lat (NaN: none)."""
@@ -144,6 +154,14 @@ class DryRun:
         return np.array([d for d, _ in found], dtype=np.int64), np.array(
             [s for _, s in found], dtype=np.int64
         )
+
+
+def kept_fixes(
+    plan: Plan, columns: FixColumns, devices: Sequence[str], fleets: Sequence[str]
+) -> tuple[list[Fix], dict[tuple[str, int], list[int]]]:
+    """The fixes a plan kept, by device then time, and the fences each (device id, ts) crossed."""
+    crossed = {(devices[d], ts): fences for (d, ts), fences in plan.crossed.items()}
+    return fixes_at(columns, plan.kept, devices, fleets), crossed
 
 
 def to_fixes(columns: FixColumns, devices: Sequence[str], fleets: Sequence[str]) -> list[Fix]:

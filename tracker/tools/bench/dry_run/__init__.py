@@ -12,7 +12,8 @@ peak RSS while streaming.
 Baselines, in the same run on the same fixes: the chunked binary COPY alone (`store.history_fixes`, no
 detection: the floor of reading), and PostGIS answering the spatial half of the question (which fence
 covers which fix, `ST_Covers` with GiST) over the first `--baseline-hours`. An in-process pass over that
-same sub-window splits the time into reading, making `Fix` objects and detection.
+same sub-window splits the time into reading, the triage, making `Fix` objects (of the fixes it kept) and
+detection.
 """
 
 from __future__ import annotations
@@ -273,16 +274,25 @@ async def _in_process(db_url: str, rules: RuleSet, from_ms: int, to_ms: int) -> 
         devices = list(scope)
         fleets = [scope[d] for d in devices]
         run = dry_run.DryRun(rules)
-        read = to_fixes = detect = 0.0
-        events = 0
+        read = triage = to_fixes = detect = 0.0
+        events = kept = 0
         t = time.process_time()
         async for _, _, columns in chunks(db, devices, from_ms, to_ms):
             t1 = time.process_time()
-            fixes = dry_run.to_fixes(columns, devices, fleets)
+            plan = run.plan(columns, devices, fleets)
             t2 = time.process_time()
-            events += len(run.feed(fixes))
-            t3 = time.process_time()
-            read, to_fixes, detect = read + t1 - t, to_fixes + t2 - t1, detect + t3 - t2
+            if plan is None:
+                fixes = dry_run.to_fixes(columns, devices, fleets)
+                t3 = time.process_time()
+                events += len(run.feed(fixes))
+            else:
+                fixes, crossed = dry_run.kept_fixes(plan, columns, devices, fleets)
+                t3 = time.process_time()
+                events += len(run.feed_kept(fixes, crossed, len(columns)))
+            kept += len(fixes)
+            t4 = time.process_time()
+            read, triage = read + t1 - t, triage + t2 - t1
+            to_fixes, detect = to_fixes + t3 - t2, detect + t4 - t3
             t = time.process_time()
     finally:
         await db.close()
@@ -291,8 +301,10 @@ async def _in_process(db_url: str, rules: RuleSet, from_ms: int, to_ms: int) -> 
         "window_ms": [from_ms, to_ms],
         "fixes": run.fixes,
         "events": events,
+        "fixes_detected": kept,  # those the triage kept: only these become Fix objects
         "cpu_us_per_fix": {
             "read_copy_and_parse": round(read / n * 1e6, 2),
+            "triage": round(triage / n * 1e6, 2),
             "make_fix_objects": round(to_fixes / n * 1e6, 2),
             "detect_and_apply": round(detect / n * 1e6, 2),
         },

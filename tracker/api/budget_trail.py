@@ -7,6 +7,7 @@ The route and its documentation are `tracker.api.history.trail`'s.
 from __future__ import annotations
 
 import asyncio
+import math
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,11 +19,19 @@ from tracker.model import Device
 from tracker.store import history
 from tracker.trail import budget_runs, run_starts, runs_length_m, to_geojson, to_gpx
 
-MAX_BUDGET_FIXES = 2_000_000  # a week at 3 Hz; the database sends back some 50k of them
+MAX_BUDGET_FIXES = 2_000_000  # a week at 3 Hz; the database sends back a few 10k of them
 MAX_POINTS = 20_000
 MAX_POINTS_DEFAULT = 2_000
-THIN_BUCKETS = 50_000  # the database first keeps a fix per 1/50000 of the window...
-THIN_PER_POINT = 25  # ...or per 1/(25 max_points), whichever is finer
+# The database keeps the first fix of each slice of 1/(THIN_PER_POINT max_points) of the window: on a week
+# at 1 Hz cut to 2,560 points the replay's error against every fix is the same from 10 slices a point as
+# from 25 (mean 150 m both, p99 495 and 507 m, worst 632 and 608 m), and the database probes 2.5x fewer.
+THIN_PER_POINT = 10
+# Slices are at most a quarter of gap_s, so a run's first fix is its slice's first and a silence shorter
+# than 3/4 of the gap is never taken for a break; the finest slicing (and so the shortest gap_s) is a
+# 1/THIN_FINEST of the window or 1/(THIN_FINEST_PER_POINT max_points), whichever is finer.
+GAP_SLICES = 4
+THIN_FINEST = 50_000
+THIN_FINEST_PER_POINT = 25
 
 
 async def budget_trail(
@@ -43,17 +52,20 @@ async def budget_trail(
     if tolerance > 0:
         raise InvalidInput("simplify and max_points both thin the trail: pass one of them")
     include_flagged = params.flag(request, "include_flagged")
-    buckets = max(THIN_BUCKETS, THIN_PER_POINT * max_points)
+    window_ms = to_ms - from_ms
+    finest = max(THIN_FINEST, THIN_FINEST_PER_POINT * max_points)
     # Runs are told apart on the thinned fixes, a slice apart: a gap shorter than a slice would make every
     # kept fix a run of its own (and have the database send back every fix of the window).
-    slice_s = (to_ms - from_ms) / buckets / 1000
+    slice_s = window_ms / finest / 1000
     if 0 < gap_s < slice_s:
         raise InvalidInput(
             f"gap_s must be 0 or at least {slice_s:.1f} s with max_points over this window "
             f"(its fixes are thinned to one per {slice_s:.1f} s); got {gap_s:g}"
         )
+    by_gap = math.ceil(GAP_SLICES * window_ms / (gap_s * 1000)) if gap_s > 0 else 0
+    buckets = min(finest, max(THIN_PER_POINT * max_points, by_gap))
     found = await history.thinned_track(
-        params.core(request).db, device.id, from_ms, to_ms, buckets, gap_s, MAX_BUDGET_FIXES, include_flagged
+        params.core(request).db, device.id, from_ms, to_ms, buckets, MAX_BUDGET_FIXES, include_flagged
     )
     if found is None:
         raise InvalidInput(

@@ -13,6 +13,7 @@ import itertools
 import os
 import secrets
 import signal
+import ssl
 import tempfile
 import time
 import uuid
@@ -307,7 +308,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 async def server_http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the session's server, for tests that also use the process (a Socket.IO client,
     its log); tests that need HTTP only take `app_http` (in_process.py)."""
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with web_client(server.url) as client:
         yield client
 
 
@@ -324,6 +325,16 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+# An httpx client loads certifi's CA bundle into a new TLS context each time one is made (about 30 ms), and
+# the tests make hundreds of clients of plain-HTTP local servers: they share one context.
+_TLS = ssl.create_default_context()
+
+
+def web_client(base_url: str = "", **kwargs: Any) -> httpx.AsyncClient:
+    """An HTTP client (of `base_url`) on the tests' one TLS context: build clients with this."""
+    return httpx.AsyncClient(base_url=base_url, verify=_TLS, **kwargs)
+
+
 @contextlib.asynccontextmanager
 async def http_client(server: Server | httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
     """A client of `server`: the client itself when given one (the in-process app's `app_http`), else a
@@ -331,7 +342,7 @@ async def http_client(server: Server | httpx.AsyncClient) -> AsyncIterator[httpx
     if isinstance(server, httpx.AsyncClient):
         yield server
         return
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(server.url) as http:
         yield http
 
 

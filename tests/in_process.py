@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import ADMIN_TOKEN, UNLIMITED_FAILURES
+from harness import ADMIN_TOKEN, UNLIMITED_FAILURES, web_client
 
 from tracker.app import create_app
 from tracker.settings import load_settings
@@ -83,9 +83,7 @@ async def app_http(
     app = create_app(settings, database_url, manage_gc=False)
     async with (
         lifespan(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://tracker", timeout=30
-        ) as http,
+        web_client(transport=httpx.ASGITransport(app=app), base_url="http://tracker", timeout=30) as http,
     ):
         r = await http.get("/readyz")  # answers only once Starlette's lifespan has started the core
         assert r.status_code == 200, r.text

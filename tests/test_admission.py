@@ -10,9 +10,8 @@ import weakref
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
-from harness import Client, Server, add_device, device_client, now_ms, start_server, uid, until
+from harness import Client, Server, add_device, device_client, now_ms, start_server, uid, until, web_client
 
 from tracker.admission import RETRY_MAX_S, RETRY_MIN_S, LoopLag
 from tracker.errors import Busy
@@ -31,7 +30,7 @@ async def _insert_waits(db: asyncpg.Connection) -> bool:
 
 
 async def _queued(server: Server) -> float:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         text = (await http.get("/metrics")).text
     return next(
         float(line.split()[1]) for line in text.splitlines() if line.startswith("tracker_ingest_queue_fixes ")
@@ -81,7 +80,7 @@ async def test_a_slow_store_refuses_at_once_with_a_wait_and_takes_the_retry(
         assert ack["accepted"] == 0 and ack["retry"] is True and "wait to be stored" in ack["error"]
         assert RETRY_MIN_S * 500 <= ack["retry_after_ms"] <= RETRY_MAX_S * 1500
         # The OsmAnd adapter says the same with 503 and a Retry-After in whole seconds.
-        async with httpx.AsyncClient(base_url=slow.url) as http:
+        async with web_client(base_url=slow.url) as http:
             r = await http.post("/api/ingest/osmand", data={"id": devices[2][1], "lat": "1", "lon": "1"})
         assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and "wait" in r.json()["error"]
         await tx.rollback()

@@ -21,6 +21,7 @@ from harness import (
     now_ms,
     own_server,
     uid,
+    web_client,
     write_rules,
 )
 from pyproj import Geod
@@ -41,7 +42,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def get(server: Server, path: str, token: str, **query: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         return await http.get(path, params=query, headers=bearer(token))
 
 
@@ -139,7 +140,7 @@ async def test_area_is_scoped_to_the_tokens_fleets(server: Server, clients: list
     ] == [device]
     everyone = (await get(server, "/api/area", ADMIN_TOKEN, bbox=BBOX, **window)).json()["devices"]
     assert device in [d["id"] for d in everyone]
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         assert (await http.get("/api/area", params={"bbox": BBOX})).status_code == 401
         assert (await http.get("/api/nearby", params={"lat": 1, "lon": 1, "radius_m": 1})).status_code == 401
 

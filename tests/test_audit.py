@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 
-import httpx
-from harness import ADMIN_TOKEN, Server, add_viewer, now_ms, uid
+from harness import ADMIN_TOKEN, Server, add_viewer, now_ms, uid, web_client
 from test_cli import tracker
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -15,7 +14,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 async def test_the_audit_trail_names_who_did_what(server: Server, database_url: str) -> None:
     fleet, device, desk = uid("fleet"), uid("dev"), uid("desk")
     started = now_ms()
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.post(
             "/api/admin/devices", json={"id": device, "fleet": fleet, "name": "Van"}, headers=ADMIN
         )

@@ -25,4 +25,6 @@ def test_bench_dry_run_reports_positive_figures(pg_base: str, tmp_path: Path) ->
     breakdown = report["in_process_breakdown"]
     assert breakdown["fixes"] == baselines["postgis_covers"]["fixes"]  # the same sub-window
     assert all(v >= 0 for v in breakdown["cpu_us_per_fix"].values())
+    assert breakdown["same_events_as_every_fix_detected"] is True
+    assert 0 < breakdown["fixes_detected"] <= breakdown["fixes"]
     assert report["goal"]["fixes_per_s"] == 200_000 and isinstance(report["goal"]["met"], bool)

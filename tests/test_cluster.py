@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 import socketio
 from aiohttp import web
@@ -41,6 +40,7 @@ from harness import (
     uid,
     until,
     viewer_client,
+    web_client,
     write_rules,
 )
 
@@ -138,7 +138,7 @@ def cluster(
 
 
 async def get_json(p: ServerProcess, path: str, token: str = ADMIN_TOKEN, **query: Any) -> Any:
-    async with httpx.AsyncClient(base_url=p.url) as http:
+    async with web_client(base_url=p.url) as http:
         r = await http.get(path, params=query, headers=auth(token))
     assert r.status_code == 200, r.text
     return r.json()
@@ -454,7 +454,7 @@ _ENTERS = "SELECT id FROM events WHERE fleet = $1 AND type = 'enter' ORDER BY id
 
 
 async def _send(p: ServerProcess, token: str, device: str, body: Any) -> str:
-    async with httpx.AsyncClient(base_url=p.url) as http:
+    async with web_client(base_url=p.url) as http:
         r = await http.post(f"/api/devices/{device}/messages", json={"body": body}, headers=auth(token))
     assert r.status_code == 201, r.text
     return str(r.json()["id"])

@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-from harness import ROOT, Client, free_port
+from harness import ROOT, Client, free_port, web_client
 
 from tracker.cli import accounts_database
 from tracker.embedded_db import EmbeddedPostgres
@@ -188,7 +187,7 @@ async def test_the_demo_serves_the_map_and_moves_devices(data_dir: Path, tmp_pat
         assert f"tracker: cannot listen on 127.0.0.1:{port}" in second.stderr, second.stderr
         assert "Traceback" not in second.stderr and len(second.stderr.splitlines()) == 1, second.stderr
 
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with web_client(base_url=base) as http:
             # The banner waits for the vehicles, so that their connection logs do not push it off screen.
             h = {"Authorization": f"Bearer {token}"}
             assert (
@@ -247,7 +246,7 @@ async def test_the_demo_serves_the_map_and_moves_devices(data_dir: Path, tmp_pat
         assert ack["accepted"] == 1, ack
         await device.close()
 
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with web_client(base_url=base) as http:
             h = {"Authorization": f"Bearer {token}"}
             devices = (await http.get("/api/devices", headers=h)).json()["devices"]
             assert len(devices) == 9 and sum(d["online"] for d in devices) == 8
@@ -283,7 +282,7 @@ async def _restart_jumps(base: str, token: str, stopped_ms: int, devices: list[s
     jumps: dict[str, float] = {}
     h = {"Authorization": f"Bearer {token}"}
     deadline = time.monotonic() + 60
-    async with httpx.AsyncClient(base_url=base, headers=h) as http:
+    async with web_client(base_url=base, headers=h) as http:
         while len(jumps) < len(devices) and time.monotonic() < deadline:
             for d in set(devices) - set(jumps):
                 url = f"/api/devices/{d}/positions"

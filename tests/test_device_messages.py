@@ -17,6 +17,7 @@ from harness import (
     device_client,
     uid,
     viewer_client,
+    web_client,
 )
 
 # Every test that uses `server` runs on one process and on a cluster (tests/harness.py): the device, the
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.cluster
 
 
 async def _list(server: Server, token: str, device: str, **query: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         return await http.get(
             f"/api/devices/{device}/messages", params=query, headers={"Authorization": f"Bearer {token}"}
         )
@@ -196,7 +197,7 @@ async def test_device_messages_are_audited_without_their_body(server: Server, cl
     device, token = await add_device(server, uid("fleet"))
     d = await device_client(server, token, clients)
     ack = await d.call("send", {"body": {"secret": "door code 1234"}})
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get(
             "/api/admin/audit",
             params={"action": "message.from_device", "target": device},

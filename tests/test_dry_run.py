@@ -28,6 +28,7 @@ from harness import (
     now_ms,
     own_server,
     uid,
+    web_client,
     write_rules,
 )
 
@@ -74,7 +75,7 @@ def key(e: dict[str, Any]) -> tuple[Any, ...]:
 async def dry_run(
     server: Server, body: dict[str, Any], token: str = ADMIN_TOKEN, **headers: str
 ) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+    async with web_client(base_url=server.url, timeout=120) as http:
         return await http.post("/api/geofences/dry-run", json=body, headers={**auth(token), **headers})
 
 
@@ -120,7 +121,7 @@ async def test_dry_run_of_the_rules_in_force_gives_the_live_events(
         devices.append(device)
     window = {"from": t - 1, "to": t + 60_000}
     live: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(base_url=ruled.url) as http:
+    async with web_client(base_url=ruled.url) as http:
         for device in devices:
             r = await http.get("/api/events", params={"device": device, **window}, headers=auth())
             live += r.json()["events"]
@@ -169,7 +170,7 @@ async def test_dry_run_sees_only_the_tokens_fleets(server: Server, clients: list
     assert r.status_code == 403, r.text
     r = await dry_run(server, {"yaml": DEPOT_ONLY, **window, "devices": [uid("nobody")]}, token)
     assert r.status_code == 404, r.text
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.post("/api/geofences/dry-run", json={"yaml": DEPOT_ONLY})
     assert r.status_code == 401
 
@@ -254,7 +255,7 @@ async def test_a_window_of_many_fixes_streams(server: Server, database_url: str)
     finally:
         await db.close()
     body = {"yaml": DEPOT_ONLY, "from": start, "to": start + 7_200_000}
-    async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+    async with web_client(base_url=server.url, timeout=120) as http:
         async with http.stream(
             "POST", "/api/geofences/dry-run", json={**body, "devices": devices}, headers=auth()
         ) as r:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import orjson
 from harness import (
     ADMIN_TOKEN,
@@ -20,6 +19,7 @@ from harness import (
     refusal,
     uid,
     until,
+    web_client,
     write_rules,
 )
 
@@ -59,7 +59,7 @@ async def test_export_then_erase_a_device(
         fixes.append({"lat": 47.35, "lon": 8.55, "ts": t + 100, "attrs": {"driver": "Ana"}})  # into the yard
         assert (await d.call("fix", fixes))["accepted"] == 31
         assert (await other.call("fix", {"lat": 47.35, "lon": 8.55, "ts": t}))["accepted"] == 1
-        async with httpx.AsyncClient(base_url=server.url) as http:
+        async with web_client(base_url=server.url) as http:
             sent = await http.post(
                 f"/api/devices/{device}/messages",
                 json={"body": "come back"},

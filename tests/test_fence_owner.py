@@ -9,9 +9,18 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from harness import ADMIN_TOKEN, Client, Server, add_device, device_client, now_ms, start_server, uid
+from harness import (
+    ADMIN_TOKEN,
+    Client,
+    Server,
+    add_device,
+    device_client,
+    now_ms,
+    start_server,
+    uid,
+    web_client,
+)
 
 RULES = """
 fences:
@@ -53,7 +62,7 @@ def pair(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
 
 
 async def events(server: Server, device: str, since: int) -> list[tuple[str, int]]:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get(
             "/api/events",
             params={"device": device, "from": since},
@@ -95,7 +104,7 @@ async def test_an_http_app_reaching_a_different_process_each_time_fires_what_one
     t0_s = now_ms() // 1000 - 60
     for step, where in enumerate(PATH):
         server = a if step % 2 == 0 else b
-        async with httpx.AsyncClient(base_url=server.url) as http:
+        async with web_client(base_url=server.url) as http:
             params: dict[str, str | float] = {
                 "id": token,
                 "lat": where["lat"],

@@ -8,7 +8,6 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from harness import (
@@ -22,6 +21,7 @@ from harness import (
     own_server,
     uid,
     viewer_client,
+    web_client,
     write_rules,
 )
 
@@ -167,7 +167,7 @@ async def test_flagged_fixes_are_stored_but_move_nothing(
     ack = await d.call("fix", batch)
     assert ack["accepted"] == 4 and [r["index"] for r in ack["rejected"]] == [1]
     assert ack["flagged"] == [{"index": 2, "flag": "inaccurate"}, {"index": 3, "flag": "jump"}]
-    async with httpx.AsyncClient(base_url=server.url, headers=_auth()) as http:
+    async with web_client(base_url=server.url, headers=_auth()) as http:
         window = {"from": t - 1, "to": t + 10_000}
         r = await http.get(f"/api/devices/{device}/positions", params=window)
         assert [f["properties"]["flag"] for f in r.json()["features"]] == [None, "inaccurate", "jump", None]
@@ -246,7 +246,7 @@ async def test_no_trail_segment_is_faster_than_the_filter_on_real_tracks(
     left out) implies no speed above max_speed_kmh between consecutive fixes, while the raw tracks did."""
     fleet = uid("real")
     raw_over = kept_over = flagged = 0
-    async with httpx.AsyncClient(base_url=server.url, headers=_auth(), timeout=60) as http:
+    async with web_client(base_url=server.url, headers=_auth(), timeout=60) as http:
         for path in _realdata_tracks():
             track = read_track(path)
             device, token = await add_device(server, fleet)

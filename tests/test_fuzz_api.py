@@ -34,6 +34,7 @@ from harness import (
     drop_database,
     now_ms,
     own_server,
+    web_client,
     write_rules,
 )
 from hypothesis import HealthCheck, settings
@@ -109,7 +110,7 @@ async def _accounts(server: Server) -> Api:
     _, device_token = await add_device(server, FLEET, DEVICE)
     viewer_token = await add_viewer(server, [FLEET])
     start = now_ms() // 1000 - 3600
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         for i in range(30):  # a drive into the depot, a stop there, a drive out: trail, stops, trips, events
             lat = 52.50 + min(i, 20) * 0.001 if i < 25 else 52.52 + (i - 24) * 0.002
             r = await http.get(

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 import yaml
-from harness import ADMIN_TOKEN, REALDATA, Client, add_device, device_client, start_server, uid
+from harness import ADMIN_TOKEN, REALDATA, Client, add_device, device_client, start_server, uid, web_client
 from oracle import (
     Fix,
     OracleFence,
@@ -351,7 +351,7 @@ async def test_geofence_events_match_postgis_oracle(
     server = start_server(database_url, tmp_path)
     try:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
+        async with web_client(base_url=server.url, headers=headers, timeout=30) as http:
             # The server loaded exactly the fences we mean, with the ids we derived.
             r = await http.get("/api/geofences")
             assert r.status_code == 200, r.text

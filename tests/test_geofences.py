@@ -29,6 +29,7 @@ from harness import (
     uid,
     until,
     viewer_client,
+    web_client,
     write_rules,
 )
 
@@ -62,7 +63,7 @@ def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
 
 
 async def get(server: Server, path: str, token: str = ADMIN_TOKEN, /, **query: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         return await http.get(path, params=query, headers=auth(token))
 
 

@@ -25,6 +25,7 @@ from harness import (
     now_ms,
     own_server,
     uid,
+    web_client,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -227,7 +228,7 @@ def test_a_stop_across_the_antimeridian_is_averaged_there() -> None:
 
 @pytest.fixture
 async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+    async with web_client(base_url=server.url, timeout=60) as client:
         yield client
 
 
@@ -525,7 +526,7 @@ async def test_the_gap_setting_is_the_default_of_gap_s_in_gpx_and_the_map(
 ) -> None:
     with own_server(database_url, tmp_path, {"TRACKER_TRAIL_GAP_S": "1.5"}) as s:
         t = now_ms() - 60_000
-        async with httpx.AsyncClient(base_url=s.url, timeout=30) as http:
+        async with web_client(base_url=s.url, timeout=30) as http:
             fixes = fixes_of([t, t + 1000, t + 3000], [1.0, 1.001, 1.002], [2.0] * 3)
             device, viewer = await device_with(s, clients, fixes)
             url = f"/api/devices/{device}/trail"

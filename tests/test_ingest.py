@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from harness import (
     ADMIN_TOKEN,
@@ -21,6 +20,7 @@ from harness import (
     refusal,
     start_server,
     uid,
+    web_client,
 )
 
 
@@ -150,7 +150,7 @@ async def test_late_and_out_of_order_fixes_are_stored_but_live_state_only_moves_
     assert [r[0] for r in await stored(db, device)] == [1224730384000, t - 3_600_000, t]
     # The 2008 fix went into a partition for its whole month, not one for its day.
     assert await db.fetchval("SELECT to_regclass('fixes_m200810') IS NOT NULL")
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get("/api/devices", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     mine = [x for x in r.json()["devices"] if x["id"] == device]
     assert mine[0]["last"]["ts"] == t and mine[0]["last"]["lat"] == 5.0
@@ -178,7 +178,7 @@ async def test_missing_or_wrong_tokens_are_refused(server: Server, namespace: st
 async def test_a_device_token_is_no_viewer_token(server: Server) -> None:
     _, token = await add_device(server, uid("fleet"))
     assert await refusal(server, "/viewer", {"token": token}) == {"message": "unauthorized"}
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get("/api/devices", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401 and "token" in r.json()["error"]
 

@@ -35,6 +35,7 @@ from harness import (
     start_server,
     uid,
     viewer_client,
+    web_client,
 )
 
 OSMAND = "/api/ingest/osmand"
@@ -578,7 +579,7 @@ async def test_fence_events_fire_for_http_ingested_fixes(
     viewer = await viewer_client(server, await add_viewer(server, [fleet]), clients)
     assert await viewer.call("subscribe", {"fleet": fleet}) == {"ok": True}
     ts_s = now_ms() // 1000 - 60
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         for lat, lon, dt in [(52.50, 13.30, 0), (52.525, 13.405, 10)]:  # outside, then inside
             r = await http.get(
                 OSMAND, params={"id": osmand_token, "lat": lat, "lon": lon, "timestamp": ts_s + dt}
@@ -612,7 +613,7 @@ async def test_a_full_queue_is_503_with_retry_after_and_stores_nothing(fenced_se
     device, token = await add_device(server, uid("fleet"))
     t = now_ms() - 10_000
     two = [traccar_json(token, t + i, 1.0, 2.0)["location"] for i in range(2)]
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.post(OSMAND, json={"location": two, "device_id": token})
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"] == "1" and "busy" in r.json()["error"]

@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 import h3
-import httpx
 import pytest
 from harness import (
     Client,
@@ -21,6 +20,7 @@ from harness import (
     start_server,
     uid,
     viewer_client,
+    web_client,
 )
 from viewers import subscribed_viewer
 
@@ -237,7 +237,7 @@ async def test_processes_sharing_redis_share_rooms(
         assert (await e.call("fix", {"lat": 1.0, "lon": 2.0, "ts": t - 5}))["accepted"] == 1
         viewer_token = await add_viewer(a, [fleet])
         deadline = asyncio.get_running_loop().time() + 10
-        async with httpx.AsyncClient(base_url=a.url) as http:
+        async with web_client(base_url=a.url) as http:
             while True:  # bounded: the move reaches A within a broadcast interval or two
                 r = await http.get("/api/devices", headers={"Authorization": f"Bearer {viewer_token}"})
                 last = {d["id"]: d["last"] for d in r.json()["devices"]}

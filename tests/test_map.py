@@ -29,6 +29,7 @@ from harness import (
     start_server,
     uid,
     until,
+    web_client,
     write_rules,
 )
 from playwright.async_api import Browser, Page, async_playwright
@@ -217,7 +218,7 @@ async def test_entering_a_fence_shows_in_the_feed(
     t = now_ms() - 10_000
     await fix(c, t, **OUTSIDE)
     await fix(c, t + 1000, **IN_YARD)
-    async with httpx.AsyncClient(base_url=map_server.url) as http:
+    async with web_client(base_url=map_server.url) as http:
         r = await http.get(
             "/api/events", params={"device": device}, headers={"Authorization": f"Bearer {viewer}"}
         )
@@ -363,7 +364,7 @@ async def _count(tab: MapPage, n: int) -> bool:
 async def test_page_headers_assets_and_a_missing_build(
     map_server: Server, database_url: str, tmp_path: Path
 ) -> None:
-    async with httpx.AsyncClient(base_url=map_server.url) as http:
+    async with web_client(base_url=map_server.url) as http:
         page = await http.get("/")
         assert page.status_code == 200
         assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -499,7 +500,7 @@ async def test_the_trail_breaks_where_the_device_was_silent_and_its_line_stays_c
         return await tab.page.inner_text("#details-trail")
 
     async def server_km() -> str:
-        async with httpx.AsyncClient(base_url=map_server.url) as http:
+        async with web_client(base_url=map_server.url) as http:
             r = await http.get(
                 f"/api/devices/{device}/trail",
                 params={"from": now - 3 * 3_600_000, "gap_s": 600},  # as the page asks
@@ -603,7 +604,7 @@ async def test_the_conversation_shows_both_directions_with_ticks_and_counts_unre
     await fix(t, now_ms() - 1000, lat=52.51, lon=13.39)
     await fix(q, now_ms() - 1000, lat=52.51, lon=13.40)
     # Before the page opens: a dispatcher's message the device acked, then the device's answer.
-    async with httpx.AsyncClient(base_url=map_server.url) as http:
+    async with web_client(base_url=map_server.url) as http:
         r = await http.post(
             f"/api/devices/{talker}/messages",
             json={"body": "Where are you?"},
@@ -688,9 +689,7 @@ async def test_a_trip_shows_its_status_destination_and_eta_and_follows_its_devic
     await tab.page.wait_for_selector("#details:not([hidden])")
     assert await panel.is_hidden()
 
-    async with httpx.AsyncClient(
-        base_url=map_server.url, headers={"Authorization": f"Bearer {viewer}"}
-    ) as http:
+    async with web_client(base_url=map_server.url, headers={"Authorization": f"Bearer {viewer}"}) as http:
         r = await http.post(
             "/api/trips",
             json={
@@ -757,9 +756,7 @@ async def test_a_trip_shows_its_status_destination_and_eta_and_follows_its_devic
         assert await _destination(tab) == []
 
     # A page opened later finds the open trip by itself (not from an event).
-    async with httpx.AsyncClient(
-        base_url=map_server.url, headers={"Authorization": f"Bearer {viewer}"}
-    ) as http:
+    async with web_client(base_url=map_server.url, headers={"Authorization": f"Bearer {viewer}"}) as http:
         r = await http.post("/api/trips", json={"device": device, "destination": TRIP_DEST})
     later = await tabs(map_server)
     await later.open(viewer)

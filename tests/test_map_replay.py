@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from harness import (
     ROOT,
@@ -29,6 +28,7 @@ from harness import (
     server_tab,
     uid,
     until,
+    web_client,
     write_rules,
 )
 from playwright.async_api import Browser, Page, async_playwright
@@ -302,7 +302,7 @@ async def test_max_points_keeps_the_budget_real_fixes_and_their_times(
     headers = {"Authorization": f"Bearer {viewer}"}
     url = f"/api/devices/{device}/trail"
     window = {"from": t0, "to": t0 + 400_000}
-    async with httpx.AsyncClient(base_url=replay_server.url, headers=headers) as http:
+    async with web_client(base_url=replay_server.url, headers=headers) as http:
         r = await http.get(url, params={**window, "max_points": 10})
         assert r.status_code == 200, r.text
         p = r.json()["properties"]

@@ -23,6 +23,7 @@ from harness import (
     uid,
     until,
     viewer_client,
+    web_client,
 )
 from viewers import device_and_viewer
 
@@ -60,7 +61,7 @@ class Silent:
 
 
 async def _messages(server: Server, token: str, device: str, **query: Any) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get(
             f"/api/devices/{device}/messages", params=query, headers={"Authorization": f"Bearer {token}"}
         )
@@ -80,7 +81,7 @@ async def _until_acked(server: Server, token: str, device: str, count: int) -> l
 
 
 async def _post(server: Server, token: str, device: str, payload: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         return await http.post(
             f"/api/devices/{device}/messages", json=payload, headers={"Authorization": f"Bearer {token}"}
         )
@@ -152,8 +153,9 @@ async def test_a_connection_opened_after_a_page_of_acked_messages_still_gets_the
     is settled for that one, and must not hold back what comes after it."""
     device, token, viewer_token = await device_and_viewer(server)
     phone = await device_client(server, token, clients)
-    for i in range(PUMP_PAGE + 3):
-        assert (await _post(server, viewer_token, device, {"body": i})).status_code == 201
+    async with web_client(base_url=server.url, headers={"Authorization": f"Bearer {viewer_token}"}) as http:
+        for i in range(PUMP_PAGE + 3):
+            assert (await http.post(f"/api/devices/{device}/messages", json={"body": i})).status_code == 201
     acked = "SELECT count(*) FROM messages WHERE device_id = $1 AND acked_ts IS NOT NULL"
     await until(lambda: _equal(db.fetchval(acked, device), PUMP_PAGE + 3), timeout=60)
     for _ in range(PUMP_PAGE + 3):
@@ -230,7 +232,7 @@ async def test_a_viewer_sends_only_to_devices_of_its_fleets(server: Server, clie
     assert ack["ok"] is False and theirs in ack["error"]
     r = await _post(server, viewer_token, device, {"body": "not yours"})
     assert r.status_code == 403 and "error" in r.json()
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get(
             f"/api/devices/{device}/messages", headers={"Authorization": f"Bearer {viewer_token}"}
         )
@@ -273,7 +275,7 @@ async def test_http_send_and_list_check_their_input(server: Server) -> None:
     for payload, needle in [({"text": "no body key"}, "body"), ({"body": "x" * 20_000}, "16384 bytes")]:
         r = await _post(server, token, device, payload)
         assert r.status_code == 400 and needle in r.json()["error"], r.text
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         h = {"Authorization": f"Bearer {token}"}
         r = await http.post(f"/api/devices/{device}/messages", content=b"{not json", headers=h)
         assert r.status_code == 400 and "JSON" in r.json()["error"]
@@ -288,7 +290,7 @@ async def test_messages_page_newest_first(server: Server) -> None:
     ids = [(await _post(server, token, device, {"body": i})).json()["id"] for i in range(5)]
     seen: list[str] = []
     cursor = None
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         while True:
             query = {"limit": "2", **({"cursor": cursor} if cursor else {})}
             r = await http.get(
@@ -314,7 +316,7 @@ async def test_owntracks_gets_pending_messages_in_its_http_answer(server: Server
     second = (await _post(server, viewer_token, device, {"body": command})).json()
     auth = {"Authorization": "Basic " + base64.b64encode(f"phone:{token}".encode()).decode()}
     location = {"_type": "location", "lat": 52.52, "lon": 13.405, "tst": first["ts"] // 1000, "tid": "ph"}
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.post("/api/ingest/owntracks", json=location, headers=auth)
         assert r.status_code == 200, r.text
         # Text goes as a friend's transition at the device's position, which both OwnTracks apps notify

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-import httpx
 import pytest
 from harness import (
     Client,
@@ -22,6 +21,7 @@ from harness import (
     own_server,
     uid,
     until,
+    web_client,
 )
 
 from tracker.private_redis import PrivateRedis
@@ -46,7 +46,7 @@ async def redis_env() -> dict[str, str]:
 
 async def online(server: Server, viewer_token: str) -> dict[str, bool]:
     """`online` of each device the viewer sees, as `server` answers /api/devices."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get("/api/devices", headers={"Authorization": f"Bearer {viewer_token}"})
     assert r.status_code == 200, r.text
     return {d["id"]: d["online"] for d in r.json()["devices"]}
@@ -194,7 +194,7 @@ async def test_after_a_redis_outage_each_process_shares_its_devices_again(
 
 async def _presence_degraded(server: Server, expected: bool = True) -> bool:
     """True when /readyz (200) says, or with `expected` False no longer says, that `online` is local."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get("/readyz")
     assert r.status_code == 200, r.text
     return any("online in /api/devices" in d for d in r.json()["degraded"]) is expected

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from harness import (
     ADMIN_TOKEN,
@@ -21,6 +20,7 @@ from harness import (
     uid,
     until,
     viewer_client,
+    web_client,
     write_rules,
 )
 
@@ -150,7 +150,7 @@ async def test_near_and_far_end_to_end_once_each(world: tuple[Server, str], clie
     t = now_ms() - 120_000
 
     async def events(kind: str) -> list[dict[str, object]]:
-        async with httpx.AsyncClient(
+        async with web_client(
             base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         ) as http:
             r = await http.get("/api/events", params={"rule": "meet", "from": t - 1, "to": t + 200_000})
@@ -186,9 +186,7 @@ async def test_near_and_far_end_to_end_once_each(world: tuple[Server, str], clie
     # It is stored once, under the fleet of the device whose fix fired it, and listed to both sides: by
     # fleet and by either device (the other side's half of /api/events).
     for own, token in tokens.items():
-        async with httpx.AsyncClient(
-            base_url=server.url, headers={"Authorization": f"Bearer {token}"}
-        ) as http:
+        async with web_client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as http:
             for params in ({}, {"device": own}):
                 r = await http.get("/api/events", params={"rule": "meet", "from": t - 1, **params})
                 assert r.status_code == 200, r.text

@@ -9,7 +9,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 from harness import (
     Client,
     Server,
@@ -21,6 +20,7 @@ from harness import (
     uid,
     until,
     viewer_client,
+    web_client,
 )
 from viewers import subscribed_viewer
 
@@ -29,7 +29,7 @@ from tracker.private_redis import PrivateRedis
 
 async def readyz(server: Server) -> list[str]:
     """What the server's /readyz says is degraded; the answer must be 200 (fixes can be stored)."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get("/readyz")
     assert r.status_code == 200, r.text
     return list(r.json()["degraded"])
@@ -37,7 +37,7 @@ async def readyz(server: Server) -> list[str]:
 
 async def last_ts(server: Server, viewer_token: str, device: str) -> int | None:
     """The `last` position's ts of `device` in the server's /api/devices (its live index)."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get("/api/devices", headers={"Authorization": f"Bearer {viewer_token}"})
     assert r.status_code == 200, r.text
     last = {d["id"]: d["last"] for d in r.json()["devices"]}[device]

@@ -7,8 +7,7 @@ import re
 import time
 from pathlib import Path
 
-import httpx
-from harness import ADMIN_TOKEN, Client, add_device, add_viewer, own_server, refusal, uid
+from harness import ADMIN_TOKEN, Client, add_device, add_viewer, own_server, refusal, uid, web_client
 
 BURST = 3
 REFILL_S = 2.0
@@ -26,7 +25,7 @@ async def test_refusals_are_logged_counted_and_slowed(database_url: str, tmp_pat
         _, device_token = await add_device(server, fleet)
         viewer_token = await add_viewer(server, [fleet])
         secret = "not-a-token-" + uid("x")
-        async with httpx.AsyncClient(base_url=server.url) as http:
+        async with web_client(base_url=server.url) as http:
             # The address's first failures are answered at once, each with its reason.
             r = await http.get("/api/devices")
             assert r.status_code == 401 and "Bearer" in r.json()["error"], r.text

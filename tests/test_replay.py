@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from harness import (
@@ -30,6 +29,7 @@ from harness import (
     start_server,
     uid,
     viewer_client,
+    web_client,
 )
 from viewers import device_and_viewer
 
@@ -57,7 +57,7 @@ async def stored(server: Server, viewer: str, device: str) -> list[dict[str, Any
     features: list[dict[str, Any]] = []
     cursor = None
     window = {"from": 946_684_800_001, "to": now_ms() + 600_000, "limit": 10_000}
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+    async with web_client(base_url=server.url, timeout=30) as http:
         while True:
             r = await http.get(
                 f"/api/devices/{device}/positions",
@@ -448,7 +448,7 @@ async def test_a_message_to_the_device_is_acked_counted_and_handed_over(
         assert replayer.stats.messages == 1
 
         async def state() -> str:
-            async with httpx.AsyncClient(base_url=server.url) as http:
+            async with web_client(base_url=server.url) as http:
                 r = await http.get(
                     f"/api/devices/{device}/messages", headers={"Authorization": f"Bearer {viewer}"}
                 )

@@ -25,6 +25,7 @@ from harness import (
     screenshot_file,
     server_tab,
     uid,
+    web_client,
 )
 from playwright.async_api import async_playwright
 
@@ -125,7 +126,7 @@ def test_the_figures_are_the_sums_of_the_stops_and_trips() -> None:
 
 @pytest.fixture
 async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+    async with web_client(base_url=server.url, timeout=60) as client:
         yield client
 
 

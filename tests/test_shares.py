@@ -31,6 +31,7 @@ from harness import (
     uid,
     until,
     viewer_client,
+    web_client,
 )
 from playwright.async_api import Browser, async_playwright
 
@@ -52,7 +53,7 @@ async def start_trip(
     server: Server, device: str, viewer_token: str, **extra: Any
 ) -> tuple[dict[str, Any], str]:
     """A shared trip of `device` to DEST; the trip and its link's token."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.post(
             "/api/trips",
             json={"device": device, "destination": {**DEST, "radius_m": 60}, "share": True, **extra},
@@ -84,7 +85,7 @@ async def disconnected(c: Client, timeout: float) -> float:
 
 
 async def page(server: Server, token: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         return await http.get(f"/s/{token}")
 
 
@@ -104,7 +105,7 @@ async def test_a_link_shows_its_device_live_until_the_delivery_is_complete(
     assert token not in str(dict(row))  # stored hashed only
     assert row["share_expires_ts"] == trip["created_ts"] + 86_400_000
     # Answered once: the trip as read later has no link.
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         again = (await http.get(f"/api/trips/{trip['id']}", headers=auth(viewer_token))).json()
     assert "share_url" not in again and again["share"] is True
 
@@ -136,7 +137,7 @@ async def test_a_link_shows_its_device_live_until_the_delivery_is_complete(
         return any(t["status"] == "arrived" for t in s.pending("trip"))
 
     await until(arrived, timeout=10)
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.post(f"/api/trips/{trip['id']}/complete", headers=auth(viewer_token))
     assert r.status_code == 200, r.text
     assert await s.next("ended", timeout=5) == {"trip": trip["id"], "state": "completed"}
@@ -209,7 +210,7 @@ async def test_a_link_grants_its_one_device_and_nothing_else(
     # The share token opens nothing else: no namespace, no HTTP route of the API (each one documented).
     assert (await refusal(server, "/viewer", {"token": token}))["message"] == "unauthorized"
     assert (await refusal(server, "/device", {"token": token}))["message"] == "unauthorized"
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         doc = (await http.get("/openapi.json")).json()
         asked = 0
         for path, operations in doc["paths"].items():
@@ -240,7 +241,7 @@ async def test_revoked_expired_cancelled_and_guessed_links(
     device, _ = await add_device(server, fleet)
     viewer_token = await add_viewer(server, [fleet])
     outsider_token = await add_viewer(server, [uid("fleet")])
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         # Revoked.
         trip, token = await start_trip(server, device, viewer_token, share_ttl_s=600)
         s = await share_client(server, token, clients)
@@ -309,7 +310,7 @@ async def test_guessing_links_is_slowed_and_valid_links_still_open(
         device, _ = await add_device(server, fleet)
         viewer_token = await add_viewer(server, [fleet])
         _, token = await start_trip(server, device, viewer_token)
-        async with httpx.AsyncClient(base_url=server.url) as http:
+        async with web_client(base_url=server.url) as http:
             codes = [(await http.get(f"/s/guess{i:040d}")).status_code for i in range(6)]
             assert codes[:3] == [404, 404, 404] and 429 in codes[3:], codes
             slowed = [r for r in [await http.get("/s/" + "B" * 43)] if r.status_code == 429]
@@ -340,7 +341,7 @@ async def test_a_revocation_cuts_the_link_on_every_process(
     assert (await d.call("fix", {**south_of(700), "ts": ts}))["accepted"] == 1
     assert (await on_b.next("positions"))[0]["ts"] == ts  # a fix taken on A, seen on B and C
     assert (await on_c.next("positions"))[0]["ts"] == ts
-    async with httpx.AsyncClient(base_url=a.url) as http:
+    async with web_client(base_url=a.url) as http:
         assert (
             await http.delete(f"/api/trips/{trip['id']}/share", headers=auth(viewer_token))
         ).status_code == 204
@@ -395,7 +396,7 @@ async def test_the_page_shows_the_device_live_then_the_end_on_a_phone(
             f'.share-courier[data-device-id="{device}"][data-ts="{ts}"]', timeout=10_000
         )
         assert await tab.locator(".share-card").is_visible()
-        async with httpx.AsyncClient(base_url=server.url) as http:
+        async with web_client(base_url=server.url) as http:
             r = await http.post(f"/api/trips/{trip['id']}/complete", headers=auth(viewer_token))
         assert r.status_code == 200
         await tab.wait_for_selector("body[data-share-state=completed]", timeout=5_000)

@@ -20,6 +20,7 @@ from harness import (
     now_ms,
     own_server,
     until,
+    web_client,
 )
 
 DISK_FULL = """
@@ -67,7 +68,7 @@ async def read_only(base: str, url: str, on: bool) -> None:
 
 
 async def readyz(server: Server) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         return await http.get("/readyz")
 
 

@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 from harness import (
     ADMIN_TOKEN,
     Client,
@@ -20,6 +19,7 @@ from harness import (
     refusal,
     uid,
     viewer_client,
+    web_client,
 )
 from test_cli import tracker
 
@@ -50,7 +50,7 @@ async def test_a_revoked_device_token_is_cut_and_refused(server: Server, clients
     keep = await device_client(server, other_token, clients)
     assert (await d.call("fix", {"lat": 1.0, "lon": 1.0, "ts": now_ms()}))["accepted"] == 1
     gone, kept = disconnected(d), disconnected(keep)
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
 
         async def revoke() -> None:
             r = await http.delete(f"/api/admin/devices/{device}/token", headers=ADMIN)
@@ -88,7 +88,7 @@ async def test_cli_revoke_and_replace_cut_sockets_of_the_server(
 
     await cut_within(CUT_WITHIN_S + 10, disconnected(v), revoke_viewer)  # + the command's start-up
     assert (await refusal(server, "/viewer", {"token": viewer_token}))["message"] == "unauthorized"
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get("/api/devices", headers={"Authorization": f"Bearer {viewer_token}"})
         assert r.status_code == 401, r.text
     missing = await asyncio.to_thread(
@@ -115,7 +115,7 @@ async def test_cli_revoke_and_replace_cut_sockets_of_the_server(
 
 async def test_a_viewer_token_expires(server: Server, clients: list[Client]) -> None:
     fleet = uid("fleet")
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         bad = await http.post(
             "/api/admin/viewers",
             json={"name": uid("v"), "fleets": [fleet], "expires_s": "soon"},

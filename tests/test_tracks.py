@@ -9,11 +9,10 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import numpy as np
 import orjson
 import pytest
-from harness import REALDATA, Client, Server, add_device, add_viewer, device_client, now_ms, uid
+from harness import REALDATA, Client, Server, add_device, add_viewer, device_client, now_ms, uid, web_client
 
 from tracker.tools.trackfile import FEET, TrackFileError, read_track
 
@@ -383,7 +382,7 @@ async def test_trail_csv_geojson_and_positions_from_a_real_server_read_back_iden
     ack = await d.call("fix", sent)
     assert ack["accepted"] == 5, ack
     window = {"from": t, "to": t + 5000}
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {viewer}"}) as http:
+    async with web_client(base_url=server.url, headers={"Authorization": f"Bearer {viewer}"}) as http:
         bodies = {
             "trail.csv": (
                 await http.get(f"/api/devices/{device}/trail", params=window | {"format": "csv"})

@@ -28,6 +28,7 @@ from harness import (
     uid,
     until,
     viewer_client,
+    web_client,
     write_rules,
 )
 
@@ -85,12 +86,12 @@ async def hook() -> AsyncIterator[Hook]:
 
 
 async def post(server: Server, path: str, body: Any = None, token: str = ADMIN_TOKEN) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         return await http.post(path, json=body, headers=auth(token))
 
 
 async def get(server: Server, path: str, token: str = ADMIN_TOKEN, /, **query: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         return await http.get(path, params=query, headers=auth(token))
 
 
@@ -373,7 +374,7 @@ async def test_export_and_erasure_carry_the_trips(
     d = await device_client(server, token, clients)
     assert (await d.call("fix", {**south_of(100), "ts": now_ms() - 5000}))["accepted"] == 1
     trip = (await post(server, "/api/trips", {"device": device, "destination": DEST, "ref": "o-9"})).json()
-    async with httpx.AsyncClient(base_url=server.url, headers=auth()) as http:
+    async with web_client(base_url=server.url, headers=auth()) as http:
         lines = [
             orjson.loads(x) for x in (await http.get(f"/api/admin/devices/{device}/export")).text.splitlines()
         ]

@@ -14,10 +14,9 @@ from typing import Any
 
 import asyncpg
 import h3.api.basic_int as h3i
-import httpx
 import orjson
 import pytest
-from harness import ROOT, Client, create_database, drop_database, now_ms, own_server
+from harness import ROOT, Client, create_database, drop_database, now_ms, own_server, web_client
 
 from tracker import __version__
 from tracker.store.database import migrate, migration_names
@@ -162,7 +161,7 @@ async def test_a_database_of_the_previous_release_upgrades_in_order_and_keeps_it
             assert all(f"applied migration {name}" in server.log_text() for name in newer)
 
             viewer = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
-            async with httpx.AsyncClient(base_url=server.url, headers=viewer, timeout=30) as http:
+            async with web_client(base_url=server.url, headers=viewer, timeout=30) as http:
                 r = await http.get("/api/devices")
                 assert r.status_code == 200, r.text
                 (listed,) = r.json()["devices"]

@@ -19,10 +19,9 @@ import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
-from harness import ROOT, create_database, drop_database, free_port
+from harness import ROOT, create_database, drop_database, free_port, web_client
 
 from tracker import __version__
 from tracker.store.database import migration_names
@@ -173,7 +172,7 @@ async def test_the_installed_demo_serves_the_map_the_rules_and_moving_couriers(
     base, token = match.groups()
 
     rules = yaml.safe_load((ROOT / "geofences" / "berlin.yaml").read_text())
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
+    async with web_client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         page = await http.get("/")
         assert page.status_code == 200 and 'id="tracker-config"' in page.text, page.text[:500]
         script = re.search(r'src="(/assets/main-\w+\.js)"', page.text)

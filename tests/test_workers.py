@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 import socketio
-from harness import ADMIN_TOKEN, Client, Server, now_ms, start_server, uid, until
+from harness import ADMIN_TOKEN, Client, Server, now_ms, start_server, uid, until, web_client
 
 DEVICES = 40
 VIEWERS = 3
@@ -52,7 +52,7 @@ async def per_process(server: Server, want_devices: int) -> dict[int, int]:
     answered and the counts add up (each connection reaches whichever worker accepts it)."""
     seen: dict[int, int] = {}
     for _ in range(400):
-        async with httpx.AsyncClient(base_url=server.url) as http:  # a new connection each time
+        async with web_client(base_url=server.url) as http:  # a new connection each time
             text = (await http.get("/metrics")).text
         pid = int(float(re.search(r"^tracker_process_id (\S+)", text, re.M).group(1)))  # type: ignore[union-attr]
         seen[pid] = int(float(re.search(r"^tracker_connected_devices (\S+)", text, re.M).group(1)))  # type: ignore[union-attr]
@@ -64,7 +64,7 @@ async def per_process(server: Server, want_devices: int) -> dict[int, int]:
 
 async def online_devices(server: Server, viewer_token: str) -> set[str]:
     """The devices /api/devices says are online, asked on a new connection (whichever worker takes it)."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with web_client(base_url=server.url) as http:
         r = await http.get("/api/devices", headers={"Authorization": f"Bearer {viewer_token}"})
     assert r.status_code == 200, r.text
     return {d["id"] for d in r.json()["devices"] if d["online"]}
@@ -79,7 +79,7 @@ async def test_two_workers_share_one_port_rooms_and_stop_with_everything(
         tree = descendants(server.process.pid)
         fleet = uid("fleet")
         tokens = []
-        async with httpx.AsyncClient(
+        async with web_client(
             base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         ) as http:
             for i in range(DEVICES):

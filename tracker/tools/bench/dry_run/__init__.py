@@ -267,15 +267,18 @@ async def _copy_only(db_url: str, from_ms: int, to_ms: int) -> dict[str, Any]:
 
 async def _in_process(db_url: str, rules: RuleSet, from_ms: int, to_ms: int) -> dict[str, Any]:
     """The dry-run's steps, one after the other in this process over [from_ms, to_ms): this process's
-    CPU per fix in each (reading: the client's side of COPY and the numpy parse)."""
+    CPU per fix in each (reading: the client's side of COPY and the numpy parse). A second run feeds the
+    detector every fix of the same chunks (no triage, untimed): its events must be the same."""
     db = await Database.connect(db_url, min_size=1, max_size=2)
     try:
         scope = await device_fleets(db, None, None)
         devices = list(scope)
         fleets = [scope[d] for d in devices]
         run = dry_run.DryRun(rules)
+        every_fix = dry_run.DryRun(rules, triage=False)
         read = triage = to_fixes = detect = 0.0
         events = kept = 0
+        same = True
         t = time.process_time()
         async for _, _, columns in chunks(db, devices, from_ms, to_ms):
             t1 = time.process_time()
@@ -284,15 +287,17 @@ async def _in_process(db_url: str, rules: RuleSet, from_ms: int, to_ms: int) -> 
             if plan is None:
                 fixes = dry_run.to_fixes(columns, devices, fleets)
                 t3 = time.process_time()
-                events += len(run.feed(fixes))
+                fired = run.feed(fixes)
             else:
                 fixes, crossed = dry_run.kept_fixes(plan, columns, devices, fleets)
                 t3 = time.process_time()
-                events += len(run.feed_kept(fixes, crossed, len(columns)))
+                fired = run.feed_kept(fixes, crossed, len(columns))
             kept += len(fixes)
+            events += len(fired)
             t4 = time.process_time()
             read, triage = read + t1 - t, triage + t2 - t1
             to_fixes, detect = to_fixes + t3 - t2, detect + t4 - t3
+            same = same and fired == every_fix.feed_columns(columns, devices, fleets)
             t = time.process_time()
     finally:
         await db.close()
@@ -302,6 +307,7 @@ async def _in_process(db_url: str, rules: RuleSet, from_ms: int, to_ms: int) -> 
         "fixes": run.fixes,
         "events": events,
         "fixes_detected": kept,  # those the triage kept: only these become Fix objects
+        "same_events_as_every_fix_detected": same and run.states == every_fix.states,
         "cpu_us_per_fix": {
             "read_copy_and_parse": round(read / n * 1e6, 2),
             "triage": round(triage / n * 1e6, 2),

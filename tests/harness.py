@@ -135,7 +135,9 @@ def start_server(
     """Start a server (on `port`, else a free one) and wait (bounded) until /readyz answers 200. Every
     test connects from 127.0.0.1 and many present bad tokens on purpose, so the failures one address may
     make before it is slowed are out of reach (test_refusals.py tests the slowing on servers of its own);
-    and the loop-lag refusal waits for a lag no busy test machine causes (`LOOP_LAG_MAX_MS`)."""
+    and the loop-lag refusal waits for a lag no busy test machine causes (`LOOP_LAG_MAX_MS`). Closed days
+    are not compacted: the tests share one database, whose partitions other tests drop, and the rebuilds
+    would only load the machine (test_compaction.py's servers opt in)."""
     return spawn_tracker(database_url, tmp, _settings(extra_env), args, port=port, cwd=ROOT).wait_ready()
 
 
@@ -144,6 +146,7 @@ def _settings(extra_env: dict[str, str] | None) -> dict[str, str]:
         "TRACKER_ADMIN_TOKEN": ADMIN_TOKEN,
         "TRACKER_AUTH_FAILURE_BURST": str(UNLIMITED_FAILURES),
         "TRACKER_LOOP_LAG_MAX_MS": str(LOOP_LAG_MAX_MS),
+        "TRACKER_COMPACT_AFTER_S": "0",
         **(extra_env or {}),
     }
 

@@ -79,6 +79,7 @@ async def app_http(
         geofences=rules,
         loop_lag_max_ms=LOOP_LAG_MAX_MS,
         auth_failure_burst=UNLIMITED_FAILURES,
+        compact_after_s=0,
     )
     app = create_app(settings, database_url, manage_gc=False)
     async with (

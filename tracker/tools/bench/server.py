@@ -44,6 +44,9 @@ def start_server(
         "TRACKER_ADMIN_TOKEN": "bench-admin-" + secrets.token_hex(16),
         # The load is many times a real phone's rate: measure the pipeline, not the per-device limit.
         "TRACKER_DEVICE_RATE": "1000000",
+        # Benches load history into past days: rebuilding those days' indexes would run beside the
+        # measurement (a bench that wants compacted days compacts them before it measures).
+        "TRACKER_COMPACT_AFTER_S": "0",
         **(settings or {}),
     }
     server = spawn_tracker(db_url, folder, env, args, base_env=clean_env())

@@ -76,6 +76,28 @@ def test_each_test_against_the_previous_good_fix() -> None:
     assert _flags(filters, fixes) == [None, None, "jump", "inaccurate", "duplicate_position", None]
 
 
+def test_a_device_standing_still_keeps_a_fix_every_keep_every_s() -> None:
+    """min_distance_m sets a parked device's repeated positions aside, all of them unless keep_every_s
+    lets one through when the last good fix is more than that old (so dwell and last-seen go on); the
+    kept fix is the reference of the next."""
+    still = [_fix(t * 10_000, 52.0, 13.0) for t in range(9)]
+    d = "duplicate_position"
+    assert _flags(Filters([FixFilter(min_distance_m=5)]), still) == [None] + [d] * 8
+    kept = Filters([FixFilter(min_distance_m=5, keep_every_s=30)])
+    assert _flags(kept, still) == [None, d, d, d, None, d, d, d, None]
+    # Merged per fleet: kept only when every distance filter of the fleet keeps, then the longest wait.
+    both = [
+        FixFilter(min_distance_m=5, keep_every_s=30),
+        FixFilter(fleets=frozenset({"f"}), min_distance_m=2, keep_every_s=60),
+    ]
+    assert Filters(both).for_fleet("f").keep_every_s == 60  # type: ignore[union-attr]
+    never = [
+        FixFilter(min_distance_m=5, keep_every_s=30),
+        FixFilter(fleets=frozenset({"f"}), min_distance_m=2),
+    ]
+    assert Filters(never).for_fleet("f").keep_every_s is None  # type: ignore[union-attr]
+
+
 def test_a_late_fix_is_tested_for_accuracy_in_the_batch() -> None:
     """The batch's own pass sees only accuracy for a late fix; its jumps are `flag_late`'s (below)."""
     filters = Filters([FixFilter(max_accuracy_m=50, max_speed_kmh=100)])

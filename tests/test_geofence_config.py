@@ -377,6 +377,10 @@ ERRORS = {
         "fences:\n" + GOOD_FENCE + "rules:\n  - id: r\n    on: enter\n    fence_tags: [depots]\n",
         ["6: rules[0].fence_tags[0]: no fence has tag 'depots'"],
     ),
+    "keep_every_s without min_distance_m": (
+        "filters:\n  - max_speed_kmh: 200\n    keep_every_s: 60\n",
+        ["3: filters[0].keep_every_s: is only allowed with min_distance_m (it keeps a repeated position)"],
+    ),
     "duplicate id in one file": (
         "fences:\n" + GOOD_FENCE + GOOD_FENCE,
         ["3: fences[1].id: duplicate fence id 'hub' (first defined at {dir}/a.yaml:2)"],

@@ -4,7 +4,9 @@ Policy: a flagged fix is stored with its `flag` (it is what the device said) but
 position, the fence state or a trip, and trails leave it out unless asked. Per device, in fix-time order,
 each fix newer than the device's newest good fix (its head) is tested against the previous *good* fix:
 `inaccurate` when its accuracy radius is above `max_accuracy_m`; `jump` when reaching it took more than
-`max_speed_kmh`; `duplicate_position` when it lies within `min_distance_m` of the previous good fix. So
+`max_speed_kmh`; `duplicate_position` when it lies within `min_distance_m` of the previous good fix (with
+`keep_every_s`, like Traccar's skipLimit: unless that fix is more than that older, so a device standing
+still keeps a fix that often, and its dwell rules and last-seen go on). So
 no two consecutive good fixes are further apart than the speed allows. A device whose last good fix was
 itself wrong (a cold start far away) is freed as time passes and the implied speed falls; with
 `jump_window_s` a fix more than that after the last good one is believed whatever the speed, which
@@ -57,6 +59,9 @@ class Filters:
                 min_distance_m=_most(f.min_distance_m for f in found),
                 jump_window_s=_most(f.jump_window_s for f in found)
                 if all(f.jump_window_s for f in found)
+                else None,
+                keep_every_s=_most(f.keep_every_s for f in found)
+                if all(f.keep_every_s for f in found if f.min_distance_m)
                 else None,
             )
         self._by_fleet[fleet] = merged
@@ -121,6 +126,7 @@ def _flag_moves(
     speed_max: list[float] = []
     window: list[float] = []
     near: list[float] = []
+    keep: list[float] = []
     spans: list[tuple[int, int]] = []
     for device, limit, good in walked:
         head = heads.get(device)
@@ -136,11 +142,13 @@ def _flag_moves(
                 speed_max.append(limit.max_speed_kmh if limit.max_speed_kmh is not None else math.inf)
                 window.append(limit.jump_window_s or math.inf)
                 near.append(limit.min_distance_m or 0.0)
+                keep.append(limit.keep_every_s or math.inf)
             prev = (f.ts, f.lat, f.lon)
         spans.append((start, len(lat0)))
     dist = pairwise_distance_m(np.array(lat0), np.array(lon0), np.array(lat1), np.array(lon1))
     dt = np.array(dt_s, dtype=np.float64)
-    failed = ((dist * 3.6 > np.array(speed_max) * dt) & (dt <= np.array(window))) | (dist < np.array(near))
+    jumped = (dist * 3.6 > np.array(speed_max) * dt) & (dt <= np.array(window))
+    failed = jumped | ((dist < np.array(near)) & (dt <= np.array(keep)))
     for (device, limit, good), (start, end) in zip(walked, spans, strict=True):
         if not failed[start:end].any():
             out[device] = good
@@ -163,7 +171,8 @@ def _walk(limit: FixFilter, head: Head | None, good: list[Fix]) -> list[Fix]:
             if too_fast and (limit.jump_window_s is None or dt <= limit.jump_window_s):
                 f.flag = JUMP
                 continue
-            if limit.min_distance_m and dist < limit.min_distance_m:
+            kept_anyway = limit.keep_every_s is not None and dt > limit.keep_every_s
+            if limit.min_distance_m and dist < limit.min_distance_m and not kept_anyway:
                 f.flag = DUPLICATE_POSITION
                 continue
         kept.append(f)

@@ -110,13 +110,16 @@ class FixFilter:
     """A fleet's fix filter (`filters:` in a rules file): a fix is flagged when its accuracy radius is
     above `max_accuracy_m`, when reaching it from the previous good fix (with `jump_window_s`: only one
     at most that much older) took more than `max_speed_kmh`, or when it lies within `min_distance_m` of
-    the previous good fix. None: no such test. `fleets` None means every fleet."""
+    the previous good fix (with `keep_every_s`: unless that fix is more than that older, so a device
+    standing still still moves its dwell and last-seen that often). None: no such test. `fleets` None
+    means every fleet."""
 
     fleets: frozenset[str] | None = None
     max_accuracy_m: float | None = None
     max_speed_kmh: float | None = None
     min_distance_m: float | None = None
     jump_window_s: float | None = None
+    keep_every_s: float | None = None
     source: str = ""
 
     def applies_to(self, fleet: str) -> bool:

@@ -76,7 +76,7 @@ def _filter_json(f: FixFilter, who: Viewer) -> dict[str, Any]:
     if fleets is not None and who.fleets is not None:
         fleets = [x for x in fleets if x in who.fleets]
     out: dict[str, Any] = {"fleets": fleets}
-    for key in ("max_accuracy_m", "max_speed_kmh", "min_distance_m", "jump_window_s"):
+    for key in ("max_accuracy_m", "max_speed_kmh", "min_distance_m", "jump_window_s", "keep_every_s"):
         if getattr(f, key) is not None:
             out[key] = getattr(f, key)
     return out

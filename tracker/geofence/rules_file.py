@@ -195,12 +195,18 @@ class _FileParser:
         if spec.max_accuracy_m is None and spec.max_speed_kmh is None and spec.min_distance_m is None:
             self._fail(loc, "needs at least one of max_accuracy_m, max_speed_kmh or min_distance_m")
             return None
+        if spec.keep_every_s is not None and not spec.min_distance_m:
+            self._fail(
+                (*loc, "keep_every_s"), "is only allowed with min_distance_m (it keeps a repeated position)"
+            )
+            return None
         return FixFilter(
             fleets=frozenset(spec.fleets) if spec.fleets is not None else None,
             max_accuracy_m=spec.max_accuracy_m,
             max_speed_kmh=spec.max_speed_kmh,
             min_distance_m=spec.min_distance_m or None,
             jump_window_s=spec.jump_window_s,
+            keep_every_s=spec.keep_every_s,
             source=self.where.at(loc),
         )
 

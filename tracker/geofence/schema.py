@@ -107,6 +107,7 @@ class FilterSpec(_Strict):
     max_speed_kmh: float | None = Field(default=None, gt=0)
     min_distance_m: float | None = Field(default=None, ge=0)
     jump_window_s: float | None = Field(default=None, gt=0, le=86_400)
+    keep_every_s: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class FileSpec(_Strict):

@@ -1,4 +1,4 @@
-"""The checks of one rule's options against each other, beyond what the schema types say.
+"""The checks of a rule's (or a fix filter's) options against each other, beyond the schema's types.
 
 Policy: each option that only makes sense with some `on:` says so where it was written, so a user sees
 the line to change (`dwell_s is only allowed with on: dwell`), not a generic "invalid rule". Every
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from tracker.geofence.schema import RuleSpec
+from tracker.geofence.schema import FilterSpec, RuleSpec
 from tracker.geofence.yaml_marks import Loc
 
 
@@ -39,6 +39,15 @@ def rule_problems(spec: RuleSpec) -> list[tuple[Loc, str]]:
         if target not in ("viewers", "device") and not is_http_url(target):
             found.append((("notify", j), f"must be viewers, device or an http(s) URL, not {target!r}"))
     return found
+
+
+def filter_problems(spec: FilterSpec) -> list[tuple[Loc, str]]:
+    """(where in the filter, reason) of what makes a `filters:` entry test nothing or mean nothing."""
+    if spec.max_accuracy_m is None and spec.max_speed_kmh is None and spec.min_distance_m is None:
+        return [((), "needs at least one of max_accuracy_m, max_speed_kmh or min_distance_m")]
+    if spec.keep_every_s is not None and not spec.min_distance_m:
+        return [(("keep_every_s",), "is only allowed with min_distance_m (it keeps a repeated position)")]
+    return []
 
 
 def is_http_url(text: str) -> bool:

@@ -22,7 +22,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from tracker.errors import ConfigError
 from tracker.geofence.geojson import GeoJSONError, read_features
 from tracker.geofence.polygons import fence_polygon, position_problem, rings_polygon
-from tracker.geofence.rule_checks import rule_problems
+from tracker.geofence.rule_checks import filter_problems, rule_problems
 from tracker.geofence.schema import FenceSpec, FileSpec, FilterSpec, PolygonSpec, RuleSpec, is_id, problems
 from tracker.geofence.yaml_marks import Loc, Where, alias_line, duplicate_keys, read_document
 from tracker.model import Fence, FixFilter, Rule
@@ -192,13 +192,10 @@ class _FileParser:
         spec: FilterSpec | None = self._validate(FilterSpec, loc, raw)
         if spec is None:
             return None
-        if spec.max_accuracy_m is None and spec.max_speed_kmh is None and spec.min_distance_m is None:
-            self._fail(loc, "needs at least one of max_accuracy_m, max_speed_kmh or min_distance_m")
-            return None
-        if spec.keep_every_s is not None and not spec.min_distance_m:
-            self._fail(
-                (*loc, "keep_every_s"), "is only allowed with min_distance_m (it keeps a repeated position)"
-            )
+        found = filter_problems(spec)
+        for where, message in found:
+            self._fail((*loc, *where), message)
+        if found:
             return None
         return FixFilter(
             fleets=frozenset(spec.fleets) if spec.fleets is not None else None,

@@ -40,8 +40,8 @@ def db_flags(cmd: argparse.ArgumentParser, data_dir: str = "TRACKER_DATA_DIR") -
 
 def add_serve(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the server (HTTP and Socket.IO on one port)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="address to listen on (default: TRACKER_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: TRACKER_PORT, else 8000)")
     serve.add_argument("--redis-url", help="share Socket.IO rooms between processes through Redis")
     serve.add_argument("--geofences", help="folder of fleet rules (*.yaml)")
     serve.add_argument(

@@ -61,8 +61,8 @@ def _add_demo(sub: Any) -> None:
     demo = sub.add_parser(
         "demo", help="serve with simulated couriers replaying sample_tracks/ (prints the map URL)"
     )
-    demo.add_argument("--host")
-    demo.add_argument("--port", type=int)
+    demo.add_argument("--host", help="address to listen on (default: TRACKER_HOST, else 127.0.0.1)")
+    demo.add_argument("--port", type=int, help="port to listen on (default: TRACKER_PORT, else 8000)")
     demo.add_argument("--geofences", help="folder of fleet rules (default: geofences/)")
     demo.add_argument("--tracks", type=Path, help="folder of track files to replay (default: sample_tracks/)")
     demo.add_argument("--devices", type=int, default=30, help="simulated devices (default 30)")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from harness import REALDATA
 
+from tracker.geofence import crossings
 from tracker.geofence.dry_run import DryRun, compile_text, to_fixes
 from tracker.geofence.ruleset import RuleSet
 from tracker.model import GeofenceEvent
@@ -35,7 +36,8 @@ rules:
   - {id: stop-fast, on: speeding, fence_tags: [stop], max_speed_kmh: 12}
   - {id: stop-sure, on: enter, fence_tags: [stop], accuracy: strict}
   - {id: stop-sure-out, on: exit, fence_tags: [stop], accuracy: strict, confirm_fixes: 2}
-  - {id: line-cross, on: cross, fence_tags: [line]}
+  - {id: bridge-cross, on: cross, fence_tags: [bridge]}
+  - {id: ring-cross, on: cross, fence_tags: [ring]}
   - {id: line-in, on: enter, fence_tags: [line]}
 """
 
@@ -73,13 +75,14 @@ def _rules_text(tracks: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.n
             r = round(float(rng.uniform(30, 250)), 1)
             lines += [
                 f"  - id: stop-{k}",
-                "    tags: [stop]",
+                "    tags: [stop, ring]" if k % 16 == 4 else "    tags: [stop]",
                 f"    circle: {{center: [{lon[j]:.6f}, {lat[j]:.6f}], radius_m: {r}}}",
             ]
             x, y, w = lon[j] + rng.uniform(-3e-4, 3e-4), lat[j], 2e-5
             ring = [[x, y - 2e-3], [x + w, y - 2e-3], [x + w, y + 2e-3], [x, y + 2e-3]]
             coords = ", ".join(f"[{a:.6f}, {b:.6f}]" for a, b in ring)
-            lines += [f"  - id: line-{k}", "    tags: [line]", f"    polygon: [{coords}]"]
+            tags = "[line, bridge]" if k % 8 == 0 else "[line]"  # at most crossings.MAX_BOXED cross fences
+            lines += [f"  - id: line-{k}", f"    tags: {tags}", f"    polygon: [{coords}]"]
             k += 1
     return "\n".join(lines) + "\n" + RULES
 
@@ -159,3 +162,18 @@ def test_every_track_file_was_read() -> None:
     assert all(
         Path(GEOFENCES / f"{n}.geojson").is_file() for n in ("munich_stadtbezirke", "zurich_stadtkreise")
     )
+
+
+def test_crossings_tested_against_boxes_first_are_the_same(
+    world: tuple[RuleSet, list[str], list[str], FixColumns],
+    fix_by_fix: tuple[DryRun, list[GeofenceEvent]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The crossings' numpy test of segments against the cross fences' boxes drops no crossing: the
+    detector gives the same events with every segment made a line."""
+    rules, devices, fleets, columns = world
+    assert 0 < int(rules.cross_mask.sum()) <= crossings.MAX_BOXED  # the boxes are used above
+    monkeypatch.setattr(crossings, "MAX_BOXED", -1)
+    run = DryRun(rules, triage=False)
+    chunks = _chunks(columns, 600_000)
+    assert [e for chunk in chunks for e in run.feed_columns(chunk, devices, fleets)] == fix_by_fix[1]

@@ -9,16 +9,23 @@ and hands it these crossings, measured on every segment.
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Container, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
+import shapely
 
 from tracker.geofence.ruleset import RuleSet
 from tracker.model import Fix, Head
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
+
+MAX_BOXED = 64  # cross fences up to which segments are first tested against their boxes, in numpy
+_BOX_EPS = 1e-7  # degrees the boxes are grown by
+_boxes: weakref.WeakKeyDictionary[RuleSet, Floats] = weakref.WeakKeyDictionary()
 
 
 def batch_crossings(
@@ -67,6 +74,9 @@ def segment_crossings(
     from_head = first[e]
     s_lon = np.where(from_head, head_lon[e], lon[e - 1])
     s_lat = np.where(from_head, head_lat[e], lat[e - 1])
+    near = _near_boxes(rules, s_lon, s_lat, lon[e], lat[e])
+    if near is not None:
+        e, from_head, s_lon, s_lat = e[near], from_head[near], s_lon[near], s_lat[near]
     seg, fence = rules.index.crossings(s_lon, s_lat, lon[e], lat[e], rules.cross_mask)
     if not len(seg):
         return {}
@@ -83,3 +93,38 @@ def segment_crossings(
         if f not in raw[pos] and f not in start_inside:
             out.setdefault(pos, []).append(f)
     return out
+
+
+def _near_boxes(rules: RuleSet, lon0: Floats, lat0: Floats, lon1: Floats, lat1: Floats) -> Bools | None:
+    """The segments whose bounding box meets a cross fence's (a grown box: circles by their radius with
+    a margin), None when there are too many cross fences to test each. Making a GEOS line of every
+    segment costs about a microsecond; most segments are nowhere near a bridge."""
+    boxes = _boxes.get(rules)
+    if boxes is None:
+        boxes = _boxes[rules] = _cross_boxes(rules)
+    if len(boxes) > MAX_BOXED:
+        return None
+    near = np.zeros(len(lon0), dtype=np.bool_)
+    west, east = np.minimum(lon0, lon1), np.maximum(lon0, lon1)
+    south, north = np.minimum(lat0, lat1), np.maximum(lat0, lat1)
+    for b_west, b_south, b_east, b_north in boxes.tolist():
+        near |= (west <= b_east) & (east >= b_west) & (south <= b_north) & (north >= b_south)
+    return near
+
+
+def _cross_boxes(rules: RuleSet) -> Floats:
+    """(west, south, east, north) of each fence a cross rule watches, grown by a margin."""
+    out = []
+    for i in np.flatnonzero(rules.cross_mask).tolist():
+        fence = rules.fences[i]
+        if fence.center_lonlat is not None and fence.radius_m is not None:
+            lon, lat = fence.center_lonlat
+            reach = (fence.radius_m * 1.05 + 1.0) * 1.1  # beyond the grid's outer polygon of the circle
+            dlat = reach / 110_000.0
+            cos = math.cos(math.radians(min(abs(lat) + dlat, 90.0)))
+            dlon = 360.0 if cos < 1e-3 else reach / (111_000.0 * cos)
+            out.append((lon - dlon, lat - dlat, lon + dlon, lat + dlat))
+        else:
+            west, south, east, north = shapely.bounds(fence.geometry).tolist()
+            out.append((west - _BOX_EPS, south - _BOX_EPS, east + _BOX_EPS, north + _BOX_EPS))
+    return np.array(out, dtype=np.float64).reshape(-1, 4)

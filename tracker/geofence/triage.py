@@ -11,9 +11,10 @@ the others, with numpy over the chunk's columns:
   it, a fix whose accuracy circle straddles a strict rule's fence; and `window` fixes after each (the
   most `confirm_fixes` of any rule, plus one), within which any pending confirmation flips and settles;
 - dwell due: for every visit start a kept fix inside a dwell fence could be (and every unfired dwell the
-  device carries in), the first fix at or after its end, for every dwell length; a change point;
+  device carries in), the first fix at or after its end, for every dwell length, and the fix after it
+  (a fired dwell is a changed state; it leaves nothing pending);
 - speeding: between change points, the first fix not kept already that is faster than each speeding
-  limit of the fences covering it; a change point;
+  limit of the fences covering it, and the fix after it;
 - the fixes whose incoming segment crosses a cross rule's fence (measured here on every segment, and
   handed to the detector, which would otherwise measure segments between the fixes it was fed), and each
   device's last fix of the chunk (its head).
@@ -114,7 +115,8 @@ class Triage:
             unsure, _ = rules.margins.unsure(lon, lat, accuracy, covered)
             change[unsure] = True
         near_change = _window(change, self.window)
-        marks = np.zeros(n, dtype=np.bool_)
+        due = np.zeros(n, dtype=np.bool_)  # a dwell due, or one fix before
+        fast = np.zeros(n, dtype=np.bool_)
         if self.dwell_ms:
             in_dwell = _any_of(point, fence, self.dwell_fence, n)
             starts = np.flatnonzero(near_change & in_dwell)
@@ -123,22 +125,22 @@ class Triage:
             base = int(ts.min())
             key = (dev << _DEVICE_SHIFT) + (ts - base)
             for d_ms in self.dwell_ms:
-                due = np.ceil(s_ts + d_ms).astype(np.int64) - 1 - base  # one early is still kept
-                due = np.clip(due, 0, (1 << _DEVICE_SHIFT) - 1)
-                j = np.searchsorted(key, (s_dev << _DEVICE_SHIFT) + due)
+                at = np.ceil(s_ts + d_ms).astype(np.int64) - 1 - base  # one early: a window of 2
+                at = np.clip(at, 0, (1 << _DEVICE_SHIFT) - 1)
+                j = np.searchsorted(key, (s_dev << _DEVICE_SHIFT) + at)
                 ok = j < n
                 j = j[ok]
-                marks[j[dev[j] == s_dev[ok]]] = True
+                due[j[dev[j] == s_dev[ok]]] = True
         if self.limits:
             speed_kmh = columns.speed[order] * 3.6  # NaN (no speed) is never faster
-            run = np.cumsum(change | marks)
+            run = np.cumsum(change | due)
             for limit, on in self.limits:
-                fast = np.flatnonzero(
+                over = np.flatnonzero(
                     (speed_kmh > limit - _SPEED_SLACK) & ~near_change & _any_of(point, fence, on, n)
                 )
-                _, firsts = np.unique(run[fast], return_index=True)
-                marks[fast[firsts]] = True
-        keep = _window(change | marks, self.window) | last
+                _, firsts = np.unique(run[over], return_index=True)
+                fast[over[firsts]] = True
+        keep = _window(change, self.window) | _window(due, 2) | _window(fast, 1) | last
         crossed: dict[tuple[int, int], list[int]] = {}
         if rules.cross_mask.any():
             hd = dev[first]

@@ -280,11 +280,12 @@ def cluster_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) 
     """The shared cluster of this session: CLUSTER_SIZE processes on the session's database and on Redis
     at REDIS_URL, started when a test first asks for it.
 
-    Its Redis channels are the fixed ones every process on that Redis uses, so tests that start processes
-    of their own on it exchange traffic with this cluster: positions of their devices reach its live index,
-    and its catch-up answers reach theirs. That changes no answer a test checks: every process of a test
-    session serves the same database (so it knows those devices anyway, and loads them at start-up), and
-    every test's fleets and devices are its own (`uid`)."""
+    Its Redis channels and keys carry the namespace of the session's database, so tests that start
+    processes of their own on that database exchange traffic with this cluster: positions of their devices
+    reach its live index, and its catch-up answers reach theirs. That changes no answer a test checks: they
+    serve the same database (so it knows those devices anyway, and loads them at start-up), and every
+    test's fleets and devices are its own (`uid`). Processes on a database of their own are a deployment
+    of their own (test_redis_namespace.py)."""
     c = start_cluster(database_url, tmp_path_factory.mktemp("cluster"), CLUSTER_SIZE)
     yield c
     c.stop()

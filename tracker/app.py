@@ -26,6 +26,7 @@ from tracker.settings import Settings
 from tracker.socket_gate import AdmissionGate
 from tracker.sockets import DeviceNamespace, DeviceRooms, ViewerNamespace, ViewerRooms, build_server
 from tracker.store.compaction import run as compact_closed_days
+from tracker.store.database import identity as database_identity
 
 # How uvicorn serves the app, for `tracker serve` and `tracker demo` alike. Engine.IO pings every client
 # itself (25 s), so uvicorn's own WebSocket pings (every 20 s) would only double the idle cost of
@@ -60,11 +61,17 @@ def create_app(settings: Settings, database_url: str | None = None, *, manage_gc
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         shared = settings.redis_url is not None
+        resolved = settings
+        if shared:
+            # Redis pub/sub ignores database numbers: a deployment's channels and keys carry its own prefix.
+            namespace = settings.redis_namespace or f"tracker:{await database_identity(url)}"
+            resolved = settings.model_copy(update={"redis_namespace": namespace})
+            sio.manager.channel = f"{namespace}:socketio"
         devices = DeviceRooms(sio, shared)
         viewers = ViewerRooms(sio, shared)
         cut = {DEVICE: devices.disconnect, VIEWER: viewers.disconnect}
         holder["core"] = app.state.core = await Core.start(
-            settings, url, viewers, metrics, devices, devices, cut, viewers.here() if shared else None
+            resolved, url, viewers, metrics, devices, devices, cut, viewers.here() if shared else None
         )
         # Closed days' indexes are rebuilt in the background (one process of a cluster at a time).
         compaction = None

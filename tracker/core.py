@@ -115,6 +115,7 @@ class Core:
             late = Broadcaster(here, settings.broadcast_interval_ms, metrics) if here is not None else None
             sync = LiveSync(
                 settings.redis_url,
+                settings.redis_namespace or "tracker",
                 index,
                 settings.broadcast_interval_ms,
                 on_catch_up=late.now if late is not None else None,
@@ -138,7 +139,7 @@ class Core:
             Messenger(db, link, transport, metrics, settings.message_body_max_bytes),
             Sessions(db, cut),
             Eraser(db, index, geofences, straggler_wait_s=2 * settings.ingest_max_wait_ms / 1000 + 1),
-            Presence(settings.redis_url, settings.presence_expiry_s),
+            Presence(settings.redis_url, settings.presence_expiry_s, settings.redis_namespace or "tracker"),
             trips,
             Shares(db, index, trips, refusals, here or transport, cut[VIEWER]),
             sync,

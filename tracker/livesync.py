@@ -32,7 +32,6 @@ from tracker.redis_link import ERRORS, RETRY_S, RedisLink, client
 
 log = logging.getLogger("tracker.livesync")
 
-CHANNEL = "tracker:live"
 READ_TIMEOUT_S = 1.0  # the reader wakes at least this often, to probe after a publisher's failure
 
 
@@ -42,11 +41,13 @@ class LiveSync:
     def __init__(
         self,
         redis_url: str,
+        namespace: str,
         index: LiveIndex,
         interval_ms: int,
         on_catch_up: Callable[[list[Position]], Awaitable[None]] | None = None,
     ) -> None:
         self._redis = client(redis_url)
+        self._channel = f"{namespace}:live"
         self._index = index
         self._interval = interval_ms / 1000
         self._on_catch_up = on_catch_up
@@ -103,7 +104,7 @@ class LiveSync:
         if catch_up:
             message["catch_up"] = True
         try:
-            await self._redis.publish(CHANNEL, orjson.dumps(message))
+            await self._redis.publish(self._channel, orjson.dumps(message))
         except ERRORS as exc:
             self.link.failed(exc)
             self._resend = True
@@ -127,10 +128,10 @@ class LiveSync:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self._channel)
                 self.link.ok()
                 self._resend = True  # what this process moved may have gone unheard
-                await self._redis.publish(CHANNEL, ask)  # and so may what the others moved
+                await self._redis.publish(self._channel, ask)  # and so may what the others moved
                 while True:
                     message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
                     if message is not None and message["type"] == "message":

@@ -3,15 +3,15 @@
 One process: a count of open connections per device, as the device namespace opens and closes them.
 
 Several processes: each keeps its own counts and mirrors the set of its connected devices in Redis, a SET
-`tracker:online:<origin>` whose expiry (TRACKER_PRESENCE_EXPIRY_S) a heartbeat renews every third of it,
-and registers itself in the ZSET `tracker:presence`. The set also holds ALIVE, which no device id can be,
-so it exists exactly while its process renews it. A read asks every registered process's set about the
-devices wanted (SMISMEMBER) and adds this process's own counts, which are always current. A process killed
-without a goodbye (kill -9, a lost machine) stops renewing, so its set expires and its devices count
-offline within the expiry, judged by Redis's clock alone (no clocks of machines compared); a reader that
-finds a set gone takes its process out of the registry. A process that stops cleanly deletes its set. A
-device counts online while any process holds it, so one connected to two processes at once (a phone
-between networks) stays online until both connections close.
+`<namespace>:online:<origin>` whose expiry (TRACKER_PRESENCE_EXPIRY_S) a heartbeat renews every third of
+it, and registers itself in the ZSET `<namespace>:presence` (TRACKER_REDIS_NAMESPACE). The set also holds
+ALIVE, which no device id can be, so it exists exactly while its process renews it. A read asks every
+registered process's set about the devices wanted (SMISMEMBER) and adds this process's own counts, which
+are always current. A process killed without a goodbye (kill -9, a lost machine) stops renewing, so its
+set expires and its devices count offline within the expiry, judged by Redis's clock alone (no clocks of
+machines compared); a reader that finds a set gone takes its process out of the registry. A process that
+stops cleanly deletes its set. A device counts online while any process holds it, so one connected to
+two processes at once (a phone between networks) stays online until both connections close.
 
 The hot path does no I/O: connects and disconnects only mark the device, and the changes since the last
 flush go as one MULTI (SADD, SREM, PEXPIRE, the registry's ZADD), at once after a quiet spell and then at
@@ -42,26 +42,27 @@ from tracker.redis_link import ERRORS, RETRY_S, RedisLink, client
 
 log = logging.getLogger("tracker.presence")
 
-REGISTRY = "tracker:presence"  # ZSET: origin -> wall-clock second of its last heartbeat (for people only)
 ALIVE = "@alive"  # in every process's set: not a device id (tracker.parse.ID_PATTERN), never removed
 FLUSH_S = 0.1  # connects and disconnects reach Redis within this (a lone one, at once)
 
 
-def online_key(origin: str) -> str:
+def online_key(namespace: str, origin: str) -> str:
     """The Redis SET of the devices connected to the process `origin`."""
-    return f"tracker:online:{origin}"
+    return f"{namespace}:online:{origin}"
 
 
 class Presence:
     """Connections per device here; with a Redis URL, also shared with the other processes."""
 
-    def __init__(self, redis_url: str | None, expiry_s: float) -> None:
+    def __init__(self, redis_url: str | None, expiry_s: float, namespace: str = "tracker") -> None:
         self._here: Counter[str] = Counter()  # device id -> open connections to this process
         self._redis = client(redis_url) if redis_url else None
         self._expiry_ms = max(1, round(expiry_s * 1000))
         self._beat_s = expiry_s / 3
         self._origin = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self._key = online_key(self._origin)
+        self._namespace = namespace
+        self._registry = f"{namespace}:presence"  # ZSET: origin -> wall-clock second of its last heartbeat
+        self._key = online_key(namespace, self._origin)
         self._changes: dict[str, bool] = {}  # device -> online here, since the last flush
         self._rewrite = True  # write the whole set at the next flush (at start, after a failure)
         self._next_beat = 0.0
@@ -98,19 +99,19 @@ class Presence:
         if self._redis is None or self.link is None or not self.link.up or not wanted:
             return found
         try:
-            origins = [o.decode() for o in await self._redis.zrange(REGISTRY, 0, -1)]
+            origins = [o.decode() for o in await self._redis.zrange(self._registry, 0, -1)]
             others = [o for o in origins if o != self._origin]  # our own counts are newer than our set
             if others:
                 pipe = self._redis.pipeline(transaction=False)
                 for origin in others:
-                    pipe.smismember(online_key(origin), [ALIVE, *wanted])
+                    pipe.smismember(online_key(self._namespace, origin), [ALIVE, *wanted])
                 gone = []
                 for origin, (alive, *flags) in zip(others, await pipe.execute(), strict=True):
                     if not alive:  # expired (killed) or deleted (stopped): no devices
                         gone.append(origin)
                     found.update(d for d, flag in zip(wanted, flags, strict=True) if flag)
                 if gone:
-                    await self._redis.zrem(REGISTRY, *gone)
+                    await self._redis.zrem(self._registry, *gone)
         except ERRORS as exc:
             self.link.failed(exc)
             self._rewrite = True
@@ -183,7 +184,7 @@ class Presence:
     def _renew(self, pipe: Pipeline) -> None:
         """Queue the set's expiry and the registry's heartbeat (two commands)."""
         pipe.pexpire(self._key, self._expiry_ms)
-        pipe.zadd(REGISTRY, {self._origin: time.time()})
+        pipe.zadd(self._registry, {self._origin: time.time()})
 
     async def close(self) -> None:
         """Take this process's devices out of the cluster's presence, if Redis answers (coroutine)."""
@@ -193,6 +194,6 @@ class Presence:
             with contextlib.suppress(*ERRORS):
                 pipe = self._redis.pipeline(transaction=True)
                 pipe.delete(self._key)
-                pipe.zrem(REGISTRY, self._origin)
+                pipe.zrem(self._registry, self._origin)
                 await pipe.execute()
         await self._redis.aclose()

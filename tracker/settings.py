@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     data_dir: Path | None = None  # the embedded PostGIS cluster's folder when database_url is unset
     redis_url: str | None = None
+    # The prefix of this deployment's Redis channels and keys (None: `tracker:` and the database's identity,
+    # tracker/store/database.py), so deployments that share one Redis never hear each other.
+    redis_namespace: str | None = Field(None, min_length=1, max_length=200)
     # With Redis: a process that stops renewing its devices' presence (killed) has them count offline
     # after this many seconds at most; it renews every third of it (tracker/presence.py).
     presence_expiry_s: float = Field(15.0, ge=1, le=3600)

@@ -31,6 +31,22 @@ _PARTITIONS_SQL = (
 )
 
 
+async def identity(url: str) -> str:
+    """What tells the database at `url` apart from every other (coroutine): the PostgreSQL cluster's system
+    identifier and the database's name, so a copy under another name or restored on another cluster (a
+    staging copy of production) is another. Every process of one deployment gets the same answer."""
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConfigError(f"cannot connect to the database at {_redact(url)}: {exc}") from exc
+    try:
+        row = await conn.fetchrow("SELECT system_identifier, current_database() FROM pg_control_system()")
+    finally:
+        await conn.close()
+    assert row is not None
+    return f"{row[0]}:{row[1]}"
+
+
 class Database:
     """An asyncpg pool on a migrated PostGIS database, plus the set of fix partitions known to exist."""
 

@@ -11,9 +11,9 @@ API and the viewer's Socket.IO connection, and a viewer of all fleets registered
   lower acked rate, not as a queue without end. Every device is placed once before the page opens. What
   the page receives is what the server's ingest and broadcaster can carry next to Chromium.
 - `redis` ("page at target rate"): only the source of `positions` events is synthetic. The server runs
-  with `TRACKER_REDIS_URL` on a private `redis-server` started for the run on a free port (Redis pub/sub
-  ignores database numbers and the server's Socket.IO channel is fixed, so a shared Redis would carry the
-  events to every other tracker on it). A feed process (`--feed-worker`) emits through python-socketio's
+  with `TRACKER_REDIS_URL` on a private `redis-server` started for the run on a free port (so the
+  synthetic load never reaches another tracker's Redis) and a known `TRACKER_REDIS_NAMESPACE`, whose
+  Socket.IO channel the feed emits on. A feed process (`--feed-worker`) emits through python-socketio's
   write-only `AsyncRedisManager` (its documented "emit from an external process"), every broadcast
   interval, ONE `positions` event to room `all` of `/viewer` (where a viewer of all fleets watching the
   whole world is) holding the newest position of each of the k devices that moved in that interval, in the

@@ -26,7 +26,8 @@ from tracker.tools.bench.report import percentile, rounded
 # The redis feed: the server's own defaults, so that its events look like the broadcaster's.
 BROADCAST_INTERVAL_MS = int(Settings.model_fields["broadcast_interval_ms"].default)
 H3_RESOLUTION = int(Settings.model_fields["h3_resolution"].default)
-SIO_CHANNEL = "socketio"  # python-socketio's default, which `tracker serve` uses
+REDIS_NAMESPACE = "bench-map"  # the server's TRACKER_REDIS_NAMESPACE in the redis feed's run
+SIO_CHANNEL = f"{REDIS_NAMESPACE}:socketio"  # where `tracker serve` puts its Socket.IO rooms' traffic
 VIEWER_NAMESPACE = "/viewer"
 
 
@@ -213,7 +214,7 @@ async def feed_worker() -> None:
     codec = _CountingJson()
     log = logging.getLogger("tracker.tools.bench.map.feed")
     log.propagate = False
-    manager = socketio.AsyncRedisManager(url, write_only=True, json=codec, logger=log)
+    manager = socketio.AsyncRedisManager(url, channel=SIO_CHANNEL, write_only=True, json=codec, logger=log)
 
     async def publish(entries: list[dict[str, Any]]) -> None:
         await manager.emit("positions", entries, room=ALL_ROOM, namespace=VIEWER_NAMESPACE)

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from tracker.rooms import ALL_ROOM  # where a viewer of all fleets watching the whole world is
-from tracker.tools.bench.map.feed import BROADCAST_INTERVAL_MS, H3_RESOLUTION, VIEWER_NAMESPACE
+from tracker.tools.bench.map.feed import (
+    BROADCAST_INTERVAL_MS,
+    H3_RESOLUTION,
+    REDIS_NAMESPACE,
+    VIEWER_NAMESPACE,
+)
 from tracker.tools.bench.map.figures import FPS_GOAL, SCRIPT_MS_PER_UPDATE_GOAL
 from tracker.tools.bench.map.load_generator import MAX_IN_FLIGHT, MAX_IN_FLIGHT_DEVICE
 from tracker.tools.bench.map.measure import FeedBench
@@ -49,7 +54,11 @@ def run(base_url: str, settings: MapSettings) -> dict[str, Any]:
             last = feed == settings.feeds[-1]
             redis = start_redis(folder) if feed == "redis" else None
             try:
-                env = {"TRACKER_REDIS_URL": redis.url} if redis else {}
+                env = (
+                    {"TRACKER_REDIS_URL": redis.url, "TRACKER_REDIS_NAMESPACE": REDIS_NAMESPACE}
+                    if redis
+                    else {}
+                )
                 server = start_server(db_url, folder, env)
                 try:
                     figures = asyncio.run(FeedBench(server, db_url, settings, feed, redis, last).run())

@@ -1,20 +1,21 @@
 """The dry-run's triage: which fixes of a chunk the detector must see, decided for the whole chunk at once.
 
-Policy: the detector (`detect.py`) stays the one live ingest uses; the dry-run only spares it the fixes
-its own quiet path would skip. A device's fix takes that path when the fix before it changed no state
-and left none pending, no accuracy circle straddles a fence, it is covered by the same fences as the fix
-before it, no dwell is due and it is below every unfired speeding limit; such a fix changes nothing, so
-feeding the detector the others alone gives the same events and states. The triage keeps a superset of
-the others, with numpy over the chunk's columns:
+Policy: the detector (`detect.py`) stays the one live ingest uses; the dry-run only spares it fixes that
+change no state. Such a fix may be left out: the detector's walk treats the next fix it is fed exactly
+as it would have after it (a fix covered by the same fences as the one before, with nothing pending, is
+either skipped by the walk's quiet path or stepped through without effect, and both fire the same dwell
+and speeding events). So the triage keeps, with numpy over the chunk's columns, every fix that may change
+a state:
 
-- change points: a device's first fix of the chunk, a fix covered by other fences than the fix before
-  it, a fix whose accuracy circle straddles a strict rule's fence; and `window` fixes after each (the
-  most `confirm_fixes` of any rule, plus one), within which any pending confirmation flips and settles;
+- change points: a device's first fix of the chunk (it may carry pending confirmations in), a fix
+  covered by other fences than the fix before it, a fix whose accuracy circle straddles a strict rule's
+  fence; and `window` fixes after each (the most `confirm_fixes` of any rule less one, plus one with
+  strict rules), within which a confirmation pending from it counts up and flips;
 - dwell due: for every visit start a kept fix inside a dwell fence could be (and every unfired dwell the
-  device carries in), the first fix at or after its end, for every dwell length, and the fix after it
-  (a fired dwell is a changed state; it leaves nothing pending);
-- speeding: between change points, the first fix not kept already that is faster than each speeding
-  limit of the fences covering it, and the fix after it;
+  device carries in), the first fix at or after its end, for every dwell length (found one early, so
+  the fix after is kept too);
+- speeding: between change points, the first fix outside their windows that is faster than each
+  speeding limit of the fences covering it (a fired event leaves nothing pending);
 - the fixes whose incoming segment crosses a cross rule's fence (measured here on every segment, and
   handed to the detector, which would otherwise measure segments between the fixes it was fed), and each
   device's last fix of the chunk (its head).
@@ -65,7 +66,9 @@ class Triage:
     def __init__(self, rules: RuleSet, fleets: Sequence[str]) -> None:
         self.rules = rules
         confirm = [r.confirm_fixes for r in rules.rules if r.on not in ("cross", "near")]
-        self.window = max([1, *confirm]) + 1
+        # A confirmation pending from a change point flips within its rule's confirm_fixes (the change
+        # point's included); after a fix whose accuracy circle straddles a fence, one fix later.
+        self.window = max([1, *confirm]) - 1 + (1 if rules.margins else 0)
         n = len(rules.fences)
         pos = rules.fence_position
         self.dwell_ids: set[str] = set()
@@ -140,7 +143,7 @@ class Triage:
                 )
                 _, firsts = np.unique(run[over], return_index=True)
                 fast[over[firsts]] = True
-        keep = _window(change, self.window) | _window(due, 2) | _window(fast, 1) | last
+        keep = _window(change, self.window) | _window(due, 1) | fast | last
         crossed: dict[tuple[int, int], list[int]] = {}
         if rules.cross_mask.any():
             hd = dev[first]

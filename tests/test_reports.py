@@ -497,9 +497,10 @@ def test_the_fast_radius_decisions_are_the_geod_s_everywhere() -> None:
             assert pairwise_farther_than_m(*one, float(np.nextafter(exact[i], 0.0)))[0] == (exact[i] > 0)
 
 
-async def test_the_copy_stream_is_cut_into_whole_devices_whatever_the_chunks_and_id_lengths() -> None:
-    """The binary COPY parser (`tracker.store.reports`): devices of different id lengths, one of them
-    long enough to span several parses, read back exactly from chunks of any size."""
+async def test_the_copy_stream_is_cut_into_whole_devices_whatever_the_chunks() -> None:
+    """The binary COPY parser (`tracker.store.reports`): devices named by their position in the share,
+    one of them long enough to span several parses, read back exactly from chunks of any size; a stream
+    that breaks the order the query promises is an error, never a wrong report."""
     import asyncio
     import struct
 
@@ -507,9 +508,21 @@ async def test_the_copy_stream_is_cut_into_whole_devices_whatever_the_chunks_and
 
     rng = np.random.default_rng(3)
     devices = {"a": 3, "bb-2": 40_000, "c": 1, "dddddddddd-10": 700, "e": 5}  # id -> fixes
+    ids = list(devices)
     expected: dict[str, list[tuple[int, float, float, float]]] = {}
-    body = bytearray(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
-    for device, n in devices.items():
+
+    def row(position: int, ts_ms: int, lat: float, lon: float, speed: float) -> bytes:
+        return (
+            struct.pack(">hii", 4, 4, position)
+            + struct.pack(">iq", 8, (ts_ms - 946_684_800_000) * 1000)
+            + struct.pack(">i", 21)
+            + struct.pack("<BIdd", 1, 1, lon, lat)
+            + struct.pack(">if", 4, speed)
+        )
+
+    header, trailer = b"PGCOPY\n\xff\r\n\x00" + bytes(8), struct.pack(">h", -1)
+    body = bytearray(header)
+    for position, (device, n) in enumerate(devices.items(), start=1):
         rows = expected.setdefault(device, [])
         for i in range(n):
             ts_ms, lat, lon = (
@@ -519,19 +532,16 @@ async def test_the_copy_stream_is_cut_into_whole_devices_whatever_the_chunks_and
             )
             speed = float("nan") if i % 3 == 0 else float(np.float32(rng.uniform(0, 30)))
             rows.append((ts_ms, lat, lon, speed))
-            key = device.encode()
-            body += struct.pack(">hi", 4, len(key)) + key
-            body += struct.pack(">iq", 8, (ts_ms - 946_684_800_000) * 1000)
-            body += struct.pack(">i", 21) + struct.pack("<BIdd", 1, 1, lon, lat)
-            body += struct.pack(">if", 4, speed)
-    body += struct.pack(">h", -1)
-    for _ in range(3):
+            body += row(position, ts_ms, lat, lon, speed)
+    body += trailer
+
+    async def parse(stream: bytes) -> dict[str, Trail]:
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        splitter = store._Splitter(queue)
+        splitter = store._Splitter(queue, ids)
         i = 0
-        while i < len(body):
+        while i < len(stream):
             step = int(rng.integers(1, 200_000))
-            await splitter.feed(bytes(body[i : i + step]))
+            await splitter.feed(bytes(stream[i : i + step]))
             i += step
         await splitter.finish()
         got = {}
@@ -539,9 +549,21 @@ async def test_the_copy_stream_is_cut_into_whole_devices_whatever_the_chunks_and
             device, trail = queue.get_nowait()
             assert device not in got
             got[device] = trail
+        return got
+
+    for _ in range(3):
+        got = await parse(bytes(body))
         assert set(got) == set(devices)
         for device, rows in expected.items():
             trail = got[device]
             assert trail.ts.tolist() == [r[0] for r in rows]
             assert trail.lat.tolist() == [r[1] for r in rows] and trail.lon.tolist() == [r[2] for r in rows]
             assert np.array_equal(trail.speed, np.array([r[3] for r in rows]), equal_nan=True)
+    wrong = {
+        "out of order": row(2, 1, 0.0, 0.0, 1.0) + row(1, 2, 0.0, 0.0, 1.0),
+        "out of time order": row(1, 2, 0.0, 0.0, 1.0) + row(1, 1, 0.0, 0.0, 1.0),
+        "partial row": row(1, 1, 0.0, 0.0, 1.0)[:-1],
+    }
+    for problem, rows_ in wrong.items():
+        with pytest.raises(store.CopyFormatError, match=problem):
+            await parse(header + rows_ + trailer)

@@ -1,24 +1,26 @@
 """Reads for daily reports: every fix of many devices over one window, and their event and message counts.
 
 Policy: a fleet-day is millions of fixes, so they do not come back as rows of Python objects. Each of a
-few connections streams a share of the devices through binary COPY, in (device, time) order straight off
-the covering primary key (an index-only scan), and numpy reads the rows in place: a row is the device id,
-the time, the WKB point and the speed, and all rows of one device have the same width, so each device is
-one strided array. Nothing is computed per row in PostgreSQL beyond the WKB (a hash of the id as a
-fixed-width key cost a third of the server's time). Flagged fixes are left out as in every trail, but not
-by a filter in that scan (the flag is not in the index, so the scan would visit the table for every fix,
-five times slower): the few flagged keys come from their own partial index and are dropped here.
+few connections streams a share of the devices through binary COPY, device after device (a nested loop
+over the share's ids, each device's fixes in time order straight off the covering primary key: an
+index-only scan, partition after partition, with no merge of partitions), and numpy reads the rows in
+place. A row is the device's position in the share (int4, not its id: every row has the same width, so
+a whole chunk is one strided array, and PostgreSQL sends and compares no text per row), the time, the
+WKB point and the speed. Nothing else is computed per row in PostgreSQL. Flagged fixes are left out as
+in every trail, but not by a filter in that scan (the flag is not in the index, so the scan would visit
+the table for every fix, five times slower): the few flagged keys come from their own partial index and
+are dropped here.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from functools import cache
 
 import numpy as np
 import numpy.typing as npt
 
+from tracker.errors import TrackerError
 from tracker.store.database import Database, ms_to_datetime
 from tracker.trail import Trail
 
@@ -26,12 +28,15 @@ STREAMS = 2  # connections reading fixes at once: the measured machine has two c
 _EPOCH_2000_MS = 946_684_800_000  # PostgreSQL's binary timestamps count µs from 2000-01-01 UTC
 _HEADER = 19  # PGCOPY signature (11), flags (4), header extension length (4, zero)
 _FLUSH_BYTES = 2 << 20  # parse what arrived every few MB, not on every network read
-_FIXED = 51  # bytes of a row besides its device id: field count, 4 lengths, ts (8), WKB (21), speed (4)
+_WKB_POINT = 21  # byte order (1), type (4), x and y (8 each)
 
+# Device after device in the order of $1 (the nested loop keeps it; the parser checks it).
 _FIXES = """
-SELECT device_id, ts, ST_AsBinary(geom, 'NDR'), coalesce(speed, 'NaN'::real)
-FROM fixes WHERE device_id = ANY($1::text[]) AND ts >= $2 AND ts < $3
-ORDER BY device_id, ts
+SELECT d.i::int4, f.ts, ST_AsBinary(f.geom, 'NDR'), coalesce(f.speed, 'NaN'::real)
+FROM unnest($1::text[]) WITH ORDINALITY AS d(id, i)
+CROSS JOIN LATERAL (
+    SELECT ts, geom, speed FROM fixes WHERE device_id = d.id AND ts >= $2 AND ts < $3 ORDER BY ts
+) AS f
 """
 
 _FLAGGED = """
@@ -51,57 +56,41 @@ WHERE created_ts >= $2 AND created_ts < $3 AND device_id = ANY($1::text[])
 GROUP BY device_id, direction
 """
 
-
-@cache
-def _row(id_len: int) -> np.dtype[np.void]:
-    """The row of a device whose id is `id_len` bytes: big-endian but for the WKB, asked little-endian."""
-    return np.dtype(
-        [
-            ("head", f"V{6 + id_len}"),  # field count, id length, id
-            ("ts_len", ">i4"),
-            ("ts_us", ">i8"),
-            ("wkb_len", ">i4"),
-            ("wkb_order", "u1"),
-            ("wkb_type", "<u4"),
-            ("lon", "<f8"),
-            ("lat", "<f8"),
-            ("speed_len", ">i4"),
-            ("speed", ">f4"),
-        ]
-    )
+# A row: big-endian but for the WKB, asked little-endian.
+_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("device_len", ">i4"),
+        ("device", ">i4"),  # 1-based position in the share's ids
+        ("ts_len", ">i4"),
+        ("ts_us", ">i8"),
+        ("wkb_len", ">i4"),
+        ("wkb_head", "V5"),  # byte order and type
+        ("lon", "<f8"),
+        ("lat", "<f8"),
+        ("speed_len", ">i4"),
+        ("speed", ">f4"),
+    ]
+)
 
 
-@cache
-def _id_view(id_len: int) -> np.dtype[np.void]:
-    """A row as (field count, id with its length, the rest): the id compared as one opaque value."""
-    return np.dtype([("fields", "V2"), ("id", f"V{4 + id_len}"), ("rest", f"V{_FIXED - 6}")])
-
-
-def _run_length(ids: npt.NDArray[np.void]) -> int:
-    """How many of `ids` (the ids of rows of one width, from a device's first row on) are that device's:
-    up to the first that differs. Rows past the device may lie at other offsets, but the first of the
-    next device starts exactly there and differs, so the first difference is the end. Searched in
-    growing blocks: a device's rows are compared about once."""
-    k, block = 1, 64
-    while k < len(ids):
-        hi = min(len(ids), k + block)
-        differs = np.flatnonzero(ids[k:hi] != ids[0])
-        if differs.size:
-            return k + int(differs[0])
-        k, block = hi, block * 4
-    return len(ids)
+class CopyFormatError(TrackerError, RuntimeError):
+    """The fixes' COPY stream is not what the query asks for (a row of another width, devices out of
+    order): a bug or a schema this version does not know, never silently a wrong report."""
 
 
 class _Splitter:
-    """Cuts one COPY stream into whole devices: what arrived is parsed a few MB at a time, device by
-    device, and each device handed on (to `queue`) once the next one begins."""
+    """Cuts one COPY stream into whole devices: what arrived is parsed a few MB at a time, and each
+    device handed on (to `queue`, with its id from `ids`) once the next one begins."""
 
-    def __init__(self, queue: asyncio.Queue[tuple[str, Trail] | None]) -> None:
+    def __init__(self, queue: asyncio.Queue[tuple[str, Trail] | None], ids: Sequence[str]) -> None:
         self._queue = queue
+        self._ids = ids
         self._chunks: list[bytes] = []
         self._size = 0
         self._skip = _HEADER
-        self._open: tuple[str, list[Trail]] | None = None  # the device the stream may still go on with
+        self._last = 0  # the position of the last device seen
+        self._open: tuple[int, list[Trail]] | None = None  # the device the stream may still go on with
 
     async def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -117,42 +106,57 @@ class _Splitter:
         if self._open is not None:
             device, parts = self._open
             self._open = None
-            await self._queue.put((device, parts[0] if len(parts) == 1 else _joined(parts)))
+            trail = parts[0] if len(parts) == 1 else _joined(parts)
+            await self._queue.put((self._ids[device - 1], trail))
 
     async def _parse(self, final: bool) -> None:
         data = b"".join(self._chunks)
         end = len(data) - 2 if final else len(data)  # the trailer (-1 as int16) is left over
         p = self._skip
-        while p + 6 <= end:
-            id_len = int.from_bytes(data[p + 2 : p + 6], "big")
-            width = _FIXED + id_len
-            fits = (end - p) // width
-            if fits == 0:
-                break
-            run = _run_length(np.frombuffer(data, dtype=_id_view(id_len), count=fits, offset=p)["id"])
-            device = data[p + 6 : p + 6 + id_len].decode()
-            part = _trail(np.frombuffer(data, dtype=_row(id_len), count=run, offset=p))
+        n = max(0, (end - p) // _ROW.itemsize)
+        if final and p + n * _ROW.itemsize != end:
+            raise CopyFormatError(f"the fixes' COPY stream ends in a partial row ({end - p} bytes)")
+        rows = np.frombuffer(data, dtype=_ROW, count=n, offset=p)
+        for part, device, whole in _devices(rows, self._last):
+            self._last = device
             if self._open is not None and self._open[0] == device:
                 self._open[1].append(part)
             else:
                 await self._close_open()
                 self._open = (device, [part])
-            p += run * width
-            if run < fits:  # the next device has begun: this one is whole
+            if whole:
                 await self._close_open()
+        p += n * _ROW.itemsize
         rest = data[p:]
         self._chunks, self._size, self._skip = ([rest] if rest else []), len(rest), 0
 
 
-def _trail(rows: npt.NDArray[np.void]) -> Trail:
-    """One device's rows (in time order) as a Trail; heading is not read (NaN)."""
-    return Trail(
-        rows["ts_us"].astype(np.int64) // 1000 + _EPOCH_2000_MS,
-        rows["lat"].astype(np.float64),
-        rows["lon"].astype(np.float64),
-        rows["speed"].astype(np.float64),
-        np.full(len(rows), np.nan),
-    )
+def _devices(rows: npt.NDArray[np.void], last: int) -> list[tuple[Trail, int, bool]]:
+    """The rows (of one parse) cut at each change of device: (its fixes, its position, whether the next
+    device begins after them). Checks the shape and order the query promises, all rows at once."""
+    if not len(rows):
+        return []
+    device = rows["device"].astype(np.int32)
+    shape = (rows["fields"] != 4) | (rows["device_len"] != 4) | (rows["wkb_len"] != _WKB_POINT)
+    if bool(shape.any()):
+        raise CopyFormatError("a row of the fixes' COPY stream is not (int4, timestamptz, WKB point, real)")
+    ts = rows["ts_us"].astype(np.int64)
+    if int(device[0]) < last or bool(np.any(device[1:] < device[:-1])):
+        raise CopyFormatError("the fixes' COPY stream has its devices out of order")
+    cuts = np.flatnonzero(device[1:] != device[:-1]) + 1
+    same = np.ones(len(ts) - 1, dtype=np.bool_)
+    same[cuts - 1] = False
+    if bool(np.any(ts[1:][same] <= ts[:-1][same])):
+        raise CopyFormatError("the fixes' COPY stream has a device's fixes out of time order")
+    ts //= 1000
+    ts += _EPOCH_2000_MS
+    lat, lon = rows["lat"].astype(np.float64), rows["lon"].astype(np.float64)
+    speed, heading = rows["speed"].astype(np.float64), np.full(len(ts), np.nan)
+    bounds = [0, *cuts.tolist(), len(ts)]
+    return [
+        (Trail(ts[a:b], lat[a:b], lon[a:b], speed[a:b], heading[a:b]), int(device[a]), b < len(ts))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False)
+    ]
 
 
 def _joined(parts: list[Trail]) -> Trail:
@@ -178,11 +182,10 @@ async def tracks(
     queue: asyncio.Queue[tuple[str, Trail] | None] = asyncio.Queue(maxsize=64)
 
     async def read(share: list[str]) -> None:
-        splitter = _Splitter(queue)
+        splitter = _Splitter(queue, share)
         async with db.pool.acquire() as conn, conn.transaction(readonly=True):
-            # The key order is the point: a whole fleet's day may look cheaper to the planner as a
-            # sequential scan and a sort, which would sort millions of rows on disk. JIT would compile
-            # expressions for a plan that is all index and output.
+            # Each device's fixes come off the key in its order, partition after partition; a sort
+            # would only cost. JIT would compile expressions for a plan that is all index and output.
             await conn.execute("SET LOCAL enable_sort = off; SET LOCAL jit = off")
             await conn.copy_from_query(_FIXES, share, lo, hi, output=splitter.feed, format="binary")
         await splitter.finish()

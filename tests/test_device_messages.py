@@ -4,6 +4,7 @@ live to the viewers of its fleet (on any process) and listed with the dispatcher
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from harness import (
     add_device,
     add_viewer,
     device_client,
+    own_server,
     uid,
     viewer_client,
     web_client,
@@ -211,3 +213,23 @@ async def test_device_messages_are_audited_without_their_body(server: Server, cl
         device,
     )
     assert entry["detail"] == {"message": ack["id"], "bytes": len('{"secret":"door code 1234"}')}
+
+
+async def test_a_device_beyond_its_message_rate_is_told_to_retry_and_nothing_is_stored(
+    database_url: str, tmp_path: Path, clients: list[Client]
+) -> None:
+    """A device's own messages are rate-limited per device (a phone in a loop would otherwise fill the
+    table and every viewer's feed): beyond the burst, `retry` with the wait, and no row; other devices go
+    on."""
+    env = {"TRACKER_DEVICE_MESSAGE_RATE": "0.01", "TRACKER_DEVICE_MESSAGE_BURST": "3"}
+    with own_server(database_url, tmp_path, env) as server:
+        fleet = uid("fleet")
+        (chatty, chatty_token), (quiet, quiet_token) = [await add_device(server, fleet) for _ in range(2)]
+        d = await device_client(server, chatty_token, clients)
+        assert [(await d.call("send", {"body": i}))["ok"] for i in range(3)] == [True] * 3
+        ack = await d.call("send", {"body": 3})
+        assert ack["ok"] is False and ack["retry"] is True and ack["retry_after_ms"] > 0, ack
+        assert "0.01 messages/s" in ack["error"] and chatty in ack["error"]
+        assert [m["body"] for m in await _messages(server, ADMIN_TOKEN, chatty)] == [2, 1, 0]
+        q = await device_client(server, quiet_token, clients)
+        assert (await q.call("send", {"body": "still heard"}))["ok"]

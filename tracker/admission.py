@@ -75,10 +75,12 @@ class LoopLag:
 
 
 class RateLimiter:
-    """A token bucket per device: `rate` fixes per second sustained, up to `burst` at once."""
+    """A token bucket per device: `rate` fixes (or other `unit`s) per second sustained, up to `burst` at
+    once."""
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, unit: str = "fixes") -> None:
         self._rate = rate
+        self._unit = unit
         self._burst = float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}  # device -> (tokens, last refill)
 
@@ -91,7 +93,7 @@ class RateLimiter:
             self._buckets[device] = (tokens, now)
             wait = (count - tokens) / self._rate
             raise Busy(
-                f"rate limit: device {device!r} may send {self._rate:g} fixes/s "
+                f"rate limit: device {device!r} may send {self._rate:g} {self._unit}/s "
                 f"(bursts of {self._burst:.0f}); retry in {wait:.1f} s",
                 wait,
             )

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tracker.admission import LoopLag
+from tracker.admission import LoopLag, RateLimiter
 from tracker.auth import Authenticator
 from tracker.broadcast import Broadcaster
 from tracker.erasure import Eraser
@@ -136,7 +136,14 @@ class Core:
             geofences,
             notifier,
             webhooks,
-            Messenger(db, link, transport, metrics, settings.message_body_max_bytes),
+            Messenger(
+                db,
+                link,
+                transport,
+                metrics,
+                settings.message_body_max_bytes,
+                RateLimiter(settings.device_message_rate, settings.device_message_burst, "messages"),
+            ),
             Sessions(db, cut),
             Eraser(db, index, geofences, straggler_wait_s=2 * settings.ingest_max_wait_ms / 1000 + 1),
             Presence(settings.redis_url, settings.presence_expiry_s, settings.redis_namespace or "tracker"),

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from tracker.admission import RateLimiter
 from tracker.message_payloads import encode_body
 from tracker.metrics import Metrics
 from tracker.model import Device, Message, Viewer
@@ -58,9 +59,16 @@ class Messenger:
     """Stores messages and pumps them to the devices connected to this process."""
 
     def __init__(
-        self, db: Database, link: DeviceLink, viewers: Transport, metrics: Metrics, body_max_bytes: int
+        self,
+        db: Database,
+        link: DeviceLink,
+        viewers: Transport,
+        metrics: Metrics,
+        body_max_bytes: int,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._db = db
+        self._limiter = limiter  # of devices' own messages: each stored row is work for every viewer
         self._link = link
         self._viewers = viewers
         self._metrics = metrics
@@ -96,8 +104,11 @@ class Messenger:
 
     async def receive(self, device: Device, body: Any, client_id: str | None) -> Message:
         """Store a message the device sent (coroutine). Returns once it is committed; with a `client_id`
-        the device used before, stores nothing and returns that first message."""
+        the device used before, stores nothing and returns that first message. Busy beyond the device's
+        message rate."""
         text = encode_body(body, self._body_max)
+        if self._limiter is not None:
+            self._limiter.take(device.id, 1)
         message, new = await store.insert_from_device(self._db, device.id, text, client_id, _now_ms())
         if not new:
             log.info("message %s sent again device=%s client_id=%s", message.id, device.id, client_id)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Per-device admission: a sustained rate, with a burst that always admits one full batch.
     device_rate: float = Field(500.0, gt=0)  # fixes per second
     device_burst: int = Field(5_000, ge=1_000)
+    # A device's own messages (`send`): a sustained rate, with a burst that takes an offline app's queue.
+    device_message_rate: float = Field(1.0, gt=0)  # messages per second
+    device_message_burst: int = Field(60, ge=1)
     # Overload: a fix event is answered `retry` at once while the ingest queue would take longer than
     # `ingest_max_wait_ms` to drain or the event loop lags more than `loop_lag_max_ms`, and while the
     # device already has `device_inflight_max` events waiting for their acks. An answer takes several

@@ -171,6 +171,13 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             message = await self._core().messages.receive(device, body, client_id)
         except InvalidInput as exc:
             return {"ok": False, "error": str(exc), "retry": False}
+        except Busy as exc:  # beyond the device's message rate: nothing was stored
+            return {
+                "ok": False,
+                "error": str(exc),
+                "retry": True,
+                "retry_after_ms": round(exc.retry_after_s * 1000),
+            }
         except Exception:  # storage down or a bug: nothing was stored, or it was and a retry finds it
             log.exception("send failed device=%s", device.id)
             return {"ok": False, "error": "the message could not be stored; retry", "retry": True}

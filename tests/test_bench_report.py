@@ -24,3 +24,9 @@ def test_bench_report_times_the_report_against_the_baseline_and_agrees(pg_base: 
     assert report["agrees_with_stops_and_trips"] == {"devices": 4, "disagree": [], "ok": True}
     assert report["ratio_report_to_baseline"] > 0
     assert report["goal_s"] == 10.0 and isinstance(report["goal_met"], bool)
+    # A fresh load is timed as ingest left it, then compacted as the server would, then timed again.
+    assert len(report["bloated"]["report"]["runs"]) == 2 and report["bloated"]["ratio"] > 0
+    assert report["compacted"] and report["compaction"]["partitions"]
+    assert {p["partition"] for p in report["compaction"]["partitions"]} >= {
+        f"fixes_p{settings['date'].replace('-', '')}"
+    }

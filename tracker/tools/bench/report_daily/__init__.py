@@ -9,7 +9,11 @@ alternating (ABAB, `--runs` times each), in this process on a pool like the serv
   run: every unflagged fix of the fleet's day streamed out, stops and trips found per device, events and
   messages counted.
 The figure is the median wall time of each, and their ratio; the CPU seconds of this process and of the
-PostgreSQL backends say where the time went. Then a sample of devices is checked against the per-device
+PostgreSQL backends say where the time went. The figures are of the day as production reads it in the
+morning: compacted (`tracker.store.compaction`, which the server runs an hour after a UTC day ended).
+When the day is not compacted yet (a fresh load, or a kept database measured for the first time) the same
+runs are first timed on the day as ingest left it (`bloated`), then it is compacted as the server would
+and the time that took is reported (`compaction`). Then a sample of devices is checked against the per-device
 path of `/stops` and `/trips` (`history.track`, then `tracker.stops`): the report must agree exactly.
 """
 
@@ -19,6 +23,7 @@ import asyncio
 import os
 import statistics
 import time
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,9 +33,10 @@ import numpy as np
 from tracker import reports
 from tracker.model import Device
 from tracker.reports import local_day
+from tracker.settings import Settings as ServerSettings
 from tracker.stops import DEFAULT_MIN_DURATION_S, DEFAULT_RADIUS_M, find_stops, find_trips, trip_item
-from tracker.store import history
-from tracker.store.database import Database, ms_to_datetime
+from tracker.store import compaction, history
+from tracker.store.database import Database, migrate, ms_to_datetime
 from tracker.tools.bench.flags import check_range
 from tracker.tools.bench.procfs import proc_cpu_s
 from tracker.tools.bench.report import (
@@ -77,13 +83,13 @@ def bench_report(database_url: str | None, settings: Settings, keep: bool, out: 
         db_url = settings.use_database
         day, pg = asyncio.run(_kept_day(db_url, settings))
         load: dict[str, Any] = {"reused": db_url}
-        timed = asyncio.run(_measure(db_url, day, settings))
+        timed = asyncio.run(_measure_as_production(db_url, day, settings))
     else:
         day = bench_day()
         with scratch_database(database_url or DEFAULT_BASE_URL, keep) as (db_url, pg):
             load = asyncio.run(load_day(db_url, day, settings))
             pg.update(load.pop("postgres"))
-            timed = asyncio.run(_measure(db_url, day, settings))
+            timed = asyncio.run(_measure_as_production(db_url, day, settings))
             if keep:
                 progress(f"database kept: {db_url} (measure it again with --use-database)")
     report_s, baseline_s = timed["report"]["median_s"], timed["baseline"]["median_s"]
@@ -136,6 +142,40 @@ async def _kept_day(db_url: str, settings: Settings) -> tuple[reports.LocalDay, 
     if first is None or devices != settings.devices:
         raise BenchError(f"{db_url} holds no bench day of {settings.devices} devices (--devices)")
     return local_day(first.astimezone(ZoneInfo(TZ)).date().isoformat(), TZ), facts
+
+
+async def _measure_as_production(db_url: str, day: reports.LocalDay, settings: Settings) -> dict[str, Any]:
+    """The runs on the compacted day; before them, when it is not compacted yet, the same runs on the day
+    as ingest left it and the compaction the server would do."""
+    names = [f"fixes_p{day.date + timedelta(days=d):%Y%m%d}" for d in (-1, 0, 1)]
+    conn = await asyncpg.connect(db_url)
+    try:
+        await migrate(conn)  # a database kept before compaction existed
+        done = await conn.fetchval(
+            "SELECT count(*) FROM compacted_partitions WHERE partition = ANY($1::text[])", names
+        )
+        held = await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname = ANY($1::text[])", names)
+    finally:
+        await conn.close()
+    bloated: dict[str, Any] | None = None
+    if done < held:
+        progress("the day as ingest left it (not compacted)")
+        first = await _measure(db_url, day, settings)
+        ratio = first["report"]["median_s"] / first["baseline"]["median_s"]
+        bloated = {"baseline": first["baseline"], "report": first["report"], "ratio": rounded(ratio, 2)}
+    after_s = ServerSettings.model_fields["compact_after_s"].default
+    started = time.perf_counter()
+    compacted = await compaction.compact(db_url, int(time.time() * 1000), after_s)
+    work = {
+        "what": f"tracker.store.compaction.compact as the server runs it, {after_s:.0f} s after a UTC day "
+        "ended: VACUUM and REINDEX TABLE CONCURRENTLY of each closed day's partition",
+        "s": round(time.perf_counter() - started, 1),
+        "partitions": [vars(c) for c in compacted],
+    }
+    if compacted:
+        progress(f"compacted {len(compacted)} partitions in {work['s']} s; the day as production reads it")
+    timed = await _measure(db_url, day, settings)
+    return {**timed, "compacted": True, "compaction": work, "bloated": bloated}
 
 
 async def _backend_cpu(db: Database) -> float | None:

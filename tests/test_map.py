@@ -325,7 +325,9 @@ async def test_populated_map_screenshot(
     ARTIFACTS.mkdir(exist_ok=True)
     await tab.page.screenshot(path=str(ARTIFACTS / "map.png"))
     assert len(await tab.map_points()) == 40
-    assert "OpenStreetMap" in await tab.page.inner_text(".maplibregl-ctrl-attrib")
+    # The tiles were asked for (credited) and Natural Earth drawn in their place (credited too).
+    credits = await tab.page.inner_text(".maplibregl-ctrl-attrib")
+    assert "OpenStreetMap" in credits and "Natural Earth" in credits, credits
     tiles = [u for u in tab.blocked if "tile.openstreetmap.org" in u]
     assert tiles  # it tried the tiles, and still works
     # Only once the fleet was framed, never at the world's zoom first. The first framing may hold only the

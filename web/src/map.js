@@ -21,13 +21,15 @@ function baseStyle(config) {
   const style = {
     version: 8,
     sources: {
-      "world-land": { type: "geojson", data: NOTHING },
+      // Credited only while drawn: the attribution lists the sources of visible layers.
+      "world-land": { type: "geojson", data: NOTHING, attribution: "Natural Earth" },
       "world-borders": { type: "geojson", data: NOTHING },
     },
     layers: [
       { id: "background", type: "background", paint: { "background-color": PLAIN } },
-      { id: "world-land", type: "fill", source: "world-land", paint: { "fill-color": "#f4f1ea" } },
-      { id: "world-borders", type: "line", source: "world-borders",
+      { id: "world-land", type: "fill", source: "world-land", layout: { visibility: "none" },
+        paint: { "fill-color": "#f4f1ea" } },
+      { id: "world-borders", type: "line", source: "world-borders", layout: { visibility: "none" },
         paint: { "line-color": "#9a8f97", "line-width": 1, "line-dasharray": [4, 2] } },
     ],
   };
@@ -122,6 +124,7 @@ export class MapView {
   /** Draws Natural Earth land and borders under everything (once): the tiles can't be reached. */
   _showWorld() {
     if (this.world || !this.map.getSource("world-land")) return;
+    for (const layer of ["world-land", "world-borders"]) this.map.setLayoutProperty(layer, "visibility", "visible");
     this.world = fetch(__WORLD_URL__)
       .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`${r.status} for the world map`))))
       .then((topo) => {

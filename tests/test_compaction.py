@@ -76,7 +76,7 @@ async def test_a_closed_day_is_rebuilt_once_and_keeps_every_fix(own_db: str) -> 
     yesterday = name(now_ms() // DAY_MS - 1)
     [done] = await compaction.compact(own_db, now_ms(), 0)
     assert done.partition == yesterday
-    assert done.index_bytes_after < 0.8 * done.index_bytes_before, done
+    assert done.key_bytes_after < 0.8 * done.key_bytes_before, done
     tomorrow = now_ms() + DAY_MS  # today's is due then, yesterday's done already
     assert [c.partition for c in await compaction.compact(own_db, tomorrow, 0)] == [name(now_ms() // DAY_MS)]
     assert await compaction.compact(own_db, tomorrow, 0) == []  # each once
@@ -84,7 +84,7 @@ async def test_a_closed_day_is_rebuilt_once_and_keeps_every_fix(own_db: str) -> 
     try:
         assert await conn.fetchval(f"SELECT count(*) FROM {yesterday}") == 90_000
         recorded = await conn.fetchrow("SELECT * FROM compacted_partitions WHERE partition = $1", yesterday)
-        assert recorded["index_bytes_after"] == done.index_bytes_after
+        assert recorded["key_bytes_after"] == done.key_bytes_after
         invalid = await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
         assert invalid == 0
         # the daily report's read is still an index-only scan of the rebuilt key, and reads no heap page
@@ -146,6 +146,6 @@ def test_db_compact_for_cron(own_db: str) -> None:
 
     first = run()
     assert first.returncode == 0, first.stderr
-    assert first.stdout.startswith(name(now_ms() // DAY_MS - 1) + ": indexes "), first.stdout
+    assert first.stdout.startswith(name(now_ms() // DAY_MS - 1) + ": key "), first.stdout
     again = run()
     assert (again.returncode, again.stdout.strip()) == (0, "nothing to compact")

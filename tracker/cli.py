@@ -131,10 +131,11 @@ def add_report(sub: Any) -> None:
 
 
 def add_db(sub: Any) -> None:
-    """`db compact`: rebuild closed days' indexes, for cron (the server does it itself unless told not to)."""
+    """`db compact`: rebuild closed days' keys, for cron (the server does it itself unless told not to)."""
     db = sub.add_parser("db", help="database upkeep").add_subparsers(dest="action", required=True)
     compact = db.add_parser(
-        "compact", help="rebuild the indexes of closed days of fixes not compacted yet (as the server does)"
+        "compact",
+        help="rebuild the primary key of closed days of fixes not compacted yet (as the server does)",
     )
     compact.add_argument(
         "--after-s", type=float, default=3600.0, help="seconds after its UTC day ended a day is due (3600)"
@@ -255,8 +256,7 @@ async def _compact(url: str, args: argparse.Namespace, retention_days: int | Non
         url, int(time.time() * 1000), args.after_s, window_days=args.days, retention_days=retention_days
     )
     lines = [
-        f"{c.partition}: indexes {c.index_bytes_before >> 20} -> {c.index_bytes_after >> 20} MB "
-        f"in {c.seconds:.1f} s"
+        f"{c.partition}: key {c.key_bytes_before >> 20} -> {c.key_bytes_after >> 20} MB in {c.seconds:.1f} s"
         for c in done
     ]
     return "\n".join(lines) or "nothing to compact"

@@ -1,16 +1,18 @@
 """Compaction of closed days of `fixes`: once a UTC day's partition gets no more of its usual fixes, its
-indexes are rebuilt, once.
+primary key is rebuilt, once.
 
 Policy: live ingest writes fixes in time order across devices, so every device's range of the (device_id,
-ts) key grows in the middle of the B-tree, and page splits leave a day's key about half full (485 MB where
-a rebuild holds the same keys in 271 MB). A daily report reads a whole fleet-day off that key, so a
-compacted day reads about half the pages. A daily partition is due `after_s` after its day ended (late
-fixes are rare by then), and only within `WINDOW_DAYS` (a first start on years of history does not
-rebuild them all; reports read recent days) and never one that retention drops within a day (DROP would
-queue behind the rebuild). The table is vacuumed (an index-only scan needs its visibility map) and its
-indexes rebuilt with REINDEX TABLE CONCURRENTLY: writers and readers never wait. `compacted_partitions`
-records each day done. One process of a cluster works at a time (a session advisory lock, tried, never
-waited for: the others skip the round). A late fix into a compacted day only splits a page again.
+ts) key grows in the middle of the B-tree, and page splits leave a day's key about half full (2.4 GB where
+a rebuild holds the same keys in 1.35 GB). A daily report reads a whole fleet-day off that key, so a
+compacted day reads about half the pages. Only that key is rebuilt: the GiST of positions shrank 3 % when
+rebuilt (measured), which would not pay for doubling the work. A daily partition is due `after_s` after
+its day ended (late fixes are rare by then), and only within `WINDOW_DAYS` (a first start on years of
+history does not rebuild them all; reports read recent days) and never one that retention drops within a
+day (DROP would queue behind the rebuild). The table is vacuumed (an index-only scan needs its visibility
+map) and its key rebuilt with REINDEX INDEX CONCURRENTLY: writers and readers never wait.
+`compacted_partitions` records each day done. One process of a cluster works at a time (a session
+advisory lock, tried, never waited for: the others skip the round). A late fix into a compacted day only
+splits a page again.
 """
 
 from __future__ import annotations
@@ -40,26 +42,29 @@ _PARTITIONS = (
     "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
     "WHERE i.inhparent = 'fixes'::regclass"
 )
+_PRIMARY_KEY = (
+    "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = $1::regclass AND indisprimary"
+)
 # What an interrupted REINDEX CONCURRENTLY leaves behind: invalid copies named *_ccnew or *_ccold.
 _LEFTOVERS = r"""
 SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
 WHERE x.indrelid = $1::regclass AND NOT x.indisvalid AND i.relname ~ '_cc(new|old)[0-9]*$'
 """
 _RECORD = """
-INSERT INTO compacted_partitions (partition, index_bytes_before, index_bytes_after, seconds)
+INSERT INTO compacted_partitions (partition, key_bytes_before, key_bytes_after, seconds)
 VALUES ($1, $2, $3, $4)
-ON CONFLICT (partition) DO UPDATE SET compacted = now(), index_bytes_before = $2, index_bytes_after = $3,
+ON CONFLICT (partition) DO UPDATE SET compacted = now(), key_bytes_before = $2, key_bytes_after = $3,
     seconds = $4
 """
 
 
 @dataclass(frozen=True)
 class Compacted:
-    """One partition rebuilt: its indexes' bytes before and after, and how long it took."""
+    """One partition compacted: its primary key's bytes before and after, and how long it took."""
 
     partition: str
-    index_bytes_before: int
-    index_bytes_after: int
+    key_bytes_before: int
+    key_bytes_after: int
     seconds: float
 
 
@@ -134,19 +139,20 @@ async def compact(
 
 
 async def _compact_one(conn: asyncpg.Connection, name: str) -> Compacted:
-    """Vacuum `name` and rebuild its indexes, without blocking writers or readers; record it."""
+    """Vacuum `name` and rebuild its primary key, without blocking writers or readers; record it."""
     started = time.perf_counter()
     table = f'"{name}"'  # our own name (fixes_pYYYYMMDD), quoted all the same
     for (leftover,) in await conn.fetch(_LEFTOVERS, table):
         log.info("compaction: dropping %s, left by an interrupted rebuild", leftover)
         await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{leftover}"')
-    before = int(await conn.fetchval("SELECT pg_indexes_size($1::regclass)", table))
+    key = await conn.fetchval(_PRIMARY_KEY, table)  # as regclass text: quoted where it must be
+    before = int(await conn.fetchval("SELECT pg_relation_size($1::regclass)", key))
     await conn.execute(f"VACUUM (ANALYZE) {table}")
-    await conn.execute(f"REINDEX TABLE CONCURRENTLY {table}")
-    after = int(await conn.fetchval("SELECT pg_indexes_size($1::regclass)", table))
+    await conn.execute(f"REINDEX INDEX CONCURRENTLY {key}")
+    after = int(await conn.fetchval("SELECT pg_relation_size($1::regclass)", key))
     seconds = time.perf_counter() - started
     await conn.execute(_RECORD, name, before, after, seconds)
-    log.info("compaction: %s indexes %d -> %d MB in %.1f s", name, before >> 20, after >> 20, seconds)
+    log.info("compaction: %s key %d -> %d MB in %.1f s", name, before >> 20, after >> 20, seconds)
     return Compacted(name, before, after, round(seconds, 3))
 
 

@@ -168,7 +168,7 @@ async def _measure_as_production(db_url: str, day: reports.LocalDay, settings: S
     compacted = await compaction.compact(db_url, int(time.time() * 1000), after_s)
     work = {
         "what": f"tracker.store.compaction.compact as the server runs it, {after_s:.0f} s after a UTC day "
-        "ended: VACUUM and REINDEX TABLE CONCURRENTLY of each closed day's partition",
+        "ended: VACUUM of each closed day's partition and REINDEX INDEX CONCURRENTLY of its primary key",
         "s": round(time.perf_counter() - started, 1),
         "partitions": [vars(c) for c in compacted],
     }

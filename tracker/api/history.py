@@ -102,9 +102,10 @@ async def trail(request: Request) -> Response:
           sized to the screen: the fixes are cut by a time-aware Douglas-Peucker (the distance between a
           fix and where the kept neighbours, interpolated in time, put the device), so `times` stay those
           of real fixes and interpolating between them replays the trail; 10 to 20000. The database first
-          keeps the first fix of each 1/50000 of the window (finer for max_points above 2000), of each
-          run and the last, so `distance_m` is measured along those (on a week at 1 Hz, one fix in 12 s)
-          and `fixes` counts the window's fixes. With it the window may hold up to 2000000 fixes (a week
+          keeps the first fix of each 1/(10 max_points) of the window (of a quarter of gap_s at most, and
+          never finer than 1/50000, or 1/(25 max_points) above 2000), and the last, so `distance_m` is
+          measured along those (about 5 % short of the full trail on a week at 1 Hz) and `fixes` counts
+          the window's fixes. With it the window may hold up to 2000000 fixes (a week
           at 3 Hz), speed and heading are not read, and `simplify` is not taken. Not with format=csv.
         schema: {type: integer, minimum: 10, maximum: 20000}
       - {name: format, in: query, schema: {enum: [geojson, gpx, csv], default: geojson}}

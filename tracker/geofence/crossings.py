@@ -17,13 +17,17 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
+from tracker.geo import distances_from_m
+from tracker.geofence.grid import FenceIndex
 from tracker.geofence.ruleset import RuleSet
 from tracker.model import Fix, Head
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
+Ints = npt.NDArray[np.int64]
 
 MAX_BOXED = 64  # cross fences up to which segments are first tested against their boxes, in numpy
+_M_PER_DEG_LAT = 111_320.0  # the local plane of a circle's closest point
 _BOX_EPS = 1e-7  # degrees the boxes are grown by
 _boxes: weakref.WeakKeyDictionary[RuleSet, Floats] = weakref.WeakKeyDictionary()
 
@@ -77,7 +81,7 @@ def segment_crossings(
     near = _near_boxes(rules, s_lon, s_lat, lon[e], lat[e])
     if near is not None:
         e, from_head, s_lon, s_lat = e[near], from_head[near], s_lon[near], s_lat[near]
-    seg, fence = rules.index.crossings(s_lon, s_lat, lon[e], lat[e], rules.cross_mask)
+    seg, fence = fence_crossings(rules.index, s_lon, s_lat, lon[e], lat[e], rules.cross_mask)
     if not len(seg):
         return {}
     head_inside: dict[int, set[int]] = {}  # segment index -> fences covering its head
@@ -128,3 +132,47 @@ def _cross_boxes(rules: RuleSet) -> Floats:
             west, south, east, north = shapely.bounds(fence.geometry).tolist()
             out.append((west - _BOX_EPS, south - _BOX_EPS, east + _BOX_EPS, north + _BOX_EPS))
     return np.array(out, dtype=np.float64).reshape(-1, 4)
+
+
+def fence_crossings(
+    index: FenceIndex, lon0: Floats, lat0: Floats, lon1: Floats, lat1: Floats, fences: Bools | None = None
+) -> tuple[Ints, Ints]:
+    """Every (segment index, fence index) pair where the straight segment touches the fence.
+
+    Polygons: the planar segment in lon/lat intersects the polygon. Circles: the segment comes within
+    the radius (closest point found in a local plane, its distance measured on the ellipsoid).
+    `fences` restricts the answer to a mask of fence indexes.
+    """
+    tree, chosen = index.tree_of(fences)
+    if len(lon0) == 0 or tree is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lines = shapely.linestrings(
+        np.stack([np.column_stack([lon0, lat0]), np.column_stack([lon1, lat1])], axis=1)
+    )
+    seg, fence = tree.query(lines, predicate="intersects")
+    seg, fence = seg.astype(np.int64), chosen[fence.astype(np.int64)]
+    keep = np.ones(len(seg), dtype=np.bool_)
+    for i in np.flatnonzero([index.fences[int(f)].center_lonlat is not None for f in fence]):
+        f = index.fences[int(fence[i])]
+        s = int(seg[i])
+        assert f.center_lonlat is not None and f.radius_m is not None
+        lon, lat = _closest_on_segment(f.center_lonlat, lon0[s], lat0[s], lon1[s], lat1[s])
+        c_lon, c_lat = f.center_lonlat
+        keep[i] = float(distances_from_m(c_lat, c_lon, np.array([lat]), np.array([lon]))[0]) <= f.radius_m
+    seg, fence = seg[keep], fence[keep]
+    order = np.lexsort((fence, seg))
+    return seg[order], fence[order]
+
+
+def _closest_on_segment(
+    center_lonlat: tuple[float, float], lon0: float, lat0: float, lon1: float, lat1: float
+) -> tuple[float, float]:
+    """The point (lon, lat) of the segment nearest the centre, in a local plane around it (metres)."""
+    c_lon, c_lat = center_lonlat
+    kx = math.cos(math.radians(c_lat)) * _M_PER_DEG_LAT
+    ax, ay = (lon0 - c_lon) * kx, (lat0 - c_lat) * _M_PER_DEG_LAT
+    bx, by = (lon1 - c_lon) * kx, (lat1 - c_lat) * _M_PER_DEG_LAT
+    dx, dy = bx - ax, by - ay
+    length2 = dx * dx + dy * dy
+    t = 0.0 if length2 == 0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / length2))
+    return lon0 + t * (lon1 - lon0), lat0 + t * (lat1 - lat0)

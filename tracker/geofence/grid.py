@@ -35,7 +35,6 @@ _EPS = 1e-9  # squares are grown by this (degrees) before classification: floati
 INTERIOR = 1
 BOUNDARY = 2
 CIRCLE_VERTICES = 128  # of the polygons that bound a circle fence in the quadtree
-_M_PER_DEG_LAT = 111_320.0
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -225,7 +224,7 @@ class FenceIndex:
         """The exact test of one fence, for checks and tests."""
         return self._shapes[fence].covers(lon, lat)
 
-    def _tree_of(self, fences: Bools | None) -> tuple[shapely.STRtree | None, Ints]:
+    def tree_of(self, fences: Bools | None) -> tuple[shapely.STRtree | None, Ints]:
         """The STRtree of the fences in the mask (None: all) and the fence index of each of its entries.
         Built once per mask: segments are tested only against the fences asked about (the cross rules'),
         never against every district a fleet drives through, whose exact test is the costly part."""
@@ -238,49 +237,6 @@ class FenceIndex:
             tree = shapely.STRtree([self._shapes[i].outer for i in chosen]) if len(chosen) else None
             found = self._subtrees[key] = (tree, chosen)
         return found
-
-    def crossings(
-        self, lon0: Floats, lat0: Floats, lon1: Floats, lat1: Floats, fences: Bools | None = None
-    ) -> tuple[Ints, Ints]:
-        """Every (segment index, fence index) pair where the straight segment touches the fence.
-
-        Polygons: the planar segment in lon/lat intersects the polygon. Circles: the segment comes within
-        the radius (closest point found in a local plane, its distance measured on the ellipsoid).
-        `fences` restricts the answer to a mask of fence indexes.
-        """
-        tree, chosen = self._tree_of(fences)
-        if len(lon0) == 0 or tree is None:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        lines = shapely.linestrings(
-            np.stack([np.column_stack([lon0, lat0]), np.column_stack([lon1, lat1])], axis=1)
-        )
-        seg, fence = tree.query(lines, predicate="intersects")
-        seg, fence = seg.astype(np.int64), chosen[fence.astype(np.int64)]
-        keep = np.ones(len(seg), dtype=np.bool_)
-        for i in np.flatnonzero([self.fences[int(f)].center_lonlat is not None for f in fence]):
-            f = self.fences[int(fence[i])]
-            s = int(seg[i])
-            assert f.center_lonlat is not None and f.radius_m is not None
-            lon, lat = _closest_on_segment(f.center_lonlat, lon0[s], lat0[s], lon1[s], lat1[s])
-            c_lon, c_lat = f.center_lonlat
-            keep[i] = float(distances_from_m(c_lat, c_lon, np.array([lat]), np.array([lon]))[0]) <= f.radius_m
-        seg, fence = seg[keep], fence[keep]
-        order = np.lexsort((fence, seg))
-        return seg[order], fence[order]
-
-
-def _closest_on_segment(
-    center_lonlat: tuple[float, float], lon0: float, lat0: float, lon1: float, lat1: float
-) -> tuple[float, float]:
-    """The point (lon, lat) of the segment nearest the centre, in a local plane around it (metres)."""
-    c_lon, c_lat = center_lonlat
-    kx = math.cos(math.radians(c_lat)) * _M_PER_DEG_LAT
-    ax, ay = (lon0 - c_lon) * kx, (lat0 - c_lat) * _M_PER_DEG_LAT
-    bx, by = (lon1 - c_lon) * kx, (lat1 - c_lat) * _M_PER_DEG_LAT
-    dx, dy = bx - ax, by - ay
-    length2 = dx * dx + dy * dy
-    t = 0.0 if length2 == 0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / length2))
-    return lon0 + t * (lon1 - lon0), lat0 + t * (lat1 - lat0)
 
 
 def _ramp(counts: Ints) -> Ints:

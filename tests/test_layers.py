@@ -17,6 +17,7 @@ EDGES = {"sockets", "socket_gate", "redis_rooms", "room_index", "api"}
 WIRING = {
     "app",
     "cli",
+    "offline_commands",
     "embedded_db",
     "postgres_install",
     "supervisor",

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tracker import cli as wiring
-from tracker.tools.bench.cli import add_bench, run_bench
+from tracker.tools.bench.cli import add_bench
+from tracker.tools.bench.commands import run_bench
 
 
 def parser() -> argparse.ArgumentParser:

@@ -5,9 +5,13 @@ out, and the report keeps to the token's fleets."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
 import math
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +21,7 @@ import numpy as np
 import pytest
 from harness import (
     ADMIN_TOKEN,
+    ROOT,
     Client,
     Server,
     add_device,
@@ -153,7 +158,7 @@ async def report(http: httpx.AsyncClient, token: str, **query: str) -> Any:
 
 
 async def test_the_day_agrees_with_stops_and_trips_in_json_and_csv(
-    server: Server, http: httpx.AsyncClient, clients: list[Client]
+    server: Server, http: httpx.AsyncClient, clients: list[Client], database_url: str
 ) -> None:
     fleet = uid("fleet")
     busy, busy_token = await add_device(server, fleet)
@@ -233,6 +238,19 @@ async def test_the_day_agrees_with_stops_and_trips_in_json_and_csv(
     assert int(line["first_ts"]) == ts[0] and float(line["max_speed"]) == 11.25
     empty = next(t for t in table if t["device"] == idle)
     assert empty["max_speed"] == "" and empty["first_ts"] == "" and empty["stops"] == "0"
+
+    # `tracker report daily`, for cron: the same day, as CSV and as JSON, straight from the database.
+    for fmt in ("csv", "json"):
+        argv = [sys.executable, "-m", "tracker", "report", "daily", "--date", DAY, "--tz", BERLIN]
+        argv += ["--fleet", fleet, "--format", fmt, "--database-url", database_url]
+        proc = await asyncio.to_thread(
+            subprocess.run, argv, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        if fmt == "csv":
+            assert list(csv.DictReader(io.StringIO(proc.stdout))) == table
+        else:
+            assert json.loads(proc.stdout) == body
 
 
 async def test_the_day_follows_the_zone_on_a_dst_day(

@@ -6,7 +6,9 @@ the limit; the expected fixes are worked out here from the fixes written."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg
 import numpy as np
 import pytest
 from harness import now_ms, uid
@@ -100,3 +102,26 @@ async def test_flagged_fixes_are_left_out_unless_asked_for_and_the_limit_holds(s
     assert await history.thinned_track(store, device, *window, 80, 1999) is None
     empty = await history.thinned_track(store, device, t0 + 5_000_000, t0 + 6_000_000, 80, 10)
     assert empty is not None and len(empty[0]) == 0 and empty[1] == 0
+
+
+async def test_a_window_over_the_limit_reads_no_more_flagged_fixes_than_the_limit(
+    store: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A parked device whose fixes a filter flags (duplicate_position): the flagged fixes of a window over
+    # the limit are read beside the count, and must stop there too, not be read whole into the server.
+    device = uid("thin")
+    t0 = (now_ms() - 3_600_000) // 1000 * 1000
+    ts = [t0 + s * 1000 for s in range(2000)]
+    await _write(store, device, ts, frozenset(ts))
+    fetched: list[int] = []
+    fetch = asyncpg.connection.Connection.fetch
+
+    async def counted(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> list[Any]:
+        rows: list[Any] = await fetch(self, query, *args, **kwargs)
+        if "flag IS NOT NULL" in query:
+            fetched.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", counted)
+    assert await history.thinned_track(store, device, t0, t0 + 2_000_000, 80, 100) is None
+    assert fetched and max(fetched) <= 101

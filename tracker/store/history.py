@@ -123,9 +123,12 @@ _SKIP_FIRSTS = _FIRSTS.format(firsts=_SKIP)
 _SCAN_FIRSTS = _FIRSTS.format(firsts=_SCAN)
 _SKIP_FROM = 10  # fixes a slice over which a probe per slice beats reading every fix
 _HALVES_FROM_MS = 86_400_000  # windows of a day or more are read as two halves at once
+# Read beside the count, so bounded as it is: a window of more than `limit` flagged fixes (a parked device
+# whose every fix a filter flags) is over the limit anyway, and is not read whole into the server.
 _FLAGGED = """
 SELECT (extract(epoch FROM ts) * 1000)::bigint FROM fixes
 WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND flag IS NOT NULL
+LIMIT $4
 """
 
 
@@ -165,13 +168,14 @@ async def thinned_track(
         if include_flagged:
             return []
         async with db.pool.acquire() as conn:
-            return [r[0] for r in await conn.fetch(_FLAGGED, device, origin, ms_to_datetime(to_ms))]
+            rows = await conn.fetch(_FLAGGED, device, origin, ms_to_datetime(to_ms), limit + 1)
+            return [r[0] for r in rows]
 
     parts, dropped = await asyncio.gather(
         asyncio.gather(*(part(i, j) for i, j in itertools.pairwise(halves))), flagged()
     )
     scanned = sum(count for count, _ in parts)
-    if scanned > limit:
+    if scanned > limit or len(dropped) > limit:
         return None
     found = [row for _, row in parts if row is not None]
     if not found:

@@ -125,3 +125,24 @@ async def test_a_window_over_the_limit_reads_no_more_flagged_fixes_than_the_limi
     monkeypatch.setattr(asyncpg.connection.Connection, "fetch", counted)
     assert await history.thinned_track(store, device, t0, t0 + 2_000_000, 80, 100) is None
     assert fetched and max(fetched) <= 101
+
+
+async def test_slices_of_days_are_cut_in_utc_whatever_the_session_time_zone(database_url: str) -> None:
+    """Slices of a day or more are whole days of an interval, which PostgreSQL adds in the session's time
+    zone (23 or 25 hours across a DST change) while date_bin counts 24: a probe per slice must still cut
+    at the window's UTC slices."""
+    sep = "&" if "?" in database_url else "?"
+    db = await Database.connect(f"{database_url}{sep}TimeZone=Europe%2FBerlin", min_size=1, max_size=4)
+    try:
+        device = uid("thin")
+        t0 = (now_ms() // DAY_MS + 30) * DAY_MS  # ahead, where no retention drops a partition
+        to_ms = t0 + 300 * DAY_MS  # 100 slices of 3 days, across both of the year's DST changes
+        ts = [t0 + k * 6 * 3_600_000 - 1_800_000 for k in range(1, 1200)]  # half an hour before each 6 h
+        await _write(db, device, ts)
+        found = await history.thinned_track(db, device, t0, to_ms, SLICES, 1_000_000)
+        assert found is not None
+        cut = t0 + SLICES // 2 * ((to_ms - t0) // SLICES)
+        want = sorted({*_firsts(ts, t0, cut, SLICES // 2), *_firsts(ts, t0, to_ms, SLICES)})
+        assert found[0].ts.tolist() == want
+    finally:
+        await db.close()

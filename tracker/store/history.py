@@ -155,7 +155,9 @@ async def thinned_track(
         a, b = ms_to_datetime(from_ms + i * slice_ms), ms_to_datetime(min(from_ms + j * slice_ms, to_ms))
         async with db.pool.acquire() as conn, conn.transaction(readonly=True):
             # A probe per slice looks costly to the planner, whose JIT would then spend 60 ms compiling it.
-            await conn.execute("SET LOCAL jit = off")
+            # A slice of a day or more is an interval with days, which timestamptz + interval adds in the
+            # session's time zone (23 or 25 hours across DST) where date_bin counts 24: cut in UTC.
+            await conn.execute("SET LOCAL jit = off; SET LOCAL TimeZone = 'UTC'")
             count: int = await conn.fetchval(_COUNT, device, a, b, limit + 1)
             if count > limit or count == 0:
                 return count, None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from harness import (
     ADMIN_TOKEN,
@@ -130,7 +131,9 @@ def world(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
         yield s, tag
 
 
-async def test_near_and_far_end_to_end_once_each(world: tuple[Server, str], clients: list[Client]) -> None:
+async def test_near_and_far_end_to_end_once_each(
+    world: tuple[Server, str], clients: list[Client], database_url: str
+) -> None:
     """The van and the bike send through different processes of a cluster: whichever sees the approach
     first stores it, the other finds the pair near already; each event is stored and delivered once."""
     server, tag = world
@@ -200,3 +203,16 @@ async def test_near_and_far_end_to_end_once_each(world: tuple[Server, str], clie
     for _ in range(3):
         await both(500)
     assert len(await events("far")) == 1 and len(await events("near")) == 1
+    # The bike moves to another fleet: its encounters stay with the fleet it had then (they showed that
+    # fleet the van), and the new fleet's viewers see none of them.
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE devices SET fleet = $1 WHERE id = $2", f"moved-{tag}", bike)
+    finally:
+        await conn.close()
+    moved = await add_viewer(server, [f"moved-{tag}"])
+    for token, seen in ((tokens[bike], 2), (moved, 0)):
+        async with web_client(server.url, headers={"Authorization": f"Bearer {token}"}) as http:
+            r = await http.get("/api/events", params={"rule": "meet", "from": t - 1})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["events"]) == seen, r.json()

@@ -45,9 +45,11 @@ WHERE s.device_id = k.device_id AND s.rule_id = k.rule_id AND s.fence_id = k.fen
 """
 
 _INSERT_EVENTS = """
-INSERT INTO events (type, rule_id, fence_id, device_id, fleet, ts, lat, lon, other_device)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                     $7::float8[], $8::float8[], $9::text[])
+INSERT INTO events (type, rule_id, fence_id, device_id, fleet, ts, lat, lon, other_device, other_fleet)
+SELECT k.*, (SELECT d.fleet FROM devices AS d WHERE d.id = k.other_device)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+            $7::float8[], $8::float8[], $9::text[])
+    AS k(type, rule_id, fence_id, device_id, fleet, ts, lat, lon, other_device)
 RETURNING id, type, rule_id, fence_id, device_id, ts, other_device
 """
 
@@ -297,23 +299,25 @@ async def inside_now(db: Database, fence: str, fleets: Sequence[str] | None) -> 
     return [{"id": r[0], "fleet": r[1], "since_ts": r[2]} for r in rows]
 
 
-# The filters of an events page, on `events AS e`.
+# The filters of an events page, on `events AS e`, but for the fleets and the device.
 _PAGE_FILTERS = """e.ts >= $1 AND e.ts < $2 AND e.id > $3
-    AND ($5::text IS NULL OR e.device_id = $5 OR e.other_device = $5)
-    AND ($6::text IS NULL OR e.fence_id = $6)
-    AND ($7::text IS NULL OR e.rule_id = $7) AND ($8::text IS NULL OR e.type = $8)"""
+    AND ($6::text IS NULL OR e.fence_id = $6) AND ($7::text IS NULL OR e.rule_id = $7)
+    AND ($8::text IS NULL OR e.type = $8)"""
+_OWN_SIDE = "($4::text[] IS NULL OR e.fleet = ANY($4::text[])) AND ($5::text IS NULL OR e.device_id = $5)"
 _E_COLUMNS = ", ".join(f"e.{c}" for c in _EVENT_COLUMNS.split(", "))
 
-# Two halves, each an index walk in id order that stops at the page's end: the events of the fleets, and
-# the near/far events of other fleets' devices that name one of theirs as the other (without what the
-# first half has). One OR of both could only be answered by reading the whole window.
+# Two halves, each an index walk in id order that stops at the page's end: the events of the fleets (and
+# device), and the near/far events that name one of their devices as the other (`other_fleet`: its fleet
+# when the event fired; `events_other_fleet`, or `events_other` by device), but for those of the first half.
+# One OR of both could only be answered by reading the whole window.
 _EVENTS_PAGE_SQL = f"""
 (SELECT {_E_COLUMNS} FROM events AS e
- WHERE ($4::text[] IS NULL OR e.fleet = ANY($4::text[])) AND {_PAGE_FILTERS}
+ WHERE {_OWN_SIDE} AND {_PAGE_FILTERS}
  ORDER BY e.id LIMIT $9)
 UNION ALL
-(SELECT {_E_COLUMNS} FROM events AS e JOIN devices AS d ON d.id = e.other_device
- WHERE $4::text[] IS NOT NULL AND d.fleet = ANY($4::text[]) AND NOT e.fleet = ANY($4::text[])
+(SELECT {_E_COLUMNS} FROM events AS e
+ WHERE e.other_fleet IS NOT NULL AND ($4::text[] IS NULL OR e.other_fleet = ANY($4::text[]))
+   AND ($5::text IS NULL OR e.other_device = $5) AND NOT ({_OWN_SIDE})
    AND {_PAGE_FILTERS}
  ORDER BY e.id LIMIT $9)
 ORDER BY id LIMIT $9
@@ -335,7 +339,7 @@ async def events_page(
 
     "Oldest first" is storage order (the id), which is fix-time order for each device. A `near`/`far`
     event is stored once, under the fleet of the device whose fix fired it; it belongs as much to the
-    other device, so it is listed for the other's fleets and for `device` = the other too.
+    other device, so it is listed for the other's fleet (when it fired) and for `device` = the other too.
     """
     async with db.pool.acquire() as conn:
         rows = await conn.fetch(

@@ -191,10 +191,18 @@ async def tracks(
         await splitter.finish()
 
     async def read_all() -> None:
+        streams = [asyncio.create_task(read(s)) for s in shares if s]
         try:
-            await asyncio.gather(*(read(s) for s in shares if s))
+            await asyncio.gather(*streams)
         finally:
-            await queue.put(None)
+            # A failed stream stops the other, which would otherwise wait for good on a full queue that
+            # nobody reads, holding its connection; both have let go of their connections after this.
+            for stream in streams:
+                stream.cancel()
+            await asyncio.gather(*streams, return_exceptions=True)
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():  # else the reader is gone: nobody waits for the end
+                await queue.put(None)
 
     reader = asyncio.create_task(read_all())
     try:

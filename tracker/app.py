@@ -89,9 +89,11 @@ def create_app(settings: Settings, database_url: str | None = None, *, manage_gc
         try:
             yield
         finally:
-            for task in (gc_task, compaction):
-                if task is not None:
-                    task.cancel()
+            tasks = [task for task in (gc_task, compaction) if task is not None]
+            for task in tasks:
+                task.cancel()
+            # A rebuild cut short cancels its query and closes its connection before the pool goes.
+            await asyncio.gather(*tasks, return_exceptions=True)
             await holder["core"].stop()
 
     http = Starlette(routes=api.routes(), exception_handlers=api.exception_handlers, lifespan=lifespan)

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     h3_resolution: int = Field(9, ge=0, le=15)
     broadcast_interval_ms: int = Field(100, ge=5, le=60_000)
     retention_days: int | None = Field(None, ge=1)
-    # A UTC day's partition of fixes has its indexes rebuilt (compacted, tracker/store/compaction.py) this
+    # A UTC day's partition of fixes has its primary key rebuilt (compacted, tracker/store/compaction.py) this
     # many seconds after the day ended; 0: never by the server (`tracker db compact` from cron instead).
     compact_after_s: float = Field(3600.0, ge=0, le=604_800)
     # A trail breaks where its device sent nothing for longer than this (0: never), so that no line is

@@ -1,7 +1,9 @@
 """`/trail` with `max_points` (the map's replay): a window of up to MAX_BUDGET_FIXES fixes, thinned by the
 database to the first fix of each slice of time, then cut to the point budget by a time-aware
 Douglas-Peucker (`tracker.trail.budget_runs`) in a worker thread, so the event loop keeps serving fixes.
-The route and its documentation are `tracker.api.history.trail`'s.
+The route and its documentation are `tracker.api.history.trail`'s. A read holds three pooled connections
+(two halves of the window and its flagged fixes) and the replay asks for up to 20 trails at once, so at
+most READS_AT_ONCE reads run per process and the others wait their turn: the pool stays for ingest.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tracker.trail import budget_runs, run_starts, runs_length_m, to_geojson, to
 MAX_BUDGET_FIXES = 2_000_000  # a week at 3 Hz; the database sends back a few 10k of them
 MAX_POINTS = 20_000
 MAX_POINTS_DEFAULT = 2_000
+READS_AT_ONCE = 2
+_reading = asyncio.Semaphore(READS_AT_ONCE)
 # The database keeps the first fix of each slice of 1/(THIN_PER_POINT max_points) of the window: on a week
 # at 1 Hz cut to 2,560 points the replay's error against every fix is the same from 10 slices a point as
 # from 25 (mean 150 m both, p99 495 and 507 m, worst 632 and 608 m), and the database probes 2.5x fewer.
@@ -64,9 +68,10 @@ async def budget_trail(
         )
     by_gap = math.ceil(GAP_SLICES * window_ms / (gap_s * 1000)) if gap_s > 0 else 0
     buckets = min(finest, max(THIN_PER_POINT * max_points, by_gap))
-    found = await history.thinned_track(
-        params.core(request).db, device.id, from_ms, to_ms, buckets, MAX_BUDGET_FIXES, include_flagged
-    )
+    async with _reading:
+        found = await history.thinned_track(
+            params.core(request).db, device.id, from_ms, to_ms, buckets, MAX_BUDGET_FIXES, include_flagged
+        )
     if found is None:
         raise InvalidInput(
             f"the window from/to holds more than {MAX_BUDGET_FIXES} fixes of device {device.id!r}: "

@@ -73,7 +73,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, manage_gc
         holder["core"] = app.state.core = await Core.start(
             resolved, url, viewers, metrics, devices, devices, cut, viewers.here() if shared else None
         )
-        # Closed days' indexes are rebuilt in the background (one process of a cluster at a time).
+        # Closed days' primary keys are rebuilt in the background (one process of a cluster at a time).
         compaction = None
         if settings.compact_after_s > 0:
             compaction = asyncio.create_task(

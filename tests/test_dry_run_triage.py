@@ -13,10 +13,10 @@ import pytest
 from harness import REALDATA
 
 from tracker.geofence import crossings
-from tracker.geofence.dry_run import DryRun, compile_text, to_fixes
+from tracker.geofence.dry_run import MAX_CHUNK_PAIRS, DryRun, chunk_target, compile_text
 from tracker.geofence.ruleset import RuleSet
 from tracker.model import GeofenceEvent
-from tracker.store.history_fixes import FixColumns
+from tracker.store.history_fixes import CHUNK_FIXES, FixColumns, to_fixes
 from tracker.tools.trackfile import TrackFileError, read_track
 
 GEOFENCES = REALDATA / "geofences"
@@ -182,3 +182,24 @@ def test_crossings_tested_against_boxes_first_are_the_same(
     run = DryRun(rules, triage=False)
     chunks = _chunks(columns, 600_000)
     assert [e for chunk in chunks for e in run.feed_columns(chunk, devices, fleets)] == fix_by_fix[1]
+
+
+def test_chunks_shrink_where_fences_overlap_deeply() -> None:
+    """A chunk's fence lookup gives a (fix, fence) pair per fence covering a fix: 400 posted circles over
+    one spot would make a 250k-fix chunk 1e8 pairs, so such a run reads smaller chunks."""
+
+    def rules(count: int) -> RuleSet:
+        fences = "".join(
+            f"  - {{id: c{i}, tags: [t], circle: {{center: [13.4, 52.5], radius_m: {100 + i}}}}}\n"
+            for i in range(count)
+        )
+        compiled = compile_text(
+            f"fences:\n{fences}rules:\n  - {{id: in, on: enter, fence_tags: [t]}}\n", (), None
+        )
+        assert compiled.rules is not None, compiled.errors
+        return compiled.rules
+
+    deep = rules(400)
+    assert deep.index.max_overlap >= 400
+    assert chunk_target(deep) == MAX_CHUNK_PAIRS // deep.index.max_overlap < CHUNK_FIXES
+    assert chunk_target(rules(1)) == CHUNK_FIXES

@@ -34,7 +34,7 @@ from tracker.geofence.triage import Floats, Ints, Plan, Triage
 from tracker.index import LiveIndex
 from tracker.model import Fence, FenceState, Fix, GeofenceEvent, Head, StateKey
 from tracker.store import Database
-from tracker.store.history_fixes import FixColumns, chunks, device_fleets
+from tracker.store.history_fixes import CHUNK_FIXES, FixColumns, chunks, device_fleets, fixes_at, to_fixes
 
 MAX_YAML_BYTES = 1 << 20
 MAX_WINDOW_MS = 31 * 86_400_000
@@ -44,6 +44,9 @@ MAX_RULES = 500  # rules of a posted file
 MAX_FENCES = 5_000  # fences of a posted file
 MAX_NEAR_DISTANCE_M = 5_000.0  # a posted near rule's distance_m: each fix measures the devices that close
 NEAR_SLICE_MS = 1_000  # with near rules, the batches a chunk is cut into (live batches last ~0.1 s)
+# (fix, fence) pairs a chunk's fence lookup may give: a chunk has fewer fixes when fences overlap deeply
+# (5,000 posted fences over one spot would give 1.25e9 pairs for a 250k-fix chunk, gigabytes of memory).
+MAX_CHUNK_PAIRS = 10_000_000
 POSTED_NAME = "posted.yaml"  # the file name in a posted file's `file:line: reason` errors
 
 
@@ -164,40 +167,6 @@ def kept_fixes(
     return fixes_at(columns, plan.kept, devices, fleets), crossed
 
 
-def to_fixes(columns: FixColumns, devices: Sequence[str], fleets: Sequence[str]) -> list[Fix]:
-    """The chunk's fixes in time order, as the detector takes them (NaN speed or accuracy: None)."""
-    return fixes_at(columns, np.argsort(columns.ts, kind="stable"), devices, fleets)
-
-
-def fixes_at(columns: FixColumns, order: Ints, devices: Sequence[str], fleets: Sequence[str]) -> list[Fix]:
-    """The chunk's fixes at `order` (indexes), in that order (NaN speed or accuracy: None)."""
-    index = columns.device[order]
-    names = np.asarray(devices, dtype=object)[index].tolist()
-    fleet = np.asarray(fleets, dtype=object)[index].tolist()
-    n = len(order)
-    return list(
-        map(
-            Fix,
-            names,
-            fleet,
-            columns.ts[order].tolist(),
-            columns.lat[order].tolist(),
-            columns.lon[order].tolist(),
-            _none_for_nan(columns.speed[order]),
-            [None] * n,
-            _none_for_nan(columns.accuracy[order]),
-        )
-    )
-
-
-def _none_for_nan(values: np.ndarray) -> list[float | None]:
-    if not np.isnan(values).any():  # the common case: every fix has one
-        return values.tolist()  # type: ignore[no-any-return]
-    out = values.astype(object)
-    out[np.isnan(values)] = None
-    return out.tolist()  # type: ignore[no-any-return]
-
-
 class DryRunStopped(InvalidInput):
     """A run stopped before its end: cancelled, or beyond MAX_EVENTS (the message says which)."""
 
@@ -277,7 +246,7 @@ async def run(
         return
     detecting: asyncio.Future[list[GeofenceEvent]] | None = None
     try:
-        async for _, _, columns in chunks(db, devices, from_ms, to_ms):
+        async for _, _, columns in chunks(db, devices, from_ms, to_ms, chunk_target(rules)):
             if detecting is not None:
                 yield await detecting
             detecting = asyncio.ensure_future(asyncio.to_thread(state.feed_columns, columns, devices, fleets))
@@ -288,6 +257,12 @@ async def run(
         if detecting is not None and not detecting.done():
             state.cancelled = True  # the thread cannot be cancelled: it stops at its next slice
             detecting.cancel()
+
+
+def chunk_target(rules: RuleSet) -> int:
+    """Fixes per chunk for `rules`: CHUNK_FIXES, fewer where so many fences overlap that the chunk's
+    (fix, fence) pairs would pass MAX_CHUNK_PAIRS."""
+    return max(1_000, min(CHUNK_FIXES, MAX_CHUNK_PAIRS // max(1, rules.index.max_overlap)))
 
 
 async def scope_of(db: Database, devices: Sequence[str] | None) -> dict[str, str]:

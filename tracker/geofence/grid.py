@@ -176,6 +176,9 @@ class FenceIndex:
         self._pair_fence = np.repeat(fo, span)[order]
         self._pair_kind = np.repeat(ki, span)[order]
         counts = np.bincount(seg, minlength=len(self._breaks))
+        # The most (fence, kind) pairs of any square: at most that many fences cover one point, which bounds
+        # the pairs `inside` gives a batch (the dry-run sizes its chunks by it).
+        self.max_overlap = int(counts.max()) if len(counts) else 0
         self._offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(counts)])
         self._tree = shapely.STRtree([s.outer for s in self._shapes]) if self._shapes else None
         self._subtrees: dict[bytes, tuple[shapely.STRtree | None, Ints]] = {}  # by fence mask (`crossings`)

@@ -7,7 +7,8 @@ making a Python object per value. Chunks are cut by time, not by count, so a dev
 back out of order across chunks; their length adapts to the density seen so far (about `CHUNK_FIXES`
 each), is bounded by the number of devices (`BUSIEST_INTERVAL_MS`), and a silence is skipped to the next
 fix. Rows within a chunk are in no particular order: the caller sorts them. Fixes stored with a `flag`
-are left out, as live fence evaluation left them out.
+are left out, as live fence evaluation left them out. `fixes_at` makes `Fix` objects of only the rows a
+caller needs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
+from tracker.model import Fix
 from tracker.store.database import Database, ms_to_datetime
 
 CHUNK_FIXES = 250_000  # fixes per chunk aimed at: a few MB of rows, a fraction of a second of detection
@@ -179,3 +181,37 @@ async def device_fleets(
         None if devices is None else list(devices),
     )
     return {r[0]: r[1] for r in rows}
+
+
+def to_fixes(columns: FixColumns, devices: Sequence[str], fleets: Sequence[str]) -> list[Fix]:
+    """The chunk's fixes in time order, as the detector takes them (NaN speed or accuracy: None)."""
+    return fixes_at(columns, np.argsort(columns.ts, kind="stable"), devices, fleets)
+
+
+def fixes_at(columns: FixColumns, order: Ints, devices: Sequence[str], fleets: Sequence[str]) -> list[Fix]:
+    """The chunk's fixes at `order` (indexes), in that order (NaN speed or accuracy: None)."""
+    index = columns.device[order]
+    names = np.asarray(devices, dtype=object)[index].tolist()
+    fleet = np.asarray(fleets, dtype=object)[index].tolist()
+    n = len(order)
+    return list(
+        map(
+            Fix,
+            names,
+            fleet,
+            columns.ts[order].tolist(),
+            columns.lat[order].tolist(),
+            columns.lon[order].tolist(),
+            _none_for_nan(columns.speed[order]),
+            [None] * n,
+            _none_for_nan(columns.accuracy[order]),
+        )
+    )
+
+
+def _none_for_nan(values: np.ndarray) -> list[float | None]:
+    if not np.isnan(values).any():  # the common case: every fix has one
+        return values.tolist()  # type: ignore[no-any-return]
+    out = values.astype(object)
+    out[np.isnan(values)] = None
+    return out.tolist()  # type: ignore[no-any-return]

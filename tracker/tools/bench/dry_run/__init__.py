@@ -34,7 +34,7 @@ from tracker.auth import hash_token, new_token
 from tracker.geofence import dry_run
 from tracker.geofence.ruleset import RuleSet
 from tracker.model import Viewer
-from tracker.store import Database, accounts
+from tracker.store import Database, accounts, history_fixes
 from tracker.store.database import DAY_MS
 from tracker.store.history_fixes import chunks, device_fleets
 from tracker.tools.bench.dry_run.rules import postgis_covers, rules_text
@@ -285,7 +285,7 @@ async def _in_process(db_url: str, rules: RuleSet, from_ms: int, to_ms: int) -> 
             plan = run.plan(columns, devices, fleets)
             t2 = time.process_time()
             if plan is None:
-                fixes = dry_run.to_fixes(columns, devices, fleets)
+                fixes = history_fixes.to_fixes(columns, devices, fleets)
                 t3 = time.process_time()
                 fired = run.feed(fixes)
             else:

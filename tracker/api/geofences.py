@@ -16,7 +16,8 @@ from tracker.errors import InvalidInput, NotFound
 from tracker.geo import circle_polygon
 from tracker.model import EVENT_TYPES, Fence, FixFilter, Rule, Viewer
 from tracker.parse import check_id
-from tracker.store.geofences import events_page, inside_now
+from tracker.store.events import events_page
+from tracker.store.geofences import inside_now
 
 
 def _fence_feature(fence: Fence) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Geofence state, events and the webhook outbox in PostGIS.
+"""Geofence state, events and the webhook outbox in PostGIS (events are read back by `store.events`).
 
 `write_batch` is the ingest loop's one write: the fixes, plus, when the batch changed fence state or fired
 events, the changed fence states, the events and one outbox row per (event, webhook URL), all in one
@@ -18,7 +18,7 @@ import asyncpg
 
 from tracker.geofence.detect import Detection
 from tracker.geofence.proximity import pair_key
-from tracker.model import FenceState, Fix, GeofenceEvent, StateKey, Window
+from tracker.model import FenceState, Fix, GeofenceEvent, StateKey
 from tracker.store import fence_owner, near_pairs
 from tracker.store import trips as trips_store
 from tracker.store.database import Database
@@ -52,8 +52,6 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigi
     AS k(type, rule_id, fence_id, device_id, fleet, ts, lat, lon, other_device)
 RETURNING id, type, rule_id, fence_id, device_id, ts, other_device
 """
-
-_EVENT_COLUMNS = "id, type, rule_id, fence_id, device_id, fleet, ts, lat, lon, other_device"
 
 
 def _from(first: int, sql: str) -> str:
@@ -297,75 +295,3 @@ async def inside_now(db: Database, fence: str, fleets: Sequence[str] | None) -> 
             list(fleets) if fleets is not None else None,
         )
     return [{"id": r[0], "fleet": r[1], "since_ts": r[2]} for r in rows]
-
-
-# The filters of an events page, on `events AS e`, but for the fleets and the device.
-_PAGE_FILTERS = """e.ts >= $1 AND e.ts < $2 AND e.id > $3
-    AND ($6::text IS NULL OR e.fence_id = $6) AND ($7::text IS NULL OR e.rule_id = $7)
-    AND ($8::text IS NULL OR e.type = $8)"""
-_OWN_SIDE = "($4::text[] IS NULL OR e.fleet = ANY($4::text[])) AND ($5::text IS NULL OR e.device_id = $5)"
-_E_COLUMNS = ", ".join(f"e.{c}" for c in _EVENT_COLUMNS.split(", "))
-
-# Two halves, each an index walk in id order that stops at the page's end: the events of the fleets (and
-# device), and the near/far events that name one of their devices as the other (`other_fleet`: its fleet
-# when the event fired; `events_other_fleet`, or `events_other` by device), but for those of the first half.
-# One OR of both could only be answered by reading the whole window.
-_EVENTS_PAGE_SQL = f"""
-(SELECT {_E_COLUMNS} FROM events AS e
- WHERE {_OWN_SIDE} AND {_PAGE_FILTERS}
- ORDER BY e.id LIMIT $9)
-UNION ALL
-(SELECT {_E_COLUMNS} FROM events AS e
- WHERE e.other_fleet IS NOT NULL AND ($4::text[] IS NULL OR e.other_fleet = ANY($4::text[]))
-   AND ($5::text IS NULL OR e.other_device = $5) AND NOT ({_OWN_SIDE})
-   AND {_PAGE_FILTERS}
- ORDER BY e.id LIMIT $9)
-ORDER BY id LIMIT $9
-"""
-
-
-async def events_page(
-    db: Database,
-    *,
-    fleets: Sequence[str] | None,
-    device: str | None,
-    fence: str | None,
-    rule: str | None,
-    type: str | None,
-    window: Window,
-) -> list[GeofenceEvent]:
-    """Up to `window.limit` + 1 stored events matching every given filter in the window (`after`: an id),
-    oldest first (coroutine).
-
-    "Oldest first" is storage order (the id), which is fix-time order for each device. A `near`/`far`
-    event is stored once, under the fleet of the device whose fix fired it; it belongs as much to the
-    other device, so it is listed for the other's fleet (when it fired) and for `device` = the other too.
-    """
-    async with db.pool.acquire() as conn:
-        rows = await conn.fetch(
-            _EVENTS_PAGE_SQL,
-            window.from_ms,
-            window.to_ms,
-            window.after or 0,
-            list(fleets) if fleets is not None else None,
-            device,
-            fence,
-            rule,
-            type,
-            window.limit + 1,
-        )
-    return [
-        GeofenceEvent(
-            r["type"],
-            r["rule_id"],
-            r["fence_id"],
-            r["device_id"],
-            r["fleet"],
-            r["ts"],
-            r["lat"],
-            r["lon"],
-            str(r["id"]),
-            r["other_device"],
-        )
-        for r in rows
-    ]
